@@ -1,0 +1,33 @@
+"""fairseq_t2r: finetune pretrained fairseq transformers into RNNs (T2R)."""
+from setuptools import find_packages, setup
+
+setup(
+    name="fairseq_t2r",
+    version="0.1.0",
+    description="T2R for fairseq: swap softmax attention for learned linear attention, "
+    "finetune with fairseq-train, generate as an RNN",
+    packages=find_packages(include=["fairseq_t2r", "fairseq_t2r.*"]),
+    python_requires=">=3.10",
+    install_requires=[
+        # torch first: the install scripts pin torch==2.13.0 before this runs, so pip
+        # never pulls a multi-GB CUDA wheel onto a CPU machine.
+        "torch>=2.1",
+        # fairseq 0.12.2 from PyPI does not import on Python 3.11; ve-fairseq is a build of
+        # fairseq's main branch with prebuilt wheels for CPython 3.11/3.12.
+        "ve-fairseq==0.12.3",
+        "sacrebleu>=2.0",
+        "sacremoses>=0.0.53",
+        "subword-nmt>=0.3.8",
+    ],
+    extras_require={
+        "test": ["pytest>=7"],
+        "gpu": ["flash-linear-attention"],
+    },
+    entry_points={
+        "console_scripts": [
+            "t2r-convert=fairseq_t2r.convert:cli_main",
+            "t2r-prepare-lm=fairseq_t2r.prep.lm:cli_main",
+            "t2r-prepare-mt=fairseq_t2r.prep.mt:cli_main",
+        ]
+    },
+)
