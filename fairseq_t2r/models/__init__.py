@@ -1,0 +1,1 @@
+from . import t2r_transformer_lm  # noqa: F401

@@ -1,0 +1,134 @@
+"""The swap: which attention modules become T2R, and how a softmax checkpoint fills them.
+
+One source of truth for both the in-memory model (``convert_decoder``) and the offline
+converter (``t2r-convert``): ``attention_specs`` lists every converted attention module.
+"""
+import logging
+import re
+from typing import Dict, List, NamedTuple
+
+from fairseq.utils import safe_getattr
+
+from ..config import t2r_option
+from ..errors import T2RUserError
+from ..modules.feature_maps import build_feature_map
+from ..modules.t2r_attention import T2RAttention
+
+logger = logging.getLogger("fairseq_t2r")
+
+NEW_TENSOR_MARKER = ".feature_map."
+
+
+class AttentionSpec(NamedTuple):
+    path: str  # module path inside the model, e.g. "decoder.layers.3.self_attn"
+    num_heads: int
+    head_dim: int
+    feature_map: str
+    feature_dim: int
+
+
+def parse_layers(spec, num_layers: int) -> List[int]:
+    if spec is None or str(spec).strip() in ("", "all"):
+        return list(range(num_layers))
+    try:
+        layers = sorted({int(x) for x in str(spec).split(",") if x.strip()})
+    except ValueError:
+        raise T2RUserError(f"--t2r-layers {spec!r} is not a comma-separated list of layer indices, e.g. '0,2,4'")
+    bad = [i for i in layers if not 0 <= i < num_layers]
+    if bad or not layers:
+        raise T2RUserError(
+            f"--t2r-layers names layer {bad[0] if bad else spec!r}, but the decoder has {num_layers} "
+            f"layers (0..{num_layers - 1}): pass indices in that range"
+        )
+    return layers
+
+
+def attention_specs(args, with_cross: bool) -> List[AttentionSpec]:
+    num_layers = args.decoder_layers
+    heads = args.decoder_attention_heads
+    head_dim = args.decoder_embed_dim // heads
+    specs = []
+    fmap, dim = t2r_option(args, "t2r_feature_map"), t2r_option(args, "t2r_feature_dim")
+    cross = with_cross and not t2r_option(args, "t2r_no_cross")
+    cross_dim = t2r_option(args, "t2r_cross_feature_dim") or dim
+    for i in parse_layers(t2r_option(args, "t2r_layers"), num_layers):
+        specs.append(AttentionSpec(f"decoder.layers.{i}.self_attn", heads, head_dim, fmap, dim))
+        if cross:
+            specs.append(AttentionSpec(f"decoder.layers.{i}.encoder_attn", heads, head_dim, fmap, cross_dim))
+    return specs
+
+
+def convert_decoder(model, args, with_cross: bool):
+    """Replace the chosen MultiheadAttention modules of ``model`` by T2RAttention, in place."""
+    for spec in attention_specs(args, with_cross):
+        parent_path, attr = spec.path.rsplit(".", 1)
+        parent = model.get_submodule(parent_path)
+        setattr(parent, attr, T2RAttention.from_softmax(getattr(parent, attr), spec.feature_map, spec.feature_dim))
+    return model
+
+
+def new_tensors(args, with_cross: bool) -> Dict[str, "torch.Tensor"]:
+    """Freshly initialised feature-map tensors for every converted module (for t2r-convert)."""
+    out = {}
+    for spec in attention_specs(args, with_cross):
+        fmap = build_feature_map(spec.feature_map, spec.num_heads, spec.head_dim, spec.feature_dim)
+        for name, tensor in fmap.state_dict().items():
+            out[f"{spec.path}.feature_map.{name}"] = tensor
+    return out
+
+
+def summarize_names(names: List[str]) -> str:
+    """'decoder.layers.{0,1,2}.self_attn.feature_map.weight, ...': one entry per tensor kind."""
+    groups: Dict[str, List[str]] = {}
+    for n in names:
+        m = re.search(r"\.layers\.(\d+)\.", n)
+        key = n if m is None else n[: m.start()] + ".layers.{}." + n[m.end():]
+        groups.setdefault(key, []).append(m.group(1) if m else "")
+    parts = []
+    for key, idx in groups.items():
+        parts.append(key.replace("{}", "{" + ",".join(idx) + "}") if "{}" in key else key)
+    return ", ".join(parts)
+
+
+def fill_new_tensors(model, state_dict, name: str = ""):
+    """Check a loaded checkpoint against ``model`` and add the T2R tensors it lacks.
+
+    Called from the model's ``upgrade_state_dict_named``, which fairseq runs on every checkpoint
+    before its strict ``load_state_dict``: a softmax checkpoint then loads into a T2R model with
+    every tensor copied unchanged and only the feature maps newly initialised. Anything else that
+    does not fit stops with one line naming the first offending tensor.
+    """
+    prefix = name + "." if name else ""
+    args = getattr(model.decoder, "args", None)
+    arch = safe_getattr(args, "arch", None) or safe_getattr(args, "_name", None) or type(model).__name__
+    own = model.state_dict()
+    for k, t in own.items():
+        ck = state_dict.get(prefix + k)
+        if ck is not None and tuple(ck.shape) != tuple(t.shape):
+            raise T2RUserError(
+                f"checkpoint does not fit --arch {arch}: tensor {k} has shape {tuple(ck.shape)} in the "
+                f"checkpoint but {tuple(t.shape)} in the model; choose the architecture, sizes and "
+                f"dictionary the checkpoint was trained with"
+            )
+    missing = [k for k in own if prefix + k not in state_dict]
+    new = [k for k in missing if NEW_TENSOR_MARKER in k]
+    lacking = [k for k in missing if NEW_TENSOR_MARKER not in k]
+    if lacking:
+        raise T2RUserError(
+            f"checkpoint does not fit --arch {arch}: it has no tensor {lacking[0]} "
+            f"({len(lacking)} model tensors missing); is it a fairseq transformer of this architecture and layer count?"
+        )
+    if not safe_getattr(args, "decoder_layers_to_keep", None):
+        extra = [k for k in state_dict if k.startswith(prefix) and k[len(prefix):] not in own]
+        if extra:
+            raise T2RUserError(
+                f"checkpoint does not fit --arch {arch}: its tensor {extra[0][len(prefix):]} has no place in the "
+                f"model ({len(extra)} such tensors); check the layer count, --t2r-layers and --t2r-feature-map"
+            )
+    if new:
+        for k in new:
+            state_dict[prefix + k] = own[k].detach().clone()
+        logger.info(
+            f"T2R swap: copied {len(own) - len(new)} tensors from the checkpoint unchanged; "
+            f"initialised {len(new)} new tensors: {summarize_names(new)}"
+        )

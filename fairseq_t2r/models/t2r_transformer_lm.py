@@ -1,0 +1,30 @@
+"""``t2r_transformer_lm``: fairseq's transformer_lm with T2R attention in the decoder,
+plus a ``t2r_`` twin of every architecture registered for ``transformer_lm``."""
+from dataclasses import dataclass
+
+from fairseq.models import register_model
+from fairseq.models.transformer_lm import TransformerLanguageModel, TransformerLanguageModelConfig
+
+from ..config import T2RConfig
+from .conversion import convert_decoder, fill_new_tensors
+from .twins import register_twins
+
+
+@dataclass
+class T2RTransformerLanguageModelConfig(TransformerLanguageModelConfig, T2RConfig):
+    pass
+
+
+@register_model("t2r_transformer_lm", dataclass=T2RTransformerLanguageModelConfig)
+class T2RTransformerLanguageModel(TransformerLanguageModel):
+    @classmethod
+    def build_model(cls, args, task):
+        model = super().build_model(args, task)
+        return convert_decoder(model, args, with_cross=False)
+
+    def upgrade_state_dict_named(self, state_dict, name):
+        super().upgrade_state_dict_named(state_dict, name)
+        fill_new_tensors(self, state_dict, name)
+
+
+register_twins("transformer_lm", "t2r_transformer_lm")

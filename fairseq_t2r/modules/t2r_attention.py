@@ -1,0 +1,191 @@
+"""T2RAttention: a drop-in replacement for fairseq's MultiheadAttention with linear attention.
+
+Same parameter names and shapes as MultiheadAttention (q_proj, k_proj, v_proj, out_proj), so a
+softmax checkpoint's tensors load unchanged; the only new tensors live in ``feature_map``.
+The math is in ``fairseq_t2r.ops.linear_attention``; this file is the fairseq wiring:
+projections, heads, dropout, and the recurrent state kept in fairseq's incremental state.
+
+Incremental state (batch-major, so beam search reorders it with index_select on dim 0):
+- causal self-attention: ``S`` (B, H, F, D) and ``z`` (B, H, F), the running sums; their size
+  never depends on how many tokens were consumed.
+- cross-attention: ``S_src`` / ``z_src``, the source summary, computed once at the first step
+  (once per sentence, not per beam hypothesis, when ``set_beam_size`` was called) and reused.
+"""
+from typing import Dict, Optional, Tuple
+
+import torch
+from fairseq.incremental_decoding_utils import with_incremental_state
+from fairseq.modules import MultiheadAttention
+from fairseq.modules.fairseq_dropout import FairseqDropout
+from torch import Tensor, nn
+
+from ..errors import T2RUserError
+from ..ops import linear_attention as ops
+from .feature_maps import build_feature_map
+
+
+@with_incremental_state
+class T2RAttention(nn.Module):
+    def __init__(
+        self,
+        embed_dim: int,
+        num_heads: int,
+        q_proj: nn.Module,
+        k_proj: nn.Module,
+        v_proj: nn.Module,
+        out_proj: nn.Module,
+        feature_map: str = "t2r",
+        feature_dim: int = 32,
+        dropout: float = 0.0,
+        encoder_decoder_attention: bool = False,
+        eps: float = ops.DEFAULT_EPS,
+    ):
+        super().__init__()
+        self.embed_dim = embed_dim
+        self.num_heads = num_heads
+        self.head_dim = embed_dim // num_heads
+        if self.head_dim * num_heads != embed_dim:
+            raise T2RUserError(f"embed_dim {embed_dim} is not divisible by num_heads {num_heads}")
+        self.scaling = self.head_dim ** -0.5
+        self.q_proj, self.k_proj, self.v_proj, self.out_proj = q_proj, k_proj, v_proj, out_proj
+        self.feature_map = build_feature_map(feature_map, num_heads, self.head_dim, feature_dim)
+        self.dropout_module = FairseqDropout(dropout, module_name=self.__class__.__name__)
+        self.encoder_decoder_attention = encoder_decoder_attention
+        self.self_attention = not encoder_decoder_attention
+        self.eps = eps
+        self.beam_size = 1
+        self.init_incremental_state()
+
+    @classmethod
+    def from_softmax(cls, mha: MultiheadAttention, feature_map: str, feature_dim: int, eps=ops.DEFAULT_EPS):
+        """Build from a MultiheadAttention, taking over its projection modules as they are."""
+        if mha.bias_k is not None or mha.add_zero_attn:
+            raise T2RUserError("attention with --add-bias-kv / --add-zero-attn cannot be converted to T2R")
+        return cls(
+            mha.embed_dim,
+            mha.num_heads,
+            mha.q_proj,
+            mha.k_proj,
+            mha.v_proj,
+            mha.out_proj,
+            feature_map=feature_map,
+            feature_dim=feature_dim,
+            dropout=mha.dropout_module.p,
+            encoder_decoder_attention=mha.encoder_decoder_attention,
+            eps=eps,
+        )
+
+    # -- shapes -----------------------------------------------------------------------------
+    def _heads(self, x: Tensor) -> Tensor:
+        # (T, B, C) -> (B, H, T, D)
+        T, B, _ = x.shape
+        return x.view(T, B, self.num_heads, self.head_dim).permute(1, 2, 0, 3)
+
+    def _unheads(self, x: Tensor) -> Tensor:
+        # (B, H, T, D) -> (T, B, C)
+        B, H, T, D = x.shape
+        return x.permute(2, 0, 1, 3).reshape(T, B, H * D)
+
+    def _weight_dropout(self):
+        return self.dropout_module if self.training and self.dropout_module.p > 0 else None
+
+    # -- forward ----------------------------------------------------------------------------
+    def forward(
+        self,
+        query: Tensor,
+        key: Optional[Tensor],
+        value: Optional[Tensor],
+        key_padding_mask: Optional[Tensor] = None,
+        incremental_state: Optional[Dict[str, Dict[str, Optional[Tensor]]]] = None,
+        need_weights: bool = True,
+        static_kv: bool = False,
+        attn_mask: Optional[Tensor] = None,
+        before_softmax: bool = False,
+        need_head_weights: bool = False,
+    ) -> Tuple[Tensor, Optional[Tensor]]:
+        # Linear attention never materialises attention weights outside the quadratic
+        # training form, so none are returned (fairseq treats None as "not available").
+        # attn_mask is the causal mask fairseq passes in training; causality is built in.
+        if self.training and self.feature_map.is_random and incremental_state is None:
+            self.feature_map.new_feature_map()
+        if self.encoder_decoder_attention:
+            out = self._cross_attention(query, key, value, key_padding_mask, incremental_state)
+        else:
+            out = self._causal_self_attention(query, key, value, key_padding_mask, incremental_state)
+        return self.out_proj(self._unheads(out)), None
+
+    def _causal_self_attention(self, query, key, value, key_padding_mask, incremental_state):
+        phi_q = self.feature_map.forward_queries(self._heads(self.q_proj(query) * self.scaling))
+        phi_k = self.feature_map.forward_keys(self._heads(self.k_proj(key)))
+        v = self._heads(self.v_proj(value))
+        phi_k = ops.mask_padded_keys(phi_k, key_padding_mask)
+        if incremental_state is None:
+            return ops.causal_parallel(phi_q, phi_k, v, self.eps, self._weight_dropout())
+        buf = self._get_input_buffer(incremental_state)
+        state = (buf["S"], buf["z"]) if "S" in buf else ops.empty_state(phi_k, v)
+        if phi_q.size(2) == 1:
+            out, (S, z) = ops.recurrent_step(phi_q, phi_k, v, state, self.eps)
+        else:  # several tokens at once (e.g. a prompt): parallel form continuing the state
+            out, (S, z) = ops.causal_chunked(phi_q, phi_k, v, self.eps, initial_state=state, return_state=True)
+        buf["S"], buf["z"] = S, z
+        self._set_input_buffer(incremental_state, buf)
+        return out
+
+    def _cross_attention(self, query, key, value, key_padding_mask, incremental_state):
+        phi_q = self.feature_map.forward_queries(self._heads(self.q_proj(query) * self.scaling))
+        buf = self._get_input_buffer(incremental_state) if incremental_state is not None else {}
+        if incremental_state is None:
+            phi_k = ops.mask_padded_keys(self.feature_map.forward_keys(self._heads(self.k_proj(key))), key_padding_mask)
+            return ops.noncausal(phi_q, phi_k, self._heads(self.v_proj(value)), self.eps, self._weight_dropout())
+        if "S_src" not in buf:
+            bsz = key.size(1)
+            if self.beam_size > 1 and bsz == query.size(1):
+                # encoder_out was expanded to bsz * beam; every beam of a sentence has the same
+                # source, so summarise one copy per sentence
+                key = key.view(key.size(0), -1, self.beam_size, key.size(2))[:, :, 0]
+                value = value.view(value.size(0), -1, self.beam_size, value.size(2))[:, :, 0]
+                if key_padding_mask is not None:
+                    key_padding_mask = key_padding_mask.view(-1, self.beam_size, key_padding_mask.size(1))[:, 0]
+            phi_k = ops.mask_padded_keys(self.feature_map.forward_keys(self._heads(self.k_proj(key))), key_padding_mask)
+            buf["S_src"], buf["z_src"] = ops.summarize_keys(phi_k, self._heads(self.v_proj(value)))
+            self._set_input_buffer(incremental_state, buf)
+        S, z = buf["S_src"], buf["z_src"]
+        nsent = S.size(0)
+        if nsent == phi_q.size(0):
+            return ops.attend_state(phi_q, (S, z), self.eps, out_dtype=query.dtype)
+        # one summary per sentence, beam_size queries per sentence
+        B, H, T, Fdim = phi_q.shape
+        q = phi_q.view(nsent, -1, H, T, Fdim)
+        out = ops.attend_state(q, (S.unsqueeze(1), z.unsqueeze(1)), self.eps, out_dtype=query.dtype)
+        return out.reshape(B, H, T, -1)
+
+    # -- incremental state (fairseq protocol) -----------------------------------------------
+    def _get_input_buffer(self, incremental_state) -> Dict[str, Optional[Tensor]]:
+        result = self.get_incremental_state(incremental_state, "attn_state")
+        return result if result is not None else {}
+
+    def _set_input_buffer(self, incremental_state, buffer):
+        return self.set_incremental_state(incremental_state, "attn_state", buffer)
+
+    def reorder_incremental_state(self, incremental_state, new_order: Tensor):
+        buf = self._get_input_buffer(incremental_state)
+        if not buf:
+            return incremental_state
+        order = new_order
+        if self.encoder_decoder_attention and self.beam_size > 1:
+            # the source summary is kept once per sentence (see _cross_attention)
+            if buf["S_src"].size(0) * self.beam_size == new_order.size(0):
+                return incremental_state  # beams only moved within their sentence
+            # finished sentences were dropped: keep the summaries of those still decoding
+            order = new_order.view(-1, self.beam_size)[:, 0] // self.beam_size
+        for k, v in buf.items():
+            if v is not None:
+                buf[k] = v.index_select(0, order)
+        return self._set_input_buffer(incremental_state, buf)
+
+    def set_beam_size(self, beam_size: int):
+        self.beam_size = beam_size
+
+    def upgrade_state_dict_named(self, state_dict, name):
+        # old checkpoints stored q, k, v stacked as in_proj_weight: split them as fairseq does
+        MultiheadAttention.upgrade_state_dict_named(self, state_dict, name)
