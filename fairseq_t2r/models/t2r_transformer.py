@@ -1,0 +1,51 @@
+"""``t2r_transformer``: fairseq's translation transformer with T2R attention in the decoder,
+plus a ``t2r_`` twin of every architecture registered for ``transformer``.
+
+The encoder keeps softmax attention. In the decoder, every chosen layer (``--t2r-layers``,
+default all) gets causal linear self-attention and, unless ``--t2r-no-cross``, linear
+cross-attention (feature size ``--t2r-cross-feature-dim``, default ``--t2r-feature-dim``).
+During generation the cross-attention keeps one summary of the source per sentence
+(``S_src``/``z_src``), so a decoding step costs the same whatever the source length.
+
+Swap a softmax checkpoint with any fairseq tool, e.g.::
+
+    fairseq-train DATA --user-dir fairseq_t2r --arch t2r_transformer_wmt_en_de \\
+        --finetune-from-model softmax.pt ...
+
+``upgrade_state_dict_named`` copies every tensor of the checkpoint and initialises only the
+feature maps; a checkpoint that does not fit stops with one line naming the first bad tensor.
+"""
+from fairseq.dataclass.utils import gen_parser_from_dataclass
+from fairseq.models import register_model
+from fairseq.models.transformer import TransformerModel
+
+from ..config import T2RCrossConfig, set_t2r_defaults
+from .conversion import convert_decoder, fill_new_tensors
+from .twins import register_twins
+
+
+@register_model("t2r_transformer")
+class T2RTransformerModel(TransformerModel):
+    @classmethod
+    def hub_models(cls):
+        return {}  # no released T2R translation checkpoints
+
+    @classmethod
+    def add_args(cls, parser):
+        super().add_args(parser)
+        # no defaults on the parser, as for fairseq's own options: the architecture functions
+        # (the t2r_ twins) fill them in, so an old checkpoint's args get them too
+        gen_parser_from_dataclass(parser, T2RCrossConfig(), delete_default=True, with_prefix="")
+
+    @classmethod
+    def build_model(cls, args, task):
+        set_t2r_defaults(args)
+        model = super().build_model(args, task)
+        return convert_decoder(model, args, with_cross=True)
+
+    def upgrade_state_dict_named(self, state_dict, name):
+        super().upgrade_state_dict_named(state_dict, name)
+        fill_new_tensors(self, state_dict, name)
+
+
+register_twins("transformer", "t2r_transformer")
