@@ -1,0 +1,185 @@
+"""``t2r-convert SOFTMAX.pt OUT.pt``: write the swapped (not yet finetuned) T2R checkpoint.
+
+Every tensor of the softmax checkpoint is kept as it is; the feature maps are added, freshly
+initialised; the architecture becomes its ``t2r_`` twin. Reads checkpoints saved by current
+fairseq (``cfg``) and the pre-hydra released format (``args`` Namespace). Never writes over its
+input, refuses an existing output unless ``--force``, and writes atomically (temp file + rename),
+so an interrupted run leaves no half-written checkpoint.
+"""
+import argparse
+import copy
+import logging
+import os
+import sys
+from argparse import Namespace
+
+import torch
+
+from .errors import T2RUserError
+
+T2R_FAMILIES = {"transformer_lm": "t2r_transformer_lm", "transformer": "t2r_transformer"}
+
+
+def build_parser():
+    from .config import T2R_DEFAULTS
+    from .modules.feature_maps import FEATURE_MAPS
+
+    p = argparse.ArgumentParser(prog="t2r-convert", description=__doc__.split("\n\n")[0])
+    p.add_argument("input", help="softmax fairseq checkpoint (transformer_lm or transformer family)")
+    p.add_argument("output", help="where to write the T2R checkpoint")
+    p.add_argument("--t2r-feature-map", default=T2R_DEFAULTS["t2r_feature_map"], choices=sorted(FEATURE_MAPS))
+    p.add_argument("--t2r-feature-dim", type=int, default=T2R_DEFAULTS["t2r_feature_dim"])
+    p.add_argument("--t2r-layers", default=None, help="comma-separated decoder layers to convert (default all)")
+    p.add_argument("--t2r-cross-feature-dim", type=int, default=None, help="translation models: feature size of cross-attention")
+    p.add_argument("--t2r-no-cross", action="store_true", help="translation models: keep softmax cross-attention")
+    p.add_argument("--seed", type=int, default=1, help="seed for the new feature maps' initialisation")
+    p.add_argument("--force", action="store_true", help="overwrite OUTPUT if it exists (never the input)")
+    return p
+
+
+def load_checkpoint_file(path):
+    if not os.path.isfile(path):
+        raise T2RUserError(f"checkpoint {path} does not exist: check the path")
+    try:
+        from .compat import trusted_torch_load
+
+        state = trusted_torch_load(path, map_location="cpu")
+    except Exception as e:  # truncated file, random bytes, not a torch pickle
+        raise T2RUserError(f"{path} is not a readable fairseq checkpoint ({type(e).__name__}): pass a .pt file written by fairseq-train")
+    if not isinstance(state, dict) or not isinstance(state.get("model"), dict):
+        raise T2RUserError(f"{path} is not a fairseq checkpoint (no 'model' state dict): pass a .pt file written by fairseq-train")
+    return state
+
+
+def model_args(state):
+    """(args Namespace with arch defaults applied, arch name) of a checkpoint, either format."""
+    from fairseq.models import ARCH_CONFIG_REGISTRY
+    from omegaconf import OmegaConf
+
+    cfg = state.get("cfg")
+    if cfg is not None and cfg.get("model") is not None:
+        model_cfg = cfg["model"]
+        if isinstance(model_cfg, Namespace):
+            args = copy.copy(model_cfg)
+            arch = getattr(args, "arch", None) or getattr(args, "_name", None)
+        else:
+            if OmegaConf.is_config(model_cfg):
+                model_cfg = OmegaConf.to_container(model_cfg, resolve=False)
+            args = Namespace(**{k: v for k, v in model_cfg.items()})
+            arch = model_cfg.get("arch") or model_cfg.get("_name")
+    elif state.get("args") is not None:
+        args = copy.copy(state["args"])
+        arch = getattr(args, "arch", None)
+    else:
+        raise T2RUserError("checkpoint has neither 'cfg' nor 'args': it was not written by fairseq-train")
+    if arch in ARCH_CONFIG_REGISTRY:
+        ARCH_CONFIG_REGISTRY[arch](args)  # fills defaults an old checkpoint's args lack
+    return args, arch
+
+
+def twin_arch(arch):
+    from fairseq.models import ARCH_MODEL_NAME_REGISTRY
+
+    family = ARCH_MODEL_NAME_REGISTRY.get(arch)
+    if family in T2R_FAMILIES.values():
+        raise T2RUserError(f"the checkpoint is already a T2R model (arch {arch}): finetune it directly")
+    if family not in T2R_FAMILIES:
+        raise T2RUserError(
+            f"arch {arch!r} is not a fairseq transformer_lm or transformer architecture: "
+            f"t2r-convert converts those two families only"
+        )
+    return "t2r_" + arch, family
+
+
+def set_model_config(state, twin, t2r_options):
+    """Point the checkpoint's saved config at the twin architecture and record the T2R options."""
+    from omegaconf import OmegaConf
+
+    if state.get("cfg") is not None and state["cfg"].get("model") is not None:
+        cfg = state["cfg"]
+        if OmegaConf.is_config(cfg):
+            cfg = OmegaConf.to_container(cfg, resolve=False)
+        model_cfg = cfg["model"]
+        if isinstance(model_cfg, Namespace):
+            model_cfg.arch = twin
+            model_cfg._name = twin
+            vars(model_cfg).update(t2r_options)
+        else:
+            model_cfg["_name"] = twin
+            if "arch" in model_cfg:
+                model_cfg["arch"] = twin
+            model_cfg.update(t2r_options)
+        state["cfg"] = cfg
+    if state.get("args") is not None:
+        state["args"].arch = twin
+        vars(state["args"]).update(t2r_options)
+
+
+def atomic_save(obj, path):
+    tmp = f"{path}.tmp-{os.getpid()}"
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def convert(input_path, output_path, t2r_options, seed=1, force=False):
+    """Returns (twin arch, number of copied tensors, names of new tensors)."""
+    from . import models  # noqa: F401  registers the t2r_ architectures
+    from .models.conversion import new_tensors, summarize_names
+
+    if os.path.exists(input_path) and os.path.exists(output_path) and os.path.samefile(input_path, output_path):
+        raise T2RUserError(f"output {output_path} is the input checkpoint: choose another output path")
+    if os.path.exists(output_path) and not force:
+        raise T2RUserError(f"output {output_path} already exists: choose another path or pass --force to overwrite it")
+    state = load_checkpoint_file(input_path)
+    args, arch = model_args(state)
+    twin, family = twin_arch(arch)
+    if family == "transformer_lm":  # cross-attention options exist for translation models only
+        t2r_options = {k: v for k, v in t2r_options.items() if "cross" not in k}
+    vars(args).update(t2r_options)
+    torch.manual_seed(seed)
+    added = new_tensors(args, with_cross=(family == "transformer"))
+    sd = state["model"]
+    for name in added:
+        module = name.split(".feature_map.")[0]
+        if not any(k.startswith(module + ".") for k in sd):
+            raise T2RUserError(
+                f"checkpoint has no attention module {module} although its config says "
+                f"{args.decoder_layers} decoder layers: the file is inconsistent"
+            )
+    copied = len(sd)
+    sd.update(added)
+    set_model_config(state, twin, t2r_options)
+    state.pop("last_optimizer_state", None)  # belongs to the softmax model's parameter list
+    state["t2r_converted_from"] = os.path.abspath(input_path)
+    atomic_save(state, output_path)
+    logging.getLogger("fairseq_t2r").info(
+        f"wrote {output_path}: arch {twin}, copied {copied} tensors unchanged, "
+        f"initialised {len(added)} new tensors: {summarize_names(list(added))}"
+    )
+    return twin, copied, list(added)
+
+
+def cli_main(argv=None):
+    logging.basicConfig(format="%(asctime)s | %(levelname)s | %(name)s | %(message)s", level=logging.INFO, stream=sys.stdout)
+    args = build_parser().parse_args(argv)
+    if args.t2r_feature_dim <= 0 or (args.t2r_cross_feature_dim is not None and args.t2r_cross_feature_dim <= 0):
+        raise T2RUserError("feature sizes must be positive: pass --t2r-feature-dim N with N >= 1")
+    options = {
+        "t2r_feature_map": args.t2r_feature_map,
+        "t2r_feature_dim": args.t2r_feature_dim,
+        "t2r_layers": args.t2r_layers,
+        "t2r_cross_feature_dim": args.t2r_cross_feature_dim,
+        "t2r_no_cross": args.t2r_no_cross,
+    }
+    convert(args.input, args.output, options, seed=args.seed, force=args.force)
+
+
+if __name__ == "__main__":
+    cli_main()

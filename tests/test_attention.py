@@ -1,0 +1,173 @@
+"""The attention against its independent reference: parallel forms vs the token-by-token
+recurrence, with padding and beam reordering, for every feature map, in float64 and float32."""
+import pytest
+import torch
+from fairseq.modules import MultiheadAttention
+
+from fairseq_t2r.modules import FEATURE_MAPS, T2RAttention
+from fairseq_t2r.ops import linear_attention as ops
+
+TOL = {torch.float64: 1e-8, torch.float32: 1e-4}
+MAPS = sorted(FEATURE_MAPS)
+
+
+def make_attention(feature_map, dtype, embed_dim=16, heads=2, feature_dim=8, seed=0):
+    torch.manual_seed(seed)
+    mha = MultiheadAttention(embed_dim, heads, self_attention=True)
+    attn = T2RAttention.from_softmax(mha, feature_map, feature_dim)
+    return attn.to(dtype).eval()
+
+
+def right_padding_mask(lengths, T):
+    return torch.arange(T)[None, :] >= torch.tensor(lengths)[:, None]
+
+
+def step_by_step(attn, x, key_padding_mask=None, state=None):
+    """Feed x (T, B, C) one token at a time through the incremental path."""
+    state = {} if state is None else state
+    outs = []
+    for t in range(x.size(0)):
+        kpm = None if key_padding_mask is None else key_padding_mask[:, t : t + 1]
+        o, _ = attn(x[t : t + 1], x[t : t + 1], x[t : t + 1], key_padding_mask=kpm, incremental_state=state)
+        outs.append(o)
+    return torch.cat(outs, 0), state
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("feature_map", MAPS)
+def test_parallel_equals_recurrent_with_right_padding(feature_map, dtype):
+    attn = make_attention(feature_map, dtype)
+    T, B = 23, 3
+    x = torch.randn(T, B, 16, dtype=dtype)
+    kpm = right_padding_mask([23, 17, 5], T)
+    with torch.no_grad():
+        parallel, _ = attn(x, x, x, key_padding_mask=kpm)
+        recurrent, _ = step_by_step(attn, x, kpm)
+    assert (parallel - recurrent).abs().max().item() <= TOL[dtype]
+    # a padded key changes nothing: same outputs as the unpadded shorter sequence
+    with torch.no_grad():
+        short, _ = attn(x[:5, 2:3], x[:5, 2:3], x[:5, 2:3])
+    assert (short[:, 0] - parallel[:5, 2]).abs().max().item() <= TOL[dtype]
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("feature_map", MAPS)
+def test_recurrent_after_beam_reordering(feature_map, dtype):
+    """Reorder the state mid-sequence with a random (repeating) order, as beam search does."""
+    attn = make_attention(feature_map, dtype, seed=1)
+    B, m, rest = 4, 7, 6
+    gen = torch.Generator().manual_seed(3)
+    prefix = torch.randn(m, B, 16, dtype=dtype, generator=gen)
+    cont = torch.randn(rest, B, 16, dtype=dtype, generator=gen)
+    new_order = torch.randint(0, B, (B,), generator=gen)
+    with torch.no_grad():
+        _, state = step_by_step(attn, prefix)
+        attn.reorder_incremental_state(state, new_order)
+        after, _ = step_by_step(attn, cont, state=state)
+        full = torch.cat([prefix[:, new_order], cont], 0)
+        reference, _ = attn(full, full, full)
+    assert (after - reference[m:]).abs().max().item() <= TOL[dtype]
+
+
+@pytest.mark.parametrize("T,chunk", [(1, 4), (5, 4), (64, 16), (100, 32), (130, 64)])
+def test_chunked_equals_quadratic_and_reference(T, chunk):
+    gen = torch.Generator().manual_seed(T)
+    shape = (2, 3, T)
+    q = torch.rand(*shape, 6, dtype=torch.float64, generator=gen)
+    k = torch.rand(*shape, 6, dtype=torch.float64, generator=gen)
+    v = torch.randn(*shape, 5, dtype=torch.float64, generator=gen)
+    quadratic = ops.causal_quadratic(q, k, v)
+    chunked = ops.causal_chunked(q, k, v, chunk_size=chunk)
+    assert (chunked - quadratic).abs().max().item() <= 1e-10
+    assert (ops.causal_reference(q, k, v) - quadratic).abs().max().item() <= 1e-10
+
+
+def test_chunked_continues_a_state():
+    gen = torch.Generator().manual_seed(0)
+    q, k = (torch.rand(1, 2, 50, 4, dtype=torch.float64, generator=gen) for _ in range(2))
+    v = torch.randn(1, 2, 50, 3, dtype=torch.float64, generator=gen)
+    first, state = ops.causal_chunked(q[:, :, :21], k[:, :, :21], v[:, :, :21], chunk_size=8, return_state=True)
+    second = ops.causal_chunked(q[:, :, 21:], k[:, :, 21:], v[:, :, 21:], chunk_size=8, initial_state=state)
+    assert (torch.cat([first, second], 2) - ops.causal_quadratic(q, k, v)).abs().max().item() <= 1e-10
+
+
+def test_long_sequence_uses_exact_chunked_form():
+    attn = make_attention("t2r", torch.float64)
+    T = ops.QUADRATIC_MAX_LEN + 77
+    x = torch.randn(T, 1, 16, dtype=torch.float64)
+    with torch.no_grad():
+        out, _ = attn(x, x, x)
+        phi_q = attn.feature_map.forward_queries(attn._heads(attn.q_proj(x) * attn.scaling))
+        phi_k = attn.feature_map.forward_keys(attn._heads(attn.k_proj(x)))
+        ref = attn.out_proj(attn._unheads(ops.causal_quadratic(phi_q, phi_k, attn._heads(attn.v_proj(x)))))
+    assert (out - ref).abs().max().item() <= 1e-8
+
+
+def test_multi_token_incremental_call_equals_single_steps():
+    attn = make_attention("t2r", torch.float64)
+    x = torch.randn(12, 2, 16, dtype=torch.float64)
+    with torch.no_grad():
+        state = {}
+        a, _ = attn(x[:8], x[:8], x[:8], incremental_state=state)  # a prompt in one call
+        b, _ = step_by_step(attn, x[8:], state=state)
+        ref, _ = attn(x, x, x)
+    assert (torch.cat([a, b]) - ref).abs().max().item() <= 1e-8
+
+
+def state_bytes(state):
+    return sum(t.numel() * t.element_size() for buf in state.values() for t in buf.values() if t is not None)
+
+
+def test_state_size_does_not_grow():
+    attn = make_attention("t2r", torch.float32)
+    x = torch.randn(40, 2, 16)
+    with torch.no_grad():
+        _, state = step_by_step(attn, x[:1])
+        after_one = state_bytes(state)
+        step_by_step(attn, x[1:], state=state)
+    assert after_one == state_bytes(state) == 2 * 2 * 8 * (8 + 1) * 4  # B*H*F*(D+1) floats
+
+
+def test_random_features_redrawn_in_training_fixed_in_eval():
+    attn = make_attention("rfa", torch.float32)
+    x = torch.randn(6, 2, 16)
+    attn.eval()
+    with torch.no_grad():
+        a, _ = attn(x, x, x)
+        b, _ = attn(x, x, x)
+    assert torch.equal(a, b)
+    attn.train()
+    before = attn.feature_map.omega.clone()
+    attn(x, x, x)
+    assert not torch.equal(before, attn.feature_map.omega)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_precision_sums_in_fp32(dtype):
+    attn64 = make_attention("t2r", torch.float64)
+    attn_half = make_attention("t2r", torch.float32)
+    attn_half.load_state_dict(attn64.state_dict())
+    attn_half.to(dtype)
+    x = torch.randn(600, 1, 16, dtype=torch.float64)  # longer than the quadratic cut-off
+    with torch.no_grad():
+        ref, _ = attn64(x, x, x)
+        out, _ = attn_half(x.to(dtype), x.to(dtype), x.to(dtype))
+        _, state = step_by_step(attn_half, x[:3].to(dtype))
+    assert out.dtype == dtype and torch.isfinite(out).all()
+    assert all(t.dtype == torch.float32 for t in state[next(iter(state))].values())
+    assert (out.double() - ref).abs().max().item() < 0.1
+
+
+def test_attention_dropout_only_in_training():
+    torch.manual_seed(0)
+    mha = MultiheadAttention(16, 2, dropout=0.5, self_attention=True)
+    attn = T2RAttention.from_softmax(mha, "t2r", 8)
+    x = torch.randn(10, 2, 16)
+    attn.train()
+    a, _ = attn(x, x, x)
+    b, _ = attn(x, x, x)
+    assert not torch.equal(a, b)
+    attn.eval()
+    c, _ = attn(x, x, x)
+    d, _ = step_by_step(attn, x)
+    assert (c - d).abs().max().item() < 1e-5

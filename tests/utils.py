@@ -1,0 +1,61 @@
+"""Shared helpers for the tests: tiny in-process models and fairseq command-line runs."""
+import os
+import subprocess
+import sys
+from argparse import Namespace
+
+import fairseq_t2r  # noqa: F401  registers models, applies compat fixes
+from fairseq.data import Dictionary
+from fairseq.models.transformer_lm import TransformerLanguageModel, base_lm_architecture
+
+from fairseq_t2r.models.t2r_transformer_lm import T2RTransformerLanguageModel
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+USER_DIR = os.path.join(REPO, "fairseq_t2r")
+DATA = os.path.join(REPO, "tests", "data")
+
+
+class FakeTask:
+    def __init__(self, dictionary):
+        self.source_dictionary = self.target_dictionary = dictionary
+
+
+def dictionary(size=50):
+    d = Dictionary()
+    for i in range(size - len(d)):
+        d.add_symbol(f"w{i}")
+    return d
+
+
+def lm_args(**overrides):
+    args = Namespace(
+        decoder_layers=2,
+        decoder_embed_dim=32,
+        decoder_input_dim=32,
+        decoder_output_dim=32,
+        decoder_ffn_embed_dim=64,
+        decoder_attention_heads=4,
+        tokens_per_sample=256,
+        max_target_positions=256,
+        dropout=0.0,
+        attention_dropout=0.0,
+        t2r_feature_dim=8,
+    )
+    vars(args).update(overrides)
+    base_lm_architecture(args)
+    return args
+
+
+def tiny_lm(t2r=True, vocab=50, **overrides):
+    task = FakeTask(dictionary(vocab))
+    cls = T2RTransformerLanguageModel if t2r else TransformerLanguageModel
+    return cls.build_model(lm_args(**overrides), task)
+
+
+def run_tool(module, *args, check=True, cwd=None):
+    """Run a fairseq/fairseq_t2r command-line tool with this interpreter; returns the result."""
+    cmd = [sys.executable, "-m", module, *map(str, args)]
+    res = subprocess.run(cmd, capture_output=True, text=True, cwd=cwd)
+    if check and res.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed ({res.returncode}):\n{res.stdout[-3000:]}\n{res.stderr[-3000:]}")
+    return res
