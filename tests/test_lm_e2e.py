@@ -1,0 +1,120 @@
+"""End to end on real English text, through the stock fairseq command-line tools:
+train a tiny softmax transformer_lm, swap and finetune it as T2R, evaluate, generate."""
+import math
+import os
+import re
+
+import pytest
+import torch
+
+from utils import DATA, USER_DIR, run_tool
+
+MODEL = [
+    "--decoder-layers", "2", "--decoder-embed-dim", "64", "--decoder-input-dim", "64",
+    "--decoder-output-dim", "64", "--decoder-ffn-embed-dim", "128", "--decoder-attention-heads", "4",
+    "--share-decoder-input-output-embed",
+]
+TRAIN = [
+    "--user-dir", USER_DIR, "--task", "language_modeling", "--tokens-per-sample", "64",
+    "--sample-break-mode", "eos",  # exercises the numpy-2 fix (np.compat.long)
+    "--max-tokens", "2048", "--optimizer", "adam", "--lr", "2e-3", "--lr-scheduler", "inverse_sqrt",
+    "--warmup-updates", "40", "--dropout", "0.1", "--no-epoch-checkpoints", "--log-format", "simple",
+    "--log-interval", "50", "--seed", "1", "--num-workers", "0",
+]
+
+
+def eval_ppl(data, path):
+    res = run_tool("fairseq_cli.eval_lm", data, "--user-dir", USER_DIR, "--path", path,
+                   "--max-tokens", "4096", "--tokens-per-sample", "64", "--gen-subset", "test")
+    m = re.search(r"Perplexity: ([\d.]+|inf|nan)", res.stdout + res.stderr)
+    assert m, res.stderr[-2000:]
+    return float(m.group(1))
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    from fairseq_t2r.prep.lm import prepare_lm
+
+    root = tmp_path_factory.mktemp("lm")
+    data = str(prepare_lm(root / "data", text_file=os.path.join(DATA, "lm", "english.txt"),
+                          max_lines=4000, bpe_merges=1500, verbose=False))
+    teacher_dir, t2r_dir = root / "softmax", root / "t2r"
+    run_tool("fairseq_cli.train", data, *TRAIN, "--arch", "transformer_lm", *MODEL,
+             "--max-update", "400", "--save-dir", teacher_dir)
+    teacher = str(teacher_dir / "checkpoint_best.pt")
+    swapped = str(root / "swapped.pt")
+    run_tool("fairseq_t2r.convert", teacher, swapped)
+    finetune = run_tool("fairseq_cli.train", data, *TRAIN, "--arch", "t2r_transformer_lm", *MODEL,
+                        "--max-update", "300", "--finetune-from-model", teacher, "--save-dir", t2r_dir)
+    return {"root": root, "data": data, "teacher": teacher, "swapped": swapped,
+            "t2r": str(t2r_dir / "checkpoint_best.pt"), "t2r_dir": str(t2r_dir), "finetune_log": finetune.stdout + finetune.stderr}
+
+
+def test_swap_logs_copied_and_new_tensors(trained):
+    lines = [line for line in trained["finetune_log"].splitlines() if "T2R swap:" in line]
+    assert len(lines) == 1
+    assert re.search(r"copied \d+ tensors .* initialised 4 new tensors: decoder\.layers\.\{0,1\}\.self_attn\.feature_map", lines[0])
+
+
+def test_finetuning_lowers_perplexity(trained):
+    teacher = eval_ppl(trained["data"], trained["teacher"])
+    swapped = eval_ppl(trained["data"], trained["swapped"])
+    finetuned = eval_ppl(trained["data"], trained["t2r"])
+    print(f"test perplexity: softmax teacher {teacher:.2f}, right after swap {swapped:.2f}, T2R finetuned {finetuned:.2f}")
+    assert all(math.isfinite(p) for p in (teacher, swapped, finetuned))
+    assert finetuned < swapped
+
+
+def test_greedy_generation_matches_parallel_argmax(trained):
+    """Generation runs the recurrent form; its greedy tokens and scores must be what the
+    parallel forward pass assigns to the same text."""
+    from fairseq.models.transformer_lm import TransformerLanguageModel
+
+    hub = TransformerLanguageModel.from_pretrained(
+        trained["t2r_dir"], "checkpoint_best.pt", data_name_or_path=trained["data"], user_dir=USER_DIR
+    ).eval()
+    model = hub.models[0]
+    assert type(model).__name__ == "T2RTransformerLanguageModel"
+    dictionary = hub.task.target_dictionary
+    prompts = ["the president said that", "we have"]
+    for prompt in prompts:
+        tokens = hub.encode(prompt)[:-1]  # drop the eos that encode appends
+        hypo = hub.generate([tokens], beam=1, sampling=False, max_len_b=24, min_len=8)[0][0]
+        out = hypo["tokens"]
+        assert torch.equal(out[: len(tokens)], tokens)
+        prev = torch.cat([torch.tensor([dictionary.eos()]), out[:-1]]).unsqueeze(0)
+        with torch.no_grad():
+            logits, _ = model(prev)
+        lprobs = torch.log_softmax(logits.float(), dim=-1)[0]
+        gen_positions = range(len(tokens), len(out) - 1)  # the final eos may be forced by max_len
+        logits[0, :, dictionary.pad()] = -math.inf
+        argmax = logits[0].argmax(-1)
+        for i in gen_positions:
+            assert argmax[i].item() == out[i].item(), (prompt, i)
+        picked = lprobs[torch.arange(len(out)), out][len(tokens):]
+        assert torch.allclose(picked, hypo["positional_scores"][len(tokens):], atol=1e-4)
+
+
+@pytest.mark.parametrize("mode", [["--beam", "4"], ["--sampling", "--beam", "1", "--seed", "3"]])
+def test_interactive_language_modeling(trained, mode):
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "fairseq_cli.interactive", trained["data"], "--user-dir", USER_DIR,
+           "--task", "language_modeling", "--path", trained["t2r"], "--max-len-b", "12", *mode]
+    res = subprocess.run(cmd, input="the people of\n", capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr[-2000:]
+    hyps = [line for line in res.stdout.splitlines() if line.startswith("H-")]
+    assert len(hyps) == 1 and len(hyps[0].split("\t")[2].split()) > 3
+
+
+def test_mismatched_finetune_stops_before_writing(trained):
+    save_dir = trained["root"] / "bad"
+    res = run_tool("fairseq_cli.train", trained["data"], *TRAIN, "--arch", "t2r_transformer_lm",
+                   *[a if a != "128" else "96" for a in MODEL], "--max-update", "5",
+                   "--finetune-from-model", trained["teacher"], "--save-dir", save_dir, check=False)
+    assert res.returncode != 0
+    errors = [line for line in res.stderr.splitlines() if line.startswith("fairseq_t2r: error")]
+    assert len(errors) == 1 and "decoder.layers.0.fc1.weight" in errors[0] and "(96, 64)" in errors[0]
+    assert "Traceback" not in res.stderr
+    assert not (save_dir.exists() and list(save_dir.glob("*.pt")))
