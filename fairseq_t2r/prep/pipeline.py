@@ -1,0 +1,220 @@
+"""Shared preparation pipeline, one function per step.
+
+raw lines -> :func:`tokenize` (sacremoses, fairseq's ``--tokenizer moses`` defaults) ->
+:func:`split` (dedupe, seeded shuffle, disjoint train/valid/test) -> :func:`learn_bpe` on
+train only -> :func:`apply_bpe` to every split -> :func:`binarize` (``fairseq-preprocess``).
+
+The BPE codes are written to ``OUT/bpe.codes`` and copied to ``OUT/bin/bpe.codes`` so that
+``fairseq-interactive OUT/bin --tokenizer moses --bpe subword_nmt --bpe-codes
+OUT/bin/bpe.codes`` reproduces the preprocessing at inference time.
+"""
+import io
+import os
+import random
+import shutil
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+from .corpora import PrepError, log
+
+# --------------------------------------------------------------------------- tokenisation
+
+_TOKENIZERS = {}
+
+
+def _moses(lang):
+    if lang not in _TOKENIZERS:
+        from sacremoses import MosesTokenizer
+
+        _TOKENIZERS[lang] = MosesTokenizer(lang=lang)
+    return _TOKENIZERS[lang]
+
+
+def tokenize_line(line: str, lang: str) -> str:
+    """Moses-tokenise one line exactly as fairseq's ``--tokenizer moses`` does by default
+    (aggressive dash splits, XML escaping)."""
+    return _moses(lang).tokenize(" ".join(line.split()), aggressive_dash_splits=True,
+                                 return_str=True, escape=True)
+
+
+def _tokenize_chunk(args):
+    lines, lang = args
+    return [tokenize_line(line, lang) for line in lines]
+
+
+def tokenize(lines, lang: str, workers: int = 1, chunk: int = 2000):
+    """Tokenise a list of lines (order kept); uses ``workers`` processes for large inputs."""
+    lines = list(lines)
+    if workers <= 1 or len(lines) <= chunk:
+        return _tokenize_chunk((lines, lang))
+    chunks = [(lines[i:i + chunk], lang) for i in range(0, len(lines), chunk)]
+    with ProcessPoolExecutor(max_workers=workers) as ex:
+        return [tok for part in ex.map(_tokenize_chunk, chunks) for tok in part]
+
+
+@contextmanager
+def step(name: str):
+    """Log how long a pipeline step took."""
+    t0 = time.time()
+    yield
+    log(f"{name}: {time.time() - t0:.1f}s")
+
+
+def default_workers() -> int:
+    return max(1, min(8, os.cpu_count() or 1))
+
+
+# --------------------------------------------------------------------------- splitting
+
+
+def dedupe(items, key=None):
+    """Drop repeated items (by ``key(item)``), keeping the first occurrence, order kept."""
+    key = key or (lambda x: x)
+    seen, out = set(), []
+    for item in items:
+        k = key(item)
+        if k not in seen:
+            seen.add(k)
+            out.append(item)
+    return out
+
+
+def subsample(items, n, seed: int):
+    """A seeded sample of ``n`` items, in their original order (all items if ``n`` is None)."""
+    items = list(items)
+    if n is None or n >= len(items):
+        return items
+    keep = sorted(random.Random(seed).sample(range(len(items)), n))
+    return [items[i] for i in keep]
+
+
+def split(items, seed: int, valid_frac=0.05, test_frac=0.05, min_eval=5, key=None):
+    """Deterministic disjoint train/valid/test split.
+
+    Items are deduplicated first (by ``key``), so no identical item can land in two splits;
+    membership comes from ``random.Random(seed).shuffle``; each split keeps the original
+    order of its items. valid/test get ``max(min_eval, frac * n)`` items each, capped so
+    that train keeps at least half of the data.
+    """
+    items = dedupe(items, key)
+    n = len(items)
+    if n < 3:
+        raise PrepError(f"split: only {n} distinct items, need at least 3: pass more data")
+
+    def size(frac):
+        return max(1, min(max(min_eval, round(frac * n)), n // 4))
+
+    n_valid, n_test = size(valid_frac), size(test_frac)
+    order = list(range(n))
+    random.Random(seed).shuffle(order)
+    valid_idx = sorted(order[:n_valid])
+    test_idx = sorted(order[n_valid:n_valid + n_test])
+    train_idx = sorted(order[n_valid + n_test:])
+    return {name: [items[i] for i in idx]
+            for name, idx in (("train", train_idx), ("valid", valid_idx), ("test", test_idx))}
+
+
+# --------------------------------------------------------------------------- BPE
+
+
+def learn_bpe(train_texts, codes_path, merges: int, min_frequency: int = 2):
+    """Learn (joint) BPE codes with subword-nmt on ``train_texts`` only.
+
+    ``train_texts`` is a list of tokenised lines; for joint BPE pass the train lines of both
+    languages. Nothing but these lines is seen by the learner.
+    """
+    import subword_nmt.learn_bpe as _lb
+
+    codes_path = Path(codes_path)
+    infile = io.StringIO("".join(line + "\n" for line in train_texts))
+    progress = getattr(_lb, "tqdm", None)
+    _lb.tqdm = lambda iterator, *args, **kwargs: iterator  # no progress bar in logs
+    try:
+        with open(codes_path, "w", encoding="utf-8") as out:
+            _lb.learn_bpe(infile, out, merges, min_frequency=min_frequency)
+    finally:
+        if progress is not None:
+            _lb.tqdm = progress
+    return codes_path
+
+
+def load_bpe(codes_path):
+    from subword_nmt.apply_bpe import BPE
+
+    with open(codes_path, encoding="utf-8") as f:
+        return BPE(f)
+
+
+def apply_bpe(bpe, lines):
+    """Segment tokenised lines with a subword-nmt ``BPE`` object (from :func:`load_bpe`)."""
+    return [bpe.process_line(line) for line in lines]
+
+
+def bpe_merge_symbols(codes_path):
+    """The set of symbols created by the merges of a codes file (``a`` + ``b`` -> ``ab``)."""
+    out = set()
+    with open(codes_path, encoding="utf-8") as f:
+        for line in f:
+            if line.startswith("#version"):
+                continue
+            parts = line.split()
+            if len(parts) == 2:
+                out.add(parts[0] + parts[1])
+    return out
+
+
+# --------------------------------------------------------------------------- I/O + binarize
+
+
+def write_lines(path, lines):
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", encoding="utf-8") as f:
+        for line in lines:
+            f.write(line.replace("\n", " ") + "\n")
+    return path
+
+
+def binarize(out_dir, destdir, *, lm: bool, workers: int = 1, trainpref="train.bpe",
+             validpref="valid.bpe", testpref="test.bpe", src="en", tgt="de"):
+    """Run ``fairseq-preprocess`` with this interpreter (``python -m fairseq_cli.preprocess``).
+
+    LM: ``--only-source --task language_modeling``; MT: ``--source-lang SRC --target-lang TGT
+    --joined-dictionary``. ``destdir`` is recreated from scratch.
+    """
+    out_dir, destdir = Path(out_dir), Path(destdir)
+    if destdir.exists():
+        shutil.rmtree(destdir)
+    cmd = [sys.executable, "-m", "fairseq_cli.preprocess",
+           "--trainpref", str(out_dir / trainpref), "--validpref", str(out_dir / validpref),
+           "--testpref", str(out_dir / testpref), "--destdir", str(destdir),
+           "--workers", str(max(1, workers))]
+    if lm:
+        cmd += ["--only-source", "--task", "language_modeling"]
+    else:
+        cmd += ["--source-lang", src, "--target-lang", tgt, "--joined-dictionary"]
+    log("binarize: " + " ".join(cmd[1:]))
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        tail = [ln for ln in (proc.stderr or proc.stdout).splitlines() if ln.strip()]
+        raise PrepError(f"fairseq-preprocess failed ({tail[-1] if tail else 'no output'}): "
+                        f"check that fairseq imports in {sys.executable}")
+    return destdir
+
+
+def copy_codes(codes_path, destdir):
+    return Path(shutil.copy(codes_path, Path(destdir) / "bpe.codes"))
+
+
+def count_words(lines):
+    return sum(len(line.split()) for line in lines)
+
+
+def dict_size(destdir, name="dict.txt"):
+    path = Path(destdir) / name
+    with open(path, encoding="utf-8") as f:
+        return sum(1 for _ in f)
