@@ -1,0 +1,292 @@
+"""t2r_transformer in-process: registration and options, recurrent == parallel decoding with
+cross-attention (left-padded sources, beam reorders, finished sentences dropped), constant
+incremental state, beam search against parallel re-scoring, and the swap from a checkpoint in
+the released pre-hydra format. Tiny random models only; the trained ones are in test_mt_e2e.py."""
+import argparse
+import math
+import os
+
+import pytest
+import torch
+
+import fairseq_t2r  # noqa: F401  (registers the models, applies the compat fixes)
+from fairseq import checkpoint_utils, options, tasks
+from fairseq.data import Dictionary
+from fairseq.models import ARCH_MODEL_NAME_REGISTRY
+from fairseq.sequence_generator import SequenceGenerator
+
+from fairseq_t2r.errors import T2RUserError
+from fairseq_t2r.modules.t2r_attention import T2RAttention
+
+USER_DIR = os.path.dirname(os.path.abspath(fairseq_t2r.__file__))
+TINY = ["--encoder-layers", "2", "--decoder-layers", "2", "--encoder-embed-dim", "32",
+        "--decoder-embed-dim", "32", "--encoder-ffn-embed-dim", "64", "--decoder-ffn-embed-dim", "64",
+        "--encoder-attention-heads", "4", "--decoder-attention-heads", "4", "--dropout", "0"]
+VOCAB = 60
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    """A translation data dir with only a joined dictionary: enough to build task and model."""
+    d = tmp_path_factory.mktemp("mt_dict")
+    dictionary = Dictionary()
+    for i in range(VOCAB - 4):
+        dictionary.add_symbol(f"w{i}", n=VOCAB - i)
+    for lang in ("en", "de"):
+        dictionary.save(str(d / f"dict.{lang}.txt"))
+    return str(d)
+
+
+def parse(data_dir, *extra, arch="t2r_transformer"):
+    parser = options.get_training_parser()
+    return options.parse_args_and_arch(parser, [
+        data_dir, "--user-dir", USER_DIR, "--task", "translation", "-s", "en", "-t", "de",
+        "--arch", arch, "--share-all-embeddings", *TINY, *extra])
+
+
+def build(data_dir, *extra, arch="t2r_transformer", seed=1):
+    args = parse(data_dir, *extra, arch=arch)
+    task = tasks.setup_task(args)
+    torch.manual_seed(seed)
+    return args, task, task.build_model(args)
+
+
+def left_padded_batch(dictionary, lengths, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    src = torch.full((len(lengths), max(lengths)), dictionary.pad())
+    for b, n in enumerate(lengths):
+        src[b, -n:-1] = torch.randint(dictionary.nspecial, len(dictionary), (n - 1,), generator=g)
+        src[b, -1] = dictionary.eos()
+    return src, torch.tensor(lengths)
+
+
+def converted(model):
+    return {n: m for n, m in model.named_modules() if isinstance(m, T2RAttention)}
+
+
+# --------------------------------------------------------------------------- registration / options
+
+def test_twins_of_every_transformer_architecture():
+    base = sorted(a for a, m in ARCH_MODEL_NAME_REGISTRY.items() if m == "transformer")
+    assert "transformer_vaswani_wmt_en_de_big" in base
+    for arch in base:
+        assert ARCH_MODEL_NAME_REGISTRY["t2r_" + arch] == "t2r_transformer"
+
+
+def test_twin_inherits_defaults_and_t2r_options(data_dir):
+    args = parse(data_dir, arch="t2r_transformer_vaswani_wmt_en_de_big")
+    assert args.encoder_embed_dim == 32 and args.dropout == 0  # command line wins
+    big = options.parse_args_and_arch(options.get_training_parser(), [
+        data_dir, "--user-dir", USER_DIR, "--task", "translation", "--arch",
+        "t2r_transformer_vaswani_wmt_en_de_big", "--share-all-embeddings"])
+    assert (big.encoder_embed_dim, big.decoder_attention_heads, big.dropout) == (1024, 16, 0.3)
+    assert big.share_all_embeddings
+    assert (big.t2r_feature_map, big.t2r_feature_dim, big.t2r_cross_feature_dim,
+            big.t2r_no_cross, big.t2r_layers) == ("t2r", 32, None, False, None)
+
+
+def test_decoder_converted_encoder_kept(data_dir):
+    _, _, model = build(data_dir, "--t2r-feature-dim", "8", "--t2r-cross-feature-dim", "12")
+    names = converted(model)
+    assert sorted(names) == [f"decoder.layers.{i}.{a}" for i in (0, 1) for a in ("encoder_attn", "self_attn")]
+    assert all(m.feature_map.feature_dim == (12 if n.endswith("encoder_attn") else 8) for n, m in names.items())
+    assert model.encoder.embed_tokens.weight is model.decoder.embed_tokens.weight
+
+
+def test_no_cross_and_layers(data_dir):
+    _, _, model = build(data_dir, "--t2r-no-cross")
+    assert sorted(converted(model)) == ["decoder.layers.0.self_attn", "decoder.layers.1.self_attn"]
+    _, _, model = build(data_dir, "--t2r-layers", "1")
+    assert sorted(converted(model)) == ["decoder.layers.1.encoder_attn", "decoder.layers.1.self_attn"]
+    with pytest.raises(T2RUserError, match="--t2r-layers"):
+        build(data_dir, "--t2r-layers", "2")
+
+
+# --------------------------------------------------------------------------- recurrent == parallel
+
+def parallel_scores(model, src, src_lengths, prev):
+    enc = model.encoder(src, src_lengths=src_lengths)
+    out, _ = model.decoder(prev, encoder_out=enc)
+    return out
+
+
+@pytest.mark.parametrize("extra", [
+    (),
+    ("--t2r-cross-feature-dim", "6", "--t2r-feature-dim", "10"),
+    ("--t2r-no-cross",),
+    ("--t2r-layers", "0"),
+    ("--t2r-feature-map", "elu"),
+], ids=["default", "cross-dim", "no-cross", "hybrid", "elu"])
+def test_recurrent_equals_parallel_left_padded(data_dir, extra):
+    _, task, model = build(data_dir, *extra)
+    model.double().eval()
+    d = task.source_dictionary
+    src, src_lengths = left_padded_batch(d, [9, 3, 6, 1])
+    assert task.cfg.left_pad_source  # fairseq's default, as the test intends
+    prev = torch.randint(d.nspecial, len(d), (4, 11), generator=torch.Generator().manual_seed(3))
+    prev[:, 0] = d.eos()
+    with torch.no_grad():
+        full = parallel_scores(model, src, src_lengths, prev)
+        enc = model.encoder(src, src_lengths=src_lengths)
+        state, steps = {}, []
+        for t in range(prev.size(1)):
+            out, _ = model.decoder(prev[:, : t + 1], encoder_out=enc, incremental_state=state)
+            steps.append(out)
+    # fairseq's softmax attention, kept by --t2r-no-cross / --t2r-layers, runs in float32
+    all_t2r = len(converted(model)) == 2 * len(model.decoder.layers)
+    tol = 1e-8 if all_t2r else 1e-6
+    assert (full - torch.cat(steps, 1)).abs().max().item() <= tol
+    # a padded source row must give the same output as the same sentence alone, unpadded
+    with torch.no_grad():
+        alone = parallel_scores(model, src[1:2, -3:], src_lengths[1:2], prev[1:2])
+    assert (alone - full[1:2]).abs().max().item() <= tol
+
+
+def test_recurrent_equals_parallel_under_beam_reorders(data_dir):
+    """What SequenceGenerator does: set_beam_size, encoder out expanded to bsz*beam, the state
+    reordered within sentences at every step and finished sentences dropped."""
+    _, task, model = build(data_dir)
+    model.double().eval()
+    beam = 3
+    model.decoder.set_beam_size(beam)
+    d = task.source_dictionary
+    src, src_lengths = left_padded_batch(d, [7, 2, 5, 4], seed=5)
+    g = torch.Generator().manual_seed(7)
+    with torch.no_grad():
+        expand = torch.arange(4).repeat_interleave(beam)
+        enc = model.encoder.reorder_encoder_out(model.encoder(src, src_lengths=src_lengths), expand)
+        rows_src, rows_len = src[expand], src_lengths[expand]
+        hist = torch.full((4 * beam, 1), d.eos())
+        state = {}
+        for step in range(8):
+            if step > 0:
+                nsent = hist.size(0) // beam
+                keep = torch.arange(nsent)
+                if step in (3, 6):  # a sentence finished: drop it
+                    keep = keep[keep != (1 if step == 3 else 0)]
+                perm = torch.stack([torch.randint(0, beam, (beam,), generator=g) for _ in keep])
+                order = (keep[:, None] * beam + perm).view(-1)
+                model.decoder.reorder_incremental_state_scripting(state, order)
+                enc = model.encoder.reorder_encoder_out(enc, order)
+                hist, rows_src, rows_len = hist[order], rows_src[order], rows_len[order]
+                new = torch.randint(d.nspecial, len(d), (hist.size(0), 1), generator=g)
+                hist = torch.cat([hist, new], 1)
+            out, _ = model.decoder(hist, encoder_out=enc, incremental_state=state)
+            # incremental decoding gets the full history; fairseq slices the last token itself
+            ref = parallel_scores(model, rows_src, rows_len, hist)[:, -1:]
+            assert (out - ref).abs().max().item() <= 1e-8, step
+
+
+def _incremental_tokens(model, d, src, src_lengths, steps, beam=1):
+    state = {}
+    with torch.no_grad():
+        n = src.size(0)
+        order = torch.arange(n).repeat_interleave(beam)
+        enc = model.encoder.reorder_encoder_out(model.encoder(src, src_lengths=src_lengths), order)
+        model.decoder.set_beam_size(beam)
+        prev = torch.full((n * beam, 1), d.eos())
+        sizes = []
+        for t in range(steps):
+            if t:
+                model.decoder.reorder_incremental_state_scripting(state, torch.arange(n * beam))
+            model.decoder(prev, encoder_out=enc, incremental_state=state)
+            sizes.append(sum(v.numel() * v.element_size() for buf in state.values()
+                             for v in buf.values() if v is not None))
+            prev = torch.cat([prev, torch.full((n * beam, 1), d.nspecial)], 1)
+    return sizes
+
+
+@pytest.mark.parametrize("beam", [1, 4])
+def test_incremental_state_size_constant(data_dir, beam):
+    _, task, model = build(data_dir, "--max-source-positions", "2048")
+    model.eval()
+    d = task.source_dictionary
+    short = _incremental_tokens(model, d, *left_padded_batch(d, [5, 3]), steps=12, beam=beam)
+    long = _incremental_tokens(model, d, *left_padded_batch(d, [900, 40]), steps=4, beam=beam)
+    assert len(set(short)) == 1, short  # no growth with decoding steps
+    assert set(long) == set(short)  # no dependence on the source length
+    # what it is, per layer and head: S (F x D) and z (F) for the self-attention of every
+    # hypothesis, and the same for the source summary, kept once per sentence
+    H, D, F, L, nsent = 4, 8, 32, 2, 2
+    per_row = H * (F * D + F) * 4  # float32
+    assert short[0] == L * per_row * nsent * (beam + 1)
+
+
+# --------------------------------------------------------------------------- beam search
+
+def test_beam_hypotheses_match_parallel_rescoring(data_dir):
+    _, task, model = build(data_dir)
+    model.eval()
+    d = task.target_dictionary
+    with torch.no_grad():  # make eos likely so that sentences finish at different steps
+        model.decoder.embed_tokens.weight[d.eos()] *= 4
+    src, src_lengths = left_padded_batch(d, [8, 3, 6, 5, 2], seed=11)
+    gen = SequenceGenerator([model], d, beam_size=4, max_len_b=12, min_len=1)
+    sample = {"net_input": {"src_tokens": src, "src_lengths": src_lengths}}
+    hypos = gen.generate([model], sample)
+    lengths = set()
+    worst = 0.0
+    with torch.no_grad():
+        for i, nbest in enumerate(hypos):
+            assert len(nbest) == 4
+            for h in nbest:
+                toks = h["tokens"]
+                lengths.add(len(toks))
+                prev = torch.cat([toks.new_tensor([d.eos()]), toks[:-1]])[None]
+                out = parallel_scores(model, src[i:i + 1], src_lengths[i:i + 1], prev)
+                lp = model.get_normalized_probs((out, None), log_probs=True)[0]
+                ref = lp.gather(-1, toks[:, None])[:, 0]
+                worst = max(worst, (ref - h["positional_scores"]).abs().max().item())
+    assert len(lengths) > 1  # finished hypotheses at different steps, i.e. the batch shrank
+    assert worst <= 1e-4
+
+
+# --------------------------------------------------------------------------- pre-hydra checkpoint
+
+def _prehydra_checkpoint(data_dir, path, stacked_in_proj=False):
+    args, task, model = build(data_dir, arch="transformer_wmt_en_de", seed=5)
+    assert not any(k.startswith("t2r_") for k in vars(args))
+    sd = {k: v.clone() for k, v in model.state_dict().items()}
+    if stacked_in_proj:  # fairseq < 0.9 stored q, k, v as one in_proj tensor
+        for prefix in [k[: -len("q_proj.weight")] for k in list(sd) if k.endswith("q_proj.weight")]:
+            for kind in ("weight", "bias"):
+                sd[prefix + "in_proj_" + kind] = torch.cat(
+                    [sd.pop(f"{prefix}{p}_proj.{kind}") for p in "qkv"], 0)
+    torch.save({
+        "args": args,  # an argparse.Namespace: the released format has no "cfg"
+        "model": sd,
+        "optimizer_history": [{"criterion_name": "LabelSmoothedCrossEntropyCriterion",
+                               "optimizer_name": "FairseqAdam",
+                               "lr_scheduler_state": {"best": 3.5}, "num_updates": 1000}],
+        "extra_state": {"epoch": 3, "val_loss": 3.5},
+        "last_optimizer_state": None,
+    }, path)
+    return model.state_dict()
+
+
+@pytest.mark.parametrize("stacked", [False, True], ids=["qkv", "in_proj"])
+def test_swap_prehydra_checkpoint_bit_exact(data_dir, tmp_path, stacked):
+    path = str(tmp_path / "released.pt")
+    original = _prehydra_checkpoint(data_dir, path, stacked_in_proj=stacked)
+    models, cfg, task = checkpoint_utils.load_model_ensemble_and_task(
+        [path], arg_overrides={"arch": "t2r_transformer_wmt_en_de", "data": data_dir})
+    model = models[0]
+    assert type(model).__name__ == "T2RTransformerModel"
+    assert model.encoder.embed_tokens.weight is model.decoder.embed_tokens.weight
+    assert model.decoder.output_projection.weight is model.decoder.embed_tokens.weight
+    new_sd = model.state_dict()
+    new = sorted(k for k in new_sd if k not in original)
+    assert new and all(".feature_map." in k for k in new)
+    assert len(new) == 2 * 2 * 2  # (weight, bias) x (self, cross) x 2 layers
+    for k, t in original.items():
+        assert torch.equal(new_sd[k], t), k
+    assert sorted(converted(model)) == [f"decoder.layers.{i}.{a}" for i in (0, 1) for a in ("encoder_attn", "self_attn")]
+
+
+def test_swap_wrong_size_one_line_error(data_dir, tmp_path):
+    path = str(tmp_path / "released.pt")
+    _prehydra_checkpoint(data_dir, path)
+    with pytest.raises(T2RUserError, match="does not fit"):
+        checkpoint_utils.load_model_ensemble(
+            [path], arg_overrides={"arch": "t2r_transformer_wmt_en_de", "data": data_dir,
+                                   "decoder_ffn_embed_dim": 48})
