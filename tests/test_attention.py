@@ -171,3 +171,27 @@ def test_attention_dropout_only_in_training():
     c, _ = attn(x, x, x)
     d, _ = step_by_step(attn, x)
     assert (c - d).abs().max().item() < 1e-5
+
+
+@pytest.mark.parametrize("feature_map", ["t2r", "hedgehog"])
+@pytest.mark.parametrize("cross", [False, True])
+def test_merged_projections_equal_unmerged(feature_map, cross):
+    """At inference the feature MLP is folded into q_proj / k_proj; outputs must not change."""
+    torch.manual_seed(0)
+    mha = MultiheadAttention(16, 2, encoder_decoder_attention=cross, self_attention=not cross)
+    attn = T2RAttention.from_softmax(mha, feature_map, 8).double().eval()
+    x = torch.randn(9, 3, 16, dtype=torch.float64)
+    kpm = right_padding_mask([9, 6, 2], 9)
+    with torch.enable_grad():  # autograd on: the unmerged path
+        unmerged, _ = attn(x, x, x, key_padding_mask=kpm)
+    assert not attn._merged_cache
+    with torch.no_grad():
+        merged, _ = attn(x, x, x, key_padding_mask=kpm)
+        assert set(attn._merged_cache) == {"q", "k"}
+        # the cache follows the weights: a new feature map invalidates it
+        attn.feature_map.weight.add_(0.5)
+        changed, _ = attn(x, x, x, key_padding_mask=kpm)
+    assert (merged - unmerged).abs().max().item() <= 1e-8
+    with torch.enable_grad():
+        reference, _ = attn(x, x, x, key_padding_mask=kpm)
+    assert (changed - reference).abs().max().item() <= 1e-8

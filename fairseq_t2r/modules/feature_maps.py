@@ -4,6 +4,10 @@ Interface (after fast-transformers): ``forward_queries(q)`` and ``forward_keys(k
 (B, H, T, D) to (B, H, T, output_dim); ``new_feature_map()`` redraws random features (a no-op
 for deterministic maps). Queries arrive already scaled by D**-0.5, as in softmax attention;
 keys arrive unscaled. Maps with parameters keep one set per head.
+
+Maps of the form phi(x) = activate(W_h x + b_h) also expose ``linear_part()`` and ``activate``,
+so that at inference the attention can fold W_h into its query/key projections (REFERENCE §1):
+queries and keys of size head_dim are then never built, only the features.
 """
 import math
 from typing import Dict, Type
@@ -87,8 +91,14 @@ class T2RFeatureMap(FeatureMap):
         self.bias = nn.Parameter(torch.empty(num_heads, feature_dim))
         _linear_default_init(self.weight, self.bias)
 
+    def linear_part(self):
+        return self.weight, self.bias
+
+    def activate(self, y):
+        return F.relu(y)
+
     def forward(self, x):
-        return F.relu(_per_head_linear(x, self.weight, self.bias))
+        return self.activate(_per_head_linear(x, self.weight, self.bias))
 
 
 @register_feature_map("elu")
@@ -116,9 +126,15 @@ class HedgehogFeatureMap(FeatureMap):
         self.weight = nn.Parameter(torch.empty(num_heads, feature_dim // 2, head_dim))
         _linear_default_init(self.weight)
 
+    def linear_part(self):
+        return self.weight, None
+
+    def activate(self, y):
+        yf = y.float()
+        return torch.cat([yf.softmax(-1), (-yf).softmax(-1)], dim=-1).to(y.dtype)
+
     def forward(self, x):
-        y = _per_head_linear(x.float(), self.weight.float())
-        return torch.cat([y.softmax(-1), (-y).softmax(-1)], dim=-1).to(x.dtype)
+        return self.activate(_per_head_linear(x, self.weight))
 
 
 class RandomFeatureMap(FeatureMap):

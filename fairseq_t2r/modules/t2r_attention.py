@@ -54,6 +54,7 @@ class T2RAttention(nn.Module):
         self.self_attention = not encoder_decoder_attention
         self.eps = eps
         self.beam_size = 1
+        self._merged_cache = {}  # inference-only folded projections, see _merged_projection
         self.init_incremental_state()
 
     @classmethod
@@ -86,6 +87,52 @@ class T2RAttention(nn.Module):
         B, H, T, D = x.shape
         return x.permute(2, 0, 1, 3).reshape(T, B, H * D)
 
+    # -- features ---------------------------------------------------------------------------
+    def _phi_queries(self, query: Tensor) -> Tensor:
+        merged = self._merged_projection("q", self.q_proj, self.scaling)
+        if merged is not None:
+            return self._merged_features(query, *merged)
+        return self.feature_map.forward_queries(self._heads(self.q_proj(query) * self.scaling))
+
+    def _phi_keys(self, key: Tensor, key_padding_mask: Optional[Tensor]) -> Tensor:
+        merged = self._merged_projection("k", self.k_proj, 1.0)
+        if merged is not None:
+            phi_k = self._merged_features(key, *merged)
+        else:
+            phi_k = self.feature_map.forward_keys(self._heads(self.k_proj(key)))
+        return ops.mask_padded_keys(phi_k, key_padding_mask)
+
+    def _merged_features(self, x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
+        T, B, _ = x.shape
+        y = nn.functional.linear(x, weight, bias).view(T, B, self.num_heads, -1).permute(1, 2, 0, 3)
+        return self.feature_map.activate(y)
+
+    def _merged_projection(self, which: str, proj: nn.Module, scale: float):
+        """(weight, bias) of projection and feature map folded into one linear map, or None.
+
+        phi(s * (W_q x + b_q)) = act(W_h (s W_q x + s b_q) + b_h) = act((s W_h W_q) x + (s W_h b_q + b_h)):
+        one (H*F, C) matmul instead of a (C, C) one and H (F, D) ones. Used at inference only
+        (eval mode, no autograd); cached until any of the tensors it was built from changes.
+        """
+        if self.training or torch.is_grad_enabled() or not hasattr(self.feature_map, "linear_part"):
+            return None
+        fm_w, fm_b = self.feature_map.linear_part()
+        sources = [t for t in (proj.weight, proj.bias, fm_w, fm_b) if t is not None]
+        key = tuple((t.data_ptr(), t._version, t.dtype, t.device) for t in sources)
+        cached = self._merged_cache.get(which)
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        H, D = self.num_heads, self.head_dim
+        w = torch.matmul(fm_w, proj.weight.view(H, D, -1)) * scale  # (H, F, C)
+        b = None
+        if proj.bias is not None:
+            b = torch.matmul(fm_w, proj.bias.view(H, D, 1)).squeeze(-1) * scale
+        if fm_b is not None:
+            b = fm_b if b is None else b + fm_b
+        merged = (w.reshape(-1, w.size(-1)), None if b is None else b.reshape(-1))
+        self._merged_cache[which] = (key, merged)
+        return merged
+
     def _weight_dropout(self):
         return self.dropout_module if self.training and self.dropout_module.p > 0 else None
 
@@ -115,10 +162,9 @@ class T2RAttention(nn.Module):
         return self.out_proj(self._unheads(out)), None
 
     def _causal_self_attention(self, query, key, value, key_padding_mask, incremental_state):
-        phi_q = self.feature_map.forward_queries(self._heads(self.q_proj(query) * self.scaling))
-        phi_k = self.feature_map.forward_keys(self._heads(self.k_proj(key)))
+        phi_q = self._phi_queries(query)
+        phi_k = self._phi_keys(key, key_padding_mask)
         v = self._heads(self.v_proj(value))
-        phi_k = ops.mask_padded_keys(phi_k, key_padding_mask)
         if incremental_state is None:
             return ops.causal_parallel(phi_q, phi_k, v, self.eps, self._weight_dropout())
         buf = self._get_input_buffer(incremental_state)
@@ -132,10 +178,10 @@ class T2RAttention(nn.Module):
         return out
 
     def _cross_attention(self, query, key, value, key_padding_mask, incremental_state):
-        phi_q = self.feature_map.forward_queries(self._heads(self.q_proj(query) * self.scaling))
+        phi_q = self._phi_queries(query)
         buf = self._get_input_buffer(incremental_state) if incremental_state is not None else {}
         if incremental_state is None:
-            phi_k = ops.mask_padded_keys(self.feature_map.forward_keys(self._heads(self.k_proj(key))), key_padding_mask)
+            phi_k = self._phi_keys(key, key_padding_mask)
             return ops.noncausal(phi_q, phi_k, self._heads(self.v_proj(value)), self.eps, self._weight_dropout())
         if "S_src" not in buf:
             bsz = key.size(1)
@@ -146,7 +192,7 @@ class T2RAttention(nn.Module):
                 value = value.view(value.size(0), -1, self.beam_size, value.size(2))[:, :, 0]
                 if key_padding_mask is not None:
                     key_padding_mask = key_padding_mask.view(-1, self.beam_size, key_padding_mask.size(1))[:, 0]
-            phi_k = ops.mask_padded_keys(self.feature_map.forward_keys(self._heads(self.k_proj(key))), key_padding_mask)
+            phi_k = self._phi_keys(key, key_padding_mask)
             buf["S_src"], buf["z_src"] = ops.summarize_keys(phi_k, self._heads(self.v_proj(value)))
             self._set_input_buffer(incremental_state, buf)
         S, z = buf["S_src"], buf["z_src"]
