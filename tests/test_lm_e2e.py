@@ -16,7 +16,7 @@ MODEL = [
 ]
 TRAIN = [
     "--user-dir", USER_DIR, "--task", "language_modeling", "--tokens-per-sample", "64",
-    "--sample-break-mode", "eos",  # exercises the numpy-2 fix (np.compat.long)
+    "--sample-break-mode", "eos", "--skip-invalid-size-inputs-valid-test",  # eos: exercises the numpy-2 fix
     "--max-tokens", "2048", "--optimizer", "adam", "--lr", "2e-3", "--lr-scheduler", "inverse_sqrt",
     "--warmup-updates", "40", "--dropout", "0.1", "--no-epoch-checkpoints", "--log-format", "simple",
     "--log-interval", "50", "--seed", "1", "--num-workers", "0",

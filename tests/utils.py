@@ -55,7 +55,10 @@ def tiny_lm(t2r=True, vocab=50, **overrides):
 def run_tool(module, *args, check=True, cwd=None):
     """Run a fairseq/fairseq_t2r command-line tool with this interpreter; returns the result."""
     cmd = [sys.executable, "-m", module, *map(str, args)]
-    res = subprocess.run(cmd, capture_output=True, text=True, cwd=cwd)
+    # one intra-op thread: the test models are tiny, and two spinning OpenMP threads per
+    # process slow every run down several-fold when anything else shares the 2 cores
+    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+    res = subprocess.run(cmd, capture_output=True, text=True, cwd=cwd, env=env)
     if check and res.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} failed ({res.returncode}):\n{res.stdout[-3000:]}\n{res.stderr[-3000:]}")
     return res
