@@ -1,0 +1,272 @@
+#!/usr/bin/env python
+"""Translation decoding speed: softmax ``transformer`` vs its ``t2r_transformer`` twin.
+
+Both models have the same size and the same weights for every shared tensor (the softmax state
+dict is loaded into the T2R model, whose checkpoint hook adds only the feature maps). Each point
+runs fairseq's own ``SequenceGenerator`` (what fairseq-generate / -interactive use: encoder,
+beam search, state reordering, finished-hypothesis bookkeeping) on random source sentences of
+``src`` tokens, with the output length forced to ``tgt`` tokens (min_len = max_len = tgt, so
+every hypothesis makes tgt + 1 decoder steps, the last one emitting eos).
+
+Softmax decoder steps grow with the target prefix (self-attention KV cache) and with the source
+length (cross-attention over all encoder states); T2R steps do neither (S, z and the source
+summary S_src, z_src are fixed-size). The encoder is softmax in both and is timed separately.
+
+Two sweeps, side by side in one run: source lengths at a fixed target length, and target lengths
+at a fixed source length, for beam 4 and beam 1. Softmax and T2R are interleaved per point and
+per repeat (the order alternates) because the machine may be shared; medians are reported.
+
+    python benchmarks/mt_decoding.py            # 3+3 layers, 256 dims, lengths 32..1024
+    python benchmarks/mt_decoding.py --quick    # tiny model, lengths 32,128 (smoke test)
+"""
+import argparse
+import copy
+import datetime
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+
+import torch  # noqa: E402
+
+import fairseq_t2r  # noqa: E402,F401  (registers t2r_transformer)
+from fairseq.data import Dictionary  # noqa: E402
+from fairseq.models import ARCH_CONFIG_REGISTRY, ARCH_MODEL_REGISTRY  # noqa: E402
+from fairseq.sequence_generator import SequenceGenerator  # noqa: E402
+
+
+class FakeTask:
+    def __init__(self, dictionary):
+        self.source_dictionary = self.target_dictionary = dictionary
+
+
+def make_dictionary(vocab):
+    d = Dictionary()
+    for i in range(vocab - len(d)):
+        d.add_symbol(f"w{i}")
+    return d
+
+
+def build(arch, task, a, max_positions):
+    args = argparse.Namespace(
+        arch=arch,
+        encoder_layers=a.enc_layers, decoder_layers=a.dec_layers,
+        encoder_embed_dim=a.dim, decoder_embed_dim=a.dim,
+        encoder_ffn_embed_dim=a.ffn, decoder_ffn_embed_dim=a.ffn,
+        encoder_attention_heads=a.heads, decoder_attention_heads=a.heads,
+        share_all_embeddings=True,
+        max_source_positions=max_positions, max_target_positions=max_positions,
+        dropout=0.0, attention_dropout=0.0, activation_dropout=0.0,
+        t2r_feature_map=a.feature_map, t2r_feature_dim=a.feature_dim,
+    )
+    ARCH_CONFIG_REGISTRY[arch](args)
+    return ARCH_MODEL_REGISTRY[arch].build_model(args, task).eval().float()
+
+
+def source_batch(dictionary, batch, length, seed):
+    g = torch.Generator().manual_seed(seed)
+    src = torch.randint(dictionary.nspecial, len(dictionary), (batch, length), generator=g)
+    src[:, -1] = dictionary.eos()
+    return {"net_input": {"src_tokens": src, "src_lengths": torch.full((batch,), length)}}
+
+
+def generate(model, dictionary, sample, beam, tgt):
+    gen = SequenceGenerator([model], dictionary, beam_size=beam, min_len=tgt, max_len_a=0,
+                            max_len_b=tgt, max_len=tgt + 2)
+    t0 = time.perf_counter()
+    hypos = gen.generate([model], sample)
+    dt = time.perf_counter() - t0
+    got = {len(h["tokens"]) for nbest in hypos for h in nbest}
+    assert got == {tgt + 1}, f"forced length {tgt} + eos, got lengths {sorted(got)}"
+    return dt
+
+
+def encode(model, sample):
+    t0 = time.perf_counter()
+    model.encoder(**sample["net_input"])
+    return time.perf_counter() - t0
+
+
+def machine():
+    cpu = platform.processor()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return {
+        "platform": platform.platform(), "cpu": cpu, "cpu_count": os.cpu_count(),
+        "python": platform.python_version(), "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def plot(rows, a, path, title):
+    import logging
+
+    logging.getLogger("matplotlib").setLevel(logging.WARNING)  # fairseq sets the root logger to DEBUG
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import matplotlib.ticker
+
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.4))
+    sweeps = [("source", "src", a.fixed_tgt, "tgt"), ("target", "tgt", a.fixed_src, "src")]
+    for ax, (sweep, xkey, fixed, fixed_key) in zip(axes, sweeps):
+        for beam, style in zip(a.beams, ("-", "--", ":", "-.")):
+            pts = sorted((r[xkey], r) for r in rows if r["sweep"] == sweep and r["beam"] == beam)
+            if not pts:
+                continue
+            xs = [x for x, _ in pts]
+            ax.plot(xs, [r["softmax_ms_per_token"] for _, r in pts], "o" + style, color="C0",
+                    label=f"softmax, beam {beam}")
+            ax.plot(xs, [r["t2r_ms_per_token"] for _, r in pts], "s" + style, color="C1",
+                    label=f"T2R, beam {beam}")
+            ax.set_xticks(xs)
+            ax.set_xticklabels([str(x) for x in xs])
+        ax.set_xscale("log", base=2)
+        ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+        ax.set_ylim(bottom=0)
+        ax.set_xlabel(f"{sweep} length (tokens); {fixed_key} length {fixed}")
+        ax.set_ylabel("ms per target token (median, incl. encoder)")
+        ax.set_title(f"decoding time vs {sweep} length")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def parse_lengths(s):
+    return sorted({int(x) for x in s.split(",") if x.strip()})
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--src-lens", default="32,64,128,256,512,1024", help="source lengths of the source sweep")
+    p.add_argument("--tgt-lens", default="32,64,128,256,512,1024", help="target lengths of the target sweep")
+    p.add_argument("--fixed-tgt", type=int, default=128, help="target length during the source sweep")
+    p.add_argument("--fixed-src", type=int, default=128, help="source length during the target sweep")
+    p.add_argument("--beams", default="4,1")
+    p.add_argument("--batch", type=int, default=1, help="source sentences per generate call")
+    p.add_argument("--enc-layers", type=int, default=3)
+    p.add_argument("--dec-layers", type=int, default=3)
+    p.add_argument("--dim", type=int, default=256)
+    p.add_argument("--heads", type=int, default=4)
+    p.add_argument("--ffn", type=int, default=1024)
+    p.add_argument("--vocab", type=int, default=8000)
+    p.add_argument("--feature-map", default="t2r")
+    p.add_argument("--feature-dim", type=int, default=32)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--threads", type=int, default=os.cpu_count())
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quick", action="store_true", help="tiny model, lengths 32,128, one repeat (smoke test)")
+    p.add_argument("--out", default=None, help="output prefix for .json/.png (default "
+                   "benchmarks/results/mt_decoding; --quick: benchmarks/results/mt_decoding_quick)")
+    a = p.parse_args()
+    if a.quick:
+        a.enc_layers, a.dec_layers, a.dim, a.heads, a.ffn, a.vocab, a.repeats = 2, 2, 64, 4, 128, 1000, 1
+        if a.src_lens == p.get_default("src_lens"):
+            a.src_lens = "32,128"
+        if a.tgt_lens == p.get_default("tgt_lens"):
+            a.tgt_lens = "32,128"
+        a.fixed_src, a.fixed_tgt = min(a.fixed_src, 32), min(a.fixed_tgt, 32)
+    out = a.out or os.path.join(REPO, "benchmarks", "results", "mt_decoding" + ("_quick" if a.quick else ""))
+    a.beams = [int(b) for b in a.beams.split(",")]
+    points = [("source", s, a.fixed_tgt) for s in parse_lengths(a.src_lens)]
+    points += [("target", a.fixed_src, t) for t in parse_lengths(a.tgt_lens)]
+
+    torch.set_num_threads(a.threads)
+    torch.manual_seed(a.seed)
+    mach = machine()
+    print(f"torch {torch.__version__}, threads {torch.get_num_threads()} (cpu_count {os.cpu_count()}), "
+          f"{mach['platform']}, {mach['cpu']}", flush=True)
+
+    dictionary = make_dictionary(a.vocab)
+    task = FakeTask(dictionary)
+    max_pos = max(max(s, t) for _, s, t in points) + 8
+    soft = build("transformer", task, a, max_pos)
+    t2r = build("t2r_transformer", task, a, max_pos)
+    t2r.load_state_dict(copy.deepcopy(soft.state_dict()))  # the checkpoint hook adds the feature maps
+    n_soft = sum(x.numel() for x in soft.parameters())
+    n_t2r = sum(x.numel() for x in t2r.parameters())
+    print(f"model: {a.enc_layers}+{a.dec_layers} layers, {a.dim} dims, {a.heads} heads, FFN {a.ffn}, "
+          f"vocab {len(dictionary)} (shared embeddings); params softmax {n_soft / 1e6:.2f}M, "
+          f"T2R {n_t2r / 1e6:.2f}M ({a.feature_map} k={a.feature_dim}, self and cross); "
+          f"batch {a.batch} sentence(s)", flush=True)
+    models = {"softmax": soft, "t2r": t2r}
+
+    rows = []
+    t_start = time.perf_counter()
+    with torch.no_grad():
+        warm = source_batch(dictionary, a.batch, 16, a.seed)
+        for m in models.values():
+            generate(m, dictionary, warm, max(a.beams), 8)
+        print(f"\n{'sweep':>6} {'beam':>4} {'src':>5} {'tgt':>5} | {'softmax ms/tok':>14} {'t2r ms/tok':>10} "
+              f"{'speedup':>7} | {'softmax s':>9} {'t2r s':>7} {'encoder s':>9}", flush=True)
+        for beam in a.beams:
+            for sweep, src_len, tgt_len in points:
+                sample = source_batch(dictionary, a.batch, src_len, a.seed + src_len)
+                times = {n: [] for n in models}
+                for r in range(a.repeats):
+                    for name in (list(models) if r % 2 == 0 else list(models)[::-1]):
+                        times[name].append(generate(models[name], dictionary, sample, beam, tgt_len))
+                enc = statistics.median(encode(soft, sample) for _ in range(max(1, a.repeats)))
+                med = {n: statistics.median(t) for n, t in times.items()}
+                row = {
+                    "sweep": sweep, "beam": beam, "src": src_len, "tgt": tgt_len, "batch": a.batch,
+                    "softmax_s": med["softmax"], "t2r_s": med["t2r"], "encoder_s": enc,
+                    "softmax_ms_per_token": 1000 * med["softmax"] / tgt_len,
+                    "t2r_ms_per_token": 1000 * med["t2r"] / tgt_len,
+                    "softmax_decoder_ms_per_step": 1000 * (med["softmax"] - enc) / (tgt_len + 1),
+                    "t2r_decoder_ms_per_step": 1000 * (med["t2r"] - enc) / (tgt_len + 1),
+                    "speedup": med["softmax"] / med["t2r"],
+                    "softmax_runs_s": times["softmax"], "t2r_runs_s": times["t2r"],
+                }
+                rows.append(row)
+                print(f"{sweep:>6} {beam:>4} {src_len:>5} {tgt_len:>5} | {row['softmax_ms_per_token']:>14.2f} "
+                      f"{row['t2r_ms_per_token']:>10.2f} {row['speedup']:>6.2f}x | {row['softmax_s']:>9.2f} "
+                      f"{row['t2r_s']:>7.2f} {enc:>9.3f}", flush=True)
+    wall = time.perf_counter() - t_start
+    print(f"\nmeasured in {wall:.0f} s", flush=True)
+
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    result = {
+        "benchmark": "mt_decoding: SequenceGenerator with forced output length, softmax transformer vs T2R twin",
+        "machine": mach,
+        "config": {
+            "enc_layers": a.enc_layers, "dec_layers": a.dec_layers, "dim": a.dim, "heads": a.heads,
+            "ffn": a.ffn, "vocab": len(dictionary), "feature_map": a.feature_map,
+            "feature_dim": a.feature_dim, "batch": a.batch, "beams": a.beams, "repeats": a.repeats,
+            "fixed_src": a.fixed_src, "fixed_tgt": a.fixed_tgt, "dtype": "float32",
+            "weights": f"random (seed {a.seed}), shared tensors identical",
+            "params_softmax": n_soft, "params_t2r": n_t2r,
+            "timed": "SequenceGenerator.generate (encoder + tgt+1 decoder steps + beam bookkeeping), "
+                     "min_len = max_len = tgt",
+            "statistic": "median over repeats; ms_per_token = generate time / tgt",
+            "wall_s": wall,
+        },
+        "results": rows,
+    }
+    with open(out + ".json", "w") as f:
+        json.dump(result, f, indent=1)
+    print(f"wrote {out}.json")
+    try:
+        title = (f"{a.enc_layers}+{a.dec_layers}L/{a.dim}d/{a.heads}h translation model, batch {a.batch}, fp32, "
+                 f"{mach['cpu']} x{mach['threads']} threads, torch {torch.__version__}; T2R k={a.feature_dim}")
+        plot(rows, a, out + ".png", title)
+        print(f"wrote {out}.png")
+    except ImportError:
+        print("matplotlib is not installed: no PNG (pip install matplotlib)")
+
+
+if __name__ == "__main__":
+    main()
