@@ -20,7 +20,7 @@ setup(
         "subword-nmt>=0.3.8",
     ],
     extras_require={
-        "test": ["pytest>=7"],
+        "test": ["pytest>=7", "hypothesis>=6"],
         "gpu": ["flash-linear-attention"],
     },
     entry_points={
