@@ -15,7 +15,7 @@ from argparse import Namespace
 
 import torch
 
-from .errors import T2RUserError
+from .errors import CHECKPOINT_MARKER_KEY, RequiresUserDir, T2RUserError
 
 T2R_FAMILIES = {"transformer_lm": "t2r_transformer_lm", "transformer": "t2r_transformer"}
 
@@ -115,7 +115,24 @@ def set_model_config(state, twin, t2r_options):
         vars(state["args"]).update(t2r_options)
 
 
+def remove_stale_temps(path):
+    """Delete ``PATH.tmp-PID`` files left by a t2r-convert that was killed mid-write."""
+    import glob
+
+    for tmp in glob.glob(glob.escape(path) + ".tmp-*"):
+        pid = tmp.rsplit("-", 1)[-1]
+        if not pid.isdigit():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:  # its writer is gone: a leftover, never a file in progress
+            os.remove(tmp)
+        except PermissionError:  # a live process of another user
+            pass
+
+
 def atomic_save(obj, path):
+    remove_stale_temps(path)
     tmp = f"{path}.tmp-{os.getpid()}"
     try:
         with open(tmp, "wb") as f:
@@ -158,6 +175,7 @@ def convert(input_path, output_path, t2r_options, seed=1, force=False):
     set_model_config(state, twin, t2r_options)
     state.pop("last_optimizer_state", None)  # belongs to the softmax model's parameter list
     state["t2r_converted_from"] = os.path.abspath(input_path)
+    state[CHECKPOINT_MARKER_KEY] = RequiresUserDir  # fairseq without --user-dir then names the plugin
     atomic_save(state, output_path)
     logging.getLogger("fairseq_t2r").info(
         f"wrote {output_path}: arch {twin}, copied {copied} tensors unchanged, "

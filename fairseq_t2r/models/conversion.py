@@ -10,11 +10,15 @@ from typing import Dict, List, NamedTuple
 from fairseq.utils import safe_getattr
 
 from ..config import t2r_option
-from ..errors import T2RUserError
+from ..errors import T2RUserError, guard_checkpoint_loading, mark_state_dict
 from ..modules.feature_maps import build_feature_map
 from ..modules.t2r_attention import T2RAttention
 
 logger = logging.getLogger("fairseq_t2r")
+
+# checkpoint mistakes (missing path, not a checkpoint) become one-line errors in every fairseq
+# tool that loads the plugin; importing the models is what --user-dir does
+guard_checkpoint_loading()
 
 NEW_TENSOR_MARKER = ".feature_map."
 
@@ -64,6 +68,9 @@ def convert_decoder(model, args, with_cross: bool):
         parent_path, attr = spec.path.rsplit(".", 1)
         parent = model.get_submodule(parent_path)
         setattr(parent, attr, T2RAttention.from_softmax(getattr(parent, attr), spec.feature_map, spec.feature_dim))
+    # every checkpoint saved from this model names the plugin (see errors.RequiresUserDir)
+    register = getattr(model, "register_state_dict_post_hook", None) or model._register_state_dict_hook
+    register(mark_state_dict)
     return model
 
 
@@ -102,6 +109,12 @@ def fill_new_tensors(model, state_dict, name: str = ""):
     args = getattr(model.decoder, "args", None)
     arch = safe_getattr(args, "arch", None) or safe_getattr(args, "_name", None) or type(model).__name__
     own = model.state_dict()
+    if not any(".self_attn." in k for k in state_dict if k.startswith(prefix)):
+        sample = ", ".join(k[len(prefix):] for k in list(state_dict)[:3] if k.startswith(prefix))
+        raise T2RUserError(
+            f"checkpoint is not a fairseq transformer: it has no attention tensors (*.self_attn.*), "
+            f"its tensors are {sample}, ...; T2R converts transformer_lm and transformer checkpoints only"
+        )
     for k, t in own.items():
         ck = state_dict.get(prefix + k)
         if ck is not None and tuple(ck.shape) != tuple(t.shape):
