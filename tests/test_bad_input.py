@@ -1,0 +1,227 @@
+"""User mistakes through the real command-line tools (fairseq-train with --user-dir,
+fairseq-eval-lm, t2r-convert): each stops with one line 'fairseq_t2r: error: ...' naming the
+problem and the fix, a non-zero exit status, no traceback, and writes nothing.
+
+The runs go through tests/tool_server.py (fork of a process that has imported fairseq, then
+``python -m TOOL ARGS`` semantics): ~1.5 s per run instead of ~6 s. All cases of the module are
+started together (a few at a time) by the ``results`` fixture; each test checks one case.
+"""
+import hashlib
+import random
+
+import pytest
+import torch
+
+from tool_server import TINY_MODEL, TINY_TRAIN, USER_DIR, shared_lm, tools
+
+T2R = ["--user-dir", USER_DIR, "--arch", "t2r_transformer_lm", *TINY_TRAIN, "--max-update", "1"]
+EVAL = ["--user-dir", USER_DIR, "--tokens-per-sample", "32", "--max-tokens", "256"]
+
+
+@pytest.fixture(scope="module")
+def w(tmp_path_factory):
+    """Inputs: the shared softmax teacher, an lstm_lm checkpoint, a T2R checkpoint finetuned by
+    fairseq-train, one written by t2r-convert, a truncated checkpoint and random bytes."""
+    lm = shared_lm()
+    root = tmp_path_factory.mktemp("bad_input")
+    server = tools()
+    lstm = server.start(
+        "fairseq_cli.train", lm["data"], "--arch", "lstm_lm", "--decoder-layers", "1", "--decoder-embed-dim", "32",
+        "--decoder-hidden-size", "32", "--decoder-out-embed-dim", "32", *TINY_TRAIN, "--max-update", "1",
+        "--save-dir", root / "lstm", cwd=root)
+    finetuned = server.start("fairseq_cli.train", lm["data"], *T2R, *TINY_MODEL, "--finetune-from-model",
+                             lm["teacher"], "--save-dir", root / "t2r", cwd=root)
+    server.run("fairseq_t2r.convert", lm["teacher"], root / "converted.pt", cwd=root)
+    blob = open(lm["teacher"], "rb").read()
+    (root / "truncated.pt").write_bytes(blob[: len(blob) // 2])
+    (root / "junk.pt").write_bytes(random.Random(0).randbytes(4096))
+    (root / "existing.pt").write_bytes(b"somebody's file")
+    lstm.wait(check=True)
+    finetuned.wait(check=True)
+    return {
+        "root": root, "data": lm["data"], "teacher": lm["teacher"], "lstm": root / "lstm" / "checkpoint_last.pt",
+        "finetuned": root / "t2r" / "checkpoint_last.pt", "converted": root / "converted.pt",
+        "truncated": root / "truncated.pt", "junk": root / "junk.pt", "existing": root / "existing.pt",
+    }
+
+
+def train(w, *extra, model=TINY_MODEL):
+    return ("fairseq_cli.train", [w["data"], *T2R, *model, *extra, "--save-dir", "ckpt"])
+
+
+def eval_lm(w, path, user_dir=True):
+    return ("fairseq_cli.eval_lm", [w["data"], *(EVAL if user_dir else EVAL[2:]), "--path", path])
+
+
+def convert(*args):
+    return ("fairseq_t2r.convert", [*args])
+
+
+def resized(option, value):
+    model = list(TINY_MODEL)
+    model[model.index(option) + 1] = value
+    return model
+
+
+# name -> (w -> (module, args), substrings the one error line must contain)
+USER_ERRORS = {
+    # checkpoint paths that do not exist
+    "train_finetune_missing": (lambda w: train(w, "--finetune-from-model", "missing.pt"),
+                               ["--finetune-from-model missing.pt does not exist"]),
+    "train_restore_missing": (lambda w: train(w, "--restore-file", "missing.pt", "--reset-optimizer"),
+                              ["--restore-file missing.pt does not exist", "from scratch"]),
+    "eval_missing": (lambda w: eval_lm(w, "missing.pt"), ["checkpoint missing.pt does not exist", "--path"]),
+    # files that are not checkpoints
+    "train_truncated": (lambda w: train(w, "--finetune-from-model", w["truncated"]),
+                        ["truncated.pt is not a readable fairseq checkpoint", "pass a .pt file"]),
+    # (t2r-convert on missing files and random bytes: tests/test_swap.py)
+    "eval_random_bytes": (lambda w: eval_lm(w, w["junk"]), ["junk.pt is not a readable fairseq checkpoint"]),
+    "convert_truncated": (lambda w: convert(w["truncated"], "out.pt"), ["is not a readable fairseq checkpoint"]),
+    # sizes that do not fit the t2r_ architecture
+    "train_more_layers": (lambda w: train(w, "--finetune-from-model", w["teacher"], model=resized("--decoder-layers", "3")),
+                          ["does not fit --arch t2r_transformer_lm", "decoder.layers.2."]),
+    # not a transformer
+    "train_from_lstm": (lambda w: train(w, "--finetune-from-model", w["lstm"]),
+                        ["not a fairseq transformer", "decoder.layers.0.weight_ih", "transformer_lm and transformer"]),
+    "convert_lstm": (lambda w: convert(w["lstm"], "out.pt"), ["arch 'lstm_lm' is not a fairseq transformer_lm"]),
+    # feature sizes
+    "train_feature_dim_zero": (lambda w: train(w, "--t2r-feature-dim", "0"), ["feature size must be positive, got 0"]),
+    "convert_feature_dim_zero": (lambda w: convert(w["teacher"], "out.pt", "--t2r-feature-dim", "0"),
+                                 ["feature sizes must be positive"]),
+    # layers
+    "train_layer_out_of_range": (lambda w: train(w, "--t2r-layers", "0,5"),
+                                 ["--t2r-layers names layer 5, but the decoder has 2 layers (0..1)"]),
+    "convert_layer_out_of_range": (lambda w: convert(w["teacher"], "out.pt", "--t2r-layers", "9"),
+                                   ["--t2r-layers names layer 9"]),
+    # t2r-convert never writes over its input or an existing file
+    "convert_onto_input": (lambda w: convert(w["teacher"], w["teacher"], "--force"), ["is the input checkpoint"]),
+    "convert_onto_existing": (lambda w: convert(w["teacher"], w["existing"]), ["already exists", "--force"]),
+}
+ARGPARSE_ERRORS = {  # rejected by argparse itself: usage + one error line, exit status 2
+    "train_unknown_feature_map": lambda w: train(w, "--t2r-feature-map", "softmax"),
+    "convert_unknown_feature_map": lambda w: convert(w["teacher"], "out.pt", "--t2r-feature-map", "softmax"),
+}
+WITHOUT_USER_DIR = {  # fairseq's own failure (a traceback), which must now name the plugin
+    "eval_converted_without_user_dir": lambda w: eval_lm(w, w["converted"], user_dir=False),
+    "eval_finetuned_without_user_dir": lambda w: eval_lm(w, w["finetuned"], user_dir=False),
+}
+
+# Where fairseq loads with weights_only=False (torch < 2.6, fairseq's main branch), the marker
+# imports the installed plugin while unpickling: the T2R checkpoint loads without --user-dir.
+FULL_UNPICKLE_EVAL = """
+import functools, runpy, sys, torch
+torch.load = functools.partial(torch.load, weights_only=False)
+assert "fairseq_t2r" not in sys.modules
+sys.argv = ["fairseq-eval-lm", *sys.argv[1:]]
+runpy.run_module("fairseq_cli.eval_lm", run_name="__main__")
+"""
+
+
+def sha(path):
+    return hashlib.sha256(open(path, "rb").read()).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def results(w):
+    """Run every case (3 at a time), each in its own empty working directory."""
+    inputs = [w[k] for k in ("teacher", "lstm", "finetuned", "converted", "truncated", "junk", "existing")]
+    before = {p: sha(p) for p in inputs}
+    (w["root"] / "full_unpickle.py").write_text(FULL_UNPICKLE_EVAL)
+    cases = {name: spec(w) for name, (spec, _) in USER_ERRORS.items()}
+    cases.update({name: spec(w) for name, spec in {**ARGPARSE_ERRORS, **WITHOUT_USER_DIR}.items()})
+    cases["eval_finetuned_full_unpickle"] = (None, [*eval_lm(w, w["finetuned"], user_dir=False)[1]])
+    server, pending, out = tools(), [], {}
+    for name, (module, args) in cases.items():
+        cwd = w["root"] / "cases" / name
+        cwd.mkdir(parents=True)
+        script = w["root"] / "full_unpickle.py" if module is None else None
+        pending.append((name, cwd, server.start(module, *args, cwd=cwd, script=script)))
+        while len(pending) >= 3 or (pending and len(out) + len(pending) == len(cases)):
+            name_, cwd_, job = pending.pop(0)
+            res = job.wait(timeout=120)
+            res.written = sorted(str(p.relative_to(cwd_)) for p in cwd_.rglob("*") if p.is_file())
+            out[name_] = res
+    out["_inputs_changed"] = [str(p) for p in inputs if sha(p) != before[p]]
+    return out
+
+
+def assert_one_line_error(res, needles):
+    assert res.returncode == 1, (res.returncode, res.stderr[-2000:])
+    assert "Traceback" not in res.stderr, res.stderr[-3000:]
+    errors = res.error_lines()
+    assert len(errors) == 1, res.stderr[-2000:]
+    assert res.stderr.strip().splitlines()[-1] == errors[0]  # the last thing the user sees
+    for needle in needles:
+        assert needle in errors[0], (needle, errors[0])
+    assert ": " in errors[0][len("fairseq_t2r: error: "):]  # problem, then what to do
+
+
+@pytest.mark.parametrize("case", sorted(USER_ERRORS))
+def test_user_error_is_one_line_and_writes_nothing(results, case):
+    res = results[case]
+    assert_one_line_error(res, USER_ERRORS[case][1])
+    assert res.written == [], res.written  # no checkpoint, no output, no temp file
+
+
+@pytest.mark.parametrize("case", sorted(ARGPARSE_ERRORS))
+def test_unknown_feature_map_rejected_by_argparse(results, case):
+    res = results[case]
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    last = res.stderr.strip().splitlines()[-1]
+    assert "error: argument --t2r-feature-map: invalid choice: 'softmax'" in last
+    assert all(m in last for m in ("'elu'", "'hedgehog'", "'performer'", "'rfa'", "'t2r'"))
+    assert res.written == []
+
+
+def test_no_input_file_was_changed(results):
+    assert results["_inputs_changed"] == []
+
+
+@pytest.mark.parametrize("case", sorted(WITHOUT_USER_DIR))
+def test_t2r_checkpoint_without_user_dir_names_the_plugin(results, case):
+    """Without --user-dir fairseq used to fail with a bare KeyError: '_name'. Every T2R
+    checkpoint (t2r-convert's and fairseq-train's) now carries fairseq_t2r.errors.RequiresUserDir,
+    which fairseq's weights-only torch.load refuses by name. Still fairseq's traceback: the
+    plugin is not loaded, so it cannot shorten it."""
+    res = results[case]
+    assert res.returncode != 0
+    assert "Unsupported global: GLOBAL fairseq_t2r.errors.RequiresUserDir" in res.stderr
+    assert "KeyError" not in res.stderr
+
+
+def test_t2r_checkpoint_loads_without_user_dir_where_fairseq_unpickles_fully(results):
+    res = results["eval_finetuned_full_unpickle"]
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "Perplexity" in res.output
+
+
+def test_killed_convert_leaves_no_partial_output(tmp_path):
+    """SIGSTOP t2r-convert while it writes (a 26 MB checkpoint), check, SIGKILL it: the output
+    path never holds a partial file; the next run cleans the dead run's temp file and succeeds."""
+    import signal
+    import time
+
+    from utils import lm_args, tiny_lm
+
+    torch.manual_seed(0)
+    big = tiny_lm(t2r=False, vocab=100_000)
+    src, out = tmp_path / "softmax.pt", tmp_path / "t2r.pt"
+    torch.save({"args": lm_args(arch="transformer_lm"), "model": big.state_dict(), "extra_state": {}}, src)
+    job = tools().start("fairseq_t2r.convert", src, out, "--t2r-feature-dim", "8", cwd=tmp_path)
+    deadline = time.monotonic() + 60
+    temps = []
+    while not temps and time.monotonic() < deadline:
+        temps = list(tmp_path.glob("t2r.pt.tmp-*"))
+        time.sleep(0.001)
+    job.kill(signal.SIGSTOP)
+    assert temps, "t2r-convert never started writing"
+    mid_write = not out.exists()
+    job.kill(signal.SIGKILL)
+    res = job.wait()
+    assert res.returncode == -signal.SIGKILL
+    if mid_write:  # (if the write had already finished, the output must be complete)
+        assert not out.exists() and list(tmp_path.glob("t2r.pt.tmp-*"))
+    tools().run("fairseq_t2r.convert", src, out, "--t2r-feature-dim", "8", "--force", cwd=tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["softmax.pt", "t2r.pt"]
+    state = torch.load(out, weights_only=False)
+    assert torch.equal(state["model"]["decoder.embed_tokens.weight"], big.state_dict()["decoder.embed_tokens.weight"])

@@ -1,0 +1,239 @@
+"""Run fairseq's command-line tools many times without paying fairseq's import each time.
+
+``python -m fairseq_cli.train ...`` spends ~5 s importing fairseq before it looks at its
+arguments; the bad-input, resume and distributed tests run such tools dozens of times. This
+server imports torch, fairseq and the fairseq_cli tools once (but never fairseq_t2r: the tools
+load the plugin through ``--user-dir`` as usual, and a run without it really lacks it), then
+forks one child per run. The child points fds 0/1/2 at /dev/null and two files, resets logging
+to its pristine state, sets ``sys.argv`` and runs the tool module as ``__main__`` exactly as
+``python -m MODULE ARGS`` does; its exit status and its stderr (a traceback, or the one line a
+SystemExit prints) are the interpreter's own, because the child leaves the server loop before
+running the tool: an uncaught exception or SystemExit ends it at top level.
+
+Protocol (JSON lines): ``{"op": "start", "module", "args", "cwd", "stdout", "stderr", "env"}``
+-> ``{"pid"}``; ``{"op": "wait", "pid", "timeout"}`` -> ``{"rc", "timed_out"}``.
+
+In the tests: ``tools().run(module, *args, cwd=...)`` (like ``utils.run_tool``) or
+``tools().start(...)`` / ``job.wait()`` for runs that go on while the test acts (kill, a second rank).
+"""
+import atexit
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+PRELOAD = ["fairseq_cli.train", "fairseq_cli.eval_lm", "fairseq_cli.preprocess", "fairseq_cli.generate"]
+
+
+# ---------------------------------------------------------------------------------- server side
+def _serve():
+    """Returns only in a forked child, with the request it must run."""
+    import importlib
+    import logging
+
+    proto = os.fdopen(os.dup(1), "w", buffering=1)
+    os.dup2(2, 1)  # whatever the imports print must not corrupt the protocol
+    for name in PRELOAD:
+        importlib.import_module(name)
+        del sys.modules[name]  # its imports stay loaded; runpy runs the module fresh, as python -m does
+    assert "fairseq_t2r" not in sys.modules, "the server must not load the plugin itself"
+    logging.root.handlers.clear()
+    proto.write(json.dumps({"ready": True}) + "\n")
+    for line in sys.stdin:
+        req = json.loads(line)
+        if req["op"] == "start":
+            sys.stdout.flush()
+            sys.stderr.flush()
+            pid = os.fork()
+            if pid == 0:
+                proto.close()
+                return req
+            proto.write(json.dumps({"pid": pid}) + "\n")
+        elif req["op"] == "wait":
+            deadline = time.monotonic() + req["timeout"]
+            timed_out = False
+            while True:
+                done, status = os.waitpid(req["pid"], os.WNOHANG)
+                if done:
+                    break
+                if time.monotonic() > deadline:
+                    timed_out = True
+                    os.kill(req["pid"], 9)
+                    _, status = os.waitpid(req["pid"], 0)
+                    break
+                time.sleep(0.05)
+            proto.write(json.dumps({"rc": os.waitstatus_to_exitcode(status), "timed_out": timed_out}) + "\n")
+    sys.exit(0)
+
+
+def _become_tool(req):
+    import logging
+    import runpy
+
+    os.setpgid(0, 0)
+    os.chdir(req["cwd"])
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    for fd, path in ((1, req["stdout"]), (2, req["stderr"])):
+        f = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        os.dup2(f, fd)
+        os.close(f)
+    os.environ.update(req.get("env") or {})
+    # a fresh interpreter has no logging configuration: let the tool's basicConfig apply
+    logging.root.handlers.clear()
+    logging.root.setLevel(logging.WARNING)
+    if req.get("script"):  # a test script standing in for a tool (python SCRIPT ARGS)
+        sys.argv = [req["script"], *req["args"]]
+        runpy.run_path(req["script"], run_name="__main__")
+    else:
+        sys.argv = [req["module"], *req["args"]]
+        runpy.run_module(req["module"], run_name="__main__", alter_sys=True)
+
+
+# ---------------------------------------------------------------------------------- client side
+class Result:
+    def __init__(self, args, returncode, stdout, stderr, timed_out=False):
+        self.args, self.returncode, self.stdout, self.stderr, self.timed_out = args, returncode, stdout, stderr, timed_out
+
+    @property
+    def output(self):
+        return self.stdout + self.stderr
+
+    def error_lines(self):
+        return [line for line in self.stderr.splitlines() if line.startswith("fairseq_t2r: error:")]
+
+
+class Job:
+    def __init__(self, server, pid, args, out, err):
+        self.server, self.pid, self.args, self.out, self.err = server, pid, args, out, err
+        self.result = None
+
+    def read_output(self):
+        with open(self.out, errors="replace") as o, open(self.err, errors="replace") as e:
+            return o.read(), e.read()
+
+    def kill(self, sig=9):
+        os.kill(self.pid, sig)
+
+    def wait(self, timeout=300, check=False):
+        if self.result is None:
+            reply = self.server._call({"op": "wait", "pid": self.pid, "timeout": timeout})
+            self.result = Result(self.args, reply["rc"], *self.read_output(), timed_out=reply["timed_out"])
+        res = self.result
+        if check and res.returncode != 0:
+            raise AssertionError(f"{' '.join(self.args)} failed ({res.returncode}):\n{res.stdout[-3000:]}\n{res.stderr[-3000:]}")
+        return res
+
+
+class ToolServer:
+    def __init__(self):
+        self.logdir = tempfile.mkdtemp(prefix="t2r-tools-")
+        self.count = 0
+        self.proc = subprocess.Popen(
+            [sys.executable, os.path.abspath(__file__)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, bufsize=1,
+        )
+        ready = self.proc.stdout.readline()
+        if not ready:
+            raise RuntimeError("tool server did not start")
+
+    def _call(self, req):
+        self.proc.stdin.write(json.dumps(req) + "\n")
+        self.proc.stdin.flush()
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError("tool server died")
+        return json.loads(line)
+
+    def start(self, module, *args, cwd=None, env=None, script=None) -> Job:
+        """Start ``python -m MODULE ARGS`` (or ``python SCRIPT ARGS``) in a forked child."""
+        self.count += 1
+        out = os.path.join(self.logdir, f"{self.count}.out")
+        err = os.path.join(self.logdir, f"{self.count}.err")
+        args = [str(a) for a in args]
+        reply = self._call({"op": "start", "module": module, "script": str(script) if script else None,
+                            "args": args, "cwd": str(cwd or os.getcwd()), "stdout": out, "stderr": err,
+                            "env": env or {}})
+        return Job(self, reply["pid"], [module or str(script), *args], out, err)
+
+    def run(self, module, *args, check=True, cwd=None, env=None, timeout=300) -> Result:
+        return self.start(module, *args, cwd=cwd, env=env).wait(timeout=timeout, check=check)
+
+    def close(self):
+        if self.proc.poll() is None:
+            self.proc.stdin.close()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+
+_SERVER = None
+_SHARED = {}
+
+
+def tools() -> ToolServer:
+    """The one tool server of this pytest process (started on first use, stopped at exit)."""
+    global _SERVER
+    if _SERVER is None or _SERVER.proc.poll() is not None:
+        _SERVER = ToolServer()
+        atexit.register(_SERVER.close)
+    return _SERVER
+
+
+# ------------------------------------------------------------------- shared tiny LM for CLI tests
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+USER_DIR = os.path.join(REPO, "fairseq_t2r")
+TINY_MODEL = [
+    "--decoder-layers", "2", "--decoder-embed-dim", "32", "--decoder-input-dim", "32",
+    "--decoder-output-dim", "32", "--decoder-ffn-embed-dim", "64", "--decoder-attention-heads", "4",
+    "--share-decoder-input-output-embed",
+]
+TINY_TRAIN = [
+    "--task", "language_modeling", "--tokens-per-sample", "32", "--max-tokens", "256",
+    "--optimizer", "adam", "--lr", "2e-3", "--num-workers", "0", "--cpu", "--seed", "1",
+    "--no-epoch-checkpoints", "--log-format", "simple", "--log-interval", "1",
+]
+
+
+def synthetic_text(path, lines, seed):
+    """Sentences from a small fixed Markov chain over 40 words: learnable, made in milliseconds."""
+    import random
+
+    rng = random.Random(seed)
+    successors = {w: random.Random(w).sample(range(40), 4) for w in range(40)}
+    with open(path, "w") as f:
+        for _ in range(lines):
+            w, words = rng.randrange(40), []
+            for _ in range(rng.randint(6, 24)):
+                words.append(f"w{w}")
+                w = rng.choice(successors[w])
+            f.write(" ".join(words) + "\n")
+
+
+def shared_lm():
+    """A binarised synthetic LM corpus and a softmax transformer_lm teacher trained on it for a few
+    updates, made once per test session (tiny: 2 layers, dim 32). Returns a dict of paths."""
+    if _SHARED:
+        return _SHARED
+    import shutil
+
+    root = tempfile.mkdtemp(prefix="t2r-shared-lm-")
+    atexit.register(shutil.rmtree, root, True)
+    for seed, (split, n) in enumerate((("train", 600), ("valid", 60), ("test", 60))):
+        synthetic_text(os.path.join(root, f"{split}.txt"), n, seed=seed)
+    data = os.path.join(root, "data")
+    server = tools()
+    server.run("fairseq_cli.preprocess", "--only-source", "--trainpref", "train.txt", "--validpref",
+               "valid.txt", "--testpref", "test.txt", "--destdir", data, "--workers", "1", cwd=root)
+    teacher_dir = os.path.join(root, "softmax")
+    server.run("fairseq_cli.train", data, "--arch", "transformer_lm", *TINY_MODEL, *TINY_TRAIN,
+               "--max-update", "20", "--save-dir", teacher_dir, "--no-last-checkpoints", cwd=root)
+    _SHARED.update(root=root, data=data, teacher=os.path.join(teacher_dir, "checkpoint_best.pt"))
+    return _SHARED
+
+
+if __name__ == "__main__":
+    _become_tool(_serve())
