@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import fairseq_t2r  # noqa: F401  (registers the models, applies the compat fixes)
-from fairseq import checkpoint_utils, options, tasks
+from fairseq import checkpoint_utils, options, search, tasks
 from fairseq.data import Dictionary
 from fairseq.models import ARCH_MODEL_NAME_REGISTRY
 from fairseq.sequence_generator import SequenceGenerator
@@ -158,58 +158,75 @@ def test_recurrent_equals_parallel_under_beam_reorders(data_dir):
         rows_src, rows_len = src[expand], src_lengths[expand]
         hist = torch.full((4 * beam, 1), d.eos())
         state = {}
-        for step in range(8):
+        for step in range(10):
             if step > 0:
                 nsent = hist.size(0) // beam
-                keep = torch.arange(nsent)
-                if step in (3, 6):  # a sentence finished: drop it
-                    keep = keep[keep != (1 if step == 3 else 0)]
-                perm = torch.stack([torch.randint(0, beam, (beam,), generator=g) for _ in keep])
-                order = (keep[:, None] * beam + perm).view(-1)
+                if step < 6:  # what beam search does: beams move within their sentence
+                    keep = torch.arange(nsent)
+                    if step in (3, 5):  # a sentence finished: drop it
+                        keep = keep[keep != (1 if step == 3 else 0)]
+                    perm = torch.stack([torch.randint(0, beam, (beam,), generator=g) for _ in keep])
+                    order = (keep[:, None] * beam + perm).view(-1)
+                else:  # any other order (rows no longer in whole sentences) must work too
+                    order = torch.randint(0, hist.size(0), (5,), generator=g)
                 model.decoder.reorder_incremental_state_scripting(state, order)
                 enc = model.encoder.reorder_encoder_out(enc, order)
                 hist, rows_src, rows_len = hist[order], rows_src[order], rows_len[order]
                 new = torch.randint(d.nspecial, len(d), (hist.size(0), 1), generator=g)
                 hist = torch.cat([hist, new], 1)
-            out, _ = model.decoder(hist, encoder_out=enc, incremental_state=state)
             # incremental decoding gets the full history; fairseq slices the last token itself
+            out, _ = model.decoder(hist, encoder_out=enc, incremental_state=state)
             ref = parallel_scores(model, rows_src, rows_len, hist)[:, -1:]
             assert (out - ref).abs().max().item() <= 1e-8, step
+            if step == 0:  # the source summary is kept once per sentence
+                assert all(buf["S_src"].size(0) == 4 for buf in state.values() if "S_src" in buf)
 
 
-def _incremental_tokens(model, d, src, src_lengths, steps, beam=1):
-    state = {}
-    with torch.no_grad():
-        n = src.size(0)
-        order = torch.arange(n).repeat_interleave(beam)
-        enc = model.encoder.reorder_encoder_out(model.encoder(src, src_lengths=src_lengths), order)
-        model.decoder.set_beam_size(beam)
-        prev = torch.full((n * beam, 1), d.eos())
-        sizes = []
-        for t in range(steps):
-            if t:
-                model.decoder.reorder_incremental_state_scripting(state, torch.arange(n * beam))
-            model.decoder(prev, encoder_out=enc, incremental_state=state)
-            sizes.append(sum(v.numel() * v.element_size() for buf in state.values()
-                             for v in buf.values() if v is not None))
-            prev = torch.cat([prev, torch.full((n * beam, 1), d.nspecial)], 1)
-    return sizes
-
-
-@pytest.mark.parametrize("beam", [1, 4])
-def test_incremental_state_size_constant(data_dir, beam):
-    _, task, model = build(data_dir, "--max-source-positions", "2048")
+def test_stock_generator_sets_beam_size_and_stale_beam_is_safe(data_dir):
+    """SequenceGenerator calls model.set_beam_size for beams > 1 only: a beam-1 search after a
+    beam-4 one sees a stale beam size 4 and must still give every sentence its own source."""
+    _, task, model = build(data_dir)
     model.eval()
-    d = task.source_dictionary
-    short = _incremental_tokens(model, d, *left_padded_batch(d, [5, 3]), steps=12, beam=beam)
-    long = _incremental_tokens(model, d, *left_padded_batch(d, [900, 40]), steps=4, beam=beam)
-    assert len(set(short)) == 1, short  # no growth with decoding steps
-    assert set(long) == set(short)  # no dependence on the source length
-    # what it is, per layer and head: S (F x D) and z (F) for the self-attention of every
-    # hypothesis, and the same for the source summary, kept once per sentence
-    H, D, F, L, nsent = 4, 8, 32, 2, 2
-    per_row = H * (F * D + F) * 4  # float32
-    assert short[0] == L * per_row * nsent * (beam + 1)
+    d = task.target_dictionary
+    with torch.no_grad():  # make eos likely so that sentences finish at different steps
+        model.decoder.embed_tokens.weight[d.eos()] *= 4
+    src, src_lengths = left_padded_batch(d, [6, 4, 5, 3], seed=2)
+    same = src[:1].expand(8, -1), src_lengths[:1].expand(8)
+
+    def generate(beam, tokens, lengths, **kw):
+        gen = SequenceGenerator([model], d, beam_size=beam, max_len_b=12, **kw)
+        return gen.generate([model], {"net_input": {"src_tokens": tokens, "src_lengths": lengths}})
+
+    def best(*args, **kw):
+        return [h[0]["tokens"].tolist() for h in generate(*args, **kw)]
+
+    with torch.no_grad():
+        fresh, fresh_same = best(1, src, src_lengths), best(1, *same)
+        best(4, src, src_lengths)
+        assert {m.beam_size for m in converted(model).values()} == {4}
+        assert best(1, src, src_lengths) == fresh  # distinct sources, stale beam size
+        assert best(1, *same) == fresh_same  # identical sources: grouped, still right
+        # sampled rows of one source diverge and finish at different steps: the grouped source
+        # summary is then split per row; every sampled token keeps its parallel-form score
+        torch.manual_seed(0)
+        hypos = generate(1, *same, search_strategy=search.Sampling(d, sampling_topk=5))
+        assert len({len(h[0]["tokens"]) for h in hypos}) > 1
+        assert rescoring_max_diff(model, d, *same, hypos) <= 1e-4
+
+
+def rescoring_max_diff(model, d, src, src_lengths, hypos):
+    """max |positional score - score of one parallel forward pass| over all hypotheses."""
+    worst = 0.0
+    with torch.no_grad():
+        for i, nbest in enumerate(hypos):
+            for h in nbest:
+                toks = h["tokens"]
+                prev = torch.cat([toks.new_tensor([d.eos()]), toks[:-1]])[None]
+                out = parallel_scores(model, src[i:i + 1], src_lengths[i:i + 1], prev)
+                lp = model.get_normalized_probs((out, None), log_probs=True)[0]
+                ref = lp.gather(-1, toks[:, None])[:, 0]
+                worst = max(worst, (ref - h["positional_scores"]).abs().max().item())
+    return worst
 
 
 # --------------------------------------------------------------------------- beam search
@@ -224,21 +241,11 @@ def test_beam_hypotheses_match_parallel_rescoring(data_dir):
     gen = SequenceGenerator([model], d, beam_size=4, max_len_b=12, min_len=1)
     sample = {"net_input": {"src_tokens": src, "src_lengths": src_lengths}}
     hypos = gen.generate([model], sample)
-    lengths = set()
-    worst = 0.0
-    with torch.no_grad():
-        for i, nbest in enumerate(hypos):
-            assert len(nbest) == 4
-            for h in nbest:
-                toks = h["tokens"]
-                lengths.add(len(toks))
-                prev = torch.cat([toks.new_tensor([d.eos()]), toks[:-1]])[None]
-                out = parallel_scores(model, src[i:i + 1], src_lengths[i:i + 1], prev)
-                lp = model.get_normalized_probs((out, None), log_probs=True)[0]
-                ref = lp.gather(-1, toks[:, None])[:, 0]
-                worst = max(worst, (ref - h["positional_scores"]).abs().max().item())
-    assert len(lengths) > 1  # finished hypotheses at different steps, i.e. the batch shrank
-    assert worst <= 1e-4
+    assert {m.beam_size for m in converted(model).values()} == {4}  # set by the generator
+    assert all(len(nbest) == 4 for nbest in hypos)
+    # finished hypotheses at different steps, i.e. the batch shrank
+    assert len({len(h["tokens"]) for nbest in hypos for h in nbest}) > 1
+    assert rescoring_max_diff(model, d, src, src_lengths, hypos) <= 1e-4
 
 
 # --------------------------------------------------------------------------- pre-hydra checkpoint

@@ -43,6 +43,11 @@ class T2RTransformerModel(TransformerModel):
         model = super().build_model(args, task)
         return convert_decoder(model, args, with_cross=True)
 
+    def set_beam_size(self, beam_size):
+        """fairseq's SequenceGenerator calls this for beams > 1 (as for BART): the linear
+        cross-attention then keeps one source summary per sentence instead of one per hypothesis."""
+        self.decoder.set_beam_size(beam_size)
+
     def upgrade_state_dict_named(self, state_dict, name):
         super().upgrade_state_dict_named(state_dict, name)
         fill_new_tensors(self, state_dict, name)

@@ -184,16 +184,17 @@ class T2RAttention(nn.Module):
             phi_k = self._phi_keys(key, key_padding_mask)
             return ops.noncausal(phi_q, phi_k, self._heads(self.v_proj(value)), self.eps, self._weight_dropout())
         if "S_src" not in buf:
-            bsz = key.size(1)
-            if self.beam_size > 1 and bsz == query.size(1):
+            group = self._source_group(key, query)
+            if group > 1:
                 # encoder_out was expanded to bsz * beam; every beam of a sentence has the same
                 # source, so summarise one copy per sentence
-                key = key.view(key.size(0), -1, self.beam_size, key.size(2))[:, :, 0]
-                value = value.view(value.size(0), -1, self.beam_size, value.size(2))[:, :, 0]
+                key = key.view(key.size(0), -1, group, key.size(2))[:, :, 0]
+                value = value.view(value.size(0), -1, group, value.size(2))[:, :, 0]
                 if key_padding_mask is not None:
-                    key_padding_mask = key_padding_mask.view(-1, self.beam_size, key_padding_mask.size(1))[:, 0]
+                    key_padding_mask = key_padding_mask.view(-1, group, key_padding_mask.size(1))[:, 0]
             phi_k = self._phi_keys(key, key_padding_mask)
             buf["S_src"], buf["z_src"] = ops.summarize_keys(phi_k, self._heads(self.v_proj(value)))
+            buf["src_group"] = torch.tensor(group)  # rows (hypotheses) per summary
             self._set_input_buffer(incremental_state, buf)
         S, z = buf["S_src"], buf["z_src"]
         nsent = S.size(0)
@@ -218,16 +219,33 @@ class T2RAttention(nn.Module):
         if not buf:
             return incremental_state
         order = new_order
-        if self.encoder_decoder_attention and self.beam_size > 1:
-            # the source summary is kept once per sentence (see _cross_attention)
-            if buf["S_src"].size(0) * self.beam_size == new_order.size(0):
-                return incremental_state  # beams only moved within their sentence
-            # finished sentences were dropped: keep the summaries of those still decoding
-            order = new_order.view(-1, self.beam_size)[:, 0] // self.beam_size
+        group = int(buf["src_group"]) if buf.get("src_group") is not None else 1
+        if group > 1:
+            # the source summary is kept once per sentence (see _cross_attention): row r of the
+            # new order reads summary new_order[r] // group
+            sent = new_order.div(group, rounding_mode="floor")
+            if new_order.numel() % group == 0 and bool((sent.view(-1, group) == sent.view(-1, group)[:, :1]).all()):
+                order = sent.view(-1, group)[:, 0]  # whole sentences: keep, drop (finished) or move them
+                if order.numel() == buf["S_src"].size(0) and bool((order == torch.arange(order.numel(), device=order.device)).all()):
+                    return incremental_state  # beams only moved within their sentence
+            else:  # rows no longer come in whole sentences: one summary per row from now on
+                order = sent
+                buf["src_group"] = torch.tensor(1)
         for k, v in buf.items():
-            if v is not None:
+            if v is not None and k != "src_group":
                 buf[k] = v.index_select(0, order)
         return self._set_input_buffer(incremental_state, buf)
+
+    def _source_group(self, key: Tensor, query: Tensor) -> int:
+        """beam_size if the encoder rows come in groups of beam_size copies of one source (as
+        SequenceGenerator expands them), else 1. Checked, because beam_size may be stale: fairseq
+        calls set_beam_size only for beams > 1, so a beam-1 search after a beam-4 one sees 4."""
+        g = self.beam_size
+        bsz = key.size(1)
+        if g <= 1 or bsz != query.size(1) or bsz % g:
+            return 1
+        grouped = key.view(key.size(0), bsz // g, g, key.size(2))
+        return g if bool((grouped == grouped[:, :, :1]).all()) else 1
 
     def set_beam_size(self, beam_size: int):
         self.beam_size = beam_size
