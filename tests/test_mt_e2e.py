@@ -11,18 +11,15 @@ so that two of them can share the two cores.
 import math
 import os
 import re
-import subprocess
-import sys
 import time
 from argparse import Namespace
-from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import torch
 
+from tool_server import tools
 from utils import DATA, USER_DIR
 
-ENV = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
 MODEL = ["--encoder-layers", "2", "--decoder-layers", "2", "--encoder-embed-dim", "64",
          "--decoder-embed-dim", "64", "--encoder-ffn-embed-dim", "128", "--decoder-ffn-embed-dim", "128",
          "--encoder-attention-heads", "4", "--decoder-attention-heads", "4", "--share-all-embeddings"]
@@ -34,26 +31,29 @@ TRAIN = ["--user-dir", USER_DIR, "--task", "translation", "-s", "en", "-t", "de"
 GEN = ["--user-dir", USER_DIR, "-s", "en", "-t", "de", "--gen-subset", "test", "--max-tokens", "4096", "--beam", "4",
        "--max-len-a", "1.2", "--max-len-b", "10", "--remove-bpe", "--tokenizer", "moses",
        "--scoring", "sacrebleu"]
+VALIDATE = ["--user-dir", USER_DIR, "--task", "translation", "--valid-subset", "test", "--max-tokens", "4096"]
 INTERACTIVE_INPUT = "Click OK to close the dialog.\nChoose Format - Cells.\n"
 
-
-def cmd(module, *args, stdin=None):
-    return ([sys.executable, "-m", module, *map(str, args)], stdin)
-
-
-def run(command):
-    argv, stdin = command
-    res = subprocess.run(argv, input=stdin, capture_output=True, text=True, env=ENV)
-    if res.returncode != 0:
-        raise AssertionError(f"{' '.join(argv)} failed ({res.returncode}):\n{res.stdout[-3000:]}\n{res.stderr[-3000:]}")
-    return res.stdout + res.stderr
+# Each tool runs as ``python -m MODULE ARGS`` would, forked from tests/tool_server.py (fairseq
+# already imported), with one torch thread so that two tools can share the two cores.
+ONE_THREAD = """import runpy, sys, torch
+torch.set_num_threads(1)
+module = sys.argv.pop(1)
+sys.argv[0] = module
+runpy.run_module(module, run_name="__main__", alter_sys=True)
+"""
 
 
-def run_lanes(*lanes):
-    """Run lanes (lists of commands) side by side, the commands of a lane one after another."""
-    with ThreadPoolExecutor(len(lanes)) as ex:
-        futures = [ex.submit(lambda lane: [run(c) for c in lane], lane) for lane in lanes]
-        return [f.result() for f in futures]
+class Tools:
+    def __init__(self, root):
+        self.script = root / "one_thread.py"
+        self.script.write_text(ONE_THREAD)
+
+    def start(self, module, *args):
+        return tools().start(None, module, *args, script=self.script)
+
+    def run(self, module, *args):
+        return self.start(module, *args).wait(timeout=600, check=True).output
 
 
 def bleu(output):
@@ -74,39 +74,42 @@ def run_all(tmp_path_factory):
     from fairseq_t2r.prep.mt import prepare_mt
 
     root = tmp_path_factory.mktemp("mt")
+    tool = Tools(root)
     t0 = time.time()
     data = str(prepare_mt(root / "data", os.path.join(DATA, "mt", "libreoffice.en"),
                           os.path.join(DATA, "mt", "libreoffice.de"), bpe_merges=1000, verbose=False))
     t_prep = time.time()
     teacher_dir, t2r_dir = root / "softmax", root / "t2r"
     teacher, swapped, t2r = teacher_dir / "checkpoint_best.pt", root / "swapped.pt", t2r_dir / "checkpoint_best.pt"
-    run(cmd("fairseq_cli.train", data, *TRAIN, "--arch", "transformer", *MODEL,
-            "--max-update", "400", "--save-dir", teacher_dir))
+    tool.run("fairseq_cli.train", data, *TRAIN, "--arch", "transformer", *MODEL,
+             "--max-update", "400", "--save-dir", teacher_dir)
     convert(str(teacher), str(swapped), {"t2r_feature_map": "t2r", "t2r_feature_dim": 32, "t2r_layers": None,
                                          "t2r_cross_feature_dim": None, "t2r_no_cross": False})
-    validate = ["--user-dir", USER_DIR, "--task", "translation", "--valid-subset", "test", "--max-tokens", "4096"]
     t1 = time.time()
-    (finetune,), (gen_teacher, gen_swapped, val_teacher) = run_lanes(
-        [cmd("fairseq_cli.train", data, *TRAIN, "--arch", "t2r_transformer", *MODEL, "--max-update", "250",
-             "--finetune-from-model", teacher, "--save-dir", t2r_dir)],
-        [cmd("fairseq_cli.generate", data, *GEN, "--path", teacher),
-         cmd("fairseq_cli.generate", data, *GEN, "--path", swapped),
-         cmd("fairseq_cli.validate", data, *validate, "--path", teacher)])
+    # the swapped model's evaluation runs while it is finetuned
+    finetune = tool.start("fairseq_cli.train", data, *TRAIN, "--arch", "t2r_transformer", *MODEL,
+                          "--max-update", "250", "--finetune-from-model", teacher, "--save-dir", t2r_dir)
+    out = {
+        "gen_teacher": tool.run("fairseq_cli.generate", data, *GEN, "--path", teacher),
+        "gen_swapped": tool.run("fairseq_cli.generate", data, *GEN, "--path", swapped),
+        "val_teacher": tool.run("fairseq_cli.validate", data, *VALIDATE, "--path", teacher),
+        "finetune": finetune.wait(timeout=600, check=True).output,
+    }
     t2 = time.time()
-    (gen_t2r, gen_ensemble), (interactive, val_t2r) = run_lanes(
-        [cmd("fairseq_cli.generate", data, *GEN, "--path", t2r),
-         cmd("fairseq_cli.generate", data, *GEN, "--path", f"{t2r}:{swapped}", "--nbest", "4")],
-        [cmd("fairseq_cli.interactive", data, "--user-dir", USER_DIR, "--path", t2r, "-s", "en", "-t", "de",
-             "--tokenizer", "moses", "--bpe", "subword_nmt", "--bpe-codes", os.path.join(data, "bpe.codes"),
-             "--sampling", "--sampling-topk", "10", "--beam", "2", "--nbest", "2", "--seed", "1",
-             "--max-len-b", "40", stdin=INTERACTIVE_INPUT),
-         cmd("fairseq_cli.validate", data, *validate, "--path", t2r)])
+    (root / "input.en").write_text(INTERACTIVE_INPUT)
+    gen_t2r = tool.start("fairseq_cli.generate", data, *GEN, "--path", t2r, "--nbest", "4")  # BLEU of the best
+    out["interactive"] = tool.run(
+        "fairseq_cli.interactive", data, "--user-dir", USER_DIR, "--path", t2r, "-s", "en", "-t", "de",
+        "--tokenizer", "moses", "--bpe", "subword_nmt", "--bpe-codes", os.path.join(data, "bpe.codes"),
+        "--beam", "4", "--nbest", "2", "--max-len-b", "40", "--input", root / "input.en")
+    out["val_t2r"] = tool.run("fairseq_cli.validate", data, *VALIDATE, "--path", t2r)
+    out["gen_t2r"] = gen_t2r.wait(timeout=600, check=True).output
+    out["gen_ensemble"] = tool.run("fairseq_cli.generate", data, *GEN, "--path", f"{t2r}:{swapped}", "--nbest", "2",
+                                   "--sampling", "--sampling-topk", "10", "--beam", "2", "--seed", "1")
     print(f"\nmt e2e wall time: prep {t_prep - t0:.0f}s, teacher {t1 - t_prep:.0f}s, finetune + evaluation "
           f"{t2 - t1:.0f}s, evaluation of the finetuned model {time.time() - t2:.0f}s")
     return {"root": root, "data": data, "teacher": str(teacher), "swapped": str(swapped), "t2r": str(t2r),
-            "t2r_dir": str(t2r_dir), "finetune": finetune, "gen_teacher": gen_teacher,
-            "gen_swapped": gen_swapped, "gen_t2r": gen_t2r, "gen_ensemble": gen_ensemble,
-            "interactive": interactive, "val_teacher": val_teacher, "val_t2r": val_t2r}
+            "t2r_dir": str(t2r_dir), **out}
 
 
 def test_swap_copies_and_initialises_cross_attention_too(run_all):
@@ -121,7 +124,7 @@ def test_bleu_finetuned_t2r_beats_swap(run_all):
     scores = {k: bleu(run_all["gen_" + k]) for k in ("teacher", "swapped", "t2r", "ensemble")}
     losses = {k: valid_loss(run_all["val_" + k]) for k in ("teacher", "t2r")}
     print(f"\ntest BLEU (beam 4, sacrebleu): softmax teacher {scores['teacher']:.2f}, right after swap "
-          f"{scores['swapped']:.2f}, T2R finetuned {scores['t2r']:.2f}, ensemble T2R+swapped {scores['ensemble']:.2f}")
+          f"{scores['swapped']:.2f}, T2R finetuned {scores['t2r']:.2f}, sampled ensemble T2R+swapped {scores['ensemble']:.2f}")
     print(f"test loss (fairseq-validate): softmax teacher {losses['teacher']:.3f}, T2R finetuned {losses['t2r']:.3f}")
     assert scores["teacher"] > 1.0  # the teacher learned something
     assert scores["t2r"] > scores["swapped"]
@@ -129,16 +132,23 @@ def test_bleu_finetuned_t2r_beats_swap(run_all):
     assert all(math.isfinite(v) for v in losses.values())
 
 
-def test_ensemble_nbest_lists(run_all):
-    out = run_all["gen_ensemble"]
+def nbest_lists(output):
     hyps = {}
-    for line in out.splitlines():
+    for line in output.splitlines():
         if line.startswith("H-"):
             hyps.setdefault(line.split("\t")[0], []).append(line)
-    assert len(hyps) == 200 and all(len(h) == 4 for h in hyps.values())
+    return hyps
 
 
-def test_interactive_sampling_nbest(run_all):
+def test_nbest_and_sampled_ensemble(run_all):
+    beam = nbest_lists(run_all["gen_t2r"])  # beam 4, --nbest 4
+    assert len(beam) == 200 and all(len(h) == 4 for h in beam.values())
+    sampled = nbest_lists(run_all["gen_ensemble"])  # two T2R models, --sampling --beam 2 --nbest 2
+    assert len(sampled) == 200 and all(len(h) == 2 for h in sampled.values())
+    assert "Generate test with beam=2" in run_all["gen_ensemble"]
+
+
+def test_interactive_bpe_tokenizer_nbest(run_all):
     out = run_all["interactive"]
     for i in range(2):
         hyps = [line for line in out.splitlines() if line.startswith(f"D-{i}\t")]
