@@ -293,7 +293,7 @@ def test_swap_prehydra_checkpoint_bit_exact(data_dir, tmp_path, stacked):
 def test_swap_wrong_size_one_line_error(data_dir, tmp_path):
     path = str(tmp_path / "released.pt")
     _prehydra_checkpoint(data_dir, path)
-    with pytest.raises(T2RUserError, match="does not fit"):
+    with pytest.raises(T2RUserError, match="does not fit --arch t2r_transformer_wmt_en_de: tensor decoder.layers.0.fc1.weight"):
         checkpoint_utils.load_model_ensemble(
             [path], arg_overrides={"arch": "t2r_transformer_wmt_en_de", "data": data_dir,
                                    "decoder_ffn_embed_dim": 48})

@@ -106,7 +106,7 @@ def fill_new_tensors(model, state_dict, name: str = ""):
     does not fit stops with one line naming the first offending tensor.
     """
     prefix = name + "." if name else ""
-    args = getattr(model.decoder, "args", None)
+    args = getattr(model.decoder, "args", None) or getattr(model, "args", None)  # translation: model.args
     arch = safe_getattr(args, "arch", None) or safe_getattr(args, "_name", None) or type(model).__name__
     own = model.state_dict()
     if not any(".self_attn." in k for k in state_dict if k.startswith(prefix)):
