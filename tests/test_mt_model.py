@@ -297,3 +297,25 @@ def test_swap_wrong_size_one_line_error(data_dir, tmp_path):
         checkpoint_utils.load_model_ensemble(
             [path], arg_overrides={"arch": "t2r_transformer_wmt_en_de", "data": data_dir,
                                    "decoder_ffn_embed_dim": 48})
+
+
+def test_t2r_options_saved_and_restored(data_dir, tmp_path):
+    """A T2R checkpoint (current cfg format, as fairseq-train writes it) rebuilds with its own
+    --t2r-* options, whatever the defaults."""
+    from fairseq.dataclass.utils import convert_namespace_to_omegaconf
+
+    args, _, model = build(data_dir, "--t2r-feature-dim", "6", "--t2r-cross-feature-dim", "10",
+                           "--t2r-layers", "1", "--t2r-feature-map", "hedgehog", arch="t2r_transformer_tiny")
+    path = str(tmp_path / "t2r.pt")
+    torch.save({"cfg": convert_namespace_to_omegaconf(args), "model": model.state_dict(),
+                "optimizer_history": [{"criterion_name": "x", "optimizer_name": "x",
+                                       "lr_scheduler_state": {"best": None}, "num_updates": 0}],
+                "extra_state": {}, "args": None}, path)
+    (loaded,), cfg = checkpoint_utils.load_model_ensemble([path])
+    mods = converted(loaded)
+    assert sorted(mods) == ["decoder.layers.1.encoder_attn", "decoder.layers.1.self_attn"]
+    assert mods["decoder.layers.1.self_attn"].feature_map.feature_dim == 6
+    assert mods["decoder.layers.1.encoder_attn"].feature_map.feature_dim == 10
+    assert type(mods["decoder.layers.1.self_attn"].feature_map).__name__ == "HedgehogFeatureMap"
+    for k, t in model.state_dict().items():
+        assert torch.equal(loaded.state_dict()[k], t), k
