@@ -28,10 +28,10 @@ def w(tmp_path_factory):
     lstm = server.start(
         "fairseq_cli.train", lm["data"], "--arch", "lstm_lm", "--decoder-layers", "1", "--decoder-embed-dim", "32",
         "--decoder-hidden-size", "32", "--decoder-out-embed-dim", "32", *TINY_TRAIN, "--max-update", "1",
-        "--save-dir", root / "lstm", cwd=root)
+        "--save-dir", root / "lstm", cwd=root, threads=1)
     finetuned = server.start("fairseq_cli.train", lm["data"], *T2R, *TINY_MODEL, "--finetune-from-model",
-                             lm["teacher"], "--save-dir", root / "t2r", cwd=root)
-    server.run("fairseq_t2r.convert", lm["teacher"], root / "converted.pt", cwd=root)
+                             lm["teacher"], "--save-dir", root / "t2r", cwd=root, threads=1)
+    server.run("fairseq_t2r.convert", lm["teacher"], root / "converted.pt", cwd=root, threads=1)
     blob = open(lm["teacher"], "rb").read()
     (root / "truncated.pt").write_bytes(blob[: len(blob) // 2])
     (root / "junk.pt").write_bytes(random.Random(0).randbytes(4096))
@@ -135,7 +135,7 @@ def results(w):
         cwd = w["root"] / "cases" / name
         cwd.mkdir(parents=True)
         script = w["root"] / "full_unpickle.py" if module is None else None
-        pending.append((name, cwd, server.start(module, *args, cwd=cwd, script=script)))
+        pending.append((name, cwd, server.start(module, *args, cwd=cwd, script=script, threads=1)))
         while len(pending) >= 3 or (pending and len(out) + len(pending) == len(cases)):
             name_, cwd_, job = pending.pop(0)
             res = job.wait(timeout=120)
@@ -207,7 +207,7 @@ def test_killed_convert_leaves_no_partial_output(tmp_path):
     big = tiny_lm(t2r=False, vocab=100_000)
     src, out = tmp_path / "softmax.pt", tmp_path / "t2r.pt"
     torch.save({"args": lm_args(arch="transformer_lm"), "model": big.state_dict(), "extra_state": {}}, src)
-    job = tools().start("fairseq_t2r.convert", src, out, "--t2r-feature-dim", "8", cwd=tmp_path)
+    job = tools().start("fairseq_t2r.convert", src, out, "--t2r-feature-dim", "8", cwd=tmp_path, threads=1)
     deadline = time.monotonic() + 60
     temps = []
     while not temps and time.monotonic() < deadline:
@@ -221,7 +221,7 @@ def test_killed_convert_leaves_no_partial_output(tmp_path):
     assert res.returncode == -signal.SIGKILL
     if mid_write:  # (if the write had already finished, the output must be complete)
         assert not out.exists() and list(tmp_path.glob("t2r.pt.tmp-*"))
-    tools().run("fairseq_t2r.convert", src, out, "--t2r-feature-dim", "8", "--force", cwd=tmp_path)
+    tools().run("fairseq_t2r.convert", src, out, "--t2r-feature-dim", "8", "--force", cwd=tmp_path, threads=1)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["softmax.pt", "t2r.pt"]
     state = torch.load(out, weights_only=False)
     assert torch.equal(state["model"]["decoder.embed_tokens.weight"], big.state_dict()["decoder.embed_tokens.weight"])

@@ -81,6 +81,12 @@ def _become_tool(req):
         os.dup2(f, fd)
         os.close(f)
     os.environ.update(req.get("env") or {})
+    if req.get("threads"):
+        import torch
+
+        # runs started side by side on a small machine: OpenMP threads spinning against each
+        # other make a tiny model's update take seconds instead of milliseconds
+        torch.set_num_threads(req["threads"])
     # a fresh interpreter has no logging configuration: let the tool's basicConfig apply
     logging.root.handlers.clear()
     logging.root.setLevel(logging.WARNING)
@@ -147,19 +153,22 @@ class ToolServer:
             raise RuntimeError("tool server died")
         return json.loads(line)
 
-    def start(self, module, *args, cwd=None, env=None, script=None) -> Job:
-        """Start ``python -m MODULE ARGS`` (or ``python SCRIPT ARGS``) in a forked child."""
+    def start(self, module, *args, cwd=None, env=None, script=None, threads=None) -> Job:
+        """Start ``python -m MODULE ARGS`` (or ``python SCRIPT ARGS``) in a forked child;
+        ``threads``: torch CPU threads of the child (default: torch's own choice)."""
         self.count += 1
         out = os.path.join(self.logdir, f"{self.count}.out")
         err = os.path.join(self.logdir, f"{self.count}.err")
         args = [str(a) for a in args]
+        for path in (out, err):  # exist from the start: a test may read them while the run goes on
+            open(path, "w").close()
         reply = self._call({"op": "start", "module": module, "script": str(script) if script else None,
                             "args": args, "cwd": str(cwd or os.getcwd()), "stdout": out, "stderr": err,
-                            "env": env or {}})
+                            "env": env or {}, "threads": threads})
         return Job(self, reply["pid"], [module or str(script), *args], out, err)
 
-    def run(self, module, *args, check=True, cwd=None, env=None, timeout=300) -> Result:
-        return self.start(module, *args, cwd=cwd, env=env).wait(timeout=timeout, check=check)
+    def run(self, module, *args, check=True, cwd=None, env=None, timeout=300, threads=None) -> Result:
+        return self.start(module, *args, cwd=cwd, env=env, threads=threads).wait(timeout=timeout, check=check)
 
     def close(self):
         if self.proc.poll() is None:
@@ -227,10 +236,10 @@ def shared_lm():
     data = os.path.join(root, "data")
     server = tools()
     server.run("fairseq_cli.preprocess", "--only-source", "--trainpref", "train.txt", "--validpref",
-               "valid.txt", "--testpref", "test.txt", "--destdir", data, "--workers", "1", cwd=root)
+               "valid.txt", "--testpref", "test.txt", "--destdir", data, "--workers", "1", cwd=root, threads=1)
     teacher_dir = os.path.join(root, "softmax")
     server.run("fairseq_cli.train", data, "--arch", "transformer_lm", *TINY_MODEL, *TINY_TRAIN,
-               "--max-update", "20", "--save-dir", teacher_dir, "--no-last-checkpoints", cwd=root)
+               "--max-update", "20", "--save-dir", teacher_dir, "--no-last-checkpoints", cwd=root, threads=1)
     _SHARED.update(root=root, data=data, teacher=os.path.join(teacher_dir, "checkpoint_best.pt"))
     return _SHARED
 
