@@ -129,9 +129,10 @@ def plot(rows, a, path, title):
                     label=f"softmax, beam {beam}")
             ax.plot(xs, [r["t2r_ms_per_token"] for _, r in pts], "s" + style, color="C1",
                     label=f"T2R, beam {beam}")
-            ax.set_xticks(xs)
-            ax.set_xticklabels([str(x) for x in xs])
         ax.set_xscale("log", base=2)
+        xs = sorted({r[xkey] for r in rows if r["sweep"] == sweep})
+        ax.set_xticks(xs)
+        ax.set_xticklabels([str(x) for x in xs])
         ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
         ax.set_ylim(bottom=0)
         ax.set_xlabel(f"{sweep} length (tokens); {fixed_key} length {fixed}")
@@ -166,7 +167,9 @@ def main():
     p.add_argument("--feature-map", default="t2r")
     p.add_argument("--feature-dim", type=int, default=32)
     p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--threads", type=int, default=os.cpu_count())
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch threads (default 1: one sentence's decoding matmuls are too small to gain from "
+                        "more, and on a shared machine 2 threads ran 10-40x slower than 1)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quick", action="store_true", help="tiny model, lengths 32,128, one repeat (smoke test)")
     p.add_argument("--out", default=None, help="output prefix for .json/.png (default "
@@ -207,9 +210,10 @@ def main():
     rows = []
     t_start = time.perf_counter()
     with torch.no_grad():
-        warm = source_batch(dictionary, a.batch, 16, a.seed)
-        for m in models.values():
-            generate(m, dictionary, warm, max(a.beams), 8)
+        warm = source_batch(dictionary, a.batch, a.fixed_src, a.seed)
+        for beam in a.beams:  # untimed: first calls allocate and warm up kernels
+            for m in models.values():
+                generate(m, dictionary, warm, beam, 32)
         print(f"\n{'sweep':>6} {'beam':>4} {'src':>5} {'tgt':>5} | {'softmax ms/tok':>14} {'t2r ms/tok':>10} "
               f"{'speedup':>7} | {'softmax s':>9} {'t2r s':>7} {'encoder s':>9}", flush=True)
         for beam in a.beams:
