@@ -68,6 +68,15 @@ def valid_loss(output):
     return float(m.group(1))
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny models gain nothing from a second thread, and lose much when the cores are shared."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def run_all(tmp_path_factory):
     from fairseq_t2r.convert import convert
@@ -180,15 +189,6 @@ def test_beam_hypotheses_match_parallel_rescoring(run_all):
     reordered by beam search, sentences finishing at different steps) gets, position by
     position, the log-probability that one parallel forward pass assigns to it; likewise for an
     ensemble of two T2R models (log of the averaged probabilities)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        _rescore(run_all)
-    finally:
-        torch.set_num_threads(threads)
-
-
-def _rescore(run_all):
     models, task = _load([run_all["t2r"], run_all["swapped"]], run_all["data"])
     task.load_dataset("test")
     d = task.target_dictionary
