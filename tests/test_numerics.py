@@ -15,10 +15,6 @@ NONNEGATIVE_MAPS = [m for m in MAPS if m != "rfa"]  # rfa's sin/cos features can
 EMBED, HEADS, FDIM = 32, 4, 8
 LONG = 8192
 TOL = {torch.float64: 1e-8, torch.float32: 1e-4}
-# Known bug (see test_float64_random_features_are_float64): these maps compute their features in
-# float32 even for a float64 module, so in float64 they are only float32-accurate. Remove a map
-# from this set when it is fixed (its strict xfail then fails and says so).
-FP32_FEATURES = {"performer", "rfa"}
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -161,14 +157,8 @@ def test_bf16_close_to_fp64_for_t2r():
 
 
 # ------------------------------------------------------------------ property-based: parallel == recurrent
-@pytest.mark.xfail(strict=True, reason=(
-    "performer and rfa (modules/feature_maps.py) compute features as x.float() @ omega.float(), "
-    "i.e. in float32 even for a float64 module, so the features of a token depend on the batch "
-    "shape at float32 rounding (1e-7) and parallel != recurrent by ~1e-7 in float64 (rfa: up to "
-    "4e-4 at 512 tokens, amplified by near-zero denominators). hedgehog also computes in float32 "
-    "(x.float()), but shape-independently. Fix: upcast only half precision."))
-@pytest.mark.parametrize("feature_map", sorted(FP32_FEATURES))
-def test_float64_random_features_are_float64(feature_map):
+@pytest.mark.parametrize("feature_map", ["performer", "rfa", "hedgehog"])
+def test_float64_features_are_float64(feature_map):
     attn = make_attention(feature_map, dtype=torch.float64)
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(40, 1, EMBED, generator=gen, dtype=torch.float64)
@@ -215,8 +205,6 @@ def test_parallel_equals_recurrent_property(case):
         recurrent, _ = step_by_step(attn, x, kpm)
     assert all_finite(parallel, recurrent)
     tol = TOL[dtype]
-    if dtype == torch.float64 and fmap in FP32_FEATURES:
-        tol = TOL[torch.float32]  # the known float32-features bug above
     scale = max(1.0, parallel.abs().max().item()) if tol >= TOL[torch.float32] else 1.0
     err = (parallel - recurrent).abs().max().item()
     assert err <= tol * scale, (fmap, dtype, case["lengths"], err)

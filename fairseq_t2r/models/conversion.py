@@ -10,15 +10,11 @@ from typing import Dict, List, NamedTuple
 from fairseq.utils import safe_getattr
 
 from ..config import t2r_option
-from ..errors import T2RUserError, guard_checkpoint_loading, mark_state_dict
+from ..errors import T2RUserError, mark_state_dict
 from ..modules.feature_maps import build_feature_map
 from ..modules.t2r_attention import T2RAttention
 
 logger = logging.getLogger("fairseq_t2r")
-
-# checkpoint mistakes (missing path, not a checkpoint) become one-line errors in every fairseq
-# tool that loads the plugin; importing the models is what --user-dir does
-guard_checkpoint_loading()
 
 NEW_TENSOR_MARKER = ".feature_map."
 

@@ -73,6 +73,12 @@ def _per_head_linear(x: Tensor, weight: Tensor, bias=None) -> Tensor:
     return y if bias is None else y + bias.unsqueeze(-2)
 
 
+def _upcast(x: Tensor) -> Tensor:
+    """fp32 for half-precision inputs (exp/softmax/sin of fp16 lose too much); others unchanged,
+    so a float64 model stays float64 end to end."""
+    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+
+
 def _linear_default_init(weight: Tensor, bias=None):
     # nn.Linear's default init, per head: U(-1/sqrt(fan_in), 1/sqrt(fan_in)); what T2R used
     bound = 1.0 / math.sqrt(weight.size(-1))
@@ -130,7 +136,7 @@ class HedgehogFeatureMap(FeatureMap):
         return self.weight, None
 
     def activate(self, y):
-        yf = y.float()
+        yf = _upcast(y)
         return torch.cat([yf.softmax(-1), (-yf).softmax(-1)], dim=-1).to(y.dtype)
 
     def forward(self, x):
@@ -174,7 +180,7 @@ class RFAFeatureMap(RandomFeatureMap):
         return feature_dim // 2
 
     def forward(self, x):
-        proj = _per_head_linear(F.normalize(x.float(), dim=-1), self.omega.float())
+        proj = _per_head_linear(F.normalize(_upcast(x), dim=-1), self.omega.to(_upcast(x).dtype))
         scale = 1.0 / math.sqrt(self.omega.size(1))
         return (scale * torch.cat([proj.sin(), proj.cos()], dim=-1)).to(x.dtype)
 
@@ -189,8 +195,8 @@ class PerformerFeatureMap(RandomFeatureMap):
     MAX_KEY_EXPONENT = 30.0
 
     def _features(self, x, shift_rows: bool):
-        x = x.float()
-        proj = _per_head_linear(x, self.omega.float()) - 0.5 * x.pow(2).sum(-1, keepdim=True)
+        x = _upcast(x)
+        proj = _per_head_linear(x, self.omega.to(x.dtype)) - 0.5 * x.pow(2).sum(-1, keepdim=True)
         if shift_rows:
             proj = proj - proj.amax(-1, keepdim=True).detach()
         else:
