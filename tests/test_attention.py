@@ -6,6 +6,7 @@ from fairseq.modules import MultiheadAttention
 
 from fairseq_t2r.modules import FEATURE_MAPS, T2RAttention
 from fairseq_t2r.ops import linear_attention as ops
+from utils import step_by_step
 
 TOL = {torch.float64: 1e-8, torch.float32: 1e-4}
 MAPS = sorted(FEATURE_MAPS)
@@ -22,15 +23,6 @@ def right_padding_mask(lengths, T):
     return torch.arange(T)[None, :] >= torch.tensor(lengths)[:, None]
 
 
-def step_by_step(attn, x, key_padding_mask=None, state=None):
-    """Feed x (T, B, C) one token at a time through the incremental path."""
-    state = {} if state is None else state
-    outs = []
-    for t in range(x.size(0)):
-        kpm = None if key_padding_mask is None else key_padding_mask[:, t : t + 1]
-        o, _ = attn(x[t : t + 1], x[t : t + 1], x[t : t + 1], key_padding_mask=kpm, incremental_state=state)
-        outs.append(o)
-    return torch.cat(outs, 0), state
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])

@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 from fairseq_t2r.modules import FEATURE_MAPS, T2RAttention
 from fairseq_t2r.ops import linear_attention as ops
+from utils import step_by_step
 
 MAPS = sorted(FEATURE_MAPS)
 NONNEGATIVE_MAPS = [m for m in MAPS if m != "rfa"]  # rfa's sin/cos features can be negative
@@ -41,14 +42,6 @@ def features(attn, x):
     return phi_q, phi_k, attn._heads(attn.v_proj(x))
 
 
-def step_by_step(attn, x, key_padding_mask=None, state=None):
-    state = {} if state is None else state
-    outs = []
-    for t in range(x.size(0)):
-        kpm = None if key_padding_mask is None else key_padding_mask[:, t : t + 1]
-        o, _ = attn(x[t : t + 1], x[t : t + 1], x[t : t + 1], key_padding_mask=kpm, incremental_state=state)
-        outs.append(o)
-    return torch.cat(outs, 0), state
 
 
 def all_finite(*tensors):

@@ -62,3 +62,16 @@ def run_tool(module, *args, check=True, cwd=None):
     if check and res.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} failed ({res.returncode}):\n{res.stdout[-3000:]}\n{res.stderr[-3000:]}")
     return res
+
+
+def step_by_step(attn, x, key_padding_mask=None, state=None):
+    """Feed x (T, B, C) one token at a time through an attention module's incremental path."""
+    import torch
+
+    state = {} if state is None else state
+    outs = []
+    for t in range(x.size(0)):
+        kpm = None if key_padding_mask is None else key_padding_mask[:, t : t + 1]
+        o, _ = attn(x[t : t + 1], x[t : t + 1], x[t : t + 1], key_padding_mask=kpm, incremental_state=state)
+        outs.append(o)
+    return torch.cat(outs, 0), state

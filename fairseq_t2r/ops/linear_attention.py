@@ -157,9 +157,7 @@ def recurrent_step(
     q, k, vv = phi_q.to(ct), phi_k.to(ct), v.to(ct)
     S = S + k.transpose(-1, -2) * vv  # (B,H,F,1)*(B,H,1,D): outer product
     z = z + k.squeeze(-2)
-    num = torch.matmul(q, S)
-    den = torch.matmul(q, z.unsqueeze(-1))
-    return (num / den.clamp(min=eps)).to(v.dtype), (S, z)
+    return attend_state(q, (S, z), eps, out_dtype=v.dtype), (S, z)
 
 
 def causal_reference(
