@@ -36,6 +36,8 @@ sys.path.insert(0, REPO)
 
 import torch  # noqa: E402
 
+from common import machine  # noqa: E402
+
 import fairseq_t2r  # noqa: E402,F401  (registers t2r_transformer_lm)
 from fairseq.data import Dictionary  # noqa: E402
 from fairseq.models import (  # noqa: E402
@@ -157,22 +159,6 @@ def time_steps(model, base_tokens, base_state, ctx, steps, warmup):
     return times
 
 
-def machine():
-    cpu = platform.processor()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return {
-        "platform": platform.platform(),
-        "cpu": cpu,
-        "cpu_count": os.cpu_count(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "threads": torch.get_num_threads(),
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-    }
 
 
 def plot(rows, path, title):

@@ -34,6 +34,8 @@ sys.path.insert(0, REPO)
 
 import torch  # noqa: E402
 
+from common import machine  # noqa: E402
+
 import fairseq_t2r  # noqa: E402,F401  (registers t2r_transformer)
 from fairseq.data import Dictionary  # noqa: E402
 from fairseq.models import ARCH_CONFIG_REGISTRY, ARCH_MODEL_REGISTRY  # noqa: E402
@@ -92,19 +94,6 @@ def encode(model, sample):
     return time.perf_counter() - t0
 
 
-def machine():
-    cpu = platform.processor()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return {
-        "platform": platform.platform(), "cpu": cpu, "cpu_count": os.cpu_count(),
-        "python": platform.python_version(), "torch": torch.__version__,
-        "threads": torch.get_num_threads(),
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-    }
 
 
 def plot(rows, a, path, title):

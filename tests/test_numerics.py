@@ -18,14 +18,6 @@ LONG = 8192
 TOL = {torch.float64: 1e-8, torch.float32: 1e-4}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small tensors: one thread is as fast, and immune to OpenMP threads spinning against other
-    processes on a busy 2-core machine (which made these tests 20x slower)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def make_attention(feature_map, dtype=torch.float32, seed=0, training=False):
