@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..ops.linear_attention import compute_dtype
+
 FEATURE_MAPS: Dict[str, Type["FeatureMap"]] = {}
 
 
@@ -76,7 +78,7 @@ def _per_head_linear(x: Tensor, weight: Tensor, bias=None) -> Tensor:
 def _upcast(x: Tensor) -> Tensor:
     """fp32 for half-precision inputs (exp/softmax/sin of fp16 lose too much); others unchanged,
     so a float64 model stays float64 end to end."""
-    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+    return x.to(compute_dtype(x.dtype))
 
 
 def _linear_default_init(weight: Tensor, bias=None):

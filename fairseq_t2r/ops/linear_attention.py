@@ -39,7 +39,7 @@ QUADRATIC_MAX_LEN = 512
 State = Tuple[Tensor, Tensor]  # (S: (B, H, F, D), z: (B, H, F))
 
 
-def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
+def compute_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
 
 
@@ -58,7 +58,7 @@ def causal_quadratic(
     weight_dropout: Optional[Callable[[Tensor], Tensor]] = None,
 ) -> Tensor:
     out_dtype = v.dtype
-    ct = _compute_dtype(out_dtype)
+    ct = compute_dtype(out_dtype)
     phi_q, phi_k, v = phi_q.to(ct), phi_k.to(ct), v.to(ct)
     T = phi_q.size(-2)
     weights = torch.matmul(phi_q, phi_k.transpose(-1, -2))
@@ -81,7 +81,7 @@ def causal_chunked(
 ):
     """Exact causal linear attention in chunks; optionally continues from / returns a state."""
     out_dtype = v.dtype
-    ct = _compute_dtype(out_dtype)
+    ct = compute_dtype(out_dtype)
     phi_q, phi_k, v = phi_q.to(ct), phi_k.to(ct), v.to(ct)
     B, H, T, F = phi_q.shape
     D = v.size(-1)
@@ -141,7 +141,7 @@ def causal_parallel(
 
 def empty_state(phi_k: Tensor, v: Tensor) -> State:
     B, H, _, F = phi_k.shape
-    ct = _compute_dtype(v.dtype)
+    ct = compute_dtype(v.dtype)
     return (
         v.new_zeros(B, H, F, v.size(-1), dtype=ct),
         v.new_zeros(B, H, F, dtype=ct),
@@ -175,7 +175,7 @@ def causal_reference(
 
 def summarize_keys(phi_k: Tensor, v: Tensor) -> State:
     """(S, z) over all keys: what a query sees in non-causal (cross) attention."""
-    ct = _compute_dtype(v.dtype)
+    ct = compute_dtype(v.dtype)
     k, vv = phi_k.to(ct), v.to(ct)
     return torch.matmul(k.transpose(-1, -2), vv), k.sum(-2)
 
@@ -199,7 +199,7 @@ def noncausal(
     """Every query sees every (non-padded) key. Linear in both lengths unless dropout is on."""
     if weight_dropout is None:
         return attend_state(phi_q, summarize_keys(phi_k, v), eps, out_dtype=v.dtype)
-    ct = _compute_dtype(v.dtype)
+    ct = compute_dtype(v.dtype)
     weights = torch.matmul(phi_q.to(ct), phi_k.to(ct).transpose(-1, -2))
     weights = weights / weights.sum(-1, keepdim=True).clamp(min=eps)
     return torch.matmul(weight_dropout(weights), v.to(ct)).to(v.dtype)
