@@ -18,6 +18,8 @@ setup(
         "sacrebleu>=2.0",
         "sacremoses>=0.0.53",
         "subword-nmt>=0.3.8",
+        # the demo's and the benchmarks' plots
+        "matplotlib>=3.5",
     ],
     extras_require={
         "test": ["pytest>=7", "hypothesis>=6"],
@@ -28,6 +30,7 @@ setup(
             "t2r-convert=fairseq_t2r.convert:cli_main",
             "t2r-prepare-lm=fairseq_t2r.prep.lm:cli_main",
             "t2r-prepare-mt=fairseq_t2r.prep.mt:cli_main",
+            "t2r-demo=fairseq_t2r.demo.cli:cli_main",
         ]
     },
 )

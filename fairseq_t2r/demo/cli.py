@@ -1,0 +1,137 @@
+"""``t2r-demo``: convert pretrained softmax transformers into RNNs on real data, and report
+what T2R gained and lost against the teacher, ELU and RFA feature maps, attention transfer and
+training from scratch.
+
+    t2r-demo [--quick | --full] [--out DIR] [--tasks lm,mt] [--lm-text FILE]
+             [--mt-src FILE --mt-tgt FILE] [--lm-teacher PATH] [--mt-teacher PATH] [--jobs N]
+
+Writes ``OUT/report/{report.md,results.json,*.png}``. A rerun reuses every finished step and
+says so; an interrupted run resumes where it stopped.
+"""
+import argparse
+import logging
+import os
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+USER_DIR = str(Path(__file__).resolve().parents[1])
+
+
+def build_parser():
+    p = argparse.ArgumentParser(prog="t2r-demo", description=__doc__.split("\n\n")[0])
+    size = p.add_mutually_exclusive_group()
+    size.add_argument("--quick", dest="preset", action="store_const", const="quick",
+                      help="tiny models and few updates on the bundled slices (under 3 minutes)")
+    size.add_argument("--full", dest="preset", action="store_const", const="full",
+                      help="the whole corpora and longer training (hours on 2 cores)")
+    p.set_defaults(preset="default")
+    p.add_argument("--out", help="working and report folder (default: runs/demo-PRESET)")
+    p.add_argument("--tasks", default="lm,mt", help="comma-separated: lm, mt (default both)")
+    p.add_argument("--lm-text", help="English text, one sentence or paragraph per line, instead of SOTU + Brown")
+    p.add_argument("--mt-src", help="English side of a parallel corpus (with --mt-tgt) instead of LibreOffice help")
+    p.add_argument("--mt-tgt", help="German side, line-aligned with --mt-src")
+    p.add_argument("--lm-teacher", help="your softmax transformer_lm checkpoint (trained on --lm-text with the "
+                                        "same dictionary) instead of training one")
+    p.add_argument("--mt-teacher", help="your softmax transformer checkpoint, likewise")
+    p.add_argument("--jobs", type=int, default=2, help="runs side by side, one thread each (default 2)")
+    p.add_argument("--seed", type=int, default=1)
+    return p
+
+
+def check_args(args):
+    from ..errors import T2RUserError
+
+    tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
+    if not tasks or set(tasks) - {"lm", "mt"}:
+        raise T2RUserError(f"--tasks {args.tasks!r}: name lm, mt or both (lm,mt)")
+    if bool(args.mt_src) != bool(args.mt_tgt):
+        raise T2RUserError("pass both --mt-src FILE and --mt-tgt FILE, or neither")
+    for flag in ("lm_text", "mt_src", "mt_tgt", "lm_teacher", "mt_teacher"):
+        path = getattr(args, flag)
+        if path and not os.path.isfile(path):
+            raise T2RUserError(f"--{flag.replace('_', '-')} {path}: no such file")
+    if args.jobs < 1:
+        raise T2RUserError(f"--jobs {args.jobs}: must be at least 1")
+    return tasks
+
+
+def preload_tools():
+    """Import the tools once here, so each forked step starts at once (runpy re-runs the module
+    itself as ``__main__``, as ``python -m`` does: it must not stay in sys.modules)."""
+    import importlib
+
+    for name in ("fairseq_cli.train", "fairseq_cli.eval_lm", "fairseq_cli.generate", "fairseq_cli.preprocess",
+                 "fairseq_t2r.convert", "fairseq_t2r.prep.lm", "fairseq_t2r.prep.mt"):
+        importlib.import_module(name)
+        del sys.modules[name]
+    # importing the tools configured logging for their own runs: the demo itself prints only progress
+    logging.root.handlers.clear()
+    logging.root.setLevel(logging.WARNING)
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    tasks = check_args(args)
+    t_start = time.time()
+    out = Path(args.out or f"runs/demo-{args.preset}").resolve()
+
+    from ..machine import machine
+    from . import plan as plans, report
+    from .runner import Runner
+
+    preset = plans.PRESETS[args.preset]
+    task_plans = {}
+    for k in tasks:
+        task_plans[k] = plans.TaskPlan(
+            k, out, preset, USER_DIR, seed=args.seed, text=args.lm_text, src=args.mt_src, tgt=args.mt_tgt,
+            teacher=args.lm_teacher if k == "lm" else args.mt_teacher)
+    print(f"t2r-demo: preset {args.preset}, tasks {', '.join(tasks)}, working folder {out}", flush=True)
+    preload_tools()
+    steps = [s for p in task_plans.values() for s in p.steps()]
+    from fairseq.criterions import CRITERION_REGISTRY  # TEMPORARY until the transfer criterion lands
+
+    if "t2r_attention_transfer" not in CRITERION_REGISTRY:
+        steps = [s for s in steps if "transfer" not in s.name]
+        for p in task_plans.values():
+            plans.VARIANTS[:] = [v for v in plans.VARIANTS if v != "transfer"]
+    # speed is timed alone, after all training: a neighbour's run would distort the timings
+    others = [s.name for s in steps if not s.name.endswith("/speed")]
+    previous = []
+    for s in steps:
+        if s.name.endswith("/speed"):
+            s.deps = sorted(set(s.deps) | set(others) | set(previous))
+            previous.append(s.name)
+    runner = Runner(out, jobs=args.jobs)
+    runner.run(steps)
+
+    collected = {k: report.collect(p, runner) for k, p in task_plans.items()}
+    header = {"preset": args.preset, "settings": asdict(preset), "machine": machine(), "jobs": args.jobs,
+              "seconds": round(time.time() - t_start, 1), "command": "t2r-demo " + " ".join(argv or sys.argv[1:])}
+    commands = [s.command() for s in steps]
+    folder = out / "report"
+    report.write(folder, header, collected, commands)
+    print(summary(collected))
+    print(f"t2r-demo: report in {folder}/report.md ({header['seconds'] / 60:.1f} min)")
+    return 0
+
+
+def summary(collected) -> str:
+    lines = []
+    for k, t in collected.items():
+        key = "test_ppl" if k == "lm" else "bleu"
+        what = "test perplexity" if k == "lm" else "test BLEU"
+        figures = ", ".join(f"{name} {r.get(key)}" for name, r in t["runs"].items())
+        lines.append(f"{k} {what}: {figures}")
+    return "\n".join(lines)
+
+
+def cli_main():
+    # one OpenMP thread per run, decided before torch starts its pool
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    cli_main()

@@ -1,0 +1,179 @@
+"""The demo's report folder: ``report.md`` (tables and the exact commands), ``results.json``
+(every figure) and PNG plots (validation curves; time per token and state memory vs context)."""
+import json
+from pathlib import Path
+from typing import Dict, List
+
+from . import measure
+from .plan import VARIANTS, TaskPlan
+
+LABELS = {"teacher": "softmax teacher", "swapped": "T2R right after swap (no training)",
+          "t2r": "T2R, swap + finetune", "elu": "ELU, swap + finetune", "rfa": "RFA, swap + finetune",
+          "transfer": "T2R, attention transfer + finetune", "scratch": "T2R from random init"}
+TASK_TITLES = {"lm": "Language model (English: State of the Union + Brown corpus)",
+               "mt": "Translation EN→DE (LibreOffice help pages)"}
+
+
+def collect(plan: TaskPlan, runner) -> Dict:
+    """Every figure of one task, read from the step logs, markers and the speed file."""
+    k = plan.kind
+    steps = {s.name: s for s in plan.steps()}
+    seconds = {name: (runner.finished(s) or {}).get("seconds") for name, s in steps.items()}
+    updates = {"teacher": plan.preset.teacher_updates, "swapped": 0, "t2r": plan.preset.ft_updates,
+               "elu": plan.preset.ft_updates, "rfa": plan.preset.ft_updates, "transfer": plan.preset.ft_updates,
+               "scratch": plan.preset.teacher_updates + plan.preset.ft_updates}
+    if plan.external_teacher:
+        updates["teacher"] = None
+    runs = {}
+    for name in ["teacher", "swapped", *VARIANTS]:
+        r = {"updates": updates[name], "checkpoint": plan.checkpoint(name)}
+        train_step = f"{k}/{name}"
+        if name == "transfer":
+            r["train_seconds"] = _sum(seconds.get(f"{k}/transfer_stage1"), seconds.get(train_step))
+            r["transfer_updates"] = plan.preset.transfer_updates
+            r["curve"] = [{**p, "updates": p["updates"] + plan.preset.transfer_updates}
+                          for p in measure.valid_curve(runner.logfile(steps[train_step]))]
+        elif train_step in steps and name != "swapped":
+            r["train_seconds"] = seconds.get(train_step)
+            r["curve"] = measure.valid_curve(runner.logfile(steps[train_step]))
+        eval_log = runner.logfile(steps[f"{k}/eval_{name}"])
+        if k == "lm":
+            r["test_ppl"] = measure.perplexity(eval_log)
+        else:
+            r.update(measure.translation_scores(eval_log, plan.data_dir / "test.raw.de"))
+        runs[name] = r
+    out = {"runs": runs}
+    stats = plan.data_dir / "stats.json"
+    if stats.exists():
+        out["data"] = json.loads(stats.read_text())
+    speed = plan.dir / "speed.json"
+    if speed.exists():
+        out["speed"] = json.loads(speed.read_text())
+    t, f = runs["teacher"].get("train_seconds"), runs["t2r"].get("train_seconds")
+    if t and f and updates["teacher"]:
+        out["finetune_cost"] = {"updates_fraction": round(updates["t2r"] / updates["teacher"], 3),
+                                "seconds_fraction": round(f / t, 3)}
+    return out
+
+
+def _sum(*xs):
+    return None if any(x is None for x in xs) else sum(xs)
+
+
+def write(folder: Path, header: Dict, tasks: Dict[str, Dict], commands: List[str]):
+    folder.mkdir(parents=True, exist_ok=True)
+    results = {**header, **tasks}
+    (folder / "results.json").write_text(json.dumps(results, indent=1) + "\n")
+    plots = plot(folder, tasks)
+    (folder / "report.md").write_text(markdown(header, tasks, commands, plots))
+
+
+def markdown(header, tasks, commands, plots) -> str:
+    m = header["machine"]
+    lines = ["# T2R demo report", "",
+             f"Preset `{header['preset']}`, finished {m['date']} in {header['seconds'] / 60:.1f} min on "
+             f"{m['cpu']} ({m['cpu_count']} cores, {m['memory']}), {m['platform']}, Python {m['python']}, "
+             f"torch {m['torch']}; {header['jobs']} runs side by side, one thread each.", "",
+             "Settings: " + ", ".join(f"{k} {v}" for k, v in header["settings"].items()), ""]
+    for k, t in tasks.items():
+        runs = t["runs"]
+        lines += [f"## {TASK_TITLES[k]}", ""]
+        if "data" in t and "splits" in t["data"]:
+            lines += ["Data: " + "; ".join(f"{name} {json.dumps(s)}" for name, s in t["data"]["splits"].items()), ""]
+        teacher = runs["teacher"]
+        if k == "lm":
+            lines += ["| model | updates | training time | test perplexity | vs teacher |", "|---|---|---|---|---|"]
+            for name, r in runs.items():
+                rel = "" if not (r.get("test_ppl") and teacher.get("test_ppl")) else \
+                    f"{100 * (r['test_ppl'] / teacher['test_ppl'] - 1):+.1f}%"
+                lines.append(f"| {LABELS[name]} | {_fmt(r['updates'])} | {_secs(r.get('train_seconds'))} | "
+                             f"{_fmt(r.get('test_ppl'))} | {rel} |")
+        else:
+            lines += ["| model | updates | training time | BLEU | chrF | BLEU vs teacher |", "|---|---|---|---|---|---|"]
+            for name, r in runs.items():
+                lines.append(f"| {LABELS[name]} | {_fmt(r['updates'])} | {_secs(r.get('train_seconds'))} | "
+                             f"{_fmt(r.get('bleu'))} | {_fmt(r.get('chrf'))} | {r['bleu'] - teacher['bleu']:+.2f} |")
+            lines += ["", f"sacreBLEU / chrF on the detokenised test set ({teacher.get('sentences')} sentences), "
+                          "beam 4, fairseq-generate."]
+        if "transfer" in runs:
+            lines += ["", f"Attention transfer trains only the feature maps for the first "
+                          f"{runs['transfer']['transfer_updates']} of its {runs['transfer']['updates']} updates."]
+        if "finetune_cost" in t:
+            c = t["finetune_cost"]
+            lines += ["", f"Finetuning cost (T2R swap + finetune) as a fraction of the teacher's training: "
+                          f"{100 * c['updates_fraction']:.0f}% of its updates, {100 * c['seconds_fraction']:.0f}% "
+                          "of its wall time."]
+        if "speed" in t:
+            s = t["speed"]
+            what = "beams of one sentence, source as long as the context" if k == "mt" else "sequences"
+            lines += ["", f"Decoding one token ({s['rows']} {what}, one thread), median of the last steps:", "",
+                      "| context | teacher ms/token | T2R ms/token | speed-up | teacher state | T2R state |",
+                      "|---|---|---|---|---|---|"]
+            for a, b in zip(s["teacher"], s["t2r"]):
+                lines.append(f"| {a['context']} | {a['ms_per_token']:.2f} | {b['ms_per_token']:.2f} | "
+                             f"{a['ms_per_token'] / b['ms_per_token']:.2f}x | {_mib(a['state_bytes'])} | "
+                             f"{_mib(b['state_bytes'])} |")
+        lines.append("")
+    for p in plots:
+        lines += [f"![{p}]({p})", ""]
+    lines += ["## Commands", "",
+              "Every step, in the order it ran; the demo runs the same fairseq tools in-process "
+              "(forked, one thread each), so these lines reproduce it one by one:", "", "```"]
+    lines += commands + ["```", ""]
+    return "\n".join(lines)
+
+
+def _fmt(x):
+    return "-" if x is None else (f"{x:.2f}" if isinstance(x, float) else str(x))
+
+
+def _secs(x):
+    return "-" if x is None else (f"{x:.0f} s" if x < 120 else f"{x / 60:.1f} min")
+
+
+def _mib(b):
+    return f"{b / 2**20:.2f} MiB"
+
+
+def plot(folder: Path, tasks: Dict[str, Dict]) -> List[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    written = []
+    fig, axes = plt.subplots(1, len(tasks), figsize=(6 * len(tasks), 4.5), squeeze=False)
+    for ax, (k, t) in zip(axes[0], tasks.items()):
+        for name, r in t["runs"].items():
+            pts = [p for p in r.get("curve", []) if "ppl" in p]
+            if pts:
+                ax.plot([p["updates"] for p in pts], [p["ppl"] for p in pts], marker=".", label=LABELS[name])
+        ax.set_yscale("log")
+        ax.set_xlabel("updates (each run's own)")
+        ax.set_ylabel("validation perplexity")
+        ax.set_title(TASK_TITLES[k].split(" (")[0])
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(folder / "curves.png", dpi=110)
+    plt.close(fig)
+    written.append("curves.png")
+
+    speed = {k: t["speed"] for k, t in tasks.items() if "speed" in t}
+    if speed:
+        fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+        for k, s in speed.items():
+            for name, style in (("teacher", "-o"), ("t2r", "--s")):
+                ctx = [r["context"] for r in s[name]]
+                axes[0].plot(ctx, [r["ms_per_token"] for r in s[name]], style, label=f"{k}: {name}")
+                axes[1].plot(ctx, [r["state_bytes"] / 2**20 for r in s[name]], style, label=f"{k}: {name}")
+        for ax, ylabel in zip(axes, ("ms per generated token", "incremental state (MiB)")):
+            ax.set_xscale("log", base=2)
+            ax.set_yscale("log")
+            ax.set_xlabel("context length (tokens)")
+            ax.set_ylabel(ylabel)
+            ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(folder / "speed.png", dpi=110)
+        plt.close(fig)
+        written.append("speed.png")
+    return written
