@@ -11,6 +11,7 @@ says so; an interrupted run resumes where it stopped.
 import argparse
 import logging
 import os
+import signal
 import sys
 import time
 from dataclasses import asdict
@@ -104,6 +105,8 @@ def main(argv=None):
             s.deps = sorted(set(s.deps) | set(others) | set(previous))
             previous.append(s.name)
     runner = Runner(out, jobs=args.jobs)
+    # a plain kill ends the demo through Python, so that its running steps are ended too
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     runner.run(steps)
 
     collected = {k: report.collect(p, runner) for k, p in task_plans.items()}

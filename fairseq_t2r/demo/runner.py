@@ -13,8 +13,10 @@ An interrupted ``fairseq-train`` resumes from its own ``checkpoint_last.pt``.
 import json
 import logging
 import os
+import re
 import runpy
 import shlex
+import signal
 import sys
 import time
 import traceback
@@ -31,6 +33,9 @@ TOOL_NAMES = {
     "fairseq_cli.generate": "fairseq-generate",
     "fairseq_t2r.convert": "t2r-convert",
 }
+
+
+UPDATES = re.compile(r'"num_updates": "(\d+)"')
 
 
 @dataclass
@@ -98,6 +103,24 @@ class Runner:
                 done.add(s.name)
                 del pending[s.name]
         running = {}  # pid -> (step, start time)
+        try:
+            failed = self._loop(pending, running, done)
+        except BaseException:
+            # Ctrl-C reaches the steps too (same process group); a kill of this process does not:
+            # end the steps, so nothing keeps running behind the user's back
+            for pid in running:
+                try:
+                    os.kill(pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+            raise
+        if failed is not None:
+            s, rc = failed
+            raise T2RUserError(
+                f"step '{s.name}' ({s.title}) failed with exit status {rc}: {self.last_error(s)} "
+                f"-- full log: {self.logfile(s)}; fix the cause and rerun the same command: finished steps are kept")
+
+    def _loop(self, pending, running, done):
         failed = None
         while pending or running:
             if failed is None:
@@ -113,7 +136,7 @@ class Runner:
                     missing = sorted({d for s in pending.values() for d in s.deps} - done - set(pending))
                     raise RuntimeError(f"steps depend on unknown steps: {missing}")
                 break
-            pid, status = os.wait()
+            pid, status = self._wait(running)
             if pid not in running:
                 continue
             s, t0 = running.pop(pid)
@@ -125,11 +148,33 @@ class Runner:
                 self.log(f"[{s.name}] done in {seconds:.0f} s")
             elif failed is None:
                 failed = (s, rc)
-        if failed is not None:
-            s, rc = failed
-            raise T2RUserError(
-                f"step '{s.name}' ({s.title}) failed with exit status {rc}: {self.last_error(s)} "
-                f"-- full log: {self.logfile(s)}; fix the cause and rerun the same command: finished steps are kept")
+        return failed
+
+    def _wait(self, running, every: float = 30.0):
+        """Waits for any step to end, saying every ``every`` seconds how far the trainings are."""
+        next_report = time.monotonic() + every
+        while True:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+            if pid:
+                return pid, status
+            time.sleep(0.1)
+            if time.monotonic() >= next_report:
+                next_report += every
+                for s, t0 in running.values():
+                    done = self.progress(s)
+                    if done:
+                        self.log(f"[{s.name}] {done} ({time.monotonic() - t0:.0f} s)")
+
+    def progress(self, step: Step) -> str:
+        if "--max-update" not in step.args:
+            return ""
+        total = step.args[step.args.index("--max-update") + 1]
+        try:
+            text = self.logfile(step).read_text(errors="replace")
+        except OSError:
+            return ""
+        found = UPDATES.findall(text)
+        return f"update {found[-1]} of {total}" if found else ""
 
     def last_error(self, step: Step) -> str:
         try:
@@ -163,13 +208,15 @@ class Runner:
             os._exit(code)
 
     def _child(self, step: Step) -> int:
-        os.setpgid(0, 0)
         devnull = os.open(os.devnull, os.O_RDONLY)
         os.dup2(devnull, 0)
         f = os.open(self.logfile(step), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         os.dup2(f, 1)
         os.dup2(f, 2)
         os.close(f)
+        # the parent's sys.stdout/stderr may not be fds 1/2 (an embedding program, pytest)
+        sys.stdout = open(1, "w", buffering=1, closefd=False)
+        sys.stderr = open(2, "w", buffering=1, closefd=False)
         print(f"### {time.strftime('%Y-%m-%d %H:%M:%S')} {step.command()}", flush=True)
         import torch
 
