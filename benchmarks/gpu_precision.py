@@ -5,7 +5,7 @@
    dtype, against the token-by-token recurrence computed in float64 on the CPU;
 2. model: a small T2R LM's parallel log-probs against its step-by-step incremental decoding,
    in each dtype on the GPU (what fairseq-generate relies on);
-3. training: stock fairseq-train of a small T2R LM on real text with --fp16 / --bf16 / fp32,
+3. training: stock fairseq-train of a small T2R LM on real text in fp32, --fp16 and --amp,
    same seed and data: final validation perplexity and wall time of each.
 
     python benchmarks/gpu_precision.py --out DIR [--updates N]
@@ -92,11 +92,14 @@ def training_check(workdir, updates):
                     "--trainpref", f"{workdir}/train.txt", "--validpref", f"{workdir}/valid.txt",
                     "--destdir", bin_dir, "--workers", "4"], check=True, capture_output=True)
     out = {}
-    for name, flags in (("fp32", []), ("fp16", ["--fp16"]), ("bf16", ["--bf16"])):
+    # no bf16 run: fairseq's --bf16 implies --tpu (fairseq.utils.get_tpu_device), so stock
+    # fairseq-train cannot train in bf16 on a GPU; --amp is torch autocast in fp16
+    for name, flags in (("fp32", []), ("fp16", ["--fp16"]), ("amp", ["--amp"])):
         cmd = [sys.executable, "-m", "fairseq_cli.train", bin_dir, "--user-dir", os.path.join(REPO, "fairseq_t2r"),
                "--task", "language_modeling", "--arch", "t2r_transformer_lm", "--decoder-layers", "4",
-               "--decoder-embed-dim", "256", "--decoder-ffn-embed-dim", "1024", "--decoder-attention-heads", "4",
-               "--share-decoder-input-output-embed", "--tokens-per-sample", "1024", "--sample-break-mode", "none",
+               "--decoder-embed-dim", "256", "--decoder-input-dim", "256", "--decoder-output-dim", "256",
+               "--decoder-ffn-embed-dim", "1024", "--required-batch-size-multiple", "1", "--decoder-attention-heads", "4",
+               "--share-decoder-input-output-embed", "--tokens-per-sample", "512", "--sample-break-mode", "none",
                "--max-tokens", "8192", "--optimizer", "adam", "--lr", "1e-3", "--lr-scheduler", "inverse_sqrt",
                "--warmup-updates", "50", "--max-update", str(updates), "--log-format", "json", "--log-interval", "50",
                "--no-save", "--seed", "1", "--num-workers", "0", *flags]
