@@ -159,12 +159,16 @@ def check_vocab(teacher: Teacher, dictionary, dict_path: str, prefix: str):
 
 # --------------------------------------------------------------------------- GPUs and batch size
 
-def gpu_count(requested: Optional[int], dry_run: bool, needs_gpu: bool) -> int:
+def gpu_count(requested: Optional[int], dry_run: bool, needs_gpu: bool, cpu: bool = False) -> int:
     import torch
 
-    visible = torch.cuda.device_count()
     if requested is not None and requested < 1:
         raise T2RUserError(f"--gpus {requested}: pass the number of GPUs the training runs on (1 or more)")
+    if cpu:  # a smoke test of the commands on a stand-in model: one process, no GPU
+        if requested not in (None, 1):
+            raise T2RUserError(f"--cpu runs one process: drop --gpus {requested}")
+        return 1
+    visible = torch.cuda.device_count()
     if requested is None:
         if visible == 0:
             raise T2RUserError(
@@ -235,28 +239,26 @@ def model_flags(teacher: Teacher, base_argv: List[str], keys: Sequence[str]) -> 
     defaults), all the small dimensions for the test stand-ins, and the right ones for a variant
     (e.g. a 32-layer model). The teacher's dropout settings are carried over the same way.
     """
-    parsed = parse_tool_args("fairseq-train", base_argv)
     flags = []
-    for key in keys:
-        want = getattr(teacher.args, key, None)
-        have = getattr(parsed, key, None)
-        if _norm(want) == _norm(have) or (want is None and not hasattr(teacher.args, key)):
-            continue
-        if want is None or want is False:
+    # one flag at a time, in ``keys`` order, re-parsing after each: settings derived from another
+    # (decoder_input_dim from decoder_embed_dim) then follow it without a flag of their own, which
+    # some models do not even have
+    for _ in range(len(keys) + 1):
+        parsed = parse_tool_args("fairseq-train", base_argv + flags)
+        # a key the parse lacks is filled in later from the task (max positions): nothing to compare
+        differing = [k for k in keys if hasattr(teacher.args, k) and hasattr(parsed, k)
+                     and _norm(getattr(teacher.args, k)) != _norm(getattr(parsed, k))]
+        if not differing:
+            return flags
+        key = differing[0]
+        want, have = getattr(teacher.args, key), getattr(parsed, key, None)
+        if want is None or want is False or any(f == _flag(key, True)[0] for f in flags):
             raise T2RUserError(
-                f"the checkpoint has {key}={want!r} where --arch {parsed.arch} defaults to {have!r}, which "
-                f"no fairseq-train option can undo: this recipe supports the released architecture only"
+                f"the checkpoint has {key}={want!r} where fairseq-train --arch {parsed.arch} gives {have!r}, "
+                f"and no option reproduces it: this recipe supports the released architecture only"
             )
         flags += _flag(key, ",".join(map(str, want)) if isinstance(want, (list, tuple)) else want)
-    reparsed = parse_tool_args("fairseq-train", base_argv + flags)
-    for key in keys:
-        want = getattr(teacher.args, key, None)
-        if hasattr(teacher.args, key) and _norm(want) != _norm(getattr(reparsed, key, None)):
-            raise T2RUserError(
-                f"fairseq-train --arch {reparsed.arch} does not reproduce the checkpoint's {key}={want!r} "
-                f"(got {getattr(reparsed, key, None)!r}): this recipe supports the released architecture only"
-            )
-    return flags
+    raise AssertionError("unreachable: every round fixes one key")
 
 
 def check_finetune_start(argv: List[str], teacher: Teacher):

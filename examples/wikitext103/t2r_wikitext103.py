@@ -88,21 +88,25 @@ def build_parser():
     p.add_argument("--long-context", type=int, default=None, metavar="N",
                    help="also evaluate the T2R model on test with N tokens of context (see README)")
     p.add_argument("--no-fp16", action="store_true", help="train in fp32")
+    p.add_argument("--cpu", action="store_true",
+                   help="smoke-test the commands on CPU (a stand-in model): --cpu for every fairseq tool, no fp16")
     p.add_argument("--train-extra", default="", help="more fairseq-train options, appended last (quoted string)")
     return p
 
 
-def eval_argv(data, path, subset, tokens_per_sample, context_window):
+def eval_argv(data, path, subset, tokens_per_sample, context_window, cpu):
     return recipes.tool("fairseq-eval-lm") + [
         data, "--user-dir", recipes.USER_DIR, "--path", path, "--gen-subset", subset,
-        "--tokens-per-sample", str(tokens_per_sample), "--context-window", str(context_window), *EVAL]
+        "--tokens-per-sample", str(tokens_per_sample), "--context-window", str(context_window), *EVAL,
+        *(["--cpu"] if cpu else [])]
 
 
 def make_plan(args):
     steps = recipes.parse_steps(args.steps, STEPS)
     if args.feature_dim < 1:
         raise T2RUserError(f"--feature-dim {args.feature_dim}: pass a positive feature size")
-    gpus = recipes.gpu_count(args.gpus, args.dry_run, needs_gpu=bool({"teacher", "train", "eval"} & set(steps)))
+    gpus = recipes.gpu_count(args.gpus, args.dry_run, needs_gpu=bool({"teacher", "train", "eval"} & set(steps)),
+                             cpu=args.cpu)
     teacher = recipes.load_teacher(args.checkpoint, ARCHS, "fairseq's adaptive-input WikiText-103 LM")
     t = teacher.args
     if not (t.adaptive_input and t.adaptive_softmax_cutoff):
@@ -143,7 +147,7 @@ def make_plan(args):
         "--max-update", str(args.max_update), "--lr", repr(args.lr), "--warmup-updates", str(args.warmup_updates),
         *SCHEDULE, "--tokens-per-sample", str(tokens_per_sample),
         "--max-tokens", str(args.max_tokens), "--update-freq", str(freq),
-        "--skip-invalid-size-inputs-valid-test", *([] if args.no_fp16 else FP16),
+        "--skip-invalid-size-inputs-valid-test", *([] if args.no_fp16 or args.cpu else FP16), *(["--cpu"] if args.cpu else []),
     ] + shlex.split(args.train_extra)
     copied, new = recipes.check_finetune_start(train[len(recipes.tool("fairseq-train")):], teacher)
 
@@ -163,7 +167,7 @@ def make_plan(args):
     if "teacher" in steps:
         for subset in ("valid", "test"):
             plan.steps.append(recipes.Step("teacher", f"softmax perplexity, {subset} (checks the data preparation)", eval_argv(
-                data, teacher.path, subset, teacher_tps, args.context_window),
+                data, teacher.path, subset, teacher_tps, args.context_window, args.cpu),
                 log=os.path.join(evals, f"teacher.{subset}.log"), result=("teacher", subset)))
     if "convert" in steps:
         plan.steps.append(recipes.Step("convert", "swap softmax attention for T2R (every teacher tensor kept)",
@@ -173,14 +177,14 @@ def make_plan(args):
     if "eval" in steps:
         for subset in ("valid", "test"):
             plan.steps.append(recipes.Step("eval", f"T2R perplexity, {subset}", eval_argv(
-                data, best, subset, teacher_tps, args.context_window),
+                data, best, subset, teacher_tps, args.context_window, args.cpu),
                 log=os.path.join(evals, f"t2r.{subset}.log"), result=("t2r", subset)))
         if args.long_context:
             # the same scored block as above, after a longer context: the sinusoidal positions
             # extend past the training length, and fairseq checks only the block against max positions
             length = args.long_context + teacher_tps - args.context_window
             plan.steps.append(recipes.Step("eval", f"T2R perplexity, test, {args.long_context} tokens of context",
-                                           eval_argv(data, best, "test", length, args.long_context),
+                                           eval_argv(data, best, "test", length, args.long_context, args.cpu),
                                            log=os.path.join(evals, f"t2r.test.context{args.long_context}.log"),
                                            result=("t2r", f"test.context{args.long_context}")))
     prefix = recipes.tool("fairseq-eval-lm")
