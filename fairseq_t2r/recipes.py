@@ -170,6 +170,8 @@ def gpu_count(requested: Optional[int], dry_run: bool, needs_gpu: bool, cpu: boo
         return 1
     visible = torch.cuda.device_count()
     if requested is None:
+        if visible == 0 and not needs_gpu:  # e.g. --steps convert: no GPU to plan for
+            return 1
         if visible == 0:
             raise T2RUserError(
                 "no CUDA GPU is visible: pass --gpus N (with --dry-run) to plan for a machine with N GPUs"
@@ -208,8 +210,11 @@ def parse_tool_args(name: str, argv: List[str]):
         "fairseq-generate": options.get_generation_parser,
     }
     parser = parsers[name]()
-    # fairseq's parser prints usage and exits 2 on an unknown option: make that our one line
-    parser.error = lambda message: (_ for _ in ()).throw(T2RUserError(f"{name} would reject its arguments: {message}"))
+
+    def error(message):  # fairseq's parser would print its usage and exit 2
+        raise T2RUserError(f"{name} would reject its arguments: {message}")
+
+    parser.error = error
     return options.parse_args_and_arch(parser, argv)
 
 

@@ -105,7 +105,7 @@ def make_plan(args):
     steps = recipes.parse_steps(args.steps, STEPS)
     if args.feature_dim < 1:
         raise T2RUserError(f"--feature-dim {args.feature_dim}: pass a positive feature size")
-    gpus = recipes.gpu_count(args.gpus, args.dry_run, needs_gpu=bool({"teacher", "train", "eval"} & set(steps)),
+    gpus = recipes.gpu_count(args.gpus, args.dry_run, needs_gpu="train" in steps,
                              cpu=args.cpu)
     teacher = recipes.load_teacher(args.checkpoint, ARCHS, "fairseq's adaptive-input WikiText-103 LM")
     t = teacher.args

@@ -112,7 +112,7 @@ def make_plan(args):
         raise T2RUserError(
             "--max-update is required: the paper's finetuning length is not in the sources this recipe "
             "cites (examples/wmt14_en_de/README.md); choose one, e.g. from a short run's validation loss")
-    gpus = recipes.gpu_count(args.gpus, args.dry_run, needs_gpu=bool({"teacher", "train", "eval"} & set(steps)),
+    gpus = recipes.gpu_count(args.gpus, args.dry_run, needs_gpu="train" in steps,
                              cpu=args.cpu)
     teacher = recipes.load_teacher(args.checkpoint, ARCHS, "fairseq's big EN-DE transformer")
     t = teacher.args
