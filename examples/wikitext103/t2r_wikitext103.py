@@ -16,8 +16,9 @@ import sys
 # this checkout's fairseq_t2r, whatever else is installed: the recipe and the plugin go together
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
-from fairseq_t2r import recipes
-from fairseq_t2r.errors import T2RUserError
+from fairseq_t2r import recipes  # noqa: E402
+from fairseq_t2r.errors import T2RUserError  # noqa: E402
+from fairseq_t2r.modules.feature_maps import FEATURE_MAPS  # noqa: E402
 
 # transformer_lm_wiki103 and its alias in fairseq (the same architecture function)
 ARCHS = ("transformer_lm_wiki103", "transformer_lm_baevski_wiki103")
@@ -74,7 +75,8 @@ def build_parser():
     p.add_argument("--gpus", type=int, default=None, help="GPUs the training runs on (default: those visible); sets --update-freq")
     p.add_argument("--dry-run", action="store_true", help="check everything and print the commands; run nothing, write nothing")
     p.add_argument("--steps", default=",".join(STEPS), help=f"comma-separated subset of {','.join(STEPS)}")
-    p.add_argument("--feature-map", default="t2r", help="--t2r-feature-map (default t2r, the paper's)")
+    p.add_argument("--feature-map", default="t2r", choices=sorted(FEATURE_MAPS),
+                   help="--t2r-feature-map (default t2r, the paper's)")
     p.add_argument("--feature-dim", type=int, default=32, help="--t2r-feature-dim (default 32, the paper's)")
     p.add_argument("--max-update", type=int, default=MAX_UPDATE, help=f"default {MAX_UPDATE} (authors' script)")
     p.add_argument("--lr", type=float, default=LR, help=f"peak learning rate of the cosine schedule (default {LR})")

@@ -21,6 +21,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspa
 
 from fairseq_t2r import recipes  # noqa: E402
 from fairseq_t2r.errors import T2RUserError  # noqa: E402
+from fairseq_t2r.modules.feature_maps import FEATURE_MAPS  # noqa: E402
 
 # fairseq's big EN-DE transformers: one shape, different dropout / layer-norm placement
 ARCHS = ("transformer_vaswani_wmt_en_de_big", "transformer_wmt_en_de_big", "transformer_wmt_en_de_big_t2t")
@@ -70,7 +71,8 @@ def build_parser():
     p.add_argument("--gpus", type=int, default=None, help="GPUs the training runs on (default: those visible); sets --update-freq")
     p.add_argument("--dry-run", action="store_true", help="check everything and print the commands; run nothing, write nothing")
     p.add_argument("--steps", default=",".join(STEPS), help=f"comma-separated subset of {','.join(STEPS)}")
-    p.add_argument("--feature-map", default="t2r", help="--t2r-feature-map (default t2r, the paper's)")
+    p.add_argument("--feature-map", default="t2r", choices=sorted(FEATURE_MAPS),
+                   help="--t2r-feature-map (default t2r, the paper's)")
     p.add_argument("--feature-dim", type=int, default=32, help="--t2r-feature-dim, self- and cross-attention (default 32)")
     p.add_argument("--lr", type=float, default=LR, help=f"peak learning rate (default {LR})")
     p.add_argument("--warmup-updates", type=int, default=WARMUP_UPDATES, help=f"default {WARMUP_UPDATES}")
