@@ -44,8 +44,7 @@ GPU_BATCHES_PER_UPDATE = 128  # 8 GPUs x --update-freq 16
 
 # Evaluation: beam 4 (Vaswani et al.'s beam for WMT EN-DE); --lenpen is fairseq's default unless
 # given (no source for the paper's value could be consulted, see README). The scoring lines are
-# fairseq's scripts/compound_split_bleu.sh (not in the pip package), with fairseq-score in place
-# of `python score.py`.
+# those of fairseq's scripts/compound_split_bleu.sh, verbatim (the script is not in the pip package).
 BEAM = 4
 COMPOUND_SPLIT = r"perl -ple 's{(\S)-(\S)}{$1 ##AT##-##AT## $2}g'"
 
