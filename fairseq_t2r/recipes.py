@@ -3,8 +3,8 @@
 A recipe is a short list of shell commands -- ``t2r-convert``, ``fairseq-train``,
 ``fairseq-eval-lm`` / ``fairseq-generate`` -- built from a released fairseq checkpoint, a data
 directory and the number of GPUs. ``--dry-run`` checks everything and prints the commands; without
-it they run in order. The checks are meant to fail in seconds on a CPU what would otherwise fail
-hours into a GPU job: the checkpoint is of the expected architecture, the data directory holds the
+it they run in order. The checks catch on a CPU, in seconds, what would otherwise fail hours into
+a GPU job: the checkpoint is of the expected architecture, the data directory holds the
 dictionary the checkpoint was trained with and the splits the commands read, and the planned
 ``fairseq-train`` command, parsed by fairseq's own parser, builds a T2R model into which every
 teacher tensor loads (the ``--finetune-from-model`` load, done in memory). The other fairseq
@@ -240,9 +240,9 @@ def model_flags(teacher: Teacher, base_argv: List[str], keys: Sequence[str]) -> 
 
     fairseq-train builds the model from ``--arch`` defaults and the command line, never from the
     checkpoint it finetunes from, so every setting where the teacher differs from the twin
-    architecture's defaults must be spelt out: none for the released models (they use the
-    defaults), all the small dimensions for the test stand-ins, and the right ones for a variant
-    (e.g. a 32-layer model). The teacher's dropout settings are carried over the same way.
+    architecture's defaults must be spelt out: none for a checkpoint with the defaults (as the
+    released ones are expected to be), all the small dimensions for the test stand-ins, the layer
+    count of a 32-layer variant. The teacher's dropout settings are carried over the same way.
     """
     flags = []
     # one flag at a time, in ``keys`` order, re-parsing after each: settings derived from another
@@ -281,6 +281,12 @@ def check_finetune_start(argv: List[str], teacher: Teacher):
     if not new or any(".feature_map." not in k for k in new):
         raise T2RUserError(f"fairseq-train --arch {args.arch} would not convert the checkpoint's attention")
     return len(teacher.state["model"]), len(new)
+
+
+def release(teacher: Teacher):
+    """Drop the checkpoint's tensors once the plan is checked: the run only needs its path, and
+    would otherwise hold a model's worth of memory for as long as the training lasts."""
+    teacher.state = None
 
 
 # --------------------------------------------------------------------------- plan: print or run
@@ -378,14 +384,20 @@ def quiet_logs():
 def execute(plan: Plan, out: str, swapped: str, teacher: Teacher, t2r_options: Dict[str, object],
             metric: "re.Pattern", metric_name: str, targets: Dict[str, Dict[str, float]]):
     """Run the plan's steps in order; the figures the steps report go to OUT/results.json."""
+    # what a step reads must exist, or be written by an earlier step: checked before anything runs
+    names = {step.name for step in plan.steps}
+    if "train" in names and "convert" not in names and not os.path.exists(swapped):
+        raise T2RUserError(f"{swapped} does not exist: run the convert step first (--steps convert,train)")
+    for step in plan.steps:
+        path = step.argv[step.argv.index("--path") + 1] if step.argv and "--path" in step.argv else None
+        if path and step.name == "eval" and "train" not in names and not os.path.exists(path):
+            raise T2RUserError(f"{path} does not exist: run the train step first (--steps train,eval)")
     os.makedirs(os.path.join(out, "eval"), exist_ok=True)
     results = {"paper": targets}
     for step in plan.steps:
         if step.name == "convert" and reuse_converted(swapped, teacher, t2r_options):
             print(f"\n# reusing {swapped} (this teacher, these options)", flush=True)
             continue
-        if step.name == "train" and not os.path.exists(swapped):
-            raise T2RUserError(f"{swapped} does not exist: run the convert step first (--steps convert,train)")
         found = metric.findall(run_step(step))
         if step.result and found:
             model, split = step.result

@@ -300,6 +300,16 @@ def test_no_gpu_visible_asks_for_gpus(lm, tmp_path, monkeypatch):
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.parametrize("steps,needle", [("eval", "checkpoint_best.pt does not exist: run the train step first"),
+                                          ("train", "swapped.pt does not exist: run the convert step first")])
+def test_a_step_whose_input_is_missing_stops_before_anything_runs(lm, tmp_path, steps, needle):
+    out = tmp_path / "run"
+    with pytest.raises(T2RUserError) as excinfo:
+        LM.main(lm_argv(lm, out, "--cpu", "--steps", steps))
+    one_line_error(excinfo, needle)
+    assert not out.exists()
+
+
 MT_BAD = [
     ("language model", {"checkpoint": "lm"}, "is a transformer_lm_wiki103 model, not fairseq's big EN-DE"),
     ("base transformer", {"checkpoint": "base_mt"}, "is a transformer_wmt_en_de model"),

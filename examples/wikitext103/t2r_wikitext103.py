@@ -193,6 +193,7 @@ def make_plan(args):
     for step in plan.steps:
         if step.argv and step.argv[: len(prefix)] == prefix:
             recipes.parse_tool_args("fairseq-eval-lm", step.argv[len(prefix):])
+    recipes.release(teacher)
     return plan, teacher, {"out": out, "swapped": swapped, "t2r_options": {
         "t2r_feature_map": args.feature_map, "t2r_feature_dim": args.feature_dim}}
 

@@ -194,6 +194,7 @@ def make_plan(args):
         for program in ("perl", "awk", "grep", "cut", "bash"):
             if shutil.which(program) is None:
                 raise T2RUserError(f"{program} is not installed: compound_split_bleu.sh's scoring lines need it")
+    recipes.release(teacher)
     return plan, teacher, {"out": out, "swapped": swapped, "t2r_options": {
         "t2r_feature_map": args.feature_map, "t2r_feature_dim": args.feature_dim}}
 
