@@ -23,7 +23,7 @@ from fairseq_t2r.modules.feature_maps import FEATURE_MAPS  # noqa: E402
 # transformer_lm_wiki103 and its alias in fairseq (the same architecture function)
 ARCHS = ("transformer_lm_wiki103", "transformer_lm_baevski_wiki103")
 
-# The paper (Kasai et al. 2021, Table 1): T2R finetuned from a pretrained LM; the teacher's own
+# The paper (Kasai et al. 2021): T2R finetuned from a pretrained LM; the teacher's own
 # figure is Baevski & Auli's (2019) test perplexity.
 TARGETS = {"t2r": {"valid": 19.0, "test": 19.6}, "teacher": {"test": 18.7}}
 
@@ -54,7 +54,7 @@ EVAL = ["--sample-break-mode", "complete", "--max-tokens", "3072", "--softmax-ba
 
 # Every setting of the teacher that fairseq-train must reproduce (model shape, adaptive input and
 # softmax, dropout): anything that differs from --arch t2r_transformer_lm_wiki103's defaults is
-# passed explicitly (nothing, for the released model).
+# passed explicitly (nothing, for a checkpoint with those defaults).
 MODEL_KEYS = (
     "decoder_layers", "decoder_embed_dim", "decoder_input_dim", "decoder_output_dim",
     "decoder_ffn_embed_dim", "decoder_attention_heads", "decoder_normalize_before",
