@@ -24,8 +24,9 @@ def valid_curve(log: Path) -> List[dict]:
         if m:
             rec = json.loads(m.group(1))
             point = {"updates": int(float(rec["valid_num_updates"])), "loss": float(rec["valid_loss"])}
-            if "valid_ppl" in rec:
-                point["ppl"] = float(rec["valid_ppl"])
+            for key in ("ppl", "bleu"):
+                if f"valid_{key}" in rec:
+                    point[key] = float(rec[f"valid_{key}"])
             points.append(point)
     # a resumed run validates some updates twice: keep the last report of each
     return sorted({p["updates"]: p for p in points}.values(), key=lambda p: p["updates"])
@@ -139,3 +140,11 @@ def speed(plan, out_json: Path, rows: int = 4, window: int = 16):
     tmp = out_json.with_suffix(".tmp")
     tmp.write_text(json.dumps(results, indent=1) + "\n")
     tmp.replace(out_json)
+
+
+def updates_to_reach(curve: List[dict], key: str, target: float, higher_is_better: bool) -> Optional[int]:
+    """The first validation (in updates) at which ``key`` reaches ``target``; None if none did."""
+    for p in curve:
+        if key in p and (p[key] >= target if higher_is_better else p[key] <= target):
+            return p["updates"]
+    return None

@@ -142,8 +142,8 @@ class TaskPlan:
         for v in ("t2r", "elu", "rfa"):
             steps.append(Step(f"{k}/{v}", f"finetune the swapped teacher with the {v} feature map ({p.ft_updates} updates)",
                               "fairseq_cli.train", self.train_flags(self.save_dir(v), p.ft_updates, ft_lr, ft_warmup)
-                              + self.student_flags(FEATURE_MAPS[v]) + ["--finetune-from-model", self.teacher_path],
-                              deps=teacher_dep))
+                              + self.student_flags(FEATURE_MAPS[v]) + ["--finetune-from-model", self.teacher_path]
+                              + (self.bleu_curve_flags() if v == "t2r" else []), deps=teacher_dep))
         stage1 = self.train_flags(self.save_dir("transfer_stage1"), p.transfer_updates, 1e-3, 1)
         stage1 += self.student_flags("t2r") + ["--finetune-from-model", self.teacher_path,
                                                "--criterion", "t2r_attention_transfer"]
@@ -156,8 +156,8 @@ class TaskPlan:
         rest = p.ft_updates - p.transfer_updates
         steps.append(Step(f"{k}/transfer", f"finetune after attention transfer ({rest} updates)", "fairseq_cli.train",
                           self.train_flags(self.save_dir("transfer"), rest, ft_lr, max(1, rest // 5))
-                          + self.student_flags("t2r") + ["--finetune-from-model", self.checkpoint("transfer_stage1")],
-                          deps=[f"{k}/transfer_stage1"]))
+                          + self.student_flags("t2r") + ["--finetune-from-model", self.checkpoint("transfer_stage1")]
+                          + self.bleu_curve_flags(), deps=[f"{k}/transfer_stage1"]))
         steps.append(Step(f"{k}/scratch", f"train T2R from random init ({p.teacher_updates + p.ft_updates} updates)",
                           "fairseq_cli.train", self.train_flags(self.save_dir("scratch"), p.teacher_updates + p.ft_updates,
                                                                 lr, warmup) + self.student_flags("t2r"), deps=data))
@@ -168,7 +168,17 @@ class TaskPlan:
         for name in ["teacher", "swapped", *VARIANTS]:
             dep = {"teacher": teacher_dep, "swapped": [f"{k}/swap"]}.get(name, [f"{k}/{name}"])
             steps.append(self.eval_step(name, dep))
+        if k == "mt":  # the BLEU the finetuning curves (validation set) are compared with
+            steps.append(self.eval_step("teacher", teacher_dep, subset="valid"))
         return steps
+
+    def bleu_curve_flags(self) -> List[str]:
+        """Translation: fairseq's own validation BLEU (beam 4, detokenised), for BLEU vs updates
+        of the two finetuning recipes the demo compares (swap + finetune, transfer + finetune)."""
+        if self.kind != "mt":
+            return []
+        return ["--eval-bleu", "--eval-bleu-args", '{"beam": 4}', "--eval-bleu-detok", "moses",
+                "--eval-bleu-remove-bpe"]
 
     def data_step(self) -> Step:
         p, k = self.preset, self.kind
@@ -185,14 +195,15 @@ class TaskPlan:
         return Step("mt/data", "EN-DE pairs (LibreOffice help from apt, or --mt-src/--mt-tgt): tokenise, BPE, binarize",
                     "fairseq_t2r.prep.mt", args)
 
-    def eval_step(self, name: str, deps: List[str]) -> Step:
+    def eval_step(self, name: str, deps: List[str], subset: str = "test") -> Step:
         ckpt = self.checkpoint(name)
         if self.kind == "lm":
             return Step(f"lm/eval_{name}", f"test perplexity of {name}", "fairseq_cli.eval_lm",
                         [str(self.bin), "--user-dir", self.user_dir, "--path", ckpt, "--gen-subset", "test",
                          "--tokens-per-sample", "128", "--max-tokens", "8192", "--num-workers", "0"], deps=deps)
-        return Step(f"mt/eval_{name}", f"translate the test set with {name} (beam 4)", "fairseq_cli.generate",
-                    [str(self.bin), "--user-dir", self.user_dir, "--path", ckpt, "--gen-subset", "test",
+        suffix = "" if subset == "test" else f"_{subset}"
+        return Step(f"mt/eval_{name}{suffix}", f"translate the {subset} set with {name} (beam 4)", "fairseq_cli.generate",
+                    [str(self.bin), "--user-dir", self.user_dir, "--path", ckpt, "--gen-subset", subset,
                      "--source-lang", "en", "--target-lang", "de", "--beam", "4", "--batch-size", "64",
                      "--tokenizer", "moses", "--bpe", "subword_nmt", "--bpe-codes", str(self.data_dir / "bpe.codes"),
                      "--num-workers", "0"], deps=deps)

@@ -42,7 +42,7 @@ def collect(plan: TaskPlan, runner) -> Dict:
         else:
             r.update(measure.translation_scores(eval_log, plan.data_dir / "test.raw.de"))
         runs[name] = r
-    out = {"runs": runs}
+    out = {"runs": runs, "recovery": recovery(plan, runner, steps, runs)}
     stats = plan.data_dir / "stats.json"
     if stats.exists():
         out["data"] = json.loads(stats.read_text())
@@ -53,6 +53,32 @@ def collect(plan: TaskPlan, runner) -> Dict:
     if t and f and updates["teacher"]:
         out["finetune_cost"] = {"updates_fraction": round(updates["t2r"] / updates["teacher"], 3),
                                 "seconds_fraction": round(f / t, 3)}
+    return out
+
+
+def recovery(plan, runner, steps, runs) -> Dict:
+    """How many finetuning updates each recipe needs to come within 5% of the teacher, on the
+    validation set: perplexity for the LM, BLEU (fairseq's --eval-bleu, beam 4) for translation."""
+    if plan.kind == "lm":
+        key, higher = "ppl", False
+        teacher = [p for p in runs["teacher"].get("curve", []) if "ppl" in p]
+        if not teacher:
+            return {}
+        reference = teacher[-1]["ppl"]
+        target = 1.05 * reference
+    else:
+        key, higher = "bleu", True
+        reference = measure.translation_scores(runner.logfile(steps["mt/eval_teacher_valid"]),
+                                               plan.data_dir / "valid.raw.de")["bleu"]
+        target = 0.95 * reference
+    out = {"metric": f"valid {key}", "teacher": reference, "target": round(target, 3), "runs": {}}
+    for name in VARIANTS:
+        curve = [p for p in runs[name].get("curve", []) if key in p]
+        if not curve:
+            continue
+        best = (max if higher else min)(p[key] for p in curve)
+        out["runs"][name] = {"updates_to_target": measure.updates_to_reach(curve, key, target, higher),
+                             "best": best, "budget": runs[name]["updates"]}
     return out
 
 
@@ -98,6 +124,17 @@ def markdown(header, tasks, commands, plots) -> str:
         if "transfer" in runs:
             lines += ["", f"Attention transfer trains only the feature maps for the first "
                           f"{runs['transfer']['transfer_updates']} of its {runs['transfer']['updates']} updates."]
+        rec = t.get("recovery")
+        if rec and rec["runs"]:
+            better = "higher" if "bleu" in rec["metric"] else "lower"
+            lines += ["", f"Recovery on the validation set ({rec['metric']}, {better} is better): teacher "
+                          f"{rec['teacher']:.2f}; within 5% means {rec['target']:.2f}.", "",
+                      f"| model | updates to come within 5% of the teacher | best {rec['metric']} in the budget |",
+                      "|---|---|---|"]
+            for name, r in rec["runs"].items():
+                reached = r["updates_to_target"]
+                lines.append(f"| {LABELS[name]} | {reached if reached is not None else 'not within ' + str(r['budget'])} "
+                             f"| {r['best']:.2f} |")
         if "finetune_cost" in t:
             c = t["finetune_cost"]
             lines += ["", f"Finetuning cost (T2R swap + finetune) as a fraction of the teacher's training: "
@@ -142,15 +179,21 @@ def plot(folder: Path, tasks: Dict[str, Dict]) -> List[str]:
     import matplotlib.pyplot as plt
 
     written = []
-    fig, axes = plt.subplots(1, len(tasks), figsize=(6 * len(tasks), 4.5), squeeze=False)
-    for ax, (k, t) in zip(axes[0], tasks.items()):
+    panels = [(k, "ppl") for k in tasks] + [(k, "bleu") for k, t in tasks.items()
+                                             if any("bleu" in p for r in t["runs"].values() for p in r.get("curve", []))]
+    fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4.5), squeeze=False)
+    for ax, (k, key) in zip(axes[0], panels):
+        t = tasks[k]
         for name, r in t["runs"].items():
-            pts = [p for p in r.get("curve", []) if "ppl" in p]
+            pts = [p for p in r.get("curve", []) if key in p]
             if pts:
-                ax.plot([p["updates"] for p in pts], [p["ppl"] for p in pts], marker=".", label=LABELS[name])
-        ax.set_yscale("log")
+                ax.plot([p["updates"] for p in pts], [p[key] for p in pts], marker=".", label=LABELS[name])
+        if key == "ppl":
+            ax.set_yscale("log")
+        else:
+            ax.axhline(t["recovery"]["teacher"], color="gray", linestyle=":", label="teacher (beam 4)")
         ax.set_xlabel("updates (each run's own)")
-        ax.set_ylabel("validation perplexity")
+        ax.set_ylabel("validation perplexity" if key == "ppl" else "validation BLEU")
         ax.set_title(TASK_TITLES[k].split(" (")[0])
         ax.legend(fontsize=7)
     fig.tight_layout()
