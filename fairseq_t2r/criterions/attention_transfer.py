@@ -26,6 +26,7 @@ import re
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
+import torch
 from fairseq.criterions import FairseqCriterion, register_criterion
 from fairseq.dataclass import FairseqDataclass
 from fairseq.logging import metrics
@@ -109,7 +110,8 @@ class AttentionTransferCriterion(FairseqCriterion):
         loss = 0.0
         logging_output = {}
         for label, rec in ran.items():
-            err = (rec["linear"].float() - rec["softmax"].float()).pow(2).mean(dim=(1, 3))  # (B, T)
+            ct = torch.promote_types(rec["linear"].dtype, torch.float32)  # fp32 at least (float64 stays)
+            err = (rec["linear"].to(ct) - rec["softmax"].to(ct)).pow(2).mean(dim=(1, 3))  # (B, T)
             mse = err.masked_select(keep).sum()
             loss = loss + mse
             logging_output[LOG_PREFIX + label] = mse.data
