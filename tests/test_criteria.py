@@ -360,7 +360,7 @@ def test_teacher_with_another_vocabulary_is_refused(lm):
 
 
 @pytest.mark.parametrize("teacher", [None, "nope.pt"])
-def test_missing_teacher_is_a_one_line_error(lm, tmp_path, teacher):
+def test_missing_teacher_is_a_one_line_error(tmp_path, teacher):
     from utils import FakeTask, dictionary
 
     path = None if teacher is None else str(tmp_path / teacher)

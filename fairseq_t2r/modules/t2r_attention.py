@@ -21,7 +21,7 @@ from torch import Tensor, nn
 
 from ..errors import T2RUserError
 from ..ops import linear_attention as ops
-from ..ops import transfer as transfer_ops
+from ..ops import attention_transfer as transfer_ops
 from .feature_maps import build_feature_map
 
 

@@ -54,7 +54,7 @@ def requested(args) -> bool:
 def check_options(args):
     if not args.transfer_data or args.transfer_updates is None:
         what = "options after '--' (fairseq-train options for attention transfer)" if args.train_options else "attention transfer"
-        raise T2RUserError(f"{what} need both --transfer-data DATA_BIN and --transfer-updates N")
+        raise T2RUserError(f"{what}: give both --transfer-data DATA_BIN and --transfer-updates N")
     if args.transfer_updates <= 0:
         raise T2RUserError(f"--transfer-updates must be positive, got {args.transfer_updates}")
     if not os.path.isdir(args.transfer_data):
