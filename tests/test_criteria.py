@@ -337,6 +337,24 @@ def test_kd_of_a_model_to_itself_is_zero_and_task_loss_is_fairseqs(lm, lm_batch)
     assert not list(crit.parameters())  # the teacher is no parameter of the criterion (optimizer, checkpoint)
 
 
+def test_translation_distillation_from_a_model_to_itself(mt):
+    from fairseq.criterions.label_smoothed_cross_entropy import LabelSmoothedCrossEntropyCriterion
+
+    models, _, task = checkpoint_utils.load_model_ensemble_and_task([mt["teacher"]], arg_overrides={"data": mt["data"]})
+    task.load_dataset("valid")
+    sample = next(iter(task.get_batch_iterator(dataset=task.dataset("valid"), max_tokens=512).next_epoch_itr(shuffle=False)))
+    model = models[0].eval()
+    crit = DistillationCriterion(task, sentence_avg=False, t2r_teacher=mt["teacher"], t2r_kd_weight=1.0,
+                                 label_smoothing=0.1)
+    with torch.no_grad():
+        loss, _, log = crit(model, sample)
+        ref_loss, _, _ = LabelSmoothedCrossEntropyCriterion(task, False, 0.1)(model, sample)
+        model.decoder.layers[-1].final_layer_norm.weight.mul_(3.0)  # now the student differs from its teacher
+        _, _, log_changed = crit(model, sample)
+    assert float(log["kd_loss"]) == 0.0 and torch.equal(loss, ref_loss)
+    assert float(log_changed["kd_loss"]) > 1e-4
+
+
 def test_kd_to_the_softmax_teacher_is_the_kl_over_target_tokens(lm, lm_batch):
     model, task, sample = lm_batch
     crit = DistillationCriterion(task, sentence_avg=False, t2r_teacher=lm["teacher"], t2r_kd_weight=1.0)
