@@ -136,6 +136,19 @@ def test_transfer_criterion_needs_a_t2r_model():
     assert "\n" not in str(err.value)
 
 
+def test_task_that_remembers_its_model_still_copies_and_pickles():
+    import pickle
+
+    from utils import FakeTask, tiny_lm
+
+    model = tiny_lm(t2r=True)
+    task = FakeTask(model.decoder.dictionary)
+    trainable.remember(task, model)
+    assert trainable.built_models(task) == [model]
+    assert trainable.built_models(copy.deepcopy(task)) == []  # weak references are not copied
+    assert trainable.built_models(pickle.loads(pickle.dumps(task))) == []
+
+
 # ------------------------------------------------------------- transfer loss == fairseq's MHA (float64)
 def _capture_attention_inputs(model):
     """Forward pre-hooks on every decoder MultiheadAttention: {path: kwargs of its call}.

@@ -60,12 +60,23 @@ def restrict_training(model, which: str, why: str):
     return trainable, total
 
 
+class _ModelRefs(list):
+    """Weak references to models; a copy or pickle of the task gets none (weakrefs cannot be
+    pickled, and a copied task did not build those models)."""
+
+    def __reduce__(self):
+        return (_ModelRefs, ())
+
+    def __deepcopy__(self, memo):
+        return _ModelRefs()
+
+
 def remember(task, model):
     """Note on ``task`` that it built ``model`` (weakly): fairseq builds the criterion with the same
     task right after the model, so a criterion can prepare the model before the optimizer exists."""
     if task is None:
         return
-    refs = [r for r in getattr(task, "_t2r_models", []) if r() is not None]
+    refs = _ModelRefs(r for r in getattr(task, "_t2r_models", []) if r() is not None)
     refs.append(weakref.ref(model))
     try:
         task._t2r_models = refs
