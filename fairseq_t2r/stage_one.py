@@ -2,11 +2,12 @@
 
 Runs stock fairseq-train (in this process, ``fairseq_cli.train.main``) with
 ``--criterion t2r_attention_transfer``, finetuning from the freshly swapped checkpoint into a
-temporary directory. The model and task options come from the checkpoint itself (architecture,
-sizes, ``--tokens-per-sample``, languages, ...), so the user names only the data; options in
-``--``, the fairseq-train options after a ``--`` on t2r-convert's command line, win over both. Only the feature maps train; the result is the plain swap's
-checkpoint with its feature-map tensors replaced by the trained ones, so it loads wherever the
-plain swap does and every other tensor stays the softmax model's, bit for bit.
+temporary directory next to OUT. The model and task options come from the checkpoint itself
+(architecture, sizes, ``--tokens-per-sample``, languages, ...), so the user names only the data;
+fairseq-train options given after a ``--`` on t2r-convert's command line win over both. Only the
+feature maps train; the result is the plain swap's checkpoint with its feature-map tensors
+replaced by the trained ones, so it loads wherever the plain swap does and every other tensor
+stays the softmax model's, bit for bit.
 """
 import argparse
 import contextlib
