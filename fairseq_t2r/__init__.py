@@ -6,3 +6,4 @@ compat.apply()
 errors.guard_checkpoint_loading()
 
 from . import models  # noqa: E402,F401  (registers models and architectures)
+from . import criterions  # noqa: E402,F401  (registers t2r_attention_transfer, t2r_distillation)

@@ -11,6 +11,8 @@ from fairseq.utils import safe_getattr
 
 from .modules.feature_maps import FEATURE_MAPS
 
+TRAINABLE_CHOICES = ["all", "attention", "feature-map"]
+
 
 @dataclass
 class T2RConfig(FairseqDataclass):
@@ -26,6 +28,12 @@ class T2RConfig(FairseqDataclass):
         default=None,
         metadata={"help": "comma-separated decoder layer indices to convert (0-based), e.g. '0,2,4'; "
                   "default: all. The other layers keep softmax attention (a hybrid model)"},
+    )
+    t2r_trainable: ChoiceEnum(TRAINABLE_CHOICES) = field(
+        default="all",
+        metadata={"help": "parameters fairseq-train may change: all; attention (only the converted attention "
+                  "modules: q/k/v/out projections and feature maps, the original code's --attn-only-training); "
+                  "feature-map (only the feature maps). The rest is frozen when the model is built"},
     )
 
 

@@ -1,5 +1,9 @@
 """``t2r-convert SOFTMAX.pt OUT.pt``: write the swapped (not yet finetuned) T2R checkpoint.
 
+With ``--transfer-data DATA --transfer-updates N`` it also runs stage one, attention transfer
+(``stage_one.py``): fairseq-train with ``--criterion t2r_attention_transfer`` fits the new feature
+maps to the softmax attention before OUT is written; everything else is unchanged.
+
 Every tensor of the softmax checkpoint is kept as it is; the feature maps are added, freshly
 initialised; the architecture becomes its ``t2r_`` twin. Reads checkpoints saved by current
 fairseq (``cfg``) and the pre-hydra released format (``args`` Namespace). Never writes over its
@@ -15,6 +19,7 @@ from argparse import Namespace
 
 import torch
 
+from . import stage_one
 from .errors import CHECKPOINT_MARKER_KEY, RequiresUserDir, T2RUserError
 
 T2R_FAMILIES = {"transformer_lm": "t2r_transformer_lm", "transformer": "t2r_transformer"}
@@ -34,6 +39,7 @@ def build_parser():
     p.add_argument("--t2r-no-cross", action="store_true", help="translation models: keep softmax cross-attention")
     p.add_argument("--seed", type=int, default=1, help="seed for the new feature maps' initialisation")
     p.add_argument("--force", action="store_true", help="overwrite OUTPUT if it exists (never the input)")
+    stage_one.add_options(p)
     return p
 
 
@@ -145,15 +151,22 @@ def atomic_save(obj, path):
             os.remove(tmp)
 
 
+def check_output(input_path, output_path, force):
+    if os.path.exists(input_path) and os.path.exists(output_path) and os.path.samefile(input_path, output_path):
+        raise T2RUserError(f"output {output_path} is the input checkpoint: choose another output path")
+    if os.path.exists(output_path) and not force:
+        raise T2RUserError(f"output {output_path} already exists: choose another path or pass --force to overwrite it")
+    parent = os.path.dirname(os.path.abspath(output_path))
+    if not os.path.isdir(parent):
+        raise T2RUserError(f"the directory of output {output_path} does not exist: create {parent} first")
+
+
 def convert(input_path, output_path, t2r_options, seed=1, force=False):
     """Returns (twin arch, number of copied tensors, names of new tensors)."""
     from . import models  # noqa: F401  registers the t2r_ architectures
     from .models.conversion import new_tensors, summarize_names
 
-    if os.path.exists(input_path) and os.path.exists(output_path) and os.path.samefile(input_path, output_path):
-        raise T2RUserError(f"output {output_path} is the input checkpoint: choose another output path")
-    if os.path.exists(output_path) and not force:
-        raise T2RUserError(f"output {output_path} already exists: choose another path or pass --force to overwrite it")
+    check_output(input_path, output_path, force)
     state = load_checkpoint_file(input_path)
     args, arch = model_args(state)
     twin, family = twin_arch(arch)
@@ -184,9 +197,39 @@ def convert(input_path, output_path, t2r_options, seed=1, force=False):
     return twin, copied, list(added)
 
 
+def convert_with_transfer(input_path, output_path, t2r_options, transfer_options, seed=1, force=False):
+    """Swap, then attention transfer (stage one); writes OUT only when both succeeded."""
+    check_output(input_path, output_path, force)  # before training, not after
+    if not os.path.isfile(input_path):
+        raise T2RUserError(f"checkpoint {input_path} does not exist: check the path")
+    with stage_one.work_dir_beside(output_path) as work:
+        swapped = os.path.join(work, "swapped.pt")
+        twin, _, _ = convert(input_path, swapped, t2r_options, seed=seed, force=True)
+        trained = stage_one.run(swapped, work, transfer_options, seed)
+        state = load_checkpoint_file(swapped)
+        names = stage_one.merge_feature_maps(state, trained)
+        state["t2r_attention_transfer"] = {
+            "data": os.path.abspath(transfer_options.transfer_data),
+            "updates": transfer_options.transfer_updates,
+            "lr": transfer_options.transfer_lr or stage_one.DEFAULTS["lr"],
+            "xent_weight": transfer_options.transfer_xent_weight or 0.0,
+            "fairseq_train_options": list(transfer_options.train_options),
+        }
+        check_output(input_path, output_path, force)  # still free after the training
+        atomic_save(state, output_path)
+    from .models.conversion import summarize_names
+
+    logging.getLogger("fairseq_t2r").info(
+        f"wrote {output_path}: arch {twin}, feature maps fitted by attention transfer "
+        f"({transfer_options.transfer_updates} updates): {summarize_names(names)}; every other tensor unchanged"
+    )
+
+
 def cli_main(argv=None):
     logging.basicConfig(format="%(asctime)s | %(levelname)s | %(name)s | %(message)s", level=logging.INFO, stream=sys.stdout)
-    args = build_parser().parse_args(argv)
+    own, train_options = stage_one.split_argv(sys.argv[1:] if argv is None else list(argv))
+    args = build_parser().parse_args(own)
+    args.train_options = train_options
     if args.t2r_feature_dim <= 0 or (args.t2r_cross_feature_dim is not None and args.t2r_cross_feature_dim <= 0):
         raise T2RUserError("feature sizes must be positive: pass --t2r-feature-dim N with N >= 1")
     options = {
@@ -196,7 +239,11 @@ def cli_main(argv=None):
         "t2r_cross_feature_dim": args.t2r_cross_feature_dim,
         "t2r_no_cross": args.t2r_no_cross,
     }
-    convert(args.input, args.output, options, seed=args.seed, force=args.force)
+    if stage_one.requested(args):
+        stage_one.check_options(args)
+        convert_with_transfer(args.input, args.output, options, args, seed=args.seed, force=args.force)
+    else:
+        convert(args.input, args.output, options, seed=args.seed, force=args.force)
 
 
 if __name__ == "__main__":

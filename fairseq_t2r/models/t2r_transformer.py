@@ -20,6 +20,7 @@ from fairseq.models import register_model
 from fairseq.models.transformer import TransformerModel
 
 from ..config import T2RCrossConfig, set_t2r_defaults
+from . import trainable
 from .conversion import convert_decoder, fill_new_tensors
 from .twins import register_twins
 
@@ -41,7 +42,8 @@ class T2RTransformerModel(TransformerModel):
     def build_model(cls, args, task):
         set_t2r_defaults(args)
         model = super().build_model(args, task)
-        return convert_decoder(model, args, with_cross=True)
+        convert_decoder(model, args, with_cross=True)
+        return trainable.prepare(model, args, task)  # --t2r-trainable; lets criteria find the model
 
     def set_beam_size(self, beam_size):
         """fairseq's SequenceGenerator calls this for beams > 1 (as for BART): the linear

@@ -6,6 +6,7 @@ from fairseq.models import register_model
 from fairseq.models.transformer_lm import TransformerLanguageModel, TransformerLanguageModelConfig
 
 from ..config import T2RConfig
+from . import trainable
 from .conversion import convert_decoder, fill_new_tensors
 from .twins import register_twins
 
@@ -20,7 +21,8 @@ class T2RTransformerLanguageModel(TransformerLanguageModel):
     @classmethod
     def build_model(cls, args, task):
         model = super().build_model(args, task)
-        return convert_decoder(model, args, with_cross=False)
+        convert_decoder(model, args, with_cross=False)
+        return trainable.prepare(model, args, task)  # --t2r-trainable; lets criteria find the model
 
     def upgrade_state_dict_named(self, state_dict, name):
         super().upgrade_state_dict_named(state_dict, name)

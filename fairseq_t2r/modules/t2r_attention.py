@@ -21,11 +21,16 @@ from torch import Tensor, nn
 
 from ..errors import T2RUserError
 from ..ops import linear_attention as ops
+from ..ops import attention_transfer as transfer_ops
 from .feature_maps import build_feature_map
 
 
 @with_incremental_state
 class T2RAttention(nn.Module):
+    # Attention transfer (criterions/attention_transfer.py): a dict while that criterion runs a
+    # forward, else None -- a class attribute, so the normal forward pays one attribute test.
+    transfer_record: Optional[dict] = None
+
     def __init__(
         self,
         embed_dim: int,
@@ -134,7 +139,10 @@ class T2RAttention(nn.Module):
         return merged
 
     def _weight_dropout(self):
-        return self.dropout_module if self.training and self.dropout_module.p > 0 else None
+        # attention transfer fits the maps to the deterministic softmax weights: no dropout then
+        if self.training and self.dropout_module.p > 0 and self.transfer_record is None:
+            return self.dropout_module
+        return None
 
     # -- forward ----------------------------------------------------------------------------
     def forward(
@@ -159,6 +167,8 @@ class T2RAttention(nn.Module):
             out = self._cross_attention(query, key, value, key_padding_mask, incremental_state)
         else:
             out = self._causal_self_attention(query, key, value, key_padding_mask, incremental_state)
+        if self.transfer_record is not None and incremental_state is None:
+            out = self._transfer(out, query, key, value, key_padding_mask)
         return self.out_proj(self._unheads(out)), None
 
     def _causal_self_attention(self, query, key, value, key_padding_mask, incremental_state):
@@ -205,6 +215,27 @@ class T2RAttention(nn.Module):
         q = phi_q.view(nsent, -1, H, T, Fdim)
         out = ops.attend_state(q, (S.unsqueeze(1), z.unsqueeze(1)), self.eps, out_dtype=query.dtype)
         return out.reshape(B, H, T, -1)
+
+    # -- attention transfer -----------------------------------------------------------------
+    def _transfer(self, out, query, key, value, key_padding_mask):
+        """Record this layer's linear output ``out`` (B, H, T, D) next to the softmax output of the
+        same q, k, v (as fairseq's MultiheadAttention computes it), and pass the softmax output on:
+        every layer then sees the softmax model's hidden states, so each feature map is fitted to
+        its own layer's attention, independently of the others (as LoLCATs does). With
+        ``transfer_record["weights"]`` true, also record both (B, H, T, S) weight matrices."""
+        rec = self.transfer_record
+        q = self._heads(self.q_proj(query) * self.scaling)
+        k = self._heads(self.k_proj(key))
+        soft, weights = transfer_ops.softmax_attention(
+            q, k, self._heads(self.v_proj(value)), key_padding_mask, causal=self.self_attention
+        )
+        rec["linear"], rec["softmax"] = out, soft
+        if rec.get("weights"):
+            phi_q = self.feature_map.forward_queries(q)
+            phi_k = ops.mask_padded_keys(self.feature_map.forward_keys(k), key_padding_mask)
+            rec["softmax_weights"] = weights
+            rec["linear_weights"] = transfer_ops.linear_attention_weights(phi_q, phi_k, self.self_attention, self.eps)
+        return soft.detach()
 
     # -- incremental state (fairseq protocol) -----------------------------------------------
     def _get_input_buffer(self, incremental_state) -> Dict[str, Optional[Tensor]]:

@@ -1,0 +1,7 @@
+"""fairseq criteria of the plugin (``--criterion NAME`` in fairseq-train once ``--user-dir`` is set):
+
+- ``t2r_attention_transfer``: stage one, fit the feature maps to the softmax attention they replace;
+- ``t2r_distillation``: stage two option, task loss plus KL to a frozen softmax teacher.
+"""
+from . import attention_transfer  # noqa: F401  (registers t2r_attention_transfer)
+from . import distillation  # noqa: F401  (registers t2r_distillation)
