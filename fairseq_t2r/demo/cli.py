@@ -91,12 +91,6 @@ def main(argv=None):
     print(f"t2r-demo: preset {args.preset}, tasks {', '.join(tasks)}, working folder {out}", flush=True)
     preload_tools()
     steps = [s for p in task_plans.values() for s in p.steps()]
-    from fairseq.criterions import CRITERION_REGISTRY  # TEMPORARY until the transfer criterion lands
-
-    if "t2r_attention_transfer" not in CRITERION_REGISTRY:
-        steps = [s for s in steps if "transfer" not in s.name]
-        for p in task_plans.values():
-            plans.VARIANTS[:] = [v for v in plans.VARIANTS if v != "transfer"]
     # speed is timed alone, after all training: a neighbour's run would distort the timings
     others = [s.name for s in steps if not s.name.endswith("/speed")]
     previous = []
