@@ -102,6 +102,11 @@ def decode(model, context: int, rows: int, window: int, source_len: int = 0, see
         encoder_out = model.encoder.reorder_encoder_out(encoder_out, torch.zeros(rows, dtype=torch.long))
         if hasattr(model, "set_beam_size"):
             model.set_beam_size(rows)
+    embed_positions = getattr(model.decoder, "embed_positions", None)
+    if embed_positions is not None:
+        # beyond the length it was built for, fairseq's sinusoidal table is rebuilt at every
+        # step (O(context) work for both models alike): grow it once, before timing
+        embed_positions(tokens)
     state: Dict = {}
     order = torch.arange(rows)
     times = []
