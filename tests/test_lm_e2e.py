@@ -7,7 +7,14 @@ import re
 import pytest
 import torch
 
-from utils import DATA, USER_DIR, run_tool
+from tool_server import tools
+from utils import DATA, USER_DIR
+
+
+def run_tool(module, *args, check=True):
+    # forked from the tool server (fairseq and torch._dynamo already imported), one thread
+    return tools().run(module, *args, check=check, threads=1)
+
 
 MODEL = [
     "--decoder-layers", "2", "--decoder-embed-dim", "64", "--decoder-input-dim", "64",

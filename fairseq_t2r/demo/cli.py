@@ -67,6 +67,8 @@ def preload_tools():
                  "fairseq_t2r.convert", "fairseq_t2r.prep.lm", "fairseq_t2r.prep.mt"):
         importlib.import_module(name)
         del sys.modules[name]
+    # torch.optim imports torch._dynamo when a run builds its first optimizer: ~4 s per training
+    importlib.import_module("torch._dynamo")
     # importing the tools configured logging for their own runs: the demo itself prints only progress
     logging.root.handlers.clear()
     logging.root.setLevel(logging.WARNING)

@@ -39,7 +39,7 @@ class Preset:
 
 
 PRESETS: Dict[str, Preset] = {
-    "quick": Preset(lm_lines=None, lm_merges=500, mt_pairs=None, mt_merges=500, layers=2, dim=64, ffn=128,
+    "quick": Preset(lm_lines=2000, lm_merges=500, mt_pairs=2000, mt_merges=500, layers=2, dim=64, ffn=128,
                     heads=4, teacher_updates=60, ft_updates=30, transfer_updates=10, validate_every=10,
                     max_tokens=1024, contexts=[32, 256], feature_dim=16),
     "default": Preset(lm_lines=12000, lm_merges=3000, mt_pairs=12000, mt_merges=4000, layers=2, dim=128,
@@ -204,7 +204,7 @@ class TaskPlan:
         suffix = "" if subset == "test" else f"_{subset}"
         return Step(f"mt/eval_{name}{suffix}", f"translate the {subset} set with {name} (beam 4)", "fairseq_cli.generate",
                     [str(self.bin), "--user-dir", self.user_dir, "--path", ckpt, "--gen-subset", subset,
-                     "--source-lang", "en", "--target-lang", "de", "--beam", "4", "--batch-size", "64",
+                     "--source-lang", "en", "--target-lang", "de", "--beam", "4", "--batch-size", "64", "--required-batch-size-multiple", "1",
                      "--tokenizer", "moses", "--bpe", "subword_nmt", "--bpe-codes", str(self.data_dir / "bpe.codes"),
                      "--num-workers", "0"], deps=deps)
 
