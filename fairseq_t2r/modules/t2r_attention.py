@@ -119,8 +119,8 @@ class T2RAttention(nn.Module):
                 b = None if mq[1] is None else torch.cat([mq[1], mk[1]], 0)
                 T, B, _ = query.shape
                 y = nn.functional.linear(query, w, b).view(T, B, 2 * self.num_heads, -1)
-                phi = self.feature_map.activate(y).permute(1, 2, 0, 3)  # (B, 2H, T, F)
-                phi_q, phi_k = phi[:, : self.num_heads], phi[:, self.num_heads :]
+                phi = self.feature_map.activate(y, inplace=True).permute(1, 2, 0, 3)  # (B, 2H, T, F)
+                phi_q, phi_k = phi.split(self.num_heads, 1)
                 return phi_q, ops.mask_padded_keys(phi_k, key_padding_mask)
         return self._phi_queries(query), self._phi_keys(key, key_padding_mask)
 
@@ -264,60 +264,59 @@ class T2RAttention(nn.Module):
         return out
 
     def _step_inputs(self, query, key, value):
-        """One token (1, B, C) through the fused projection: phi_q, phi_k (B, H, F), v1 (B, H, D + 1)."""
+        """One token (1, B, C) through the fused projection: phi_q, phi_k (B, H, F) and
+        v1 (B, H, 1, D + 1) = [v, 1] per head (views where possible: this runs once per layer and
+        generated token, so it is written for few tensor operations)."""
         weight, bias, nq, nk = self._step_projection()
         H = self.num_heads
         x = query[0]
-        fused = key is query and value is query
-        if fused:
-            y = torch.addmm(bias, x, weight.t())
-            yq, yk, yv = y[:, :nq], y[:, nq : nq + nk], y[:, nq + nk :]
-        else:
-            yq = torch.addmm(bias[:nq], x, weight[:nq].t())
-            yk = yv = None
-            if key is not None:
-                yk = torch.addmm(bias[nq : nq + nk], key[0], weight[nq : nq + nk].t())
-                yv = torch.addmm(bias[nq + nk :], value[0], weight[nq + nk :].t())
         B = x.size(0)
         fm = self.feature_map
-        if self._mergeable():
-            if fused:
-                phi = fm.activate(y[:, : nq + nk].view(B, 2 * H, -1))  # one call for both
-                phi_q, phi_k = phi[:, :H], phi[:, H:]
+        mergeable = self._mergeable()
+        if key is query and value is query:
+            y = torch.addmm(bias, x, weight.t())
+            pre, v1 = y.split([nq + nk, y.size(1) - nq - nk], 1)
+            if mergeable:
+                phi_q, phi_k = fm.activate(pre.view(B, 2 * H, -1)).split(H, 1)
             else:
-                phi_q = fm.activate(yq.view(B, H, -1))
-                phi_k = None if yk is None else fm.activate(yk.view(B, H, -1))
-        else:
-            phi_q = fm.forward_queries(yq.view(B, H, 1, -1)).squeeze(2)
-            phi_k = None if yk is None else fm.forward_keys(yk.view(B, H, 1, -1)).squeeze(2)
-        v1 = None if yv is None else yv.view(B, H, -1)
-        return phi_q, phi_k, v1
+                q, k = pre.view(B, 2 * H, 1, -1).split(H, 1)
+                phi_q, phi_k = fm.forward_queries(q).squeeze(2), fm.forward_keys(k).squeeze(2)
+            return phi_q, phi_k, v1.view(B, H, 1, -1)
+        q = torch.addmm(bias[:nq], x, weight[:nq].t()).view(B, H, -1)
+        phi_q = fm.activate(q) if mergeable else fm.forward_queries(q.unsqueeze(2)).squeeze(2)
+        if key is None:
+            return phi_q, None, None
+        k = torch.addmm(bias[nq : nq + nk], key[0], weight[nq : nq + nk].t()).view(B, H, -1)
+        phi_k = fm.activate(k) if mergeable else fm.forward_keys(k.unsqueeze(2)).squeeze(2)
+        v1 = torch.addmm(bias[nq + nk :], value[0], weight[nq + nk :].t())
+        return phi_q, phi_k, v1.view(B, H, 1, -1)
 
     def _read_state(self, phi_q: Tensor, Sz: Tensor, dtype) -> Tensor:
-        """phi_q (G, R, F) against Sz (G, F, D + 1): (G, R, D) = num / max(den, eps)."""
-        r = torch.bmm(phi_q.to(Sz.dtype), Sz)
-        D = Sz.size(-1) - 1
-        return (r[..., :D] / r[..., D:].clamp_(min=self.eps)).to(dtype)
+        """phi_q (..., R, F) against Sz (..., F, D + 1): (..., R, D) = num / max(den, eps)."""
+        if phi_q.dtype != Sz.dtype:
+            phi_q = phi_q.to(Sz.dtype)
+        num, den = torch.matmul(phi_q, Sz).split([Sz.size(-1) - 1, 1], -1)
+        out = num / den.clamp_(min=self.eps)
+        return out if out.dtype == dtype else out.to(dtype)
 
     def _self_attention_step(self, query, key, value, key_padding_mask, incremental_state):
         phi_q, phi_k, v1 = self._step_inputs(query, key, value)
-        B, H, F = phi_k.shape
+        B = phi_k.size(0)
         if key_padding_mask is not None:
             phi_k = phi_k.masked_fill(key_padding_mask[:, -1:].to(torch.bool).view(B, 1, 1), 0.0)
         ct = ops.compute_dtype(query.dtype)
+        if v1.dtype != ct:
+            phi_k, v1 = phi_k.to(ct), v1.to(ct)
         buf = self._get_input_buffer(incremental_state)
         Sz = buf.get("Sz")
-        kf = phi_k.to(ct).reshape(B * H, F, 1)
-        vf = v1.to(ct).reshape(B * H, 1, -1)
         if Sz is None:
-            Sz = torch.bmm(kf, vf).view(B, H, F, -1)
-            buf["Sz"] = Sz
+            buf["Sz"] = Sz = phi_k.unsqueeze(-1) * v1  # (B, H, F, D + 1)
             self._set_input_buffer(incremental_state, buf)
         else:
-            # in place: the state tensor is this module's own (created here or by the index_select
+            # in place: the state tensor is this module's own (made here, or by the index_select
             # of reorder_incremental_state), and no autograd is recording
-            Sz.view(B * H, F, -1).baddbmm_(kf, vf)
-        out = self._read_state(phi_q.reshape(B * H, 1, F), Sz.view(B * H, F, -1), query.dtype)
+            Sz.addcmul_(phi_k.unsqueeze(-1), v1)
+        out = self._read_state(phi_q.unsqueeze(2), Sz, query.dtype)  # (B, H, 1, D)
         return self.out_proj(out.view(1, B, self.embed_dim))
 
     def _cross_attention_step(self, query, key, value, key_padding_mask, incremental_state):
@@ -329,13 +328,11 @@ class T2RAttention(nn.Module):
         B, H, F = phi_q.shape
         nsent = Sz.size(0)
         if nsent == B:
-            out = self._read_state(phi_q.reshape(B * H, 1, F), Sz.view(B * H, F, -1), query.dtype)
-            out = out.view(B, H, -1)
+            out = self._read_state(phi_q.unsqueeze(2), Sz, query.dtype)  # (B, H, 1, D)
         else:  # one summary per sentence, B // nsent hypotheses per sentence
             g = B // nsent
-            q = phi_q.view(nsent, g, H, F).transpose(1, 2).reshape(nsent * H, g, F)
-            out = self._read_state(q, Sz.view(nsent * H, F, -1), query.dtype)
-            out = out.view(nsent, H, g, -1).transpose(1, 2)
+            out = self._read_state(phi_q.view(nsent, g, H, F).transpose(1, 2), Sz, query.dtype)
+            out = out.transpose(1, 2)  # (nsent, g, H, D)
         return self.out_proj(out.reshape(1, B, self.embed_dim))
 
     def _summarize_source(self, query, key, value, key_padding_mask, incremental_state, buf):

@@ -82,8 +82,8 @@ def causal_chunked(
     """Exact causal linear attention in chunks; optionally continues from / returns a state.
 
     With autograd (and no initial state) this runs as ``ChunkedLinearAttention``, whose backward
-    recomputes the chunk states instead of keeping them: it saves only phi_q, phi_k, v, the output
-    and one denominator per position.
+    recomputes the chunk states instead of keeping them: it saves only phi_q, phi_k, v and one
+    denominator per position.
     """
     needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (phi_q, phi_k, v))
     if needs_grad:
@@ -102,13 +102,13 @@ def causal_chunked(
 #     P_c   = P0 + sum_{c' < c} K_c'^T V'_c'           (F, D + 1)   exclusive prefix of chunk states
 #     N'_c  = A_c V'_c + Q_c P_c = [num | den]
 #     out_c = num / max(den, eps)
-# Backward, from dout: dN' = [dout / max(den, eps) | -(dout . out) / max(den, eps) * (den >= eps)],
+# Backward, from dout: dN' = [dout / max(den, eps) | -(dout . num) / max(den, eps)^2 * (den >= eps)],
 #     dA = tril(dN' V'^T),  R_c = sum_{c' > c} Q_c'^T dN'_c'   (exclusive suffix),
 #     dQ = dA K + dN' P^T,  dK = dA^T Q + V' R^T,  dV' = A^T dN' + K R.
 # Heads are processed in groups (a few MB of working set each), so the transient per-chunk
 # tensors never exist for all heads at once and stay in cache.
 
-_GROUP_ROWS = 1 << 14  # positions x heads per group
+_GROUP_ROWS = 1 << 13  # positions x heads per group
 
 
 def _groups(G: int, Tp: int):
@@ -203,14 +203,14 @@ def _chunked_forward(phi_q, phi_k, v, eps, chunk_size, initial_state=None, retur
     return out, den, state
 
 
-def _chunked_backward(phi_q, phi_k, v, out, den, dout, eps, chunk_size):
+def _chunked_backward(phi_q, phi_k, v, den, dout, eps, chunk_size):
     B, H, T, F = phi_q.shape
     D = v.size(-1)
     ct = den.dtype
     C, Tp = _chunk_len(T, chunk_size)
     n = Tp // C
     G = B * H
-    q3, k3, v3, o3, do3 = _flat(phi_q), _flat(phi_k), _flat(v), _flat(out), _flat(dout)
+    q3, k3, v3, do3 = _flat(phi_q), _flat(phi_k), _flat(v), _flat(dout)
     den3 = den.view(G, T)
     dq, dq3 = _empty_like_flat(phi_q)
     dk, dk3 = _empty_like_flat(phi_k)
@@ -222,17 +222,22 @@ def _chunked_backward(phi_q, phi_k, v, out, den, dout, eps, chunk_size):
         vc = _load(v3, g0, g1, Tp, ct, ones=True).view(g * n, C, D + 1)
         raw = den3[g0:g1]  # (g, T), before the clamp
         dmax = raw.clamp(min=eps)
+        _, P = _prefix_states(kc, vc, g, n, None)
+        P = P.view(g * n, F, D + 1)
+        A = torch.bmm(qc, kc.transpose(1, 2)).tril_()
+        # the output is recomputed rather than kept from the forward (one tensor of the
+        # sequence's size less held between forward and backward)
+        num = torch.bmm(A, vc).baddbmm_(qc, P).view(g, Tp, D + 1)[:, :T, :D]
         do = do3[g0:g1].to(ct)
         dN = torch.empty(g, Tp, D + 1, dtype=ct, device=v.device)
         if Tp > T:
             dN[:, T:].zero_()
         torch.div(do, dmax.unsqueeze(-1), out=dN[:, :T, :D])
         # d/d den of num / max(den, eps): -(dout . out) / max(den, eps) where den >= eps (as clamp)
-        dot = torch.linalg.vecdot(do, o3[g0:g1].to(ct))
-        dN[:, :T, D] = dot.div_(dmax).neg_().masked_fill_(raw < eps, 0.0)
-        del do, dot
+        dot = torch.linalg.vecdot(do, num)
+        dN[:, :T, D] = dot.div_(dmax).div_(dmax).neg_().masked_fill_(raw < eps, 0.0)
+        del do, dot, num
         dN = dN.view(g * n, C, D + 1)
-        _, P = _prefix_states(kc, vc, g, n, None)
         dP = torch.bmm(qc.transpose(1, 2), dN).view(g, n, F, D + 1)
         R = torch.empty_like(dP)  # exclusive suffix sums of dP over chunks
         R[:, -1].zero_()
@@ -240,8 +245,6 @@ def _chunked_backward(phi_q, phi_k, v, out, den, dout, eps, chunk_size):
             R[:, :-1] = dP[:, 1:].flip(1).cumsum(1).flip(1)
         del dP
         R = R.view(g * n, F, D + 1)
-        P = P.view(g * n, F, D + 1)
-        A = torch.bmm(qc, kc.transpose(1, 2)).tril_()
         dA = torch.bmm(dN, vc.transpose(1, 2)).tril_()
         gq = torch.bmm(dA, kc).baddbmm_(dN, P.transpose(1, 2))
         del P
@@ -257,19 +260,20 @@ def _chunked_backward(phi_q, phi_k, v, out, den, dout, eps, chunk_size):
 
 class ChunkedLinearAttention(torch.autograd.Function):
     """Causal linear attention in chunks with a hand-written backward that recomputes the chunk
-    states (see the comment above): memory linear in T, no (n, F, D) states kept for backward."""
+    states and the numerator (see the comment above): it keeps only phi_q, phi_k, v and one
+    denominator per position between forward and backward."""
 
     @staticmethod
     def forward(ctx, phi_q, phi_k, v, eps, chunk_size):
         out, den, _ = _chunked_forward(phi_q, phi_k, v, eps, chunk_size)
-        ctx.save_for_backward(phi_q, phi_k, v, out, den)
+        ctx.save_for_backward(phi_q, phi_k, v, den)
         ctx.eps, ctx.chunk_size = eps, chunk_size
         return out
 
     @staticmethod
     def backward(ctx, dout):
-        phi_q, phi_k, v, out, den = ctx.saved_tensors
-        dq, dk, dv = _chunked_backward(phi_q, phi_k, v, out, den, dout, ctx.eps, ctx.chunk_size)
+        phi_q, phi_k, v, den = ctx.saved_tensors
+        dq, dk, dv = _chunked_backward(phi_q, phi_k, v, den, dout, ctx.eps, ctx.chunk_size)
         return dq, dk, dv, None, None
 
 
