@@ -13,10 +13,13 @@ length (cross-attention over all encoder states); T2R steps do neither (S, z and
 summary S_src, z_src are fixed-size). The encoder is softmax in both and is timed separately.
 
 Two sweeps, side by side in one run: source lengths at a fixed target length, and target lengths
-at a fixed source length, for beam 4 and beam 1. Softmax and T2R are interleaved per point and
-per repeat (the order alternates) because the machine may be shared; medians are reported.
+at a fixed source length (default: beam 4, sources 64 / 512 / 2048 tokens with 256-token outputs,
+and outputs 64 / 256 for 512-token sources). Softmax and T2R are interleaved per point and per
+repeat (the order alternates) because the machine may be shared; medians are reported. Each row
+also gives the decoder's time per step, (generate - encoder) / (tgt + 1), the figure that should
+not depend on the source length for T2R.
 
-    python benchmarks/mt_decoding.py            # 3+3 layers, 256 dims, lengths 32..1024
+    python benchmarks/mt_decoding.py            # 6+6 layers, 512 dims, 8 heads, FFN 2048, vocab 10k
     python benchmarks/mt_decoding.py --quick    # tiny model, lengths 32,128 (smoke test)
 """
 import argparse
@@ -114,9 +117,9 @@ def plot(rows, a, path, title):
             if not pts:
                 continue
             xs = [x for x, _ in pts]
-            ax.plot(xs, [r["softmax_ms_per_token"] for _, r in pts], "o" + style, color="C0",
+            ax.plot(xs, [r["softmax_decoder_ms_per_step"] for _, r in pts], "o" + style, color="C0",
                     label=f"softmax, beam {beam}")
-            ax.plot(xs, [r["t2r_ms_per_token"] for _, r in pts], "s" + style, color="C1",
+            ax.plot(xs, [r["t2r_decoder_ms_per_step"] for _, r in pts], "s" + style, color="C1",
                     label=f"T2R, beam {beam}")
         ax.set_xscale("log", base=2)
         xs = sorted({r[xkey] for r in rows if r["sweep"] == sweep})
@@ -125,7 +128,7 @@ def plot(rows, a, path, title):
         ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
         ax.set_ylim(bottom=0)
         ax.set_xlabel(f"{sweep} length (tokens); {fixed_key} length {fixed}")
-        ax.set_ylabel("ms per target token (median, incl. encoder)")
+        ax.set_ylabel("decoder ms per step ((generate - encoder) / steps)")
         ax.set_title(f"decoding time vs {sweep} length")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
@@ -139,42 +142,43 @@ def parse_lengths(s):
     return sorted({int(x) for x in s.split(",") if x.strip()})
 
 
-def main():
+def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--src-lens", default="32,64,128,256,512,1024", help="source lengths of the source sweep")
-    p.add_argument("--tgt-lens", default="32,64,128,256,512,1024", help="target lengths of the target sweep")
-    p.add_argument("--fixed-tgt", type=int, default=128, help="target length during the source sweep")
-    p.add_argument("--fixed-src", type=int, default=128, help="source length during the target sweep")
-    p.add_argument("--beams", default="4,1")
+    p.add_argument("--src-lens", default="64,512,2048", help="source lengths of the source sweep")
+    p.add_argument("--tgt-lens", default="64,256", help="target lengths of the target sweep")
+    p.add_argument("--fixed-tgt", type=int, default=256, help="target length during the source sweep")
+    p.add_argument("--fixed-src", type=int, default=512, help="source length during the target sweep")
+    p.add_argument("--beams", default="4")
     p.add_argument("--batch", type=int, default=1, help="source sentences per generate call")
-    p.add_argument("--enc-layers", type=int, default=3)
-    p.add_argument("--dec-layers", type=int, default=3)
-    p.add_argument("--dim", type=int, default=256)
-    p.add_argument("--heads", type=int, default=4)
-    p.add_argument("--ffn", type=int, default=1024)
-    p.add_argument("--vocab", type=int, default=8000)
+    p.add_argument("--enc-layers", type=int, default=6)
+    p.add_argument("--dec-layers", type=int, default=6)
+    p.add_argument("--dim", type=int, default=512)
+    p.add_argument("--heads", type=int, default=8)
+    p.add_argument("--ffn", type=int, default=2048)
+    p.add_argument("--vocab", type=int, default=10000)
     p.add_argument("--feature-map", default="t2r")
     p.add_argument("--feature-dim", type=int, default=32)
     p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--threads", type=int, default=1,
-                   help="torch threads (default 1: one sentence's decoding matmuls are too small to gain from "
-                        "more, and on a shared machine 2 threads ran 10-40x slower than 1)")
+    p.add_argument("--threads", type=int, default=os.cpu_count(),
+                   help="torch threads (default: all cores; on a machine shared with other jobs use 1: "
+                        "2 threads then ran 10-40x slower than 1)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quick", action="store_true", help="tiny model, lengths 32,128, one repeat (smoke test)")
     p.add_argument("--out", default=None, help="output prefix for .json/.png (default "
                    "benchmarks/results/mt_decoding; --quick: benchmarks/results/mt_decoding_quick)")
-    a = p.parse_args()
+    a = p.parse_args(argv)
     if a.quick:
         a.enc_layers, a.dec_layers, a.dim, a.heads, a.ffn, a.vocab, a.repeats = 2, 2, 64, 4, 128, 1000, 1
         if a.src_lens == p.get_default("src_lens"):
             a.src_lens = "32,128"
         if a.tgt_lens == p.get_default("tgt_lens"):
-            a.tgt_lens = "32,128"
+            a.tgt_lens = "16"
         a.fixed_src, a.fixed_tgt = min(a.fixed_src, 32), min(a.fixed_tgt, 32)
     out = a.out or os.path.join(REPO, "benchmarks", "results", "mt_decoding" + ("_quick" if a.quick else ""))
     a.beams = [int(b) for b in a.beams.split(",")]
     points = [("source", s, a.fixed_tgt) for s in parse_lengths(a.src_lens)]
-    points += [("target", a.fixed_src, t) for t in parse_lengths(a.tgt_lens)]
+    points += [("target", a.fixed_src, t) for t in parse_lengths(a.tgt_lens)
+               if ("source", a.fixed_src, t) not in points]
 
     torch.set_num_threads(a.threads)
     torch.manual_seed(a.seed)
@@ -249,6 +253,9 @@ def main():
         },
         "results": rows,
     }
+    result["summary"] = summarize(rows, a)
+    for line in result["summary"]["lines"]:
+        print(line)
     with open(out + ".json", "w") as f:
         json.dump(result, f, indent=1)
     print(f"wrote {out}.json")
@@ -259,6 +266,29 @@ def main():
         print(f"wrote {out}.png")
     except ImportError:
         print("matplotlib is not installed: no PNG (pip install matplotlib)")
+    return result
+
+
+def summarize(rows, a):
+    s = {"lines": []}
+    for beam in a.beams:
+        main = [r for r in rows if r["beam"] == beam and r["src"] == a.fixed_src and r["tgt"] == a.fixed_tgt]
+        if main:
+            r = main[0]
+            s[f"beam{beam}_speedup"] = r["speedup"]
+            s[f"beam{beam}_decoder_speedup"] = r["softmax_decoder_ms_per_step"] / r["t2r_decoder_ms_per_step"]
+            s["lines"].append(f"beam {beam}, src {r['src']}, tgt {r['tgt']}: softmax / T2R {r['speedup']:.2f}x "
+                              f"(generate), {s[f'beam{beam}_decoder_speedup']:.2f}x (decoder steps)")
+        src = sorted((r for r in rows if r["beam"] == beam and r["sweep"] == "source"), key=lambda r: r["src"])
+        if len(src) > 1:
+            for m in ("t2r", "softmax"):
+                key = f"{m}_decoder_ms_per_step"
+                ratio = src[-1][key] / src[0][key]
+                s[f"beam{beam}_{m}_step_ratio_src{src[-1]['src']}_vs_{src[0]['src']}"] = ratio
+                s["lines"].append(f"beam {beam}, {m} decoder ms/step by source length: "
+                                  + ", ".join(f"{r['src']}: {r[key]:.2f}" for r in src)
+                                  + f" ({src[-1]['src']} / {src[0]['src']}: {ratio:.2f})")
+    return s
 
 
 if __name__ == "__main__":

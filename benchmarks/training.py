@@ -67,15 +67,18 @@ def layer_step(module, x, mask, grad):
     out.backward(grad)
 
 
-def interleaved(fns, repeats, clock=time.perf_counter):
+CLOCK = time.perf_counter
+
+
+def interleaved(fns, repeats):
     """{name: [seconds]}: every fn once per repeat, the order alternating between repeats."""
     times = {n: [] for n in fns}
     names = list(fns)
     for r in range(repeats):
         for n in names if r % 2 == 0 else names[::-1]:
-            t0 = clock()
+            t0 = CLOCK()
             fns[n]()
-            times[n].append(clock() - t0)
+            times[n].append(CLOCK() - t0)
     return times
 
 
@@ -308,6 +311,9 @@ def main(argv=None):
     p.add_argument("--tune-chunks", default="32,64,128,256")
     p.add_argument("--tune-repeats", type=int, default=7)
     p.add_argument("--threads", type=int, default=os.cpu_count())
+    p.add_argument("--clock", choices=["wall", "cpu"], default="wall",
+                   help="wall: perf_counter (the figure to report); cpu: process CPU time, steadier on a "
+                        "shared machine for comparing variants with --threads 1")
     p.add_argument("--quick", action="store_true", help="small lengths and model, few repeats (< 1 min)")
     p.add_argument("--out", default=None, help="output prefix (default benchmarks/results/training; "
                    "--quick writes nothing unless given)")
@@ -316,14 +322,16 @@ def main(argv=None):
     if a._memory_child:
         return memory_child(a._memory_child[0], int(a._memory_child[1]), a)
     if a.quick:
-        a.lengths, a.mem_lengths, a.repeats = "128,512,1024", "1024", 2
-        a.layers, a.ffn, a.vocab, a.lm_len, a.lm_repeats = 2, 512, 1000, 512, 2
-        a.tune_short, a.tune_long, a.tune_chunks, a.tune_repeats = "64,256", "1024", "32,64", 3
+        a.lengths, a.mem_lengths, a.repeats = "256,1024", "1024", 2
+        a.layers, a.ffn, a.vocab, a.lm_len, a.lm_repeats = 2, 512, 1000, 256, 2
+        a.tune_short, a.tune_long, a.tune_chunks, a.tune_repeats = "64,256", "512", "32,64", 3
     a.lengths, a.mem_lengths = ints(a.lengths), set(ints(a.mem_lengths))
     a.tune_short, a.tune_long, a.tune_chunks = ints(a.tune_short), ints(a.tune_long), ints(a.tune_chunks)
     out = a.out if a.out is not None else (None if a.quick else os.path.join(REPO, "benchmarks", "results", "training"))
     parts = [x for x in a.parts.split(",") if x]
 
+    global CLOCK
+    CLOCK = time.perf_counter if a.clock == "wall" else time.process_time
     torch.set_num_threads(a.threads)
     mach = machine()
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, {mach['cpu']}", flush=True)
@@ -336,7 +344,7 @@ def main(argv=None):
                                        "out.backward(g) with g allocated beforehand",
                          "memory": "peak RSS increase over one fwd+bwd step in a fresh subprocess after a "
                                    "256-token warm-up; softmax's causal mask allocated before the step",
-                         "statistic": "median wall time over interleaved repeats"}}
+                         "statistic": f"median {a.clock} time over interleaved repeats", "clock": a.clock}}
     with torch.enable_grad():
         if "tune" in parts:
             result["tune"] = part_tune(a)
