@@ -383,20 +383,39 @@ class T2RAttention(nn.Module):
         order = new_order
         group = int(buf["src_group"]) if buf.get("src_group") is not None else 1
         if group > 1:
-            # the source summary is kept once per sentence (see _cross_attention): row r of the
-            # new order reads summary new_order[r] // group
-            sent = new_order.div(group, rounding_mode="floor")
-            if new_order.numel() % group == 0 and bool((sent.view(-1, group) == sent.view(-1, group)[:, :1]).all()):
-                order = sent.view(-1, group)[:, 0]  # whole sentences: keep, drop (finished) or move them
-                if order.numel() == buf["Sz_src"].size(0) and bool((order == torch.arange(order.numel(), device=order.device)).all()):
-                    return incremental_state  # beams only moved within their sentence
-            else:  # rows no longer come in whole sentences: one summary per row from now on
-                order = sent
+            kind, order = self._sentence_order(new_order, group, buf["Sz_src"].size(0))
+            if kind == "keep":
+                return incremental_state  # beams only moved within their sentence
+            if kind == "rows":  # rows no longer come in whole sentences: one summary per row from now on
                 buf["src_group"] = torch.tensor(1)
         for k, v in buf.items():
             if v is not None and k != "src_group":
                 buf[k] = v.index_select(0, order)
         return self._set_input_buffer(incremental_state, buf)
+
+    _sentence_order_memo = None  # (new_order, group, summaries, version, result): shared by all layers
+
+    @classmethod
+    def _sentence_order(cls, new_order: Tensor, group: int, summaries: int):
+        """How per-sentence source summaries follow a beam reordering: ("keep", None) when beams
+        only moved within their sentence, ("sentences", order) to keep, drop or move whole
+        sentences, ("rows", order) once rows no longer come in whole sentences (row r then reads
+        summary new_order[r] // group). fairseq hands every layer the same new_order tensor, so
+        the answer is computed once per step, not once per layer."""
+        memo = cls._sentence_order_memo
+        if memo is not None and memo[0] is new_order and memo[1:4] == (group, summaries, new_order._version):
+            return memo[4]
+        sent = new_order.div(group, rounding_mode="floor")
+        if new_order.numel() % group == 0 and bool((sent.view(-1, group) == sent.view(-1, group)[:, :1]).all()):
+            order = sent.view(-1, group)[:, 0]
+            if order.numel() == summaries and bool((order == torch.arange(order.numel(), device=order.device)).all()):
+                result = ("keep", None)
+            else:
+                result = ("sentences", order)
+        else:
+            result = ("rows", sent)
+        cls._sentence_order_memo = (new_order, group, summaries, new_order._version, result)
+        return result
 
     def _source_group(self, key: Tensor, query: Tensor) -> int:
         """beam_size if the encoder rows come in groups of beam_size copies of one source (as
