@@ -74,6 +74,12 @@ def targets(res):
             f = s["t2r_flatness"]
             rows.append(("LM generation", f"T2R ms/token at {f['to']} / at {f['from']} (batch {lm['config']['batch']})",
                          f"{f['ratio']:.3f}", "<= 1.15", verdict(f["ratio"] <= 1.15)))
+            a, b = by[f["from"]]["ms_per_token"], by[f["to"]]["ms_per_token"]
+            if "floor_none" in a and "floor_none" in b:
+                # the floor has no context at all: how much it moved between the two rows is machine drift
+                drift = b["floor_none"] / a["floor_none"]
+                rows.append(("LM generation", f"same, divided by the attention-free floor's own change ({drift:.3f}, "
+                             "machine drift)", f"{f['ratio'] / drift:.3f}", "(report)", ""))
         for ctx, need in ((4096, 20), (8192, 35)):
             if ctx in by and "speedup" in by[ctx]:
                 sp = by[ctx]["speedup"]
@@ -227,9 +233,13 @@ def write_markdown(res, out_dir, path, command):
         if tr.get("tune"):
             t = tr["tune"]
             lines += ["", "### Quadratic vs chunked form, chunk size (attention core alone, fwd + bwd, ms)", ""]
-            names = list(t["quadratic_vs_chunked"][0]["ms"]) if t["quadratic_vs_chunked"] else []
-            lines += table([[r["length"]] + [f"{r['ms'][n]:.2f}" for n in names] for r in t["quadratic_vs_chunked"]],
-                           ["length"] + names)
+            def key(n):  # older runs named the chunked column by its chunk size
+                return "chunked" if n.startswith("chunked C=") and n != "chunked C=T" else n
+            qrows = [{"length": r["length"], "ms": {key(n): v for n, v in r["ms"].items()}} for r in t["quadratic_vs_chunked"]]
+            names = list(dict.fromkeys(n for r in qrows for n in r["ms"]))
+            lines += table([[r["length"]] + [f"{r['ms'][n]:.2f}" if n in r["ms"] else "" for n in names] for r in qrows],
+                           ["length"] + [n if n != "chunked" else f"chunked C={t['current']['DEFAULT_CHUNK_SIZE']}"
+                                         for n in names])
             if t["chunk_sizes"]:
                 names = sorted({n for r in t["chunk_sizes"] for n in r["ms"]}, key=lambda n: int(n[2:]))
                 lines += [""] + table([[r["length"]] + [f"{r['ms'][n]:.1f}" if n in r["ms"] else "" for n in names]
