@@ -14,10 +14,25 @@ that size) with a causal mask. MultiheadAttention concatenates the chunk's keys/
 ``prev_key``/``prev_value`` cache (B, H, T, D); T2RAttention continues its (S, z) sums. A check at
 the start verifies that prefill + one step gives the same log-probs as a full parallel forward.
 
-Softmax and T2R are measured side by side in one process, interleaved per context length and
-per repeat (the order alternates), and medians are reported.
+Long softmax contexts: a real prefill of the softmax model costs O(ctx^2) and minutes at 8192,
+so above ``--softmax-prefill-max`` tokens its KV cache is synthesised instead: random
+``prev_key``/``prev_value`` of exactly the shape, dtype and dict layout a real prefill leaves
+(checked at start-up against a real prefill); a softmax step's cost depends on the cache's size,
+not its values. T2R is always prefilled for real (linear in ctx).
 
-    python benchmarks/lm_generation.py            # default: 6 layers, 512 dims, contexts 128..4096
+Variants, all timed side by side in one process, interleaved per context and per repeat:
+- ``softmax``: fairseq's transformer_lm (KV cache);
+- ``t2r``: the T2R twin (merged projections: feature MLP folded into q/k proj);
+- ``t2r_unmerged``: the same model and state with ``merge_projections = False``;
+- ``floor_none``: the same model with every self-attention removed (returns its input at no
+  cost; same embeddings, layer norms, FFNs, output projection): what a token costs without any
+  attention at all;
+- ``floor_proj``: the same, but the self-attention keeps the two matmuls any T2R step has to do
+  (one fused projection to [phi(q) pre-activations | phi(k) pre-activations | v, 1] and out_proj)
+  and nothing else: what stands above it is the recurrent state update and read-out and our
+  Python.
+
+    python benchmarks/lm_generation.py            # default: 6 layers, 512 dims, contexts 128..8192
     python benchmarks/lm_generation.py --quick    # tiny model, contexts 16,64 (smoke test)
 """
 import argparse
@@ -103,8 +118,75 @@ def state_bytes(obj) -> int:
 
 
 def copy_state(state):
-    """Two-level copy: attention modules replace (never modify) the tensors in their buffer."""
-    return {k: (dict(v) if isinstance(v, dict) else v) for k, v in state.items()}
+    """Deep copy of an incremental state (T2R updates its state tensors in place)."""
+    return {k: ({n: (t.clone() if torch.is_tensor(t) else t) for n, t in v.items()} if isinstance(v, dict) else v)
+            for k, v in state.items()}
+
+
+class NoAttention(torch.nn.Module):
+    """A self-attention that returns its input at no cost (the ``floor_none`` variant)."""
+
+    def forward(self, query, key=None, value=None, **kwargs):
+        return query, None
+
+    def _get_input_buffer(self, incremental_state):
+        return {}
+
+
+class ProjectionsOnly(torch.nn.Module):
+    """A self-attention that does only the two matmuls a T2R generation step cannot avoid: one
+    fused projection x -> [s W_h W_q x | W_h W_k x | per head (v, 1)] (the folded feature maps,
+    as merged T2R does) and out_proj; no recurrent state (the ``floor_proj`` variant). Built from
+    the T2R module's own weights, independently of its code."""
+
+    def __init__(self, attn):
+        super().__init__()
+        H, D, C = attn.num_heads, attn.head_dim, attn.embed_dim
+        with torch.no_grad():
+            fm_w, fm_b = attn.feature_map.linear_part()
+            wq = (torch.matmul(fm_w, attn.q_proj.weight.view(H, D, C)) * attn.scaling).reshape(-1, C)
+            wk = torch.matmul(fm_w, attn.k_proj.weight.view(H, D, C)).reshape(-1, C)
+            wv = torch.cat([attn.v_proj.weight.view(H, D, C), attn.v_proj.weight.new_zeros(H, 1, C)], 1).view(-1, C)
+            self.weight = torch.nn.Parameter(torch.cat([wq, wk, wv], 0).contiguous())
+            self.bias = torch.nn.Parameter(torch.randn(self.weight.size(0)))
+        self.out_proj = attn.out_proj
+        self.embed_dim = C
+
+    def forward(self, query, key=None, value=None, **kwargs):
+        y = torch.addmm(self.bias, query[0], self.weight.t())
+        return self.out_proj(y[:, : self.embed_dim].unsqueeze(0)), None
+
+    def _get_input_buffer(self, incremental_state):
+        return {}
+
+
+def with_self_attention(model, make):
+    m = copy.deepcopy(model)
+    for layer in m.decoder.layers:
+        layer.self_attn = make(layer.self_attn)
+    return m
+
+
+def set_merge(model, merge: bool):
+    for mod in model.modules():
+        if hasattr(mod, "merge_projections"):
+            mod.merge_projections = merge
+
+
+def synthetic_softmax_state(model, batch, ctx):
+    """The KV cache a real prefill of ``ctx`` tokens leaves, filled with random values."""
+    state = {}
+    for layer in model.decoder.layers:
+        attn = layer.self_attn
+        shape = (batch, attn.num_heads, ctx, attn.head_dim)
+        buf = {"prev_key": torch.randn(shape), "prev_value": torch.randn(shape), "prev_key_padding_mask": None}
+        attn._set_input_buffer(state, buf)
+    return state
+
+
+def describe_state(state):
+    return sorted((name, tuple(t.shape) if torch.is_tensor(t) else None, str(t.dtype) if torch.is_tensor(t) else None)
+                  for buf in state.values() for name, t in buf.items())
 
 
 def prefill(decoder, tokens, incremental_state, chunk: int):
@@ -144,21 +226,33 @@ def check_prefill(model, tokens, chunk):
     return (inc - full).abs().max().item()
 
 
+CLOCK = time.perf_counter
+
+
 def time_steps(model, base_tokens, base_state, ctx, steps, warmup):
     tokens = base_tokens.clone()
-    state = copy_state(base_state)
+    state = copy_state(base_state) if base_state is not None else {}
     times = []
     for i in range(warmup + steps):
         n = ctx + i + 1
-        t0 = time.perf_counter()
+        t0 = CLOCK()
         lprobs = step(model, tokens[:, :n], state)
         tokens[:, n] = lprobs.argmax(-1)
-        dt = time.perf_counter() - t0
+        dt = CLOCK() - t0
         if i >= warmup:
             times.append(dt)
     return times
 
 
+
+
+STYLE = {
+    "softmax": ("o-", "softmax (KV cache)"),
+    "t2r": ("s-", "T2R (recurrent state, merged projections)"),
+    "t2r_unmerged": ("s--", "T2R, unmerged projections"),
+    "floor_proj": ("^:", "floor: projections only, no state"),
+    "floor_none": ("v:", "floor: no attention at all"),
+}
 
 
 def plot(rows, path, title):
@@ -172,18 +266,19 @@ def plot(rows, path, title):
     import matplotlib.pyplot as plt
 
     ctx = [r["context"] for r in rows]
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
-    ax1.plot(ctx, [r["softmax_ms_per_token"] for r in rows], "o-", label="softmax (KV cache)")
-    ax1.plot(ctx, [r["t2r_ms_per_token"] for r in rows], "s-", label="T2R (recurrent state)")
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.4))
+    for name, (style, label) in STYLE.items():
+        if all(name in r["ms_per_token"] for r in rows):
+            ax1.plot(ctx, [r["ms_per_token"][name] for r in rows], style, label=label)
     ax1.set_xscale("log", base=2)
+    ax1.set_yscale("log")
     ax1.set_xlabel("context length (tokens)")
-    ax1.set_ylabel("ms / token (median)")
-    ax1.set_ylim(bottom=0)
+    ax1.set_ylabel("ms / token (median, log)")
     ax1.set_title("time per generated token")
-    ax1.legend()
-    ax1.grid(alpha=0.3)
+    ax1.legend(fontsize=7)
+    ax1.grid(alpha=0.3, which="both")
     ax2.plot(ctx, [r["softmax_state_MB"] for r in rows], "o-", label="softmax (KV cache)")
-    ax2.plot(ctx, [r["t2r_state_MB"] for r in rows], "s-", label="T2R (S, z)")
+    ax2.plot(ctx, [r["t2r_state_MB"] for r in rows], "s-", label="T2R [S | z]")
     ax2.set_xscale("log", base=2)
     ax2.set_yscale("log")
     ax2.set_xlabel("context length (tokens)")
@@ -201,9 +296,9 @@ def plot(rows, path, title):
     plt.close(fig)
 
 
-def main():
+def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--contexts", default="128,256,512,1024,2048,4096", help="comma-separated context lengths")
+    p.add_argument("--contexts", default="128,512,1024,2048,4096,8192", help="comma-separated context lengths")
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--layers", type=int, default=6)
     p.add_argument("--dim", type=int, default=512)
@@ -212,30 +307,44 @@ def main():
     p.add_argument("--vocab", type=int, default=10000)
     p.add_argument("--feature-map", default="t2r")
     p.add_argument("--feature-dim", type=int, default=32)
-    p.add_argument("--steps", type=int, default=16, help="timed decoding steps per repeat")
+    p.add_argument("--variants", default="softmax,t2r,t2r_unmerged,floor_proj,floor_none",
+                   help="which models to time (see the module docstring)")
+    p.add_argument("--steps", type=int, default=8, help="timed decoding steps per repeat")
+    p.add_argument("--softmax-steps", type=int, default=4, help="timed steps per repeat for softmax at contexts "
+                   "above --softmax-prefill-max (a step there costs up to ~1 s)")
     p.add_argument("--warmup", type=int, default=2, help="untimed steps before each repeat")
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--prefill-chunk", type=int, default=1024, help="tokens per parallel prefill call")
+    p.add_argument("--softmax-prefill-max", type=int, default=1024,
+                   help="above this context the softmax KV cache is synthesised (see the docstring)")
     p.add_argument("--threads", type=int, default=os.cpu_count())
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--clock", choices=["wall", "cpu"], default="wall",
+                   help="wall: perf_counter (the figure to report); cpu: process CPU time, steadier on a "
+                        "shared machine for comparing variants with --threads 1")
     p.add_argument("--quick", action="store_true", help="tiny model, contexts 16,64, few repeats (smoke test)")
     p.add_argument("--out", default=None,
                    help="output prefix for .json/.png (default benchmarks/results/lm_generation; "
                         "--quick writes nothing unless given)")
-    a = p.parse_args()
+    a = p.parse_args(argv)
     if a.quick:
         a.layers, a.dim, a.heads, a.ffn, a.vocab = 2, 64, 4, 128, 1000
-        a.steps, a.warmup, a.repeats = 4, 1, 2
+        a.steps, a.softmax_steps, a.warmup, a.repeats = 4, 2, 1, 2
         if a.contexts == p.get_default("contexts"):
             a.contexts = "16,64"
+        a.softmax_prefill_max = min(a.softmax_prefill_max, 16)
     out = a.out if a.out is not None else (None if a.quick else os.path.join(REPO, "benchmarks", "results", "lm_generation"))
     contexts = sorted(int(c) for c in a.contexts.split(","))
+    variants = [v for v in a.variants.split(",") if v]
 
+    global CLOCK
+    CLOCK = time.perf_counter if a.clock == "wall" else time.process_time
     torch.set_num_threads(a.threads)
     torch.manual_seed(a.seed)
     mach = machine()
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()} (cpu_count {os.cpu_count()}), "
           f"{mach['platform']}, {mach['cpu']}", flush=True)
+    t_start = time.perf_counter()
 
     dictionary = make_dictionary(a.vocab)
     task = FakeTask(dictionary)
@@ -249,74 +358,137 @@ def main():
           f"params softmax {n_soft / 1e6:.2f}M, T2R {n_t2r / 1e6:.2f}M "
           f"(+{n_t2r - n_soft} feature map, {a.feature_map} k={a.feature_dim}); batch {a.batch}", flush=True)
 
-    models = {"softmax": soft, "t2r": t2r}
+    models = {"softmax": soft, "t2r": t2r, "t2r_unmerged": t2r}
+    if "floor_none" in variants:
+        models["floor_none"] = with_self_attention(t2r, lambda attn: NoAttention())
+    if "floor_proj" in variants:
+        models["floor_proj"] = with_self_attention(t2r, ProjectionsOnly)
+    models = {k: m for k, m in models.items() if k in variants}
+    stateful = {"softmax": "softmax", "t2r": "t2r", "t2r_unmerged": "t2r"}  # variant -> whose state it uses
     rows = []
     with torch.no_grad():
         probe = torch.randint(dictionary.nspecial, len(dictionary), (2, 33))
-        checks = {name: check_prefill(m, probe, chunk=8) for name, m in models.items()}
+        checks = {name: check_prefill(m, probe, chunk=8) for name, m in (("softmax", soft), ("t2r", t2r))}
+        real = {}
+        prefill(soft.decoder, probe[:, :9], real, 8)
+        synth_ok = describe_state(real) == describe_state(synthetic_softmax_state(soft, 2, 9))
+        assert synth_ok, "synthetic softmax cache differs from a real prefill's"
         print("prefill check (max |log-prob diff| vs full forward): "
-              + ", ".join(f"{k} {v:.1e}" for k, v in checks.items()), flush=True)
+              + ", ".join(f"{k} {v:.1e}" for k, v in checks.items())
+              + "; synthetic softmax cache has the real one's layout", flush=True)
 
-        print(f"\n{'context':>8} {'softmax ms/tok':>15} {'t2r ms/tok':>11} {'speedup':>8} "
-              f"{'softmax state MB':>17} {'t2r state MB':>13}", flush=True)
+        header = " ".join(f"{v:>13}" for v in models)
+        print(f"\n{'context':>8} {header}  (ms/token)  {'softmax MB':>10} {'t2r MB':>7}", flush=True)
         for ctx in contexts:
             base_tokens = torch.full((a.batch, ctx + a.warmup + a.steps + 1), dictionary.pad(), dtype=torch.long)
             base_tokens[:, :ctx] = torch.randint(dictionary.nspecial, len(dictionary), (a.batch, ctx))
-            base, nbytes, prefill_s, times = {}, {}, {}, {n: [] for n in models}
-            for name, m in models.items():
-                base[name] = {}
+            base, nbytes, prefill_s = {}, {}, {}
+            for name, m in (("softmax", soft), ("t2r", t2r)):
+                if not any(stateful.get(v) == name for v in models):
+                    continue
                 t0 = time.perf_counter()
-                prefill(m.decoder, base_tokens[:, :ctx], base[name], a.prefill_chunk)
+                if name == "softmax" and ctx > a.softmax_prefill_max:
+                    base[name] = synthetic_softmax_state(m, a.batch, ctx)
+                else:
+                    base[name] = {}
+                    prefill(m.decoder, base_tokens[:, :ctx], base[name], a.prefill_chunk)
                 prefill_s[name] = time.perf_counter() - t0
                 nbytes[name] = state_bytes(base[name])
+            times = {n: [] for n in models}
             for r in range(a.repeats):
                 order = list(models) if r % 2 == 0 else list(models)[::-1]
                 for name in order:
-                    times[name] += time_steps(models[name], base_tokens, base[name], ctx, a.steps, a.warmup)
+                    steps = a.softmax_steps if name == "softmax" and ctx > a.softmax_prefill_max else a.steps
+                    set_merge(t2r, name != "t2r_unmerged")
+                    st = base.get(stateful.get(name))
+                    times[name] += time_steps(models[name], base_tokens, st, ctx, steps, a.warmup)
+            set_merge(t2r, True)
             ms = {n: 1000 * statistics.median(t) for n, t in times.items()}
             row = {
                 "context": ctx,
-                "softmax_ms_per_token": ms["softmax"],
-                "t2r_ms_per_token": ms["t2r"],
-                "speedup": ms["softmax"] / ms["t2r"],
-                "softmax_state_MB": nbytes["softmax"] / 2**20,
-                "t2r_state_MB": nbytes["t2r"] / 2**20,
-                "softmax_state_bytes": nbytes["softmax"],
-                "t2r_state_bytes": nbytes["t2r"],
-                "softmax_prefill_s": prefill_s["softmax"],
-                "t2r_prefill_s": prefill_s["t2r"],
-                "softmax_step_ms": [1000 * t for t in times["softmax"]],
-                "t2r_step_ms": [1000 * t for t in times["t2r"]],
+                "ms_per_token": ms,
+                "softmax_state_MB": nbytes.get("softmax", 0) / 2**20,
+                "t2r_state_MB": nbytes.get("t2r", 0) / 2**20,
+                "softmax_state_bytes": nbytes.get("softmax"),
+                "t2r_state_bytes": nbytes.get("t2r"),
+                "softmax_cache": "synthetic" if ctx > a.softmax_prefill_max else "prefilled",
+                "prefill_s": prefill_s,
+                "step_ms": {n: [1000 * t for t in ts] for n, ts in times.items()},
             }
+            if "softmax" in ms and "t2r" in ms:
+                row["speedup"] = ms["softmax"] / ms["t2r"]
+            if "t2r" in ms:
+                for f in ("floor_none", "floor_proj"):
+                    if f in ms:
+                        row[f"t2r_over_{f}"] = ms["t2r"] / ms[f]
+                if "t2r_unmerged" in ms:
+                    row["merged_speedup"] = ms["t2r_unmerged"] / ms["t2r"]
             rows.append(row)
-            print(f"{ctx:>8} {row['softmax_ms_per_token']:>15.2f} {row['t2r_ms_per_token']:>11.2f} "
-                  f"{row['speedup']:>7.2f}x {row['softmax_state_MB']:>17.2f} {row['t2r_state_MB']:>13.2f}",
-                  flush=True)
+            cells = " ".join(f"{ms[v]:>13.2f}" for v in models)
+            print(f"{ctx:>8} {cells}  {row['softmax_state_MB']:>21.2f} {row['t2r_state_MB']:>7.2f}", flush=True)
             del base
+    wall = time.perf_counter() - t_start
+    summary = summarize(rows)
+    for line in summary["lines"]:
+        print(line)
+    print(f"measured in {wall:.0f} s", flush=True)
 
+    result = {
+        "benchmark": "lm_generation: per-token incremental decoding, softmax transformer_lm vs T2R twin and floors",
+        "machine": mach,
+        "config": {
+            "layers": a.layers, "dim": a.dim, "heads": a.heads, "ffn": a.ffn, "vocab": len(dictionary),
+            "feature_map": a.feature_map, "feature_dim": a.feature_dim, "batch": a.batch,
+            "steps": a.steps, "softmax_steps_synthetic": a.softmax_steps, "warmup": a.warmup, "repeats": a.repeats,
+            "prefill_chunk": a.prefill_chunk, "softmax_prefill_max": a.softmax_prefill_max,
+            "variants": list(models), "dtype": "float32",
+            "weights": "random (seed %d), shared tensors identical" % a.seed,
+            "params_softmax": n_soft, "params_t2r": n_t2r,
+            "timed": "model.decoder(tokens, incremental_state) + get_normalized_probs(log_probs=True) + argmax",
+            "statistic": f"median over repeats x steps of per-step {a.clock} time",
+            "clock": a.clock,
+            "wall_s": wall,
+        },
+        "prefill_check_max_abs_diff": checks,
+        "summary": summary,
+        "results": rows,
+    }
     if out:
         os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-        result = {
-            "benchmark": "lm_generation: per-token incremental decoding, softmax transformer_lm vs T2R twin",
-            "machine": mach,
-            "config": {
-                "layers": a.layers, "dim": a.dim, "heads": a.heads, "ffn": a.ffn, "vocab": len(dictionary),
-                "feature_map": a.feature_map, "feature_dim": a.feature_dim, "batch": a.batch,
-                "steps": a.steps, "warmup": a.warmup, "repeats": a.repeats, "prefill_chunk": a.prefill_chunk,
-                "dtype": "float32", "weights": "random (seed %d), shared tensors identical" % a.seed,
-                "params_softmax": n_soft, "params_t2r": n_t2r,
-                "timed": "model.decoder(tokens, incremental_state) + get_normalized_probs(log_probs=True) + argmax",
-                "statistic": "median over repeats x steps of per-step wall time",
-            },
-            "prefill_check_max_abs_diff": checks,
-            "results": rows,
-        }
         with open(out + ".json", "w") as f:
             json.dump(result, f, indent=1)
         title = (f"{a.layers}L/{a.dim}d/{a.heads}h LM, batch {a.batch}, fp32, {mach['cpu']} x{mach['threads']} threads, "
                  f"torch {torch.__version__}; T2R k={a.feature_dim}")
         plot(rows, out + ".png", title)
         print(f"\nwrote {out}.json and {out}.png")
+    return result
+
+
+def summarize(rows):
+    """The figures the targets are stated in (see docs/results/speed.md)."""
+    s = {"lines": []}
+    have = lambda name: all(name in r["ms_per_token"] for r in rows)  # noqa: E731
+    first, last = rows[0], rows[-1]
+    if have("t2r"):
+        flat = last["ms_per_token"]["t2r"] / first["ms_per_token"]["t2r"]
+        s["t2r_flatness"] = {"from": first["context"], "to": last["context"], "ratio": flat}
+        s["lines"].append(f"T2R ms/token at {last['context']} / at {first['context']}: {flat:.3f}")
+    if have("softmax") and have("t2r"):
+        s["speedup"] = {str(r["context"]): r["speedup"] for r in rows}
+        s["lines"].append("softmax / T2R per token: " + ", ".join(f"{r['context']}: {r['speedup']:.1f}x" for r in rows))
+        s["state_ratio_last"] = last["softmax_state_bytes"] / last["t2r_state_bytes"]
+        s["t2r_state_constant"] = len({r["t2r_state_bytes"] for r in rows}) == 1
+        s["lines"].append(f"state at {last['context']}: softmax {last['softmax_state_MB']:.1f} MB, T2R "
+                          f"{last['t2r_state_MB']:.2f} MB (1/{s['state_ratio_last']:.0f}); T2R constant: {s['t2r_state_constant']}")
+    for f in ("floor_none", "floor_proj"):
+        if have("t2r") and have(f):
+            worst = max(r[f"t2r_over_{f}"] for r in rows)
+            s[f"t2r_over_{f}_max"] = worst
+            s["lines"].append(f"T2R / {f}: " + ", ".join(f"{r[f't2r_over_{f}']:.3f}" for r in rows) + f" (max {worst:.3f})")
+    if have("t2r") and have("t2r_unmerged"):
+        s["merged_speedup"] = statistics.median(r["merged_speedup"] for r in rows)
+        s["lines"].append(f"merged vs unmerged projections: {s['merged_speedup']:.3f}x per token (median over contexts)")
+    return s
 
 
 if __name__ == "__main__":

@@ -13,10 +13,13 @@ length (cross-attention over all encoder states); T2R steps do neither (S, z and
 summary S_src, z_src are fixed-size). The encoder is softmax in both and is timed separately.
 
 Two sweeps, side by side in one run: source lengths at a fixed target length, and target lengths
-at a fixed source length, for beam 4 and beam 1. Softmax and T2R are interleaved per point and
-per repeat (the order alternates) because the machine may be shared; medians are reported.
+at a fixed source length (default: beam 4, sources 64 / 512 / 2048 tokens with 256-token outputs,
+and outputs 64 / 256 for 512-token sources). Softmax and T2R are interleaved per point and per
+repeat (the order alternates) because the machine may be shared; medians are reported. Each row
+also gives the decoder's time per step, (generate - encoder) / (tgt + 1), the figure that should
+not depend on the source length for T2R.
 
-    python benchmarks/mt_decoding.py            # 3+3 layers, 256 dims, lengths 32..1024
+    python benchmarks/mt_decoding.py            # 6+6 layers, 512 dims, 8 heads, FFN 2048, vocab 10k
     python benchmarks/mt_decoding.py --quick    # tiny model, lengths 32,128 (smoke test)
 """
 import argparse
@@ -80,18 +83,49 @@ def source_batch(dictionary, batch, length, seed):
 def generate(model, dictionary, sample, beam, tgt):
     gen = SequenceGenerator([model], dictionary, beam_size=beam, min_len=tgt, max_len_a=0,
                             max_len_b=tgt, max_len=tgt + 2)
-    t0 = time.perf_counter()
+    t0 = CLOCK()
     hypos = gen.generate([model], sample)
-    dt = time.perf_counter() - t0
+    dt = CLOCK() - t0
     got = {len(h["tokens"]) for nbest in hypos for h in nbest}
     assert got == {tgt + 1}, f"forced length {tgt} + eos, got lengths {sorted(got)}"
     return dt
 
 
+CLOCK = time.perf_counter
+
+
+def decoder_steps(model, dictionary, src_len, beam, steps, warmup, seed):
+    """ms per decoder step, timed directly (no SequenceGenerator): one sentence of src_len tokens
+    encoded once and expanded to ``beam`` rows, then ``steps`` incremental decoder steps, each
+    followed by a reorder of the incremental state (a shuffle within the beam, as beam search
+    does). fairseq's generator also re-indexes encoder_out at every step (an O(source) copy for
+    both models, outside the attention), which this leaves out."""
+    sample = source_batch(dictionary, 1, src_len, seed)
+    enc = model.encoder(**sample["net_input"])
+    enc = model.encoder.reorder_encoder_out(enc, torch.zeros(beam, dtype=torch.long))
+    for m in model.modules():
+        if m is not model and hasattr(m, "set_beam_size"):
+            m.set_beam_size(beam)
+    g = torch.Generator().manual_seed(seed)
+    tokens = torch.randint(dictionary.nspecial, len(dictionary), (beam, warmup + steps + 1), generator=g)
+    tokens[:, 0] = dictionary.eos()
+    shuffle = torch.roll(torch.arange(beam), 1)
+    state, times = {}, []
+    for t in range(warmup + steps):
+        t0 = CLOCK()
+        out = model.decoder(tokens[:, : t + 1], encoder_out=enc, incremental_state=state)
+        model.get_normalized_probs((out[0][:, -1:, :], out[1]), log_probs=True, sample=None)
+        model.decoder.reorder_incremental_state_scripting(state, shuffle)
+        dt = CLOCK() - t0
+        if t >= warmup:
+            times.append(dt)
+    return 1000 * sum(times) / len(times)
+
+
 def encode(model, sample):
-    t0 = time.perf_counter()
+    t0 = CLOCK()
     model.encoder(**sample["net_input"])
-    return time.perf_counter() - t0
+    return CLOCK() - t0
 
 
 
@@ -114,9 +148,9 @@ def plot(rows, a, path, title):
             if not pts:
                 continue
             xs = [x for x, _ in pts]
-            ax.plot(xs, [r["softmax_ms_per_token"] for _, r in pts], "o" + style, color="C0",
+            ax.plot(xs, [r["softmax_decoder_ms_per_step"] for _, r in pts], "o" + style, color="C0",
                     label=f"softmax, beam {beam}")
-            ax.plot(xs, [r["t2r_ms_per_token"] for _, r in pts], "s" + style, color="C1",
+            ax.plot(xs, [r["t2r_decoder_ms_per_step"] for _, r in pts], "s" + style, color="C1",
                     label=f"T2R, beam {beam}")
         ax.set_xscale("log", base=2)
         xs = sorted({r[xkey] for r in rows if r["sweep"] == sweep})
@@ -125,7 +159,7 @@ def plot(rows, a, path, title):
         ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
         ax.set_ylim(bottom=0)
         ax.set_xlabel(f"{sweep} length (tokens); {fixed_key} length {fixed}")
-        ax.set_ylabel("ms per target token (median, incl. encoder)")
+        ax.set_ylabel("decoder ms per step ((generate - encoder) / steps)")
         ax.set_title(f"decoding time vs {sweep} length")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
@@ -139,43 +173,52 @@ def parse_lengths(s):
     return sorted({int(x) for x in s.split(",") if x.strip()})
 
 
-def main():
+def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--src-lens", default="32,64,128,256,512,1024", help="source lengths of the source sweep")
-    p.add_argument("--tgt-lens", default="32,64,128,256,512,1024", help="target lengths of the target sweep")
-    p.add_argument("--fixed-tgt", type=int, default=128, help="target length during the source sweep")
-    p.add_argument("--fixed-src", type=int, default=128, help="source length during the target sweep")
-    p.add_argument("--beams", default="4,1")
+    p.add_argument("--src-lens", default="64,512,2048", help="source lengths of the source sweep")
+    p.add_argument("--tgt-lens", default="64,256", help="target lengths of the target sweep")
+    p.add_argument("--fixed-tgt", type=int, default=256, help="target length during the source sweep")
+    p.add_argument("--fixed-src", type=int, default=512, help="source length during the target sweep")
+    p.add_argument("--beams", default="4")
     p.add_argument("--batch", type=int, default=1, help="source sentences per generate call")
-    p.add_argument("--enc-layers", type=int, default=3)
-    p.add_argument("--dec-layers", type=int, default=3)
-    p.add_argument("--dim", type=int, default=256)
-    p.add_argument("--heads", type=int, default=4)
-    p.add_argument("--ffn", type=int, default=1024)
-    p.add_argument("--vocab", type=int, default=8000)
+    p.add_argument("--enc-layers", type=int, default=6)
+    p.add_argument("--dec-layers", type=int, default=6)
+    p.add_argument("--dim", type=int, default=512)
+    p.add_argument("--heads", type=int, default=8)
+    p.add_argument("--ffn", type=int, default=2048)
+    p.add_argument("--vocab", type=int, default=10000)
     p.add_argument("--feature-map", default="t2r")
     p.add_argument("--feature-dim", type=int, default=32)
     p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--threads", type=int, default=1,
-                   help="torch threads (default 1: one sentence's decoding matmuls are too small to gain from "
-                        "more, and on a shared machine 2 threads ran 10-40x slower than 1)")
+    p.add_argument("--threads", type=int, default=os.cpu_count(),
+                   help="torch threads (default: all cores; on a machine shared with other jobs use 1: "
+                        "2 threads then ran 10-40x slower than 1)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--step-count", type=int, default=64, help="decoder steps timed directly per source length")
+    p.add_argument("--warmup-steps", type=int, default=4)
+    p.add_argument("--clock", choices=["wall", "cpu"], default="wall",
+                   help="wall: perf_counter (the figure to report); cpu: process CPU time, steadier on a "
+                        "shared machine for comparing the models with --threads 1")
     p.add_argument("--quick", action="store_true", help="tiny model, lengths 32,128, one repeat (smoke test)")
     p.add_argument("--out", default=None, help="output prefix for .json/.png (default "
                    "benchmarks/results/mt_decoding; --quick: benchmarks/results/mt_decoding_quick)")
-    a = p.parse_args()
+    a = p.parse_args(argv)
     if a.quick:
         a.enc_layers, a.dec_layers, a.dim, a.heads, a.ffn, a.vocab, a.repeats = 2, 2, 64, 4, 128, 1000, 1
         if a.src_lens == p.get_default("src_lens"):
             a.src_lens = "32,128"
         if a.tgt_lens == p.get_default("tgt_lens"):
-            a.tgt_lens = "32,128"
+            a.tgt_lens = "16"
         a.fixed_src, a.fixed_tgt = min(a.fixed_src, 32), min(a.fixed_tgt, 32)
+        a.step_count, a.warmup_steps = 8, 1
     out = a.out or os.path.join(REPO, "benchmarks", "results", "mt_decoding" + ("_quick" if a.quick else ""))
     a.beams = [int(b) for b in a.beams.split(",")]
     points = [("source", s, a.fixed_tgt) for s in parse_lengths(a.src_lens)]
-    points += [("target", a.fixed_src, t) for t in parse_lengths(a.tgt_lens)]
+    points += [("target", a.fixed_src, t) for t in parse_lengths(a.tgt_lens)
+               if ("source", a.fixed_src, t) not in points]
 
+    global CLOCK
+    CLOCK = time.perf_counter if a.clock == "wall" else time.process_time
     torch.set_num_threads(a.threads)
     torch.manual_seed(a.seed)
     mach = machine()
@@ -228,6 +271,21 @@ def main():
                 print(f"{sweep:>6} {beam:>4} {src_len:>5} {tgt_len:>5} | {row['softmax_ms_per_token']:>14.2f} "
                       f"{row['t2r_ms_per_token']:>10.2f} {row['speedup']:>6.2f}x | {row['softmax_s']:>9.2f} "
                       f"{row['t2r_s']:>7.2f} {enc:>9.3f}", flush=True)
+        print(f"\ndecoder steps timed directly ({a.step_count} steps after {a.warmup_steps}, beam {a.beams[0]}, "
+              f"state reordered each step):", flush=True)
+        step_rows = []
+        for src_len in parse_lengths(a.src_lens):
+            ms = {n: [] for n in models}
+            for r in range(a.repeats):
+                for name in (list(models) if r % 2 == 0 else list(models)[::-1]):
+                    ms[name].append(decoder_steps(models[name], dictionary, src_len, a.beams[0], a.step_count,
+                                                  a.warmup_steps, a.seed + src_len))
+            med = {n: statistics.median(v) for n, v in ms.items()}
+            step_rows.append({"src": src_len, "beam": a.beams[0], "steps": a.step_count,
+                              "softmax_ms_per_step": med["softmax"], "t2r_ms_per_step": med["t2r"],
+                              "speedup": med["softmax"] / med["t2r"]})
+            print(f"  src {src_len:>5}: softmax {med['softmax']:.2f} ms/step, T2R {med['t2r']:.2f} ms/step, "
+                  f"{med['softmax'] / med['t2r']:.2f}x", flush=True)
     wall = time.perf_counter() - t_start
     print(f"\nmeasured in {wall:.0f} s", flush=True)
 
@@ -244,11 +302,16 @@ def main():
             "params_softmax": n_soft, "params_t2r": n_t2r,
             "timed": "SequenceGenerator.generate (encoder + tgt+1 decoder steps + beam bookkeeping), "
                      "min_len = max_len = tgt",
-            "statistic": "median over repeats; ms_per_token = generate time / tgt",
+            "statistic": f"median over repeats of {a.clock} time; ms_per_token = generate time / tgt",
+            "clock": a.clock, "step_count": a.step_count,
             "wall_s": wall,
         },
         "results": rows,
+        "decoder_steps": step_rows,
     }
+    result["summary"] = summarize(rows, a, step_rows)
+    for line in result["summary"]["lines"]:
+        print(line)
     with open(out + ".json", "w") as f:
         json.dump(result, f, indent=1)
     print(f"wrote {out}.json")
@@ -259,6 +322,37 @@ def main():
         print(f"wrote {out}.png")
     except ImportError:
         print("matplotlib is not installed: no PNG (pip install matplotlib)")
+    return result
+
+
+def summarize(rows, a, step_rows=()):
+    s = {"lines": []}
+    if len(step_rows) > 1:
+        first, last = step_rows[0], step_rows[-1]
+        for m in ("t2r", "softmax"):
+            ratio = last[f"{m}_ms_per_step"] / first[f"{m}_ms_per_step"]
+            s[f"direct_{m}_step_ratio"] = {"from": first["src"], "to": last["src"], "ratio": ratio}
+            s["lines"].append(f"{m} decoder step timed directly, ms by source length: "
+                              + ", ".join(f"{r['src']}: {r[f'{m}_ms_per_step']:.2f}" for r in step_rows)
+                              + f" ({last['src']} / {first['src']}: {ratio:.2f})")
+    for beam in a.beams:
+        main = [r for r in rows if r["beam"] == beam and r["src"] == a.fixed_src and r["tgt"] == a.fixed_tgt]
+        if main:
+            r = main[0]
+            s[f"beam{beam}_speedup"] = r["speedup"]
+            s[f"beam{beam}_decoder_speedup"] = r["softmax_decoder_ms_per_step"] / r["t2r_decoder_ms_per_step"]
+            s["lines"].append(f"beam {beam}, src {r['src']}, tgt {r['tgt']}: softmax / T2R {r['speedup']:.2f}x "
+                              f"(generate), {s[f'beam{beam}_decoder_speedup']:.2f}x (decoder steps)")
+        src = sorted((r for r in rows if r["beam"] == beam and r["sweep"] == "source"), key=lambda r: r["src"])
+        if len(src) > 1:
+            for m in ("t2r", "softmax"):
+                key = f"{m}_decoder_ms_per_step"
+                ratio = src[-1][key] / src[0][key]
+                s[f"beam{beam}_{m}_step_ratio_src{src[-1]['src']}_vs_{src[0]['src']}"] = ratio
+                s["lines"].append(f"beam {beam}, {m} decoder ms/step by source length: "
+                                  + ", ".join(f"{r['src']}: {r[key]:.2f}" for r in src)
+                                  + f" ({src[-1]['src']} / {src[0]['src']}: {ratio:.2f})")
+    return s
 
 
 if __name__ == "__main__":

@@ -174,9 +174,15 @@ def test_merged_projections_equal_unmerged(feature_map, cross):
     attn = T2RAttention.from_softmax(mha, feature_map, 8).double().eval()
     x = torch.randn(9, 3, 16, dtype=torch.float64)
     kpm = right_padding_mask([9, 6, 2], 9)
-    with torch.enable_grad():  # autograd on: the unmerged path
+    attn.merge_projections = False
+    with torch.no_grad():
         unmerged, _ = attn(x, x, x, key_padding_mask=kpm)
     assert not attn._merged_cache
+    attn.merge_projections = True
+    with torch.enable_grad():  # autograd on: merged, but rebuilt at every call, never cached
+        merged_grad, _ = attn(x, x, x, key_padding_mask=kpm)
+    assert not attn._merged_cache
+    assert (merged_grad - unmerged).abs().max().item() <= 1e-8
     with torch.no_grad():
         merged, _ = attn(x, x, x, key_padding_mask=kpm)
         assert set(attn._merged_cache) == {"q", "k"}
@@ -184,6 +190,7 @@ def test_merged_projections_equal_unmerged(feature_map, cross):
         attn.feature_map.weight.add_(0.5)
         changed, _ = attn(x, x, x, key_padding_mask=kpm)
     assert (merged - unmerged).abs().max().item() <= 1e-8
-    with torch.enable_grad():
+    attn.merge_projections = False
+    with torch.no_grad():
         reference, _ = attn(x, x, x, key_padding_mask=kpm)
     assert (changed - reference).abs().max().item() <= 1e-8

@@ -181,7 +181,7 @@ def test_recurrent_equals_parallel_under_beam_reorders(data_dir):
             ref = parallel_scores(model, rows_src, rows_len, hist)[:, -1:]
             assert (out - ref).abs().max().item() <= 1e-8, step
             if step == 0:  # the source summary is kept once per sentence
-                assert all(buf["S_src"].size(0) == 4 for buf in state.values() if "S_src" in buf)
+                assert all(buf["Sz_src"].size(0) == 4 for buf in state.values() if "Sz_src" in buf)
 
 
 def test_stock_generator_sets_beam_size_and_stale_beam_is_safe(data_dir):

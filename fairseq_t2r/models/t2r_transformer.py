@@ -5,7 +5,9 @@ The encoder keeps softmax attention. In the decoder, every chosen layer (``--t2r
 default all) gets causal linear self-attention and, unless ``--t2r-no-cross``, linear
 cross-attention (feature size ``--t2r-cross-feature-dim``, default ``--t2r-feature-dim``).
 During generation the cross-attention keeps one summary of the source per sentence
-(``S_src``/``z_src``), so a decoding step costs the same whatever the source length.
+(``Sz_src``), so a decoding step costs the same whatever the source length; and when every
+cross-attention is linear, fairseq's per-step re-indexing of encoder_out (an O(source) copy) is
+skipped after the first step, since the decoder no longer reads it.
 
 Swap a softmax checkpoint with any fairseq tool, e.g.::
 
@@ -15,11 +17,14 @@ Swap a softmax checkpoint with any fairseq tool, e.g.::
 ``upgrade_state_dict_named`` copies every tensor of the checkpoint and initialises only the
 feature maps; a checkpoint that does not fit stops with one line naming the first bad tensor.
 """
+import types
+
 from fairseq.dataclass.utils import gen_parser_from_dataclass
 from fairseq.models import register_model
 from fairseq.models.transformer import TransformerModel
 
 from ..config import T2RCrossConfig, set_t2r_defaults
+from ..modules.t2r_attention import T2RAttention
 from . import trainable
 from .conversion import convert_decoder, fill_new_tensors
 from .twins import register_twins
@@ -42,7 +47,9 @@ class T2RTransformerModel(TransformerModel):
     def build_model(cls, args, task):
         set_t2r_defaults(args)
         model = super().build_model(args, task)
-        convert_decoder(model, args, with_cross=True)
+        model = convert_decoder(model, args, with_cross=True)
+        if all(isinstance(getattr(layer, "encoder_attn", None), T2RAttention) for layer in model.decoder.layers):
+            model.encoder.reorder_encoder_out = types.MethodType(_reorder_encoder_out_once, model.encoder)
         return trainable.prepare(model, args, task)  # --t2r-trainable; lets criteria find the model
 
     def set_beam_size(self, beam_size):
@@ -53,6 +60,19 @@ class T2RTransformerModel(TransformerModel):
     def upgrade_state_dict_named(self, state_dict, name):
         super().upgrade_state_dict_named(state_dict, name)
         fill_new_tensors(self, state_dict, name)
+
+
+def _reorder_encoder_out_once(encoder, encoder_out, new_order):
+    """The encoder's reorder_encoder_out, done once: SequenceGenerator re-indexes encoder_out
+    before every decoding step (an O(source length) copy), but when every cross-attention is
+    linear the decoder reads encoder_out only at its first step, to build the per-sentence source
+    summaries it then reorders itself. So the first call (the expansion to beam hypotheses)
+    happens; later calls return encoder_out as it is."""
+    if "t2r_expanded" in encoder_out:
+        return encoder_out
+    out = type(encoder).reorder_encoder_out(encoder, encoder_out, new_order)
+    out["t2r_expanded"] = []
+    return out
 
 
 register_twins("transformer", "t2r_transformer")

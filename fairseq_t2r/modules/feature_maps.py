@@ -5,7 +5,8 @@ Interface (after fast-transformers): ``forward_queries(q)`` and ``forward_keys(k
 for deterministic maps). Queries arrive already scaled by D**-0.5, as in softmax attention;
 keys arrive unscaled. Maps with parameters keep one set per head.
 
-Maps of the form phi(x) = activate(W_h x + b_h) also expose ``linear_part()`` and ``activate``,
+Maps of the form phi(x) = activate(W_h x + b_h) also expose ``linear_part()`` and
+``activate(y, inplace=False)`` (``inplace`` is a hint: a map may overwrite y),
 so that at inference the attention can fold W_h into its query/key projections (REFERENCE §1):
 queries and keys of size head_dim are then never built, only the features.
 """
@@ -102,8 +103,9 @@ class T2RFeatureMap(FeatureMap):
     def linear_part(self):
         return self.weight, self.bias
 
-    def activate(self, y):
-        return F.relu(y)
+    def activate(self, y, inplace=False):
+        # inplace: y is a fresh projection output nobody else reads (saves one activation copy)
+        return F.relu(y, inplace=inplace)
 
     def forward(self, x):
         return self.activate(_per_head_linear(x, self.weight, self.bias))
@@ -137,7 +139,7 @@ class HedgehogFeatureMap(FeatureMap):
     def linear_part(self):
         return self.weight, None
 
-    def activate(self, y):
+    def activate(self, y, inplace=False):
         yf = _upcast(y)
         return torch.cat([yf.softmax(-1), (-yf).softmax(-1)], dim=-1).to(y.dtype)
 

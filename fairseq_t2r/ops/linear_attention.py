@@ -32,9 +32,10 @@ from torch import Tensor
 
 DEFAULT_EPS = 0.01  # the original T2R code clamps the denominator at 0.01
 DEFAULT_CHUNK_SIZE = 64
-# Below this length the quadratic form is faster than the chunked one on CPU and GPU alike
-# (see benchmarks/); both are exact, so this only trades speed for memory.
-QUADRATIC_MAX_LEN = 512
+# Up to this length the quadratic form is faster than the chunked one (fwd + bwd, 8 heads,
+# k = 32, d = 64 on CPU: 1.7x faster at 64, even at 128, 2.5x slower at 256; measured by
+# benchmarks/training.py --parts tune). Both are exact, so this only trades speed and memory.
+QUADRATIC_MAX_LEN = 128
 
 State = Tuple[Tensor, Tensor]  # (S: (B, H, F, D), z: (B, H, F))
 
@@ -79,7 +80,207 @@ def causal_chunked(
     initial_state: Optional[State] = None,
     return_state: bool = False,
 ):
-    """Exact causal linear attention in chunks; optionally continues from / returns a state."""
+    """Exact causal linear attention in chunks; optionally continues from / returns a state.
+
+    With autograd (and no initial state) this runs as ``ChunkedLinearAttention``, whose backward
+    recomputes the chunk states instead of keeping them: it saves only phi_q, phi_k, v and one
+    denominator per position.
+    """
+    needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (phi_q, phi_k, v))
+    if needs_grad:
+        if initial_state is None and not return_state:
+            return ChunkedLinearAttention.apply(phi_q, phi_k, v, eps, chunk_size)
+        return _causal_chunked_autograd(phi_q, phi_k, v, eps, chunk_size, initial_state, return_state)
+    out, _, state = _chunked_forward(phi_q, phi_k, v, eps, chunk_size, initial_state, return_state)
+    return (out, state) if return_state else out
+
+
+# -- the chunked form, written out (forward and backward) -------------------------------------
+#
+# Per (batch, head) and chunk c of C positions, with V' = [V, 1] (a ones column, so that the
+# denominator comes out of the same matmuls as the numerator):
+#     A_c   = tril(Q_c K_c^T)                        (C, C)
+#     P_c   = P0 + sum_{c' < c} K_c'^T V'_c'           (F, D + 1)   exclusive prefix of chunk states
+#     N'_c  = A_c V'_c + Q_c P_c = [num | den]
+#     out_c = num / max(den, eps)
+# Backward, from dout: dN' = [dout / max(den, eps) | -(dout . num) / max(den, eps)^2 * (den >= eps)],
+#     dA = tril(dN' V'^T),  R_c = sum_{c' > c} Q_c'^T dN'_c'   (exclusive suffix),
+#     dQ = dA K + dN' P^T,  dK = dA^T Q + V' R^T,  dV' = A^T dN' + K R.
+# Heads are processed in groups (a few MB of working set each), so the transient per-chunk
+# tensors never exist for all heads at once and stay in cache.
+
+_GROUP_ROWS = 1 << 13  # positions x heads per group
+
+
+def _groups(G: int, Tp: int):
+    step = max(1, min(G, _GROUP_ROWS // max(Tp, 1)))
+    return [(g, min(G, g + step)) for g in range(0, G, step)]
+
+
+def _chunk_len(T: int, chunk_size: int) -> Tuple[int, int]:
+    C = max(1, min(chunk_size, T))
+    return C, T + (-T) % C
+
+
+def _load(x: Tensor, g0: int, g1: int, Tp: int, ct, ones: bool = False) -> Tensor:
+    """Rows g0:g1 of x (G, T, X) (any strides) as a contiguous (g, Tp, X [+1]) tensor in dtype ct,
+    zero-padded to Tp positions; with ``ones`` a column of ones is appended (V' = [V, 1])."""
+    g, T, X = g1 - g0, x.size(1), x.size(2)
+    buf = torch.empty(g, Tp, X + ones, dtype=ct, device=x.device)
+    buf[:, :T, :X].copy_(x[g0:g1])
+    if Tp > T:
+        buf[:, T:, :X].zero_()
+    if ones:
+        buf[:, :, X].fill_(1.0)
+    return buf
+
+
+def _flat(x: Tensor) -> Tensor:
+    """(B, H, T, X) -> (B * H, T, X): a view for head-major tensors and for permuted views of
+    (T, B, H, X) projections alike; a copy only for other layouts."""
+    return x.reshape(x.size(0) * x.size(1), x.size(2), x.size(3))
+
+
+def _empty_like_flat(x: Tensor, dtype=None) -> Tuple[Tensor, Tensor]:
+    """An empty tensor shaped and laid out like x (B, H, T, X) (so that a (T, B, H, X) layout
+    merges its heads back as a view), and its (B * H, T, X) view."""
+    out = torch.empty_like(x, dtype=dtype)
+    try:
+        return out, out.view(x.size(0) * x.size(1), x.size(2), x.size(3))
+    except RuntimeError:
+        out = torch.empty(x.shape, dtype=dtype or x.dtype, device=x.device)
+        return out, _flat(out)
+
+
+def _prefix_states(kc: Tensor, vc: Tensor, g: int, n: int, S0: Optional[Tensor]):
+    """kv (g, n, F, D1) per chunk and P (g, n, F, D1), the exclusive prefix (state before chunk)."""
+    F, D1 = kc.size(-1), vc.size(-1)
+    kv = torch.bmm(kc.transpose(1, 2), vc).view(g, n, F, D1)
+    P = torch.empty_like(kv)
+    P[:, 0].zero_()
+    if n > 1:
+        torch.cumsum(kv[:, :-1], dim=1, out=P[:, 1:])
+    if S0 is not None:
+        P += S0.unsqueeze(1)
+    return kv, P
+
+
+def _chunked_forward(phi_q, phi_k, v, eps, chunk_size, initial_state=None, return_state=False):
+    """(out, den (B, H, T) before the clamp, final state or None); no autograd."""
+    B, H, T, F = phi_q.shape
+    D = v.size(-1)
+    ct = compute_dtype(v.dtype)
+    C, Tp = _chunk_len(T, chunk_size)
+    n = Tp // C
+    G = B * H
+    q3, k3, v3 = _flat(phi_q), _flat(phi_k), _flat(v)
+    out, out3 = _empty_like_flat(v)
+    den = torch.empty(B, H, T, dtype=ct, device=v.device)
+    den3 = den.view(G, T)
+    S0 = None
+    if initial_state is not None:
+        S0 = torch.cat([initial_state[0].to(ct), initial_state[1].to(ct).unsqueeze(-1)], -1).reshape(G, F, D + 1)
+    finals = []
+    for g0, g1 in _groups(G, Tp):
+        g = g1 - g0
+        qc = _load(q3, g0, g1, Tp, ct).view(g * n, C, F)
+        kc = _load(k3, g0, g1, Tp, ct).view(g * n, C, F)
+        vc = _load(v3, g0, g1, Tp, ct, ones=True).view(g * n, C, D + 1)
+        kv, P = _prefix_states(kc, vc, g, n, None if S0 is None else S0[g0:g1])
+        if return_state:
+            finals.append(P[:, -1] + kv[:, -1])
+        del kv
+        A = torch.bmm(qc, kc.transpose(1, 2)).tril_()
+        N = torch.bmm(A, vc)
+        del A
+        N.baddbmm_(qc, P.view(g * n, F, D + 1))
+        N = N.view(g, Tp, D + 1)[:, :T]
+        den3[g0:g1] = N[..., D]
+        torch.div(N[..., :D], N[..., D:].clamp(min=eps), out=out3[g0:g1])
+    state = None
+    if return_state:
+        Sz = torch.cat(finals, 0).view(B, H, F, D + 1)
+        state = (Sz[..., :D], Sz[..., D])
+    return out, den, state
+
+
+def _chunked_backward(phi_q, phi_k, v, den, dout, eps, chunk_size):
+    B, H, T, F = phi_q.shape
+    D = v.size(-1)
+    ct = den.dtype
+    C, Tp = _chunk_len(T, chunk_size)
+    n = Tp // C
+    G = B * H
+    q3, k3, v3, do3 = _flat(phi_q), _flat(phi_k), _flat(v), _flat(dout)
+    den3 = den.view(G, T)
+    dq, dq3 = _empty_like_flat(phi_q)
+    dk, dk3 = _empty_like_flat(phi_k)
+    dv, dv3 = _empty_like_flat(v)
+    for g0, g1 in _groups(G, Tp):
+        g = g1 - g0
+        qc = _load(q3, g0, g1, Tp, ct).view(g * n, C, F)
+        kc = _load(k3, g0, g1, Tp, ct).view(g * n, C, F)
+        vc = _load(v3, g0, g1, Tp, ct, ones=True).view(g * n, C, D + 1)
+        raw = den3[g0:g1]  # (g, T), before the clamp
+        dmax = raw.clamp(min=eps)
+        _, P = _prefix_states(kc, vc, g, n, None)
+        P = P.view(g * n, F, D + 1)
+        A = torch.bmm(qc, kc.transpose(1, 2)).tril_()
+        # the output is recomputed rather than kept from the forward (one tensor of the
+        # sequence's size less held between forward and backward)
+        num = torch.bmm(A, vc).baddbmm_(qc, P).view(g, Tp, D + 1)[:, :T, :D]
+        do = do3[g0:g1].to(ct)
+        dN = torch.empty(g, Tp, D + 1, dtype=ct, device=v.device)
+        if Tp > T:
+            dN[:, T:].zero_()
+        torch.div(do, dmax.unsqueeze(-1), out=dN[:, :T, :D])
+        # d/d den of num / max(den, eps): -(dout . out) / max(den, eps) where den >= eps (as clamp)
+        dot = torch.linalg.vecdot(do, num)
+        dN[:, :T, D] = dot.div_(dmax).div_(dmax).neg_().masked_fill_(raw < eps, 0.0)
+        del do, dot, num
+        dN = dN.view(g * n, C, D + 1)
+        dP = torch.bmm(qc.transpose(1, 2), dN).view(g, n, F, D + 1)
+        R = torch.empty_like(dP)  # exclusive suffix sums of dP over chunks
+        R[:, -1].zero_()
+        if n > 1:
+            R[:, :-1] = dP[:, 1:].flip(1).cumsum(1).flip(1)
+        del dP
+        R = R.view(g * n, F, D + 1)
+        dA = torch.bmm(dN, vc.transpose(1, 2)).tril_()
+        gq = torch.bmm(dA, kc).baddbmm_(dN, P.transpose(1, 2))
+        del P
+        gk = torch.bmm(dA.transpose(1, 2), qc).baddbmm_(vc, R.transpose(1, 2))
+        del dA
+        gv = torch.bmm(A.transpose(1, 2), dN).baddbmm_(kc, R)
+        del A
+        dq3[g0:g1] = gq.view(g, Tp, F)[:, :T]
+        dk3[g0:g1] = gk.view(g, Tp, F)[:, :T]
+        dv3[g0:g1] = gv.view(g, Tp, D + 1)[:, :T, :D]
+    return dq, dk, dv
+
+
+class ChunkedLinearAttention(torch.autograd.Function):
+    """Causal linear attention in chunks with a hand-written backward that recomputes the chunk
+    states and the numerator (see the comment above): it keeps only phi_q, phi_k, v and one
+    denominator per position between forward and backward."""
+
+    @staticmethod
+    def forward(ctx, phi_q, phi_k, v, eps, chunk_size):
+        out, den, _ = _chunked_forward(phi_q, phi_k, v, eps, chunk_size)
+        ctx.save_for_backward(phi_q, phi_k, v, den)
+        ctx.eps, ctx.chunk_size = eps, chunk_size
+        return out
+
+    @staticmethod
+    def backward(ctx, dout):
+        phi_q, phi_k, v, den = ctx.saved_tensors
+        dq, dk, dv = _chunked_backward(phi_q, phi_k, v, den, dout, ctx.eps, ctx.chunk_size)
+        return dq, dk, dv, None, None
+
+
+def _causal_chunked_autograd(phi_q, phi_k, v, eps, chunk_size, initial_state, return_state):
+    """Plain differentiable chunked form (autograd keeps every intermediate); used only when
+    gradients must flow through a given initial state or a returned state."""
     out_dtype = v.dtype
     ct = compute_dtype(out_dtype)
     phi_q, phi_k, v = phi_q.to(ct), phi_k.to(ct), v.to(ct)
@@ -88,7 +289,6 @@ def causal_chunked(
     C = min(chunk_size, T)
     pad = (-T) % C
     if pad:
-        # zero keys/values contribute nothing; the padded query rows are cut off below
         phi_q = torch.nn.functional.pad(phi_q, (0, 0, 0, pad))
         phi_k = torch.nn.functional.pad(phi_k, (0, 0, 0, pad))
         v = torch.nn.functional.pad(v, (0, 0, 0, pad))
@@ -96,10 +296,8 @@ def causal_chunked(
     q = phi_q.reshape(B, H, n, C, F)
     k = phi_k.reshape(B, H, n, C, F)
     vc = v.reshape(B, H, n, C, D)
-
-    # state before each chunk: exclusive prefix sum over chunks of K_c^T V_c and of K_c
-    kv = torch.matmul(k.transpose(-1, -2), vc)  # (B, H, n, F, D)
-    ksum = k.sum(-2)  # (B, H, n, F)
+    kv = torch.matmul(k.transpose(-1, -2), vc)
+    ksum = k.sum(-2)
     S_incl = kv.cumsum(2)
     z_incl = ksum.cumsum(2)
     if initial_state is not None:
@@ -108,8 +306,7 @@ def causal_chunked(
         z_incl = z_incl + z0.to(ct).unsqueeze(2)
     S_prev = S_incl - kv
     z_prev = z_incl - ksum
-
-    intra = torch.matmul(q, k.transpose(-1, -2))  # (B, H, n, C, C)
+    intra = torch.matmul(q, k.transpose(-1, -2))
     causal = torch.ones(C, C, dtype=torch.bool, device=q.device).tril_()
     intra = intra.masked_fill(~causal, 0.0)
     num = torch.matmul(intra, vc) + torch.matmul(q, S_prev)
@@ -133,10 +330,50 @@ def causal_parallel(
     """Training form: picks the faster exact algorithm for the length.
 
     Dropout on attention weights needs the weights themselves, so it forces the quadratic form.
+    On CUDA, long sequences go through flash-linear-attention's chunked kernel when the optional
+    ``fla`` package is importable (``pip install .[gpu]``; ``USE_FLA = False`` turns it off).
     """
     if weight_dropout is not None or phi_q.size(-2) <= quadratic_max_len:
         return causal_quadratic(phi_q, phi_k, v, eps, weight_dropout)
+    if phi_q.is_cuda and USE_FLA and fla_kernel() is not None:
+        return causal_fla(phi_q, phi_k, v, eps)
     return causal_chunked(phi_q, phi_k, v, eps, chunk_size)
+
+
+# -- optional GPU kernel: flash-linear-attention -----------------------------------------------
+USE_FLA = True
+_FLA_KERNEL = None  # None: not looked up yet; False: not available
+
+
+def fla_kernel():
+    """fla's ``chunk_linear_attn`` (imported on first use), or None when fla is not installed."""
+    global _FLA_KERNEL
+    if _FLA_KERNEL is None:
+        try:
+            import inspect
+
+            from fla.ops.linear_attn import chunk_linear_attn
+
+            extra = {}
+            if "head_first" in inspect.signature(chunk_linear_attn).parameters:
+                extra["head_first"] = False  # old releases defaulted to (B, H, T, K)
+            _FLA_KERNEL = (chunk_linear_attn, extra)
+        except Exception:  # not installed, or no Triton/CUDA: the PyTorch forms serve
+            _FLA_KERNEL = False
+    return _FLA_KERNEL or None
+
+
+def causal_fla(phi_q: Tensor, phi_k: Tensor, v: Tensor, eps: float = DEFAULT_EPS) -> Tensor:
+    """The chunked form with fla's Triton kernel for the numerator phi_q . S_i (unnormalised,
+    scale 1: ``normalize=False``; fla's own normaliser adds 1e-10 instead of clamping at eps);
+    the denominator max(phi_q . z_i, eps) is ours, in fp32 as everywhere else."""
+    kernel, extra = fla_kernel()
+    q, k, vv = (t.transpose(1, 2).contiguous() for t in (phi_q, phi_k, v))  # (B, T, H, X)
+    num, _ = kernel(q, k, vv, scale=1.0, normalize=False, **extra)
+    ct = compute_dtype(v.dtype)
+    den = (q.to(ct) * k.to(ct).cumsum(1)).sum(-1, keepdim=True)
+    out = (num.to(ct) / den.clamp(min=eps)).to(v.dtype)
+    return out.transpose(1, 2)
 
 
 def empty_state(phi_k: Tensor, v: Tensor) -> State:

@@ -1,0 +1,203 @@
+#!/usr/bin/env python
+"""GPU check: our chunked linear attention vs flash-linear-attention's kernel, and layer speed.
+
+Needs CUDA, Triton and ``fla`` (``pip install flash-linear-attention`` / the ``.[gpu]`` extra)
+and fairseq. Three parts:
+
+1. equality: ``ops.causal_chunked`` (our PyTorch chunked form, on the GPU) against
+   ``ops.causal_fla`` (fla's ``chunk_linear_attn`` with ``normalize=False`` + our eps-clamped
+   normaliser), outputs and gradients, in fp32 (tight; fla's Triton matmuls may run in TF32) and
+   bf16 / fp16 (loose), plus both against ``causal_reference`` in float64 on a short sequence;
+2. timing: one attention layer (512 dims, 8 heads, k = 32, batch 1), forward + backward, for
+   fp32 / bf16 / fp16 at 1024 / 4096 / 8192 tokens: T2RAttention with our chunked form ("ours"),
+   T2RAttention with fla ("fla"), fairseq's MultiheadAttention ("softmax", PyTorch SDPA), called
+   as fairseq's decoder layer calls them; CUDA-event medians and peak allocated memory;
+3. a table on stdout and ``gpu_check.json`` in ``--out``.
+
+    python3 benchmarks/gpu_check.py --out DIR
+"""
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+import traceback
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
+sys.path.insert(0, REPO)
+sys.path.insert(0, HERE)
+
+import torch  # noqa: E402
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+# max |ours - fla| / max |ours| allowed: fp32 is tight up to TF32 rounding in fla's kernels
+TOL = {"fp32": 5e-3, "bf16": 5e-2, "fp16": 2e-2}
+
+
+def features(B, H, T, F, D, dtype, seed=0):
+    g = torch.Generator(device="cuda").manual_seed(seed)
+    q = torch.relu(torch.randn(B, H, T, F, device="cuda", generator=g)) / F ** 0.5
+    k = torch.relu(torch.randn(B, H, T, F, device="cuda", generator=g)) / F ** 0.5
+    v = torch.randn(B, H, T, D, device="cuda", generator=g)
+    k[:, :, T // 3 : T // 3 + 7] = 0  # a few padded keys
+    return [t.to(dtype).requires_grad_() for t in (q, k, v)]
+
+
+def rel_err(a, b):
+    return ((a.double() - b.double()).abs().max() / b.double().abs().max().clamp(min=1e-30)).item()
+
+
+def check_equality(ops, lengths):
+    rows = []
+    for name, dtype in DTYPES.items():
+        for T in lengths:
+            q, k, v = features(2, 8, T, 32, 64, dtype, seed=T)
+            g = torch.randn(2, 8, T, 64, device="cuda", dtype=dtype)
+            ours = ops.causal_chunked(q, k, v)
+            d_ours = torch.autograd.grad(ours, (q, k, v), g)
+            fla = ops.causal_fla(q, k, v)
+            d_fla = torch.autograd.grad(fla, (q, k, v), g)
+            row = {"dtype": name, "length": T, "out_rel_err": rel_err(fla, ours),
+                   "grad_rel_err": max(rel_err(a, b) for a, b in zip(d_fla, d_ours)),
+                   "out_dtype_ok": fla.dtype == ours.dtype == dtype}
+            row["pass"] = row["out_rel_err"] <= TOL[name] and row["grad_rel_err"] <= TOL[name] * 4 and row["out_dtype_ok"]
+            rows.append(row)
+            print(f"equality {name} T={T}: out rel err {row['out_rel_err']:.2e}, grad rel err "
+                  f"{row['grad_rel_err']:.2e} -> {'PASS' if row['pass'] else 'FAIL'}", flush=True)
+    # both against the float64 token-by-token reference (short)
+    q, k, v = features(1, 2, 300, 32, 64, torch.float64, seed=1)
+    with torch.no_grad():
+        ref = ops.causal_reference(q, k, v)
+        ref_rows = {"ours_fp64": rel_err(ops.causal_chunked(q, k, v), ref)}
+        q32, k32, v32 = (t.float() for t in (q, k, v))
+        ref_rows["ours_fp32"] = rel_err(ops.causal_chunked(q32, k32, v32), ref)
+        ref_rows["fla_fp32"] = rel_err(ops.causal_fla(q32, k32, v32), ref)
+    print("vs float64 reference (T=300): " + ", ".join(f"{k} {v:.2e}" for k, v in ref_rows.items()), flush=True)
+    return {"rows": rows, "vs_reference": ref_rows, "tolerance": TOL}
+
+
+def cuda_time(fn, repeats, warmup=2):
+    for _ in range(warmup):
+        fn()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(repeats):
+        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        a.record()
+        fn()
+        b.record()
+        torch.cuda.synchronize()
+        times.append(a.elapsed_time(b))
+    return statistics.median(times), times
+
+
+def time_layers(ops, lengths, repeats, dim=512, heads=8, feature_dim=32):
+    from fairseq.modules import MultiheadAttention
+
+    import fairseq_t2r  # noqa: F401
+    from fairseq_t2r.modules import T2RAttention
+
+    torch.manual_seed(0)
+    mha = MultiheadAttention(dim, heads, self_attention=True)
+    torch.manual_seed(0)
+    t2r = T2RAttention.from_softmax(MultiheadAttention(dim, heads, self_attention=True), "t2r", feature_dim)
+    rows = []
+    for name, dtype in DTYPES.items():
+        mods = {"softmax": mha.to("cuda", dtype).train(), "t2r": t2r.to("cuda", dtype).train()}
+        for T in lengths:
+            x = torch.randn(T, 1, dim, device="cuda", dtype=dtype, requires_grad=True)
+            grad = torch.randn(T, 1, dim, device="cuda", dtype=dtype)
+            mask = torch.full((T, T), float("-inf"), device="cuda", dtype=dtype).triu_(1)
+            row = {"dtype": name, "length": T, "ms": {}, "peak_MB": {}, "errors": {}}
+            for variant, mod, use_fla in (("ours", "t2r", False), ("fla", "t2r", True), ("softmax", "softmax", False)):
+                ops.USE_FLA = use_fla
+                m = mods[mod]
+
+                def step():
+                    out, _ = m(x, x, x, attn_mask=mask, need_weights=False)
+                    out.backward(grad)
+                try:
+                    torch.cuda.synchronize()
+                    torch.cuda.reset_peak_memory_stats()
+                    base = torch.cuda.memory_allocated()
+                    step()
+                    torch.cuda.synchronize()
+                    row["peak_MB"][variant] = (torch.cuda.max_memory_allocated() - base) / 2**20
+                    row["ms"][variant], _ = cuda_time(step, repeats)
+                except Exception as e:  # keep going: report what failed
+                    row["errors"][variant] = f"{type(e).__name__}: {e}"[:500]
+                m.zero_grad(set_to_none=True)
+                x.grad = None
+            ops.USE_FLA = True
+            ms = row["ms"]
+            if "softmax" in ms:
+                for v in ("ours", "fla"):
+                    if v in ms:
+                        row[f"speedup_{v}"] = ms["softmax"] / ms[v]
+            rows.append(row)
+            cell = lambda v: f"{ms[v]:8.2f}" if v in ms else "   error"  # noqa: E731
+            mem = lambda v: f"{row['peak_MB'][v]:7.0f}" if v in row["peak_MB"] else "      -"  # noqa: E731
+            print(f"{name:>5} {T:>6} | {cell('ours')} {cell('fla')} {cell('softmax')} ms | "
+                  f"{mem('ours')} {mem('fla')} {mem('softmax')} MB"
+                  + (f" | errors: {row['errors']}" if row["errors"] else ""), flush=True)
+    return rows
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--out", required=True, help="folder for gpu_check.json")
+    p.add_argument("--lengths", default="1024,4096,8192")
+    p.add_argument("--check-lengths", default="1000,4096")
+    p.add_argument("--repeats", type=int, default=20)
+    a = p.parse_args(argv)
+    os.makedirs(a.out, exist_ok=True)
+    from common import machine
+
+    from fairseq_t2r.ops import linear_attention as ops
+
+    result = {"benchmark": "gpu_check: ours vs fla vs fairseq softmax, attention layer fwd+bwd",
+              "machine": machine(), "errors": []}
+    if not torch.cuda.is_available():
+        sys.exit("gpu_check needs CUDA")
+    result["machine"]["gpu"] = torch.cuda.get_device_name()
+    result["machine"]["cuda"] = torch.version.cuda
+    try:
+        import fla
+
+        result["machine"]["fla"] = getattr(fla, "__version__", "?")
+    except Exception as e:
+        result["machine"]["fla"] = None
+        result["errors"].append(f"fla not importable: {e}")
+    print(f"{result['machine']['gpu']}, torch {torch.__version__}, CUDA {torch.version.cuda}, "
+          f"fla {result['machine']['fla']}", flush=True)
+    torch.backends.cuda.matmul.allow_tf32 = False  # ours in true fp32
+    t0 = time.perf_counter()
+    if ops.fla_kernel() is not None:
+        try:
+            result["equality"] = check_equality(ops, [int(x) for x in a.check_lengths.split(",")])
+        except Exception:
+            result["errors"].append("equality: " + traceback.format_exc()[-3000:])
+            print(result["errors"][-1], flush=True)
+    else:
+        result["errors"].append("fla's chunk_linear_attn not importable: equality check skipped")
+    print(f"\n{'dtype':>5} {'T':>6} | {'ours':>8} {'fla':>8} {'softmax':>8} ms | {'ours':>7} {'fla':>7} "
+          f"{'softmax':>7} MB (fwd+bwd, median of {a.repeats}; peak allocated)", flush=True)
+    try:
+        result["layer"] = time_layers(ops, [int(x) for x in a.lengths.split(",")], a.repeats)
+    except Exception:
+        result["errors"].append("layer timing: " + traceback.format_exc()[-3000:])
+        print(result["errors"][-1], flush=True)
+    result["wall_s"] = time.perf_counter() - t0
+    path = os.path.join(a.out, "gpu_check.json")
+    with open(path, "w") as f:
+        json.dump(result, f, indent=1)
+    ok = all(r["pass"] for r in result.get("equality", {}).get("rows", [])) and not result["errors"]
+    print(f"\n{'all checks passed' if ok else 'SOME CHECKS FAILED (see above)'}; wrote {path} "
+          f"in {result['wall_s']:.0f} s")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,370 @@
+#!/usr/bin/env python
+"""Training speed and memory: one attention layer and the whole LM, forward + backward, fp32 CPU.
+
+Three parts, each timed side by side in one process (variants interleaved per length and per
+repeat, the order alternating), medians reported:
+
+- ``tune``: the attention core alone (``ops`` functions on given features, fwd + bwd): the
+  quadratic form against the chunked form (chunks of ``DEFAULT_CHUNK_SIZE``, and one chunk of
+  the whole length) for short lengths (where ``QUADRATIC_MAX_LEN`` should
+  sit) and chunk sizes for long ones (``DEFAULT_CHUNK_SIZE``).
+- ``layer``: one ``T2RAttention`` against fairseq's ``MultiheadAttention`` (512 dims, 8 heads,
+  feature size 32, batch 1), called as fairseq's decoder layer calls them in training:
+  ``attn(x, x, x, attn_mask=<causal float mask>, need_weights=False)`` (fairseq's MHA then runs
+  PyTorch's ``F.multi_head_attention_forward``, i.e. ``scaled_dot_product_attention``), then
+  ``out.backward(g)`` with g allocated beforehand (no loss function's temporaries). Peak memory is measured for each (module, length) in a fresh subprocess:
+  a warm-up step at 256 tokens, then the peak RSS increase over one fwd + bwd step (the kernel's
+  VmHWM, reset just before the step, minus the RSS then; glibc's mmap threshold is fixed at
+  64 KB so that every tensor is its own mapping and RSS follows the live tensors exactly). The causal mask softmax needs (T x T fp32, built by
+  fairseq's decoder and cached there) is allocated before the step, so it is *not* in softmax's
+  step figure; it is reported beside it.
+- ``lm``: the whole 6-layer LM (``transformer_lm`` vs its ``t2r_transformer_lm`` twin, same
+  weights), one sequence of ``--lm-len`` tokens, cross-entropy over the vocabulary, fwd + bwd.
+
+    python benchmarks/training.py                 # everything (~6 min on 2 quiet cores)
+    python benchmarks/training.py --quick         # smoke test (small lengths, < 1 min)
+    python benchmarks/training.py --parts layer --lengths 1024,4096
+"""
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
+sys.path.insert(0, REPO)
+sys.path.insert(0, HERE)
+
+import torch  # noqa: E402
+
+from common import machine  # noqa: E402
+
+
+def _mha_and_t2r(dim, heads, feature_dim, seed=0):
+    from fairseq.modules import MultiheadAttention
+
+    import fairseq_t2r  # noqa: F401
+    from fairseq_t2r.modules import T2RAttention
+
+    torch.manual_seed(seed)
+    mha = MultiheadAttention(dim, heads, self_attention=True)
+    torch.manual_seed(seed)
+    t2r = T2RAttention.from_softmax(MultiheadAttention(dim, heads, self_attention=True), "t2r", feature_dim)
+    return {"softmax": mha.train(), "t2r": t2r.train()}
+
+
+def causal_mask(T):
+    # what fairseq's TransformerDecoder.buffered_future_mask builds (and caches)
+    return torch.full((T, T), float("-inf")).triu_(1)
+
+
+def layer_step(module, x, mask, grad):
+    """One training step of the layer: forward, then backward from a given output gradient
+    (allocated beforehand, like x, so that no loss function's temporaries enter the figures)."""
+    out, _ = module(x, x, x, attn_mask=mask, need_weights=False)
+    out.backward(grad)
+
+
+CLOCK = time.perf_counter
+
+
+def interleaved(fns, repeats):
+    """{name: [seconds]}: every fn once per repeat, the order alternating between repeats."""
+    times = {n: [] for n in fns}
+    names = list(fns)
+    for r in range(repeats):
+        for n in names if r % 2 == 0 else names[::-1]:
+            t0 = CLOCK()
+            fns[n]()
+            times[n].append(CLOCK() - t0)
+    return times
+
+
+# ------------------------------------------------------------------ tune: the core alone
+def part_tune(a):
+    from fairseq_t2r.ops import linear_attention as ops
+
+    H, F, D = a.heads, a.feature_dim, a.dim // a.heads
+    rows = []
+
+    def inputs(T):
+        g = torch.Generator().manual_seed(T)
+        # laid out as the module makes them: permuted views of (T, B, H, X) projections
+        q = torch.relu(torch.randn(T, 1, H, F, generator=g)).permute(1, 2, 0, 3).requires_grad_()
+        k = torch.relu(torch.randn(T, 1, H, F, generator=g)).permute(1, 2, 0, 3).requires_grad_()
+        v = torch.randn(T, 1, H, D, generator=g).permute(1, 2, 0, 3).requires_grad_()
+        return q, k, v
+
+    def fwd_bwd(f, q, k, v):
+        def run():
+            out = f(q, k, v)
+            out.backward(torch.ones_like(out))
+        return run
+
+    for T in a.tune_short:
+        q, k, v = inputs(T)
+        fns = {"quadratic": fwd_bwd(lambda q, k, v: ops.causal_quadratic(q, k, v), q, k, v),
+               "chunked": fwd_bwd(lambda q, k, v: ops.causal_chunked(q, k, v), q, k, v),
+               "chunked C=T": fwd_bwd(lambda q, k, v: ops.causal_chunked(q, k, v, chunk_size=T), q, k, v)}
+        for f in fns.values():
+            f()
+        t = interleaved(fns, a.tune_repeats)
+        row = {"length": T, "ms": {n: 1000 * statistics.median(x) for n, x in t.items()}}
+        rows.append(row)
+        print(f"tune T={T:>5}: " + ", ".join(f"{n} {m:.2f} ms" for n, m in row["ms"].items()), flush=True)
+    chunk_rows = []
+    for T in a.tune_long:
+        q, k, v = inputs(T)
+        fns = {f"C={C}": fwd_bwd(lambda q, k, v, C=C: ops.causal_chunked(q, k, v, chunk_size=C), q, k, v)
+               for C in a.tune_chunks if C <= T}
+        for f in fns.values():
+            f()
+        t = interleaved(fns, a.tune_repeats)
+        row = {"length": T, "ms": {n: 1000 * statistics.median(x) for n, x in t.items()}}
+        chunk_rows.append(row)
+        print(f"tune T={T:>5}: " + ", ".join(f"{n} {m:.1f} ms" for n, m in row["ms"].items()), flush=True)
+    return {"quadratic_vs_chunked": rows, "chunk_sizes": chunk_rows,
+            "current": {"QUADRATIC_MAX_LEN": ops.QUADRATIC_MAX_LEN, "DEFAULT_CHUNK_SIZE": ops.DEFAULT_CHUNK_SIZE}}
+
+
+# ------------------------------------------------------------------ layer: time and memory
+def part_layer(a):
+    mods = _mha_and_t2r(a.dim, a.heads, a.feature_dim)
+    rows = []
+    for T in a.lengths:
+        x = torch.randn(T, 1, a.dim, requires_grad=True)
+        grad = torch.randn(T, 1, a.dim)
+        mask = causal_mask(T)
+        fns = {n: (lambda m=m: layer_step(m, x, mask, grad)) for n, m in mods.items()}
+        for f in fns.values():  # warm-up
+            f()
+        reps = a.repeats if T < 8192 else max(2, a.repeats - 2)
+        t = interleaved(fns, reps)
+        ms = {n: 1000 * statistics.median(v) for n, v in t.items()}
+        row = {"length": T, "ms": ms, "runs_ms": {n: [1000 * s for s in v] for n, v in t.items()},
+               "speedup": ms["softmax"] / ms["t2r"]}
+        if T in a.mem_lengths:
+            row["peak_MB"] = {n: measure_memory(n, T, a) for n in mods}
+            row["softmax_mask_MB"] = T * T * 4 / 2**20
+            row["memory_ratio"] = row["peak_MB"]["t2r"] / row["peak_MB"]["softmax"]
+            row["memory_ratio_with_mask"] = row["peak_MB"]["t2r"] / (row["peak_MB"]["softmax"] + row["softmax_mask_MB"])
+        rows.append(row)
+        mem = ""
+        if "peak_MB" in row:
+            mem = (f" | step peak MB: softmax {row['peak_MB']['softmax']:.0f} (+ mask {row['softmax_mask_MB']:.0f}), "
+                   f"t2r {row['peak_MB']['t2r']:.0f}")
+        print(f"layer T={T:>5}: softmax {ms['softmax']:8.1f} ms, t2r {ms['t2r']:7.1f} ms, "
+              f"{row['speedup']:5.2f}x{mem}", flush=True)
+    return rows
+
+
+def measure_memory(name, T, a):
+    """Peak RSS increase (MB) of one fwd + bwd step, in a fresh subprocess."""
+    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536")  # every tensor its own mapping: RSS follows live tensors
+    cmd = [sys.executable, os.path.abspath(__file__), "--_memory-child", name, str(T),
+           "--dim", str(a.dim), "--heads", str(a.heads), "--feature-dim", str(a.feature_dim),
+           "--threads", str(a.threads)]
+    res = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, env=env)
+    lines = [ln for ln in res.stdout.splitlines() if ln.startswith("PEAK_MB ")]
+    if res.returncode != 0 or not lines:
+        raise RuntimeError(f"memory child failed: {res.stderr[-2000:]}")
+    return float(lines[-1].split()[1])
+
+
+def memory_child(name, T, a):
+    torch.set_num_threads(a.threads)
+    mod = _mha_and_t2r(a.dim, a.heads, a.feature_dim)[name]
+    xw = torch.randn(256, 1, a.dim, requires_grad=True)
+    layer_step(mod, xw, causal_mask(256), torch.randn(256, 1, a.dim))  # warm-up: thread pools, kernels
+    mod.zero_grad(set_to_none=False)  # gradient buffers exist before the measured step
+    del xw
+    x = torch.randn(T, 1, a.dim, requires_grad=True)
+    grad = torch.randn(T, 1, a.dim)
+    mask = causal_mask(T)
+    rss0 = _status_kb("VmRSS")
+    _reset_peak()
+    layer_step(mod, x, mask, grad)
+    print(f"PEAK_MB {(_status_kb('VmHWM') - rss0) / 1024:.2f}")
+
+
+def _status_kb(field):
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith(field + ":"))
+
+
+def _reset_peak():
+    """Reset the kernel's peak-RSS mark (VmHWM) to the current RSS (Linux: clear_refs 5), so the
+    peak read after the step is the step's, not the imports'."""
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+
+
+# ------------------------------------------------------------------ lm: the whole model
+def part_lm(a):
+    import copy
+
+    import lm_generation as G
+
+    cfg = argparse.Namespace(layers=a.layers, dim=a.dim, heads=a.heads, ffn=a.ffn, feature_map="t2r",
+                             feature_dim=a.feature_dim)
+    d = G.make_dictionary(a.vocab)
+    task = G.FakeTask(d)
+    soft = G.build("transformer_lm", task, cfg, a.lm_len + 8).train()
+    t2r = G.build("t2r_transformer_lm", task, cfg, a.lm_len + 8).train()
+    t2r.load_state_dict(copy.deepcopy(soft.state_dict()))
+    g = torch.Generator().manual_seed(0)
+    tokens = torch.randint(d.nspecial, len(d), (1, a.lm_len + 1), generator=g)
+    inp, target = tokens[:, :-1], tokens[:, 1:]
+
+    def step(model):
+        def run():
+            model.zero_grad(set_to_none=True)
+            logits, _ = model.decoder(inp)
+            loss = torch.nn.functional.cross_entropy(logits.view(-1, logits.size(-1)), target.reshape(-1))
+            loss.backward()
+        return run
+
+    fns = {"softmax": step(soft), "t2r": step(t2r)}
+    for f in fns.values():
+        f()
+    t = interleaved(fns, a.lm_repeats)
+    ms = {n: 1000 * statistics.median(v) for n, v in t.items()}
+    row = {"length": a.lm_len, "ms": ms, "runs_ms": {n: [1000 * s for s in v] for n, v in t.items()},
+           "speedup": ms["softmax"] / ms["t2r"]}
+    print(f"lm T={a.lm_len}: softmax {ms['softmax']:.0f} ms, t2r {ms['t2r']:.0f} ms per fwd+bwd, "
+          f"{row['speedup']:.2f}x", flush=True)
+    return row
+
+
+def plot(result, path):
+    import logging
+
+    logging.getLogger("matplotlib").setLevel(logging.WARNING)
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    layer = result.get("layer")
+    if not layer:
+        return False
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.4))
+    L = [r["length"] for r in layer]
+    ax1.plot(L, [r["ms"]["softmax"] for r in layer], "o-", label="fairseq MultiheadAttention (SDPA)")
+    ax1.plot(L, [r["ms"]["t2r"] for r in layer], "s-", label="T2RAttention")
+    ax1.set_xscale("log", base=2)
+    ax1.set_yscale("log")
+    ax1.set_xlabel("sequence length (tokens, batch 1)")
+    ax1.set_ylabel("ms per fwd + bwd (median, log)")
+    ax1.set_title("one attention layer, training step")
+    ax1.set_xticks(L)
+    ax1.set_xticklabels([str(x) for x in L])
+    ax1.legend(fontsize=8)
+    ax1.grid(alpha=0.3, which="both")
+    mem = [r for r in layer if "peak_MB" in r]
+    if mem:
+        Lm = [r["length"] for r in mem]
+        ax2.plot(Lm, [r["peak_MB"]["softmax"] for r in mem], "o-", label="softmax step")
+        ax2.plot(Lm, [r["peak_MB"]["softmax"] + r["softmax_mask_MB"] for r in mem], "o:",
+                 label="softmax step + its causal mask")
+        ax2.plot(Lm, [r["peak_MB"]["t2r"] for r in mem], "s-", label="T2R step")
+        ax2.set_xscale("log", base=2)
+        ax2.set_yscale("log")
+        ax2.set_xticks(Lm)
+        ax2.set_xticklabels([str(x) for x in Lm])
+        ax2.set_xlabel("sequence length (tokens, batch 1)")
+        ax2.set_ylabel("peak RSS increase, MB (log)")
+        ax2.set_title("memory of one fwd + bwd step")
+        ax2.legend(fontsize=8)
+        ax2.grid(alpha=0.3, which="both")
+    m = result["machine"]
+    fig.suptitle(f"{result['config']['dim']}d/{result['config']['heads']}h, T2R k={result['config']['feature_dim']}, "
+                 f"fp32, {m['cpu']} x{m['threads']} threads, torch {m['torch']}", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True
+
+
+def ints(s):
+    return [int(x) for x in s.split(",") if x.strip()]
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--parts", default="tune,layer,lm")
+    p.add_argument("--lengths", default="256,512,1024,2048,4096,8192", help="layer sequence lengths")
+    p.add_argument("--mem-lengths", default="1024,4096,8192", help="layer lengths whose peak memory is measured")
+    p.add_argument("--dim", type=int, default=512)
+    p.add_argument("--heads", type=int, default=8)
+    p.add_argument("--feature-dim", type=int, default=32)
+    p.add_argument("--layers", type=int, default=6)
+    p.add_argument("--ffn", type=int, default=2048)
+    p.add_argument("--vocab", type=int, default=10000)
+    p.add_argument("--lm-len", type=int, default=4096)
+    p.add_argument("--lm-repeats", type=int, default=3)
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--tune-short", default="32,64,128,256,512")
+    p.add_argument("--tune-long", default="1024,4096")
+    p.add_argument("--tune-chunks", default="32,64,128,256")
+    p.add_argument("--tune-repeats", type=int, default=7)
+    p.add_argument("--threads", type=int, default=os.cpu_count())
+    p.add_argument("--clock", choices=["wall", "cpu"], default="wall",
+                   help="wall: perf_counter (the figure to report); cpu: process CPU time, steadier on a "
+                        "shared machine for comparing variants with --threads 1")
+    p.add_argument("--quick", action="store_true", help="small lengths and model, few repeats (< 1 min)")
+    p.add_argument("--out", default=None, help="output prefix (default benchmarks/results/training; "
+                   "--quick writes nothing unless given)")
+    p.add_argument("--_memory-child", nargs=2, default=None, help=argparse.SUPPRESS)
+    a = p.parse_args(argv)
+    if a._memory_child:
+        return memory_child(a._memory_child[0], int(a._memory_child[1]), a)
+    if a.quick:
+        a.lengths, a.mem_lengths, a.repeats = "256,1024", "1024", 2
+        a.layers, a.ffn, a.vocab, a.lm_len, a.lm_repeats = 2, 512, 1000, 256, 2
+        a.tune_short, a.tune_long, a.tune_chunks, a.tune_repeats = "64,256", "512", "32,64", 3
+    a.lengths, a.mem_lengths = ints(a.lengths), set(ints(a.mem_lengths))
+    a.tune_short, a.tune_long, a.tune_chunks = ints(a.tune_short), ints(a.tune_long), ints(a.tune_chunks)
+    out = a.out if a.out is not None else (None if a.quick else os.path.join(REPO, "benchmarks", "results", "training"))
+    parts = [x for x in a.parts.split(",") if x]
+
+    global CLOCK
+    CLOCK = time.perf_counter if a.clock == "wall" else time.process_time
+    torch.set_num_threads(a.threads)
+    mach = machine()
+    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, {mach['cpu']}", flush=True)
+    t0 = time.perf_counter()
+    result = {"benchmark": "training: attention layer and whole LM, forward + backward, fp32 CPU",
+              "machine": mach,
+              "config": {"dim": a.dim, "heads": a.heads, "feature_dim": a.feature_dim, "layers": a.layers,
+                         "ffn": a.ffn, "vocab": a.vocab, "batch": 1, "dtype": "float32", "repeats": a.repeats,
+                         "layer_call": "attn(x, x, x, attn_mask=causal float mask, need_weights=False); "
+                                       "out.backward(g) with g allocated beforehand",
+                         "memory": "peak RSS increase over one fwd+bwd step in a fresh subprocess after a "
+                                   "256-token warm-up; softmax's causal mask allocated before the step",
+                         "statistic": f"median {a.clock} time over interleaved repeats", "clock": a.clock}}
+    with torch.enable_grad():
+        if "tune" in parts:
+            result["tune"] = part_tune(a)
+        if "layer" in parts:
+            result["layer"] = part_layer(a)
+        if "lm" in parts:
+            result["lm"] = part_lm(a)
+    result["config"]["wall_s"] = time.perf_counter() - t0
+    print(f"measured in {result['config']['wall_s']:.0f} s", flush=True)
+    if out:
+        os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+        with open(out + ".json", "w") as f:
+            json.dump(result, f, indent=1)
+        wrote = [out + ".json"]
+        if plot(result, out + ".png"):
+            wrote.append(out + ".png")
+        print("wrote " + ", ".join(wrote))
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,162 @@
+"""The fast paths against their references: the chunked autograd Function (values and
+gradients, padding, small denominators, layouts, states), merged projections in training, the
+fused one-token inference step, the fla wrapper (with a stand-in kernel: no CUDA here), and the
+benchmarks' --quick run."""
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from fairseq.modules import MultiheadAttention
+
+from fairseq_t2r.modules import FEATURE_MAPS, T2RAttention
+from fairseq_t2r.ops import linear_attention as ops
+from utils import REPO, step_by_step
+
+
+def features(B, H, T, F, D, seed, layout="head"):
+    g = torch.Generator().manual_seed(seed)
+    q = torch.rand(T, B, H, F, dtype=torch.float64, generator=g)
+    k = torch.rand(T, B, H, F, dtype=torch.float64, generator=g)
+    v = torch.randn(T, B, H, D, dtype=torch.float64, generator=g)
+    k[T // 3 : T // 2] = 0.0  # padded keys: zero features
+    q[:3] *= 1e-4  # denominators below eps: the clamp and its gradient
+    if layout == "head":
+        q, k, v = (t.permute(1, 2, 0, 3).contiguous() for t in (q, k, v))
+    else:  # what the module passes: permuted views of (T, B, H, X) projections
+        q, k, v = (t.permute(1, 2, 0, 3) for t in (q, k, v))
+    return [t.requires_grad_() for t in (q, k, v)]
+
+
+@pytest.mark.parametrize("layout", ["head", "time"])
+@pytest.mark.parametrize("T,chunk", [(1, 4), (7, 4), (64, 16), (100, 32), (257, 64), (700, 64)])
+def test_chunked_function_values_and_gradients_equal_quadratic(T, chunk, layout):
+    q, k, v = features(2, 3, T, 6, 5, seed=T, layout=layout)
+    ref = ops.causal_quadratic(q, k, v)
+    out = ops.causal_chunked(q, k, v, chunk_size=chunk)
+    g = torch.randn_like(ref)
+    want = torch.autograd.grad(ref, (q, k, v), g)
+    got = torch.autograd.grad(out, (q, k, v), g)
+    assert (out - ref).abs().max().item() <= 1e-10
+    for a, b in zip(got, want):
+        assert (a - b).abs().max().item() <= 1e-9
+    assert out.stride() == torch.empty_like(v).stride()  # laid out like v: heads merge back as a view
+
+
+def test_chunked_function_gradcheck():
+    q, k, v = features(1, 2, 13, 3, 2, seed=5)
+    assert torch.autograd.gradcheck(lambda a, b, c: ops.causal_chunked(a, b, c, chunk_size=4), (q, k, v))
+
+
+def test_chunked_with_state_differentiable_and_not():
+    q, k, v = features(1, 2, 90, 4, 3, seed=7)
+    ref = ops.causal_reference(q.detach(), k.detach(), v.detach())
+    with torch.no_grad():
+        a, state = ops.causal_chunked(q[:, :, :37], k[:, :, :37], v[:, :, :37], chunk_size=16, return_state=True)
+        b = ops.causal_chunked(q[:, :, 37:], k[:, :, 37:], v[:, :, 37:], chunk_size=16, initial_state=state)
+    assert (torch.cat([a, b], 2) - ref).abs().max().item() <= 1e-10
+    # with autograd through a state: the plain differentiable form
+    a, state = ops.causal_chunked(q[:, :, :37], k[:, :, :37], v[:, :, :37], chunk_size=16, return_state=True)
+    b = ops.causal_chunked(q[:, :, 37:], k[:, :, 37:], v[:, :, 37:], chunk_size=16, initial_state=state)
+    out = torch.cat([a, b], 2)
+    g = torch.randn_like(out)
+    got = torch.autograd.grad(out, (q, k, v), g)
+    want = torch.autograd.grad(ops.causal_quadratic(q, k, v), (q, k, v), g)
+    for x, y in zip(got, want):
+        assert (x - y).abs().max().item() <= 1e-9
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_chunked_half_precision_sums_in_fp32(dtype):
+    q, k, v = features(1, 2, 300, 8, 4, seed=3)
+    ref = ops.causal_reference(q.detach(), k.detach(), v.detach())
+    qh, kh, vh = (t.detach().to(dtype).requires_grad_() for t in (q, k, v))
+    out = ops.causal_chunked(qh, kh, vh)
+    out.float().pow(2).sum().backward()
+    assert out.dtype == dtype and qh.grad.dtype == dtype
+    assert (out.double() - ref).abs().max().item() < 0.05
+
+
+@pytest.mark.parametrize("feature_map", ["t2r", "hedgehog"])
+def test_merged_projections_in_training_give_the_same_gradients(feature_map):
+    torch.manual_seed(0)
+    attn = T2RAttention.from_softmax(MultiheadAttention(16, 2, self_attention=True), feature_map, 8).double().train()
+    x = torch.randn(ops.QUADRATIC_MAX_LEN + 45, 2, 16, dtype=torch.float64)  # chunked form
+    kpm = torch.zeros(2, x.size(0), dtype=torch.bool)
+    kpm[1, 100:] = True
+    grads = {}
+    for merge in (True, False):
+        attn.merge_projections = merge
+        attn.zero_grad()
+        out, _ = attn(x, x, x, key_padding_mask=kpm)
+        out.pow(2).sum().backward()
+        grads[merge] = {n: p.grad.clone() for n, p in attn.named_parameters()}
+    assert not attn._merged_cache  # training never caches folded weights
+    for n in grads[True]:
+        assert (grads[True][n] - grads[False][n]).abs().max().item() <= 1e-9, n
+
+
+@pytest.mark.parametrize("feature_map", sorted(FEATURE_MAPS))
+def test_fused_step_same_with_one_or_three_input_tensors(feature_map):
+    """fairseq passes one tensor as query, key and value (one fused matmul); the tests' step_by_step
+    passes three (three matmuls): both equal the parallel form, with padding."""
+    torch.manual_seed(0)
+    attn = T2RAttention.from_softmax(MultiheadAttention(16, 2, self_attention=True), feature_map, 8).double().eval()
+    x = torch.randn(11, 3, 16, dtype=torch.float64)
+    kpm = torch.arange(11)[None, :] >= torch.tensor([11, 6, 2])[:, None]
+    with torch.no_grad():
+        parallel, _ = attn(x, x, x, key_padding_mask=kpm)
+        three, _ = step_by_step(attn, x, kpm)
+        state, outs = {}, []
+        for t in range(11):
+            xt = x[t : t + 1]
+            outs.append(attn(xt, xt, xt, key_padding_mask=kpm[:, t : t + 1], incremental_state=state)[0])
+        one = torch.cat(outs)
+    assert (three - parallel).abs().max().item() <= 1e-8
+    assert (one - parallel).abs().max().item() <= 1e-8
+
+
+def fake_fla(q, k, v, scale=None, normalize=True, **kw):
+    """Stand-in for fla's chunk_linear_attn(normalize=False): (B, T, H, X) layout, unnormalised."""
+    assert normalize is False and scale == 1.0
+    S = torch.einsum("bthf,bthd->bthfd", k, v).cumsum(1)
+    return torch.einsum("bthf,bthfd->bthd", q, S), None
+
+
+def test_fla_wrapper_semantics_with_a_stand_in_kernel(monkeypatch):
+    monkeypatch.setattr(ops, "_FLA_KERNEL", (fake_fla, {}))
+    q, k, v = features(2, 3, 150, 6, 5, seed=11, layout="time")
+    ref = ops.causal_chunked(q, k, v)
+    got = ops.causal_fla(q, k, v)
+    g = torch.randn_like(ref)
+    for a, b in zip(torch.autograd.grad(got, (q, k, v), g), torch.autograd.grad(ref, (q, k, v), g)):
+        assert (a - b).abs().max().item() <= 1e-9
+    assert (got - ref).abs().max().item() <= 1e-10
+    # on CPU tensors the training form never takes the fla path
+    calls = []
+    monkeypatch.setattr(ops, "causal_fla", lambda *a, **k: calls.append(1))
+    ops.causal_parallel(q, k, v)
+    assert not calls
+
+
+def test_fla_absent_means_no_fla():
+    try:
+        import fla  # noqa: F401
+    except ImportError:
+        assert ops.fla_kernel() is None
+
+
+def test_benchmarks_quick_run(tmp_path):
+    """run_all --quick runs every CPU benchmark on tiny models and writes the table."""
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    res = subprocess.run(
+        [sys.executable, os.path.join(REPO, "benchmarks", "run_all.py"), "--quick", "--threads", "1",
+         "--out-dir", str(tmp_path)],
+        capture_output=True, text=True, cwd=REPO, env=env, timeout=300,
+    )
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    for name in ("lm_generation", "mt_decoding", "training"):
+        assert (tmp_path / f"{name}.json").exists(), name
+    table = (tmp_path / "speed.md").read_text()
+    assert "## Targets" in table and ("PASS" in table or "MISS" in table)
