@@ -93,7 +93,7 @@ def cuda_time(fn, repeats, warmup=2):
     return statistics.median(times), times
 
 
-def time_layers(ops, lengths, repeats, dim=512, heads=8, feature_dim=32):
+def time_layers(ops, lengths, repeats, dim=512, heads=8, feature_dim=32, with_fla=True):
     from fairseq.modules import MultiheadAttention
 
     import fairseq_t2r  # noqa: F401
@@ -111,7 +111,8 @@ def time_layers(ops, lengths, repeats, dim=512, heads=8, feature_dim=32):
             grad = torch.randn(T, 1, dim, device="cuda", dtype=dtype)
             mask = torch.full((T, T), float("-inf"), device="cuda", dtype=dtype).triu_(1)
             row = {"dtype": name, "length": T, "ms": {}, "peak_MB": {}, "errors": {}}
-            for variant, mod, use_fla in (("ours", "t2r", False), ("fla", "t2r", True), ("softmax", "softmax", False)):
+            variants = [("ours", "t2r", False), ("fla", "t2r", True), ("softmax", "softmax", False)]
+            for variant, mod, use_fla in [v for v in variants if with_fla or not v[2]]:
                 ops.USE_FLA = use_fla
                 m = mods[mod]
 
@@ -130,7 +131,7 @@ def time_layers(ops, lengths, repeats, dim=512, heads=8, feature_dim=32):
                     row["errors"][variant] = f"{type(e).__name__}: {e}"[:500]
                 m.zero_grad(set_to_none=True)
                 x.grad = None
-            ops.USE_FLA = True
+            ops.USE_FLA = with_fla
             ms = row["ms"]
             if "softmax" in ms:
                 for v in ("ours", "fla"):
@@ -151,6 +152,8 @@ def main(argv=None):
     p.add_argument("--lengths", default="1024,4096,8192")
     p.add_argument("--check-lengths", default="1000,4096")
     p.add_argument("--repeats", type=int, default=20)
+    p.add_argument("--no-fla", action="store_true", help="time ours vs softmax only (an fla crash poisons "
+                   "the CUDA context for everything after it)")
     a = p.parse_args(argv)
     os.makedirs(a.out, exist_ok=True)
     from common import machine
@@ -174,7 +177,9 @@ def main(argv=None):
           f"fla {result['machine']['fla']}", flush=True)
     torch.backends.cuda.matmul.allow_tf32 = False  # ours in true fp32
     t0 = time.perf_counter()
-    if ops.fla_kernel() is not None:
+    if a.no_fla:
+        result["errors"] = [e for e in result["errors"] if not e.startswith("fla not importable")]
+    elif ops.fla_kernel() is not None:
         try:
             result["equality"] = check_equality(ops, [int(x) for x in a.check_lengths.split(",")])
         except Exception:
@@ -185,7 +190,7 @@ def main(argv=None):
     print(f"\n{'dtype':>5} {'T':>6} | {'ours':>8} {'fla':>8} {'softmax':>8} ms | {'ours':>7} {'fla':>7} "
           f"{'softmax':>7} MB (fwd+bwd, median of {a.repeats}; peak allocated)", flush=True)
     try:
-        result["layer"] = time_layers(ops, [int(x) for x in a.lengths.split(",")], a.repeats)
+        result["layer"] = time_layers(ops, [int(x) for x in a.lengths.split(",")], a.repeats, with_fla=not a.no_fla)
     except Exception:
         result["errors"].append("layer timing: " + traceback.format_exc()[-3000:])
         print(result["errors"][-1], flush=True)

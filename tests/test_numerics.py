@@ -193,3 +193,22 @@ def test_parallel_equals_recurrent_property(case):
     scale = max(1.0, parallel.abs().max().item()) if tol >= TOL[torch.float32] else 1.0
     err = (parallel - recurrent).abs().max().item()
     assert err <= tol * scale, (fmap, dtype, case["lengths"], err)
+
+
+@pytest.mark.parametrize("T", [64, 700])  # quadratic and chunked forms
+def test_runs_under_autocast(T):
+    """fairseq --amp trains under torch.autocast: the forms keep their own precision (fp32
+    sums) instead of having every matmul re-cast, and match the fp32 module."""
+    torch.manual_seed(0)
+    attn = T2RAttention.from_softmax(MultiheadAttention(32, 4, self_attention=True), "t2r", 8).train()
+    x = torch.randn(T, 2, 32, requires_grad=True)
+    ref, _ = attn(x, x, x)
+    ref.sum().backward()
+    ref_grad = x.grad.clone()
+    x.grad = None
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out, _ = attn(x, x, x)
+    out.float().sum().backward()
+    # bf16 projections: ~1e-2 relative, as for any bf16 layer
+    assert (out.float() - ref).abs().max() < 2e-2 * ref.abs().max()
+    assert (x.grad - ref_grad).norm() < 5e-2 * ref_grad.norm()

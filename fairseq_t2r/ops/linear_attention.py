@@ -25,6 +25,8 @@ Forms, all exact and interchangeable:
 Half-precision inputs are upcast to fp32 for the sums and the normaliser (a running sum of
 thousands of positive terms overflows / loses precision in fp16), and the output is cast back.
 """
+import functools
+import os
 from typing import Callable, Optional, Tuple
 
 import torch
@@ -44,6 +46,22 @@ def compute_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
 
 
+def autocast_off(fn):
+    """Runs ``fn`` with torch.autocast disabled on its first argument's device. These forms pick
+    their own precision (sums in fp32 for half inputs); under autocast (fairseq ``--amp``) each
+    matmul would be re-cast on its own and the dtypes would no longer agree."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        device = next(a for a in args if isinstance(a, Tensor)).device.type
+        if torch.is_autocast_enabled(device):
+            with torch.autocast(device_type=device, enabled=False):
+                return fn(*args, **kwargs)
+        return fn(*args, **kwargs)
+
+    return wrapper
+
+
 def mask_padded_keys(phi_k: Tensor, key_padding_mask: Optional[Tensor]) -> Tensor:
     """Zero the features of padded keys. key_padding_mask: (B, S), True where padded."""
     if key_padding_mask is None:
@@ -51,6 +69,7 @@ def mask_padded_keys(phi_k: Tensor, key_padding_mask: Optional[Tensor]) -> Tenso
     return phi_k.masked_fill(key_padding_mask[:, None, :, None].to(torch.bool), 0.0)
 
 
+@autocast_off
 def causal_quadratic(
     phi_q: Tensor,
     phi_k: Tensor,
@@ -71,6 +90,7 @@ def causal_quadratic(
     return torch.matmul(weights, v).to(out_dtype)
 
 
+@autocast_off
 def causal_chunked(
     phi_q: Tensor,
     phi_k: Tensor,
@@ -272,6 +292,7 @@ class ChunkedLinearAttention(torch.autograd.Function):
         return out
 
     @staticmethod
+    @autocast_off
     def backward(ctx, dout):
         phi_q, phi_k, v, den = ctx.saved_tensors
         dq, dk, dv = _chunked_backward(phi_q, phi_k, v, den, dout, ctx.eps, ctx.chunk_size)
@@ -318,6 +339,7 @@ def _causal_chunked_autograd(phi_q, phi_k, v, eps, chunk_size, initial_state, re
     return out
 
 
+@autocast_off
 def causal_parallel(
     phi_q: Tensor,
     phi_k: Tensor,
@@ -331,7 +353,7 @@ def causal_parallel(
 
     Dropout on attention weights needs the weights themselves, so it forces the quadratic form.
     On CUDA, long sequences go through flash-linear-attention's chunked kernel when the optional
-    ``fla`` package is importable (``pip install .[gpu]``; ``USE_FLA = False`` turns it off).
+    ``fla`` package is importable (``pip install .[gpu]``) and ``FAIRSEQ_T2R_FLA=1`` is set.
     """
     if weight_dropout is not None or phi_q.size(-2) <= quadratic_max_len:
         return causal_quadratic(phi_q, phi_k, v, eps, weight_dropout)
@@ -341,7 +363,10 @@ def causal_parallel(
 
 
 # -- optional GPU kernel: flash-linear-attention -----------------------------------------------
-USE_FLA = True
+# Opt-in (FAIRSEQ_T2R_FLA=1): on an H100 with fla 0.6.0 / Triton 3.6 / torch 2.11, fla's backward
+# kernel (chunk_bwd_kernel_dqkwg) hit an illegal memory access, and its fp32 matmuls run in TF32
+# (parallel vs recurrent differ by ~3e-3 instead of ~1e-6): see benchmarks/gpu_check.py
+USE_FLA = os.environ.get("FAIRSEQ_T2R_FLA", "0") == "1"
 _FLA_KERNEL = None  # None: not looked up yet; False: not available
 
 
@@ -363,6 +388,7 @@ def fla_kernel():
     return _FLA_KERNEL or None
 
 
+@autocast_off
 def causal_fla(phi_q: Tensor, phi_k: Tensor, v: Tensor, eps: float = DEFAULT_EPS) -> Tensor:
     """The chunked form with fla's Triton kernel for the numerator phi_q . S_i (unnormalised,
     scale 1: ``normalize=False``; fla's own normaliser adds 1e-10 instead of clamping at eps);
@@ -385,6 +411,7 @@ def empty_state(phi_k: Tensor, v: Tensor) -> State:
     )
 
 
+@autocast_off
 def recurrent_step(
     phi_q: Tensor, phi_k: Tensor, v: Tensor, state: State, eps: float = DEFAULT_EPS
 ) -> Tuple[Tensor, State]:
@@ -410,6 +437,7 @@ def causal_reference(
     return torch.cat(outs, dim=-2)
 
 
+@autocast_off
 def summarize_keys(phi_k: Tensor, v: Tensor) -> State:
     """(S, z) over all keys: what a query sees in non-causal (cross) attention."""
     ct = compute_dtype(v.dtype)
@@ -417,6 +445,7 @@ def summarize_keys(phi_k: Tensor, v: Tensor) -> State:
     return torch.matmul(k.transpose(-1, -2), vv), k.sum(-2)
 
 
+@autocast_off
 def attend_state(phi_q: Tensor, state: State, eps: float = DEFAULT_EPS, out_dtype=None) -> Tensor:
     """Queries against a fixed key summary: (phi_q . S) / max(phi_q . z, eps)."""
     S, z = state
@@ -426,6 +455,7 @@ def attend_state(phi_q: Tensor, state: State, eps: float = DEFAULT_EPS, out_dtyp
     return (num / den.clamp(min=eps)).to(out_dtype or phi_q.dtype)
 
 
+@autocast_off
 def noncausal(
     phi_q: Tensor,
     phi_k: Tensor,
