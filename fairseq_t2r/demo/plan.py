@@ -43,7 +43,7 @@ PRESETS: Dict[str, Preset] = {
                     heads=4, teacher_updates=60, ft_updates=30, transfer_updates=10, validate_every=10,
                     max_tokens=1024, contexts=[32, 256], feature_dim=16),
     "default": Preset(lm_lines=12000, lm_merges=3000, mt_pairs=12000, mt_merges=4000, layers=2, dim=128,
-                      ffn=512, heads=4, teacher_updates=800, ft_updates=200, transfer_updates=50,
+                      ffn=512, heads=4, teacher_updates=600, ft_updates=150, transfer_updates=40,
                       validate_every=50, max_tokens=1024, contexts=[128, 2048]),
     "full": Preset(lm_lines=None, lm_merges=10000, mt_pairs=None, mt_merges=10000, layers=3, dim=512,
                    ffn=1024, heads=8, teacher_updates=4000, ft_updates=1000, transfer_updates=200,
