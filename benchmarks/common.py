@@ -1,24 +1,8 @@
-"""What every benchmark records about the machine it ran on."""
-import datetime
+"""What every benchmark records about the machine it ran on: the description the demo's report
+uses too (``fairseq_t2r/machine.py``)."""
 import os
-import platform
+import sys
 
-import torch
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-
-def machine():
-    cpu = platform.processor()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return {
-        "platform": platform.platform(),
-        "cpu": cpu,
-        "cpu_count": os.cpu_count(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "threads": torch.get_num_threads(),
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-    }
+from fairseq_t2r.machine import machine  # noqa: E402,F401
