@@ -126,7 +126,8 @@ def targets(res):
                 a, b = k.split("_src")[1].split("_vs_")
                 who = "T2R" if "_t2r_" in k else "softmax"
                 rows.append(("MT decoding", f"{who} (generate - encoder) / steps, source {a} / source {b} "
-                             "(includes fairseq's per-step encoder_out reorder)", f"{v:.3f}", "(report)", ""))
+                             "(whole SequenceGenerator, first-step source summaries included)", f"{v:.3f}",
+                             "(report)", ""))
     tr = res.get("training")
     if tr:
         layer = {r["length"]: r for r in tr.get("layer", [])}
