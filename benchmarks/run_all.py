@@ -239,7 +239,7 @@ def write_markdown(res, out_dir, path, command):
             qrows = [{"length": r["length"], "ms": {key(n): v for n, v in r["ms"].items()}} for r in t["quadratic_vs_chunked"]]
             names = list(dict.fromkeys(n for r in qrows for n in r["ms"]))
             lines += table([[r["length"]] + [f"{r['ms'][n]:.2f}" if n in r["ms"] else "" for n in names] for r in qrows],
-                           ["length"] + [n if n != "chunked" else f"chunked C={t['current']['DEFAULT_CHUNK_SIZE']}"
+                           ["length"] + [n if n != "chunked" else f"chunked C=min(T, {t['current']['DEFAULT_CHUNK_SIZE']})"
                                          for n in names])
             if t["chunk_sizes"]:
                 names = sorted({n for r in t["chunk_sizes"] for n in r["ms"]}, key=lambda n: int(n[2:]))
