@@ -11,7 +11,8 @@ and fairseq. Three parts:
 2. timing: one attention layer (512 dims, 8 heads, k = 32, batch 1), forward + backward, for
    fp32 / bf16 / fp16 at 1024 / 4096 / 8192 tokens: T2RAttention with our chunked form ("ours"),
    T2RAttention with fla ("fla"), fairseq's MultiheadAttention ("softmax", PyTorch SDPA), called
-   as fairseq's decoder layer calls them; CUDA-event medians and peak allocated memory;
+   as fairseq's decoder layer calls them; CUDA-event medians, peak allocated memory of one step
+   after a warm-up step, and the layer output of the fla path against ours;
 3. a table on stdout and ``gpu_check.json`` in ``--out``.
 
     python3 benchmarks/gpu_check.py --out DIR
@@ -32,15 +33,16 @@ sys.path.insert(0, HERE)
 import torch  # noqa: E402
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+DEVICE = "cuda"  # "cpu" only for --cpu-smoke (a check of this script itself, with a stand-in kernel)
 # max |ours - fla| / max |ours| allowed: fp32 is tight up to TF32 rounding in fla's kernels
 TOL = {"fp32": 5e-3, "bf16": 5e-2, "fp16": 2e-2}
 
 
 def features(B, H, T, F, D, dtype, seed=0):
-    g = torch.Generator(device="cuda").manual_seed(seed)
-    q = torch.relu(torch.randn(B, H, T, F, device="cuda", generator=g)) / F ** 0.5
-    k = torch.relu(torch.randn(B, H, T, F, device="cuda", generator=g)) / F ** 0.5
-    v = torch.randn(B, H, T, D, device="cuda", generator=g)
+    g = torch.Generator(device=DEVICE).manual_seed(seed)
+    q = torch.relu(torch.randn(B, H, T, F, device=DEVICE, generator=g)) / F ** 0.5
+    k = torch.relu(torch.randn(B, H, T, F, device=DEVICE, generator=g)) / F ** 0.5
+    v = torch.randn(B, H, T, D, device=DEVICE, generator=g)
     k[:, :, T // 3 : T // 3 + 7] = 0  # a few padded keys
     return [t.to(dtype).requires_grad_() for t in (q, k, v)]
 
@@ -54,7 +56,7 @@ def check_equality(ops, lengths):
     for name, dtype in DTYPES.items():
         for T in lengths:
             q, k, v = features(2, 8, T, 32, 64, dtype, seed=T)
-            g = torch.randn(2, 8, T, 64, device="cuda", dtype=dtype)
+            g = torch.randn(2, 8, T, 64, device=DEVICE, dtype=dtype)
             ours = ops.causal_chunked(q, k, v)
             d_ours = torch.autograd.grad(ours, (q, k, v), g)
             fla = ops.causal_fla(q, k, v)
@@ -79,6 +81,15 @@ def check_equality(ops, lengths):
 
 
 def cuda_time(fn, repeats, warmup=2):
+    if DEVICE == "cpu":
+        for _ in range(warmup):
+            fn()
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            fn()
+            times.append(1000 * (time.perf_counter() - t0))
+        return statistics.median(times), times
     for _ in range(warmup):
         fn()
     torch.cuda.synchronize()
@@ -105,33 +116,44 @@ def time_layers(ops, lengths, repeats, dim=512, heads=8, feature_dim=32, with_fl
     t2r = T2RAttention.from_softmax(MultiheadAttention(dim, heads, self_attention=True), "t2r", feature_dim)
     rows = []
     for name, dtype in DTYPES.items():
-        mods = {"softmax": mha.to("cuda", dtype).train(), "t2r": t2r.to("cuda", dtype).train()}
+        mods = {"softmax": mha.to(DEVICE, dtype).train(), "t2r": t2r.to(DEVICE, dtype).train()}
         for T in lengths:
-            x = torch.randn(T, 1, dim, device="cuda", dtype=dtype, requires_grad=True)
-            grad = torch.randn(T, 1, dim, device="cuda", dtype=dtype)
-            mask = torch.full((T, T), float("-inf"), device="cuda", dtype=dtype).triu_(1)
+            x = torch.randn(T, 1, dim, device=DEVICE, dtype=dtype, requires_grad=True)
+            grad = torch.randn(T, 1, dim, device=DEVICE, dtype=dtype)
+            mask = torch.full((T, T), float("-inf"), device=DEVICE, dtype=dtype).triu_(1)
             row = {"dtype": name, "length": T, "ms": {}, "peak_MB": {}, "errors": {}}
+            outputs = {}
             variants = [("ours", "t2r", False), ("fla", "t2r", True), ("softmax", "softmax", False)]
             for variant, mod, use_fla in [v for v in variants if with_fla or not v[2]]:
                 ops.USE_FLA = use_fla
                 m = mods[mod]
 
-                def step():
+                def step(keep=False):
                     out, _ = m(x, x, x, attn_mask=mask, need_weights=False)
                     out.backward(grad)
+                    if keep:
+                        outputs[variant] = out.detach()
                 try:
-                    torch.cuda.synchronize()
-                    torch.cuda.reset_peak_memory_stats()
-                    base = torch.cuda.memory_allocated()
-                    step()
-                    torch.cuda.synchronize()
-                    row["peak_MB"][variant] = (torch.cuda.max_memory_allocated() - base) / 2**20
-                    row["ms"][variant], _ = cuda_time(step, repeats)
+                    step(keep=True)  # warm-up: kernel compilation / autotuning, output kept
+                    m.zero_grad(set_to_none=True)
+                    x.grad = None
+                    if DEVICE == "cuda":
+                        torch.cuda.synchronize()
+                        torch.cuda.reset_peak_memory_stats()
+                        base = torch.cuda.memory_allocated()
+                        step()
+                        torch.cuda.synchronize()
+                        row["peak_MB"][variant] = (torch.cuda.max_memory_allocated() - base) / 2**20
+                    row["ms"][variant], _ = cuda_time(step, repeats, warmup=1)
                 except Exception as e:  # keep going: report what failed
                     row["errors"][variant] = f"{type(e).__name__}: {e}"[:500]
                 m.zero_grad(set_to_none=True)
                 x.grad = None
             ops.USE_FLA = with_fla
+            if "ours" in outputs and "fla" in outputs:  # the whole layer, fla path vs ours
+                row["layer_out_rel_err"] = rel_err(outputs["fla"], outputs["ours"])
+            if with_fla and (ops.fla_kernel() is None or DEVICE == "cpu"):
+                row["errors"]["fla"] = "no fla kernel on this device: the 'fla' column ran our chunked form"
             ms = row["ms"]
             if "softmax" in ms:
                 for v in ("ours", "fla"):
@@ -140,10 +162,17 @@ def time_layers(ops, lengths, repeats, dim=512, heads=8, feature_dim=32, with_fl
             rows.append(row)
             cell = lambda v: f"{ms[v]:8.2f}" if v in ms else "   error"  # noqa: E731
             mem = lambda v: f"{row['peak_MB'][v]:7.0f}" if v in row["peak_MB"] else "      -"  # noqa: E731
+            err = f" | layer out fla vs ours {row['layer_out_rel_err']:.1e}" if "layer_out_rel_err" in row else ""
             print(f"{name:>5} {T:>6} | {cell('ours')} {cell('fla')} {cell('softmax')} ms | "
-                  f"{mem('ours')} {mem('fla')} {mem('softmax')} MB"
+                  f"{mem('ours')} {mem('fla')} {mem('softmax')} MB{err}"
                   + (f" | errors: {row['errors']}" if row["errors"] else ""), flush=True)
     return rows
+
+
+def _stand_in_kernel(q, k, v, scale=None, normalize=True, **kw):
+    """--cpu-smoke only: what fla's chunk_linear_attn(normalize=False) computes, in PyTorch."""
+    S = torch.einsum("bthf,bthd->bthfd", k.float(), v.float()).cumsum(1)
+    return (scale * torch.einsum("bthf,bthfd->bthd", q.float(), S)).to(v.dtype), None
 
 
 def main(argv=None):
@@ -154,6 +183,9 @@ def main(argv=None):
     p.add_argument("--repeats", type=int, default=20)
     p.add_argument("--no-fla", action="store_true", help="time ours vs softmax only (an fla crash poisons "
                    "the CUDA context for everything after it)")
+    p.add_argument("--cpu-smoke", action="store_true",
+                   help="check this script without a GPU: CPU tensors, a PyTorch stand-in for fla's kernel, "
+                        "small lengths (the figures mean nothing)")
     a = p.parse_args(argv)
     os.makedirs(a.out, exist_ok=True)
     from common import machine
@@ -162,18 +194,26 @@ def main(argv=None):
 
     result = {"benchmark": "gpu_check: ours vs fla vs fairseq softmax, attention layer fwd+bwd",
               "machine": machine(), "errors": []}
-    if not torch.cuda.is_available():
-        sys.exit("gpu_check needs CUDA")
-    result["machine"]["gpu"] = torch.cuda.get_device_name()
-    result["machine"]["cuda"] = torch.version.cuda
+    if a.cpu_smoke:
+        global DEVICE
+        DEVICE = "cpu"
+        ops._FLA_KERNEL = (_stand_in_kernel, {})
+        a.lengths, a.check_lengths, a.repeats = "256", "200", 2
+        result["cpu_smoke"] = True
+    elif not torch.cuda.is_available():
+        sys.exit("gpu_check needs CUDA (or --cpu-smoke to check the script itself)")
+    else:
+        result["machine"]["gpu"] = torch.cuda.get_device_name()
+        result["machine"]["cuda"] = torch.version.cuda
     try:
         import fla
 
         result["machine"]["fla"] = getattr(fla, "__version__", "?")
     except Exception as e:
         result["machine"]["fla"] = None
-        result["errors"].append(f"fla not importable: {e}")
-    print(f"{result['machine']['gpu']}, torch {torch.__version__}, CUDA {torch.version.cuda}, "
+        if not a.cpu_smoke:
+            result["errors"].append(f"fla not importable: {e}")
+    print(f"{result['machine'].get('gpu', 'CPU smoke run')}, torch {torch.__version__}, CUDA {torch.version.cuda}, "
           f"fla {result['machine']['fla']}", flush=True)
     torch.backends.cuda.matmul.allow_tf32 = False  # ours in true fp32
     t0 = time.perf_counter()
@@ -199,6 +239,8 @@ def main(argv=None):
     with open(path, "w") as f:
         json.dump(result, f, indent=1)
     ok = all(r["pass"] for r in result.get("equality", {}).get("rows", [])) and not result["errors"]
+    if not a.cpu_smoke:
+        ok = ok and not any(r["errors"] for r in result.get("layer", []))
     print(f"\n{'all checks passed' if ok else 'SOME CHECKS FAILED (see above)'}; wrote {path} "
           f"in {result['wall_s']:.0f} s")
     return 0 if ok else 1

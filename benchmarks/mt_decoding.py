@@ -98,8 +98,9 @@ def decoder_steps(model, dictionary, src_len, beam, steps, warmup, seed):
     """ms per decoder step, timed directly (no SequenceGenerator): one sentence of src_len tokens
     encoded once and expanded to ``beam`` rows, then ``steps`` incremental decoder steps, each
     followed by a reorder of the incremental state (a shuffle within the beam, as beam search
-    does). fairseq's generator also re-indexes encoder_out at every step (an O(source) copy for
-    both models, outside the attention), which this leaves out."""
+    does). fairseq's generator also re-indexes encoder_out at every step (an O(source) copy,
+    outside the attention; the T2R model skips it once its source summaries exist), which this
+    leaves out."""
     sample = source_batch(dictionary, 1, src_len, seed)
     enc = model.encoder(**sample["net_input"])
     enc = model.encoder.reorder_encoder_out(enc, torch.zeros(beam, dtype=torch.long))

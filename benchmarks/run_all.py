@@ -126,7 +126,8 @@ def targets(res):
                 a, b = k.split("_src")[1].split("_vs_")
                 who = "T2R" if "_t2r_" in k else "softmax"
                 rows.append(("MT decoding", f"{who} (generate - encoder) / steps, source {a} / source {b} "
-                             "(includes fairseq's per-step encoder_out reorder)", f"{v:.3f}", "(report)", ""))
+                             "(whole SequenceGenerator, first-step source summaries included)", f"{v:.3f}",
+                             "(report)", ""))
     tr = res.get("training")
     if tr:
         layer = {r["length"]: r for r in tr.get("layer", [])}
@@ -238,7 +239,7 @@ def write_markdown(res, out_dir, path, command):
             qrows = [{"length": r["length"], "ms": {key(n): v for n, v in r["ms"].items()}} for r in t["quadratic_vs_chunked"]]
             names = list(dict.fromkeys(n for r in qrows for n in r["ms"]))
             lines += table([[r["length"]] + [f"{r['ms'][n]:.2f}" if n in r["ms"] else "" for n in names] for r in qrows],
-                           ["length"] + [n if n != "chunked" else f"chunked C={t['current']['DEFAULT_CHUNK_SIZE']}"
+                           ["length"] + [n if n != "chunked" else f"chunked C=min(T, {t['current']['DEFAULT_CHUNK_SIZE']})"
                                          for n in names])
             if t["chunk_sizes"]:
                 names = sorted({n for r in t["chunk_sizes"] for n in r["ms"]}, key=lambda n: int(n[2:]))

@@ -5,6 +5,7 @@ converter (``t2r-convert``): ``attention_specs`` lists every converted attention
 """
 import logging
 import re
+import types
 from typing import Dict, List, NamedTuple
 
 from fairseq.utils import safe_getattr
@@ -64,10 +65,18 @@ def convert_decoder(model, args, with_cross: bool):
         parent_path, attr = spec.path.rsplit(".", 1)
         parent = model.get_submodule(parent_path)
         setattr(parent, attr, T2RAttention.from_softmax(getattr(parent, attr), spec.feature_map, spec.feature_dim))
+    if all(isinstance(layer.self_attn, T2RAttention) for layer in model.decoder.layers):
+        # causality is built into linear attention: fairseq's (T, T) float mask (64 MB at 4096
+        # tokens, cached by the decoder) would be built and passed for nothing
+        model.decoder.buffered_future_mask = types.MethodType(_no_future_mask, model.decoder)
     # every checkpoint saved from this model names the plugin (see errors.RequiresUserDir)
     register = getattr(model, "register_state_dict_post_hook", None) or model._register_state_dict_hook
     register(mark_state_dict)
     return model
+
+
+def _no_future_mask(decoder, tensor):
+    return None
 
 
 def new_tensors(args, with_cross: bool) -> Dict[str, "torch.Tensor"]:

@@ -16,7 +16,11 @@ Forms, all exact and interchangeable:
 - ``causal_quadratic``: builds the (T, T) weight matrix; fastest for short sequences and the
   only form that can apply fairseq-style dropout to attention weights.
 - ``causal_chunked``: O(T * C) work, memory linear in T; chunks of size C attend to each other
-  quadratically and to earlier chunks through a running (F, D) state.
+  quadratically and to earlier chunks through a running (F, D) state. Under autograd it is the
+  ``ChunkedLinearAttention`` Function, whose backward recomputes the chunk states: only phi_q,
+  phi_k, v and one denominator per position are kept between forward and backward.
+- ``causal_fla``: the same on CUDA with flash-linear-attention's Triton kernel for the
+  numerator (optional ``fla`` package) and our normaliser; ``causal_parallel`` picks it there.
 - ``recurrent_step``: one token, constant time and memory; the state is (S, z).
 - ``noncausal``: every query sees every key (cross-attention); reduces keys to (S, z) once.
 - ``causal_reference``: step-by-step loop over ``recurrent_step``, the independent reference
@@ -35,7 +39,7 @@ from torch import Tensor
 DEFAULT_EPS = 0.01  # the original T2R code clamps the denominator at 0.01
 DEFAULT_CHUNK_SIZE = 64
 # Up to this length the quadratic form is faster than the chunked one (fwd + bwd, 8 heads,
-# k = 32, d = 64 on CPU: 1.7x faster at 64, even at 128, 2.5x slower at 256; measured by
+# k = 32, d = 64 on CPU: 1.6x faster at 64, even at 128, 2.4x slower at 256; measured by
 # benchmarks/training.py --parts tune). Both are exact, so this only trades speed and memory.
 QUADRATIC_MAX_LEN = 128
 
