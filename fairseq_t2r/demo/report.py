@@ -120,7 +120,9 @@ def markdown(header, tasks, commands, plots) -> str:
                 lines.append(f"| {LABELS[name]} | {_fmt(r['updates'])} | {_secs(r.get('train_seconds'))} | "
                              f"{_fmt(r.get('bleu'))} | {_fmt(r.get('chrf'))} | {r['bleu'] - teacher['bleu']:+.2f} |")
             lines += ["", f"sacreBLEU / chrF on the detokenised test set ({teacher.get('sentences')} sentences), "
-                          "beam 4, fairseq-generate."]
+                          "beam 4, fairseq-generate. The training times of the two runs with BLEU curves (T2R swap "
+                          "+ finetune, attention transfer + finetune) include fairseq's `--eval-bleu` beam search "
+                          "on the validation set at every validation."]
         if "transfer" in runs:
             lines += ["", f"Attention transfer trains only the feature maps for the first "
                           f"{runs['transfer']['transfer_updates']} of its {runs['transfer']['updates']} updates."]
@@ -139,7 +141,7 @@ def markdown(header, tasks, commands, plots) -> str:
             c = t["finetune_cost"]
             lines += ["", f"Finetuning cost (T2R swap + finetune) as a fraction of the teacher's training: "
                           f"{100 * c['updates_fraction']:.0f}% of its updates, {100 * c['seconds_fraction']:.0f}% "
-                          "of its wall time."]
+                          "of its wall time (runs side by side share the cores: wall times are indicative)."]
         if "speed" in t:
             s = t["speed"]
             what = "beams of one sentence, source as long as the context" if k == "mt" else "sequences"
