@@ -47,12 +47,12 @@ def trained(tmp_path_factory):
                           max_lines=4000, bpe_merges=1500, verbose=False))
     teacher_dir, t2r_dir = root / "softmax", root / "t2r"
     run_tool("fairseq_cli.train", data, *TRAIN, "--arch", "transformer_lm", *MODEL,
-             "--max-update", "400", "--save-dir", teacher_dir)
+             "--max-update", "250", "--save-dir", teacher_dir)
     teacher = str(teacher_dir / "checkpoint_best.pt")
     swapped = str(root / "swapped.pt")
     run_tool("fairseq_t2r.convert", teacher, swapped)
     finetune = run_tool("fairseq_cli.train", data, *TRAIN, "--arch", "t2r_transformer_lm", *MODEL,
-                        "--max-update", "300", "--finetune-from-model", teacher, "--save-dir", t2r_dir)
+                        "--max-update", "150", "--finetune-from-model", teacher, "--save-dir", t2r_dir)
     return {"root": root, "data": data, "teacher": teacher, "swapped": swapped,
             "t2r": str(t2r_dir / "checkpoint_best.pt"), "t2r_dir": str(t2r_dir), "finetune_log": finetune.stdout + finetune.stderr}
 

@@ -9,6 +9,7 @@ Writes ``OUT/report/{report.md,results.json,*.png}``. A rerun reuses every finis
 says so; an interrupted run resumes where it stopped.
 """
 import argparse
+import json
 import logging
 import os
 import signal
@@ -108,6 +109,10 @@ def main(argv=None):
     collected = {k: report.collect(p, runner) for k, p in task_plans.items()}
     header = {"preset": args.preset, "settings": asdict(preset), "machine": machine(), "jobs": args.jobs,
               "seconds": round(time.time() - t_start, 1), "command": "t2r-demo " + " ".join(argv or sys.argv[1:])}
+    previous = out / "report" / "results.json"
+    if not runner.ran and previous.exists():  # a rerun that only rewrote the report: keep the run's figures
+        old = json.loads(previous.read_text())
+        header.update({k: old[k] for k in ("seconds", "machine") if k in old})
     commands = [s.command() for s in steps]
     folder = out / "report"
     report.write(folder, header, collected, commands)

@@ -57,6 +57,7 @@ class Step:
 class Runner:
     def __init__(self, out: Path, jobs: int = 1, threads: int = 1, log=print):
         self.out, self.jobs, self.threads, self.log = Path(out), max(1, jobs), threads, log
+        self.ran: List[str] = []  # steps this invocation ran (the others were reused)
         (self.out / "steps").mkdir(parents=True, exist_ok=True)
         (self.out / "logs").mkdir(parents=True, exist_ok=True)
 
@@ -144,6 +145,7 @@ class Runner:
             seconds = time.monotonic() - t0
             if rc == 0:
                 self._mark(s, seconds)
+                self.ran.append(s.name)
                 done.add(s.name)
                 self.log(f"[{s.name}] done in {seconds:.0f} s")
             elif failed is None:
