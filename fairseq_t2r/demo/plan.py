@@ -8,6 +8,7 @@ Every model the demo trains is the same size; only its attention and its startin
 - ``scratch``: T2R from random init, the teacher's budget plus the finetuning budget.
 """
 import argparse
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional
@@ -82,7 +83,12 @@ class TaskPlan:
 
     # ------------------------------------------------------------------ fairseq arguments
     def model_flags(self) -> List[str]:
-        """Architecture flags of the teacher (and so of every student)."""
+        """Architecture flags of the teacher (and so of every student); a fresh list each call."""
+        return list(self._model_flags)
+
+    @functools.cached_property
+    def _model_flags(self) -> List[str]:
+        # a user's teacher checkpoint is read once, not for every step that needs its flags
         if self.external_teacher:
             return flags_from_checkpoint(self.external_teacher)
         p = self.preset
