@@ -97,6 +97,85 @@ def test_merged_projections_in_training_give_the_same_gradients(feature_map):
         assert (grads[True][n] - grads[False][n]).abs().max().item() <= 1e-9, n
 
 
+def _relu_from_input_reference(x, weight, bias, H, F, kpm):
+    """Projection, relu, padded keys zeroed, token-by-token recurrence: autograd all the way."""
+    T, B, _ = x.shape
+    y = torch.nn.functional.linear(x, weight, bias).view(T, B, H, -1).permute(1, 2, 0, 3)
+    phi_q, phi_k, v = torch.relu(y[..., :F]), torch.relu(y[..., F : 2 * F]), y[..., 2 * F :]
+    out = ops.causal_reference(phi_q, ops.mask_padded_keys(phi_k, kpm), v)
+    return out.permute(2, 0, 1, 3).reshape(T, B, -1)
+
+
+@pytest.mark.parametrize("T,chunk,bias", [(1, 4, True), (37, 8, True), (150, 16, False), (300, 64, True)])
+def test_relu_from_input_values_and_gradients_equal_reference(T, chunk, bias):
+    g = torch.Generator().manual_seed(T)
+    B, H, F, D = 2, 3, 4, 5
+    x = torch.randn(T, B, H * D, dtype=torch.float64, generator=g, requires_grad=True)
+    weight = torch.randn(H * (2 * F + D), H * D, dtype=torch.float64, generator=g, requires_grad=True)
+    b = torch.randn(weight.size(0), dtype=torch.float64, generator=g, requires_grad=True) if bias else None
+    kpm = torch.zeros(B, T, dtype=torch.bool)
+    kpm[1, T - T // 4 :] = True
+    inputs = [t for t in (x, weight, b) if t is not None]
+    ref = _relu_from_input_reference(x, weight, b, H, F, kpm)
+    out = ops.causal_relu_from_input(x, weight, b, H, F, kpm, chunk_size=chunk)
+    grad = torch.randn(ref.shape, dtype=torch.float64, generator=g)
+    want = torch.autograd.grad(ref, inputs, grad)
+    got = torch.autograd.grad(out, inputs, grad)
+    assert out.shape == (T, B, H * D)
+    assert (out - ref).abs().max().item() <= 1e-10
+    for a, w in zip(got, want):
+        assert (a - w).abs().max().item() <= 1e-9
+
+
+def test_relu_from_input_backward_runs_once():
+    """Its backward reuses the saved activations' storage for their gradients: a second backward
+    through one forward is refused with a clear error, not silently wrong."""
+    x = torch.randn(200, 1, 4, requires_grad=True)
+    weight = torch.randn(2 * (2 * 3 + 2), 4, requires_grad=True)
+    out = ops.causal_relu_from_input(x, weight, None, 2, 3)
+    out.sum().backward(retain_graph=True)
+    with pytest.raises(RuntimeError, match="second backward"):
+        out.sum().backward()
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16])
+def test_training_self_attention_runs_the_fused_projection(monkeypatch, dtype):
+    """A t2r self-attention longer than QUADRATIC_MAX_LEN trains through causal_relu_from_input;
+    outputs and every gradient (input included) equal those of the same merged weights through
+    the generic path (float64 and bf16) and of the unmerged module (float64; in bf16 the random
+    module's gradients are too ill-conditioned -- denominators at the eps clamp -- to compare)."""
+    calls = []
+    fused = ops.causal_relu_from_input
+    monkeypatch.setattr(ops, "causal_relu_from_input", lambda *a, **k: calls.append(1) or fused(*a, **k))
+    torch.manual_seed(0)
+    attn = T2RAttention.from_softmax(MultiheadAttention(16, 2, self_attention=True), "t2r", 8).to(dtype).train()
+    x0 = torch.randn(ops.QUADRATIC_MAX_LEN + 61, 2, 16).to(dtype)
+    kpm = torch.zeros(2, x0.size(0), dtype=torch.bool)
+    kpm[0, 150:] = True
+    g = torch.randn(x0.shape).to(dtype)
+
+    def run(merge, allow_fused):
+        attn.merge_projections = merge
+        if not allow_fused:
+            attn._fused_from_input = lambda *a: False  # an instance attribute hides the method
+        attn.zero_grad()
+        x = x0.clone().requires_grad_()
+        out, _ = attn(x, x, x, key_padding_mask=kpm)
+        out.backward(g)
+        attn.__dict__.pop("_fused_from_input", None)
+        return [out, x.grad] + [p.grad for p in attn.parameters()]
+
+    got = run(True, True)
+    assert len(calls) == 1
+    others = [run(True, False)] + ([run(False, True)] if dtype == torch.float64 else [])
+    assert len(calls) == 1  # neither the generic merged path nor the unmerged module fuses
+    tol = 1e-9 if dtype == torch.float64 else 2e-2
+    for want in others:
+        for a, b in zip(got, want):
+            assert a.dtype == dtype
+            assert (a.double() - b.double()).abs().max().item() <= tol * max(1.0, b.double().abs().max().item())
+
+
 @pytest.mark.parametrize("feature_map", sorted(FEATURE_MAPS))
 def test_fused_step_same_with_one_or_three_input_tensors(feature_map):
     """fairseq passes one tensor as query, key and value (one fused matmul); the tests' step_by_step

@@ -49,6 +49,7 @@ def build_feature_map(name: str, num_heads: int, head_dim: int, feature_dim: int
 
 class FeatureMap(nn.Module):
     is_random = False
+    relu_of_linear = False
 
     def __init__(self, num_heads: int, head_dim: int, feature_dim: int):
         super().__init__()
@@ -99,6 +100,8 @@ class T2RFeatureMap(FeatureMap):
         self.weight = nn.Parameter(torch.empty(num_heads, feature_dim, head_dim))
         self.bias = nn.Parameter(torch.empty(num_heads, feature_dim))
         _linear_default_init(self.weight, self.bias)
+
+    relu_of_linear = True  # phi = relu(linear_part): training may use ops.causal_relu_from_input
 
     def linear_part(self):
         return self.weight, self.bias

@@ -250,6 +250,12 @@ class T2RAttention(nn.Module):
             if self.encoder_decoder_attention:
                 return self._cross_attention_step(query, key, value, key_padding_mask, incremental_state), None
             return self._self_attention_step(query, key, value, key_padding_mask, incremental_state), None
+        if not self.encoder_decoder_attention and self._fused_from_input(query, key, value, incremental_state):
+            weight, bias = self._fused_projection()
+            out = ops.causal_relu_from_input(
+                query, weight, bias, self.num_heads, self.feature_map.output_dim, key_padding_mask, self.eps
+            )
+            return self.out_proj(out), None
         if self.encoder_decoder_attention:
             out = self._cross_attention(query, key, value, key_padding_mask, incremental_state)
         else:
@@ -257,6 +263,33 @@ class T2RAttention(nn.Module):
         if self.transfer_record is not None and incremental_state is None:
             out = self._transfer(out, query, key, value, key_padding_mask)
         return self.out_proj(self._unheads(out)), None
+
+    def _fused_from_input(self, query, key, value, incremental_state) -> bool:
+        """Whether this call runs ``ops.causal_relu_from_input``: a parallel (training or scoring)
+        call of self-attention with relu features long enough for the chunked form."""
+        return (
+            incremental_state is None
+            and key is query
+            and value is query
+            and self.feature_map.relu_of_linear
+            and self._mergeable()
+            and self.transfer_record is None
+            and ops.parallel_form(query.size(0), query.is_cuda, self._weight_dropout() is not None) == "chunked"
+        )
+
+    def _fused_projection(self):
+        """(weight, bias) of [query pre-features | key pre-features | values] per head, the layout
+        ``ops.causal_relu_from_input`` takes (rebuilt under autograd, like the folded maps)."""
+        H, D, C = self.num_heads, self.head_dim, self.embed_dim
+        mq = self._merged_projection("q", self.q_proj, self.scaling)
+        mk = self._merged_projection("k", self.k_proj, 1.0)
+        wv, bv = self.v_proj.weight, self.v_proj.bias
+        weight = torch.cat([mq[0].view(H, -1, C), mk[0].view(H, -1, C), wv.view(H, D, C)], 1).view(-1, C)
+        parts = [(mq[1], mq[0].size(0)), (mk[1], mk[0].size(0)), (bv, D * H)]
+        if all(b is None for b, _ in parts):
+            return weight, None
+        b = [(wv.new_zeros(n) if b is None else b).view(H, -1) for b, n in parts]
+        return weight, torch.cat(b, 1).view(-1)
 
     def _causal_self_attention(self, query, key, value, key_padding_mask, incremental_state):
         phi_q, phi_k = self._phi_queries_keys(query, key, key_padding_mask)

@@ -189,8 +189,9 @@ def _prefix_states(kc: Tensor, vc: Tensor, g: int, n: int, S0: Optional[Tensor])
     return kv, P
 
 
-def _chunked_forward(phi_q, phi_k, v, eps, chunk_size, initial_state=None, return_state=False):
-    """(out, den (B, H, T) before the clamp, final state or None); no autograd."""
+def _chunked_forward(phi_q, phi_k, v, eps, chunk_size, initial_state=None, return_state=False, out=None):
+    """(out, den (B, H, T) before the clamp, final state or None); no autograd. ``out``: a given
+    (B, H, T, D) buffer whose (B, H) dims merge as a view (e.g. a permuted (T, B, H, D) tensor)."""
     B, H, T, F = phi_q.shape
     D = v.size(-1)
     ct = compute_dtype(v.dtype)
@@ -198,7 +199,10 @@ def _chunked_forward(phi_q, phi_k, v, eps, chunk_size, initial_state=None, retur
     n = Tp // C
     G = B * H
     q3, k3, v3 = _flat(phi_q), _flat(phi_k), _flat(v)
-    out, out3 = _empty_like_flat(v)
+    if out is None:
+        out, out3 = _empty_like_flat(v)
+    else:
+        out3 = out.view(G, T, D)
     den = torch.empty(B, H, T, dtype=ct, device=v.device)
     den3 = den.view(G, T)
     S0 = None
@@ -228,7 +232,11 @@ def _chunked_forward(phi_q, phi_k, v, eps, chunk_size, initial_state=None, retur
     return out, den, state
 
 
-def _chunked_backward(phi_q, phi_k, v, den, dout, eps, chunk_size):
+def _chunked_backward(phi_q, phi_k, v, den, dout, eps, chunk_size, into=None, relu=False):
+    """(dq, dk, dv). ``into``: three (B, H, T, X) tensors to write them to (they may be phi_q,
+    phi_k and v themselves: a group's inputs are loaded before its gradients are written, and
+    groups are disjoint). ``relu``: phi_q/phi_k are relu outputs and the gradients returned for
+    them are those of the pre-activations (times 1[phi > 0], as torch's relu backward)."""
     B, H, T, F = phi_q.shape
     D = v.size(-1)
     ct = den.dtype
@@ -237,9 +245,10 @@ def _chunked_backward(phi_q, phi_k, v, den, dout, eps, chunk_size):
     G = B * H
     q3, k3, v3, do3 = _flat(phi_q), _flat(phi_k), _flat(v), _flat(dout)
     den3 = den.view(G, T)
-    dq, dq3 = _empty_like_flat(phi_q)
-    dk, dk3 = _empty_like_flat(phi_k)
-    dv, dv3 = _empty_like_flat(v)
+    if into is None:
+        (dq, dq3), (dk, dk3), (dv, dv3) = _empty_like_flat(phi_q), _empty_like_flat(phi_k), _empty_like_flat(v)
+    else:
+        (dq, dk, dv), (dq3, dk3, dv3) = into, (_flat(t) for t in into)
     for g0, g1 in _groups(G, Tp):
         g = g1 - g0
         qc = _load(q3, g0, g1, Tp, ct).view(g * n, C, F)
@@ -277,6 +286,9 @@ def _chunked_backward(phi_q, phi_k, v, den, dout, eps, chunk_size):
         del dA
         gv = torch.bmm(A.transpose(1, 2), dN).baddbmm_(kc, R)
         del A
+        if relu:
+            gq.masked_fill_(qc <= 0, 0.0)
+            gk.masked_fill_(kc <= 0, 0.0)
         dq3[g0:g1] = gq.view(g, Tp, F)[:, :T]
         dk3[g0:g1] = gk.view(g, Tp, F)[:, :T]
         dv3[g0:g1] = gv.view(g, Tp, D + 1)[:, :T, :D]
@@ -301,6 +313,88 @@ class ChunkedLinearAttention(torch.autograd.Function):
         phi_q, phi_k, v, den = ctx.saved_tensors
         dq, dk, dv = _chunked_backward(phi_q, phi_k, v, den, dout, ctx.eps, ctx.chunk_size)
         return dq, dk, dv, None, None
+
+
+@autocast_off
+def causal_relu_from_input(
+    x: Tensor,
+    weight: Tensor,
+    bias: Optional[Tensor],
+    num_heads: int,
+    feature_dim: int,
+    key_padding_mask: Optional[Tensor] = None,
+    eps: float = DEFAULT_EPS,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+) -> Tensor:
+    """Causal self-attention with relu features, straight from the layer input, for training.
+
+    x (T, B, C); ``weight`` (H * (2F + D), C) and ``bias`` stack per head h the rows of
+    [query pre-features | key pre-features | values]; phi = relu of the first two blocks.
+    Returns (T, B, H * D), the heads side by side (what out_proj takes).
+
+    The same as projecting, applying relu, masking padded keys and ``causal_chunked``, with the
+    memory of one projection: the projection output holds phi and v in place, and the backward
+    writes the gradients of the projection output back into that same tensor before the input
+    and weight gradients are taken from it (``ProjectedReluLinearAttention``).
+    """
+    return ProjectedReluLinearAttention.apply(x, weight, bias, key_padding_mask, num_heads, feature_dim, eps, chunk_size)
+
+
+class ProjectedReluLinearAttention(torch.autograd.Function):
+    """See ``causal_relu_from_input``. Kept between forward and backward: the projection output
+    y = [relu(q) | relu(k) | v] per head (as an attribute, so that it can be freed, and its
+    storage reused for dy, inside the backward) and one denominator per position."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, key_padding_mask, H, F, eps, chunk_size):
+        T, B, C = x.shape
+        W = weight.size(0) // H
+        D = W - 2 * F
+        x2 = x.reshape(T * B, C)
+        y = torch.mm(x2, weight.t()) if bias is None else torch.addmm(bias, x2, weight.t())
+        y4 = y.view(T, B, H, W)
+        y4[..., : 2 * F].relu_()
+        if key_padding_mask is not None:
+            y4[..., F : 2 * F].masked_fill_(key_padding_mask.t().to(torch.bool)[:, :, None, None], 0.0)
+        phi_q, phi_k, v = _projected_heads(y4, F)
+        out = y.new_empty(T, B, H, D)
+        _, den, _ = _chunked_forward(phi_q, phi_k, v, eps, chunk_size, out=out.permute(1, 2, 0, 3))
+        ctx.save_for_backward(x, weight)
+        ctx.y, ctx.den = y4, den
+        ctx.has_bias, ctx.F, ctx.eps, ctx.chunk_size = bias is not None, F, eps, chunk_size
+        return out.view(T, B, H * D)
+
+    @staticmethod
+    @autocast_off
+    def backward(ctx, dout):
+        x, weight = ctx.saved_tensors
+        y4, den = ctx.y, ctx.den
+        if y4 is None:
+            raise RuntimeError(
+                "causal_relu_from_input: a second backward through the same forward (retain_graph); its "
+                "backward overwrites the saved activations with their gradients: run the forward again"
+            )
+        ctx.y = ctx.den = None  # y's storage becomes dy: nothing else may hold it
+        T, B, H, W = y4.shape
+        heads = _projected_heads(y4, ctx.F)
+        dout4 = dout.reshape(T, B, H, W - 2 * ctx.F).permute(1, 2, 0, 3)
+        _chunked_backward(*heads, den, dout4, ctx.eps, ctx.chunk_size, into=heads, relu=True)
+        del heads, den
+        dy = y4.view(T * B, H * W)
+        dx = dW = db = None
+        if ctx.needs_input_grad[0]:
+            dx = torch.mm(dy, weight).view(x.shape)
+        if ctx.needs_input_grad[1]:
+            dW = torch.mm(dy.t(), x.reshape(T * B, -1))
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            db = dy.sum(0)
+        return dx, dW, db, None, None, None, None, None
+
+
+def _projected_heads(y4: Tensor, F: int):
+    """(T, B, H, 2F + D) -> phi_q, phi_k, v as (B, H, T, X) views."""
+    heads = y4.permute(1, 2, 0, 3)
+    return heads[..., :F], heads[..., F : 2 * F], heads[..., 2 * F :]
 
 
 def _causal_chunked_autograd(phi_q, phi_k, v, eps, chunk_size, initial_state, return_state):
@@ -359,11 +453,21 @@ def causal_parallel(
     On CUDA, long sequences go through flash-linear-attention's chunked kernel when the optional
     ``fla`` package is importable (``pip install .[gpu]``) and ``FAIRSEQ_T2R_FLA=1`` is set.
     """
-    if weight_dropout is not None or phi_q.size(-2) <= quadratic_max_len:
+    form = parallel_form(phi_q.size(-2), phi_q.is_cuda, weight_dropout is not None, quadratic_max_len)
+    if form == "quadratic":
         return causal_quadratic(phi_q, phi_k, v, eps, weight_dropout)
-    if phi_q.is_cuda and USE_FLA and fla_kernel() is not None:
+    if form == "fla":
         return causal_fla(phi_q, phi_k, v, eps)
     return causal_chunked(phi_q, phi_k, v, eps, chunk_size)
+
+
+def parallel_form(length: int, is_cuda: bool, weight_dropout: bool, quadratic_max_len: int = QUADRATIC_MAX_LEN) -> str:
+    """Which exact form ``causal_parallel`` runs: "quadratic", "fla" or "chunked"."""
+    if weight_dropout or length <= quadratic_max_len:
+        return "quadratic"
+    if is_cuda and USE_FLA and fla_kernel() is not None:
+        return "fla"
+    return "chunked"
 
 
 # -- optional GPU kernel: flash-linear-attention -----------------------------------------------
