@@ -181,7 +181,11 @@ def main(argv=None):
     p.add_argument("--fixed-tgt", type=int, default=256, help="target length during the source sweep")
     p.add_argument("--fixed-src", type=int, default=512, help="source length during the target sweep")
     p.add_argument("--beams", default="4")
-    p.add_argument("--batch", type=int, default=1, help="source sentences per generate call")
+    p.add_argument("--batch", type=int, default=1, help="source sentences per generate call (both sweeps)")
+    p.add_argument("--batched", default="8", help="batch sizes at which the target point (--fixed-src, "
+                   "--fixed-tgt) is also measured: fairseq-generate decodes many sentences per call")
+    p.add_argument("--batched-repeats", type=int, default=2, help="repeats of the batched points (a softmax "
+                   "run at batch 8 takes about a minute)")
     p.add_argument("--enc-layers", type=int, default=6)
     p.add_argument("--dec-layers", type=int, default=6)
     p.add_argument("--dim", type=int, default=512)
@@ -210,13 +214,17 @@ def main(argv=None):
             a.src_lens = "32,128"
         if a.tgt_lens == p.get_default("tgt_lens"):
             a.tgt_lens = "16"
+        if a.batched == p.get_default("batched"):
+            a.batched = "2"
+        a.batched_repeats = 1
         a.fixed_src, a.fixed_tgt = min(a.fixed_src, 32), min(a.fixed_tgt, 32)
         a.step_count, a.warmup_steps = 8, 1
     out = a.out or os.path.join(REPO, "benchmarks", "results", "mt_decoding" + ("_quick" if a.quick else ""))
     a.beams = [int(b) for b in a.beams.split(",")]
-    points = [("source", s, a.fixed_tgt) for s in parse_lengths(a.src_lens)]
-    points += [("target", a.fixed_src, t) for t in parse_lengths(a.tgt_lens)
-               if ("source", a.fixed_src, t) not in points]
+    points = [("source", s, a.fixed_tgt, a.batch) for s in parse_lengths(a.src_lens)]
+    points += [("target", a.fixed_src, t, a.batch) for t in parse_lengths(a.tgt_lens)
+               if ("source", a.fixed_src, t, a.batch) not in points]
+    points += [("batch", a.fixed_src, a.fixed_tgt, b) for b in parse_lengths(a.batched) if b != a.batch]
 
     global CLOCK
     CLOCK = time.perf_counter if a.clock == "wall" else time.process_time
@@ -228,7 +236,7 @@ def main(argv=None):
 
     dictionary = make_dictionary(a.vocab)
     task = FakeTask(dictionary)
-    max_pos = max(max(s, t) for _, s, t in points) + 8
+    max_pos = max(max(s, t) for _, s, t, _ in points) + 8
     soft = build("transformer", task, a, max_pos)
     t2r = build("t2r_transformer", task, a, max_pos)
     t2r.load_state_dict(copy.deepcopy(soft.state_dict()))  # the checkpoint hook adds the feature maps
@@ -237,7 +245,7 @@ def main(argv=None):
     print(f"model: {a.enc_layers}+{a.dec_layers} layers, {a.dim} dims, {a.heads} heads, FFN {a.ffn}, "
           f"vocab {len(dictionary)} (shared embeddings); params softmax {n_soft / 1e6:.2f}M, "
           f"T2R {n_t2r / 1e6:.2f}M ({a.feature_map} k={a.feature_dim}, self and cross); "
-          f"batch {a.batch} sentence(s)", flush=True)
+          f"batch {a.batch} sentence(s); also batches {a.batched} at src {a.fixed_src}, tgt {a.fixed_tgt}", flush=True)
     models = {"softmax": soft, "t2r": t2r}
 
     rows = []
@@ -247,19 +255,19 @@ def main(argv=None):
         for beam in a.beams:  # untimed: first calls allocate and warm up kernels
             for m in models.values():
                 generate(m, dictionary, warm, beam, 32)
-        print(f"\n{'sweep':>6} {'beam':>4} {'src':>5} {'tgt':>5} | {'softmax ms/tok':>14} {'t2r ms/tok':>10} "
+        print(f"\n{'sweep':>6} {'beam':>4} {'batch':>5} {'src':>5} {'tgt':>5} | {'softmax ms/tok':>14} {'t2r ms/tok':>10} "
               f"{'speedup':>7} | {'softmax s':>9} {'t2r s':>7} {'encoder s':>9}", flush=True)
         for beam in a.beams:
-            for sweep, src_len, tgt_len in points:
-                sample = source_batch(dictionary, a.batch, src_len, a.seed + src_len)
+            for sweep, src_len, tgt_len, batch in points:
+                sample = source_batch(dictionary, batch, src_len, a.seed + src_len)
                 times = {n: [] for n in models}
-                for r in range(a.repeats):
+                for r in range(a.repeats if sweep != "batch" else a.batched_repeats):
                     for name in (list(models) if r % 2 == 0 else list(models)[::-1]):
                         times[name].append(generate(models[name], dictionary, sample, beam, tgt_len))
                 enc = statistics.median(encode(soft, sample) for _ in range(max(1, a.repeats)))
                 med = {n: statistics.median(t) for n, t in times.items()}
                 row = {
-                    "sweep": sweep, "beam": beam, "src": src_len, "tgt": tgt_len, "batch": a.batch,
+                    "sweep": sweep, "beam": beam, "src": src_len, "tgt": tgt_len, "batch": batch,
                     "softmax_s": med["softmax"], "t2r_s": med["t2r"], "encoder_s": enc,
                     "softmax_ms_per_token": 1000 * med["softmax"] / tgt_len,
                     "t2r_ms_per_token": 1000 * med["t2r"] / tgt_len,
@@ -269,7 +277,7 @@ def main(argv=None):
                     "softmax_runs_s": times["softmax"], "t2r_runs_s": times["t2r"],
                 }
                 rows.append(row)
-                print(f"{sweep:>6} {beam:>4} {src_len:>5} {tgt_len:>5} | {row['softmax_ms_per_token']:>14.2f} "
+                print(f"{sweep:>6} {beam:>4} {batch:>5} {src_len:>5} {tgt_len:>5} | {row['softmax_ms_per_token']:>14.2f} "
                       f"{row['t2r_ms_per_token']:>10.2f} {row['speedup']:>6.2f}x | {row['softmax_s']:>9.2f} "
                       f"{row['t2r_s']:>7.2f} {enc:>9.3f}", flush=True)
         print(f"\ndecoder steps timed directly ({a.step_count} steps after {a.warmup_steps}, beam {a.beams[0]}, "
@@ -298,6 +306,7 @@ def main(argv=None):
             "enc_layers": a.enc_layers, "dec_layers": a.dec_layers, "dim": a.dim, "heads": a.heads,
             "ffn": a.ffn, "vocab": len(dictionary), "feature_map": a.feature_map,
             "feature_dim": a.feature_dim, "batch": a.batch, "beams": a.beams, "repeats": a.repeats,
+            "batched": parse_lengths(a.batched), "batched_repeats": a.batched_repeats,
             "fixed_src": a.fixed_src, "fixed_tgt": a.fixed_tgt, "dtype": "float32",
             "weights": f"random (seed {a.seed}), shared tensors identical",
             "params_softmax": n_soft, "params_t2r": n_t2r,
@@ -337,7 +346,13 @@ def summarize(rows, a, step_rows=()):
                               + ", ".join(f"{r['src']}: {r[f'{m}_ms_per_step']:.2f}" for r in step_rows)
                               + f" ({last['src']} / {first['src']}: {ratio:.2f})")
     for beam in a.beams:
-        main = [r for r in rows if r["beam"] == beam and r["src"] == a.fixed_src and r["tgt"] == a.fixed_tgt]
+        for r in rows:
+            if r["beam"] == beam and r["sweep"] == "batch":
+                s[f"beam{beam}_batch{r['batch']}_speedup"] = r["speedup"]
+                s["lines"].append(f"beam {beam}, batch {r['batch']}, src {r['src']}, tgt {r['tgt']}: softmax / T2R "
+                                  f"{r['speedup']:.2f}x (generate)")
+        main = [r for r in rows if r["beam"] == beam and r["src"] == a.fixed_src and r["tgt"] == a.fixed_tgt
+                and r["sweep"] != "batch"]
         if main:
             r = main[0]
             s[f"beam{beam}_speedup"] = r["speedup"]

@@ -183,12 +183,13 @@ class T2RAttention(nn.Module):
         return tuple(key)
 
     def _step_projection(self):
-        """Inference only: (weight, bias, nq, nk) of the single linear map that gives, for one
-        token, [query features or scaled queries (nq) | key features or keys (nk) | per head: v, 1].
+        """Inference only: (weight, bias) of the single linear map that gives, for one token of
+        self-attention, per head [query features' pre-activations | key features' pre-activations]
+        (or, for maps without a linear part -- elu, rfa, performer -- [s W_q x | W_k x], mapped
+        afterwards), then per head [v, 1].
 
-        The ones column (zero weights, bias 1) makes the state update phi(k) [v, 1]^T accumulate S
-        and z together. For maps without a linear part (elu, rfa, performer) the first two blocks
-        are s W_q x and W_k x, and the map is applied to them afterwards. Cached like
+        Per head, so that every slice the step takes is a view; the ones column (zero weights,
+        bias 1) makes the state update phi(k) [v, 1]^T accumulate S and z together. Cached like
         ``_merged_projection``.
         """
         key = self._version_key(self.q_proj, self.k_proj, self.v_proj) + (self.merge_projections,)
@@ -208,10 +209,10 @@ class T2RAttention(nn.Module):
         if self.v_proj.bias is not None:
             bv[:, :D] = self.v_proj.bias.view(H, D)
         bv[:, D] = 1.0
-        biases = [b if b is not None else ref.new_zeros(w.size(0)) for w, b in (mq, mk)]
-        weight = torch.cat([mq[0], mk[0], wv], 0)
-        bias = torch.cat([biases[0], biases[1], bv.view(-1)], 0)
-        result = (weight, bias, mq[0].size(0), mk[0].size(0))
+        bq, bk = (b if b is not None else ref.new_zeros(w.size(0)) for w, b in (mq, mk))
+        wqk = torch.cat([mq[0].view(H, -1, C), mk[0].view(H, -1, C)], 1).view(-1, C)
+        bqk = torch.cat([bq.view(H, -1), bk.view(H, -1)], 1).view(-1)
+        result = (torch.cat([wqk, wv], 0), torch.cat([bqk, bv.view(-1)], 0))
         self._merged_cache["step"] = (key, result)
         return result
 
@@ -306,45 +307,39 @@ class T2RAttention(nn.Module):
         self._set_input_buffer(incremental_state, buf)
         return out
 
-    def _step_inputs(self, query, key, value):
-        """One token (1, B, C) through the fused projection: phi_q, phi_k (B, H, F) and
-        v1 (B, H, 1, D + 1) = [v, 1] per head (views where possible: this runs once per layer and
-        generated token, so it is written for few tensor operations)."""
-        weight, bias, nq, nk = self._step_projection()
-        H = self.num_heads
-        x = query[0]
-        B = x.size(0)
-        fm = self.feature_map
-        mergeable = self._mergeable()
-        if key is query and value is query:
-            y = torch.addmm(bias, x, weight.t())
-            pre, v1 = y.split([nq + nk, y.size(1) - nq - nk], 1)
-            if mergeable:
-                phi_q, phi_k = fm.activate(pre.view(B, 2 * H, -1)).split(H, 1)
-            else:
-                q, k = pre.view(B, 2 * H, 1, -1).split(H, 1)
-                phi_q, phi_k = fm.forward_queries(q).squeeze(2), fm.forward_keys(k).squeeze(2)
-            return phi_q, phi_k, v1.view(B, H, 1, -1)
-        q = torch.addmm(bias[:nq], x, weight[:nq].t()).view(B, H, -1)
-        phi_q = fm.activate(q) if mergeable else fm.forward_queries(q.unsqueeze(2)).squeeze(2)
-        if key is None:
-            return phi_q, None, None
-        k = torch.addmm(bias[nq : nq + nk], key[0], weight[nq : nq + nk].t()).view(B, H, -1)
-        phi_k = fm.activate(k) if mergeable else fm.forward_keys(k.unsqueeze(2)).squeeze(2)
-        v1 = torch.addmm(bias[nq + nk :], value[0], weight[nq + nk :].t())
-        return phi_q, phi_k, v1.view(B, H, 1, -1)
-
     def _read_state(self, phi_q: Tensor, Sz: Tensor, dtype) -> Tensor:
-        """phi_q (..., R, F) against Sz (..., F, D + 1): (..., R, D) = num / max(den, eps)."""
+        """phi_q (N, R, F) against Sz (N, F, D + 1): (N, R, D) = num / max(den, eps)."""
         if phi_q.dtype != Sz.dtype:
             phi_q = phi_q.to(Sz.dtype)
-        num, den = torch.matmul(phi_q, Sz).split([Sz.size(-1) - 1, 1], -1)
-        out = num / den.clamp_(min=self.eps)
+        nd = torch.bmm(phi_q, Sz)
+        out = nd[..., :-1] / nd[..., -1:].clamp_(min=self.eps)
         return out if out.dtype == dtype else out.to(dtype)
 
+    def _out_proj_step(self, out: Tensor, B: int) -> Tensor:
+        # the module's own weights without nn.Module's call machinery (this runs per layer and token)
+        proj = self.out_proj
+        return nn.functional.linear(out.reshape(B, self.embed_dim), proj.weight, proj.bias).unsqueeze(0)
+
     def _self_attention_step(self, query, key, value, key_padding_mask, incremental_state):
-        phi_q, phi_k, v1 = self._step_inputs(query, key, value)
-        B = phi_k.size(0)
+        """One token through the fused projection, one in-place state update, one read-out: written
+        for few tensor operations, since it runs once per layer and generated token."""
+        if key is not query or value is not query:  # not how fairseq calls it: the plain path
+            out = self._causal_self_attention(query, key, value, key_padding_mask, incremental_state)
+            return self.out_proj(self._unheads(out))
+        weight, bias = self._step_projection()
+        H, D = self.num_heads, self.head_dim
+        x = query[0]
+        B = x.size(0)
+        y = torch.addmm(bias, x, weight.t())
+        nqk = y.size(1) - H * (D + 1)
+        qk = y[:, :nqk].view(B, H, 2, -1)
+        fm = self.feature_map
+        if self._mergeable():
+            phi = fm.activate(qk)
+            phi_q, phi_k = phi[:, :, :1], phi[:, :, 1]  # (B, H, 1, F), (B, H, F)
+        else:
+            phi_q, phi_k = fm.forward_queries(qk[:, :, :1]), fm.forward_keys(qk[:, :, 1:]).squeeze(2)
+        v1 = y[:, nqk:].view(B, H, 1, D + 1)
         if key_padding_mask is not None:
             phi_k = phi_k.masked_fill(key_padding_mask[:, -1:].to(torch.bool).view(B, 1, 1), 0.0)
         ct = ops.compute_dtype(query.dtype)
@@ -359,24 +354,25 @@ class T2RAttention(nn.Module):
             # in place: the state tensor is this module's own (made here, or by the index_select
             # of reorder_incremental_state), and no autograd is recording
             Sz.addcmul_(phi_k.unsqueeze(-1), v1)
-        out = self._read_state(phi_q.unsqueeze(2), Sz, query.dtype)  # (B, H, 1, D)
-        return self.out_proj(out.view(1, B, self.embed_dim))
+        F = Sz.size(2)
+        out = self._read_state(phi_q.reshape(B * H, 1, F), Sz.view(B * H, F, D + 1), query.dtype)
+        return self._out_proj_step(out, B)
 
     def _cross_attention_step(self, query, key, value, key_padding_mask, incremental_state):
         buf = self._get_input_buffer(incremental_state)
         if "Sz_src" not in buf:
             self._summarize_source(query, key, value, key_padding_mask, incremental_state, buf)
         Sz = buf["Sz_src"]
-        phi_q, _, _ = self._step_inputs(query, None, None)
+        phi_q = self._phi_queries(query)[:, :, 0]  # (B, H, F)
         B, H, F = phi_q.shape
+        D1 = Sz.size(-1)
         nsent = Sz.size(0)
-        if nsent == B:
-            out = self._read_state(phi_q.unsqueeze(2), Sz, query.dtype)  # (B, H, 1, D)
-        else:  # one summary per sentence, B // nsent hypotheses per sentence
-            g = B // nsent
-            out = self._read_state(phi_q.view(nsent, g, H, F).transpose(1, 2), Sz, query.dtype)
-            out = out.transpose(1, 2)  # (nsent, g, H, D)
-        return self.out_proj(out.reshape(1, B, self.embed_dim))
+        # one summary per sentence (then B // nsent hypotheses per sentence read it) or per row
+        g = B // nsent
+        q = phi_q.view(nsent, g, H, F).transpose(1, 2).reshape(nsent * H, g, F)
+        out = self._read_state(q, Sz.view(nsent * H, F, D1), query.dtype)
+        out = out.view(nsent, H, g, D1 - 1).transpose(1, 2)  # (nsent, g, H, D)
+        return self._out_proj_step(out, B)
 
     def _summarize_source(self, query, key, value, key_padding_mask, incremental_state, buf):
         group = self._source_group(key, query)
