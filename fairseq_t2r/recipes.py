@@ -27,6 +27,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence
 
+from .command_line import parse_tool_args, rebuild_flags
 from .errors import T2RUserError
 
 USER_DIR = os.path.dirname(os.path.abspath(__file__))
@@ -198,72 +199,15 @@ def update_freq(batches_per_update: int, gpus: int):
     return freq, note
 
 
-# --------------------------------------------------------------------------- fairseq's own parsers
-
-def parse_tool_args(name: str, argv: List[str]):
-    """Parse ``argv`` (without the tool itself) with the parser of fairseq tool ``name``."""
-    from fairseq import options
-
-    parsers = {
-        "fairseq-train": options.get_training_parser,
-        "fairseq-eval-lm": options.get_eval_lm_parser,
-        "fairseq-generate": options.get_generation_parser,
-    }
-    parser = parsers[name]()
-
-    def error(message):  # fairseq's parser would print its usage and exit 2
-        raise T2RUserError(f"{name} would reject its arguments: {message}")
-
-    parser.error = error
-    return options.parse_args_and_arch(parser, argv)
-
-
-def _norm(value):
-    if isinstance(value, (list, tuple)):
-        return ",".join(str(v) for v in value)
-    if isinstance(value, str):
-        return value.replace(" ", "")
-    if isinstance(value, bool) or value is None:
-        return value
-    if isinstance(value, (int, float)):
-        return float(value)
-    return value
-
-
-def _flag(key: str, value) -> List[str]:
-    name = "--" + key.replace("_", "-")
-    return [name] if value is True else [name, str(value)]
-
+# --------------------------------------------------------------------------- the fairseq-train command
 
 def model_flags(teacher: Teacher, base_argv: List[str], keys: Sequence[str]) -> List[str]:
-    """The options ``fairseq-train base_argv`` needs so that its model is the teacher's.
-
-    fairseq-train builds the model from ``--arch`` defaults and the command line, never from the
-    checkpoint it finetunes from, so every setting where the teacher differs from the twin
-    architecture's defaults must be spelt out: none for a checkpoint with the defaults (as the
-    released ones are expected to be), all the small dimensions for the test stand-ins, the layer
-    count of a 32-layer variant. The teacher's dropout settings are carried over the same way.
-    """
-    flags = []
-    # one flag at a time, in ``keys`` order, re-parsing after each: settings derived from another
-    # (decoder_input_dim from decoder_embed_dim) then follow it without a flag of their own, which
-    # some models do not even have
-    for _ in range(len(keys) + 1):
-        parsed = parse_tool_args("fairseq-train", base_argv + flags)
-        # a key the parse lacks is filled in later from the task (max positions): nothing to compare
-        differing = [k for k in keys if hasattr(teacher.args, k) and hasattr(parsed, k)
-                     and _norm(getattr(teacher.args, k)) != _norm(getattr(parsed, k))]
-        if not differing:
-            return flags
-        key = differing[0]
-        want, have = getattr(teacher.args, key), getattr(parsed, key, None)
-        if want is None or want is False or any(f == _flag(key, True)[0] for f in flags):
-            raise T2RUserError(
-                f"the checkpoint has {key}={want!r} where fairseq-train --arch {parsed.arch} gives {have!r}, "
-                f"and no option reproduces it: this recipe supports the released architecture only"
-            )
-        flags += _flag(key, ",".join(map(str, want)) if isinstance(want, (list, tuple)) else want)
-    raise AssertionError("unreachable: every round fixes one key")
+    """The options ``fairseq-train base_argv`` needs so that its model is the teacher's, among
+    ``keys``: none for a checkpoint with the architecture's defaults (as the released ones are
+    expected to be), all the small dimensions for the test stand-ins, the layer count of a 32-layer
+    variant. The teacher's dropout settings are carried over the same way."""
+    return rebuild_flags(teacher.args, teacher.arch, base_argv, keys,
+                         hint="this recipe supports the released architecture only")
 
 
 def check_finetune_start(argv: List[str], teacher: Teacher):

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 import torch
-from utils import DATA, REPO
+from utils import DATA, REPO, lm_args
 
 from fairseq_t2r.demo import cli
 from fairseq_t2r.demo.plan import VARIANTS, flags_from_checkpoint
@@ -133,6 +133,17 @@ def test_not_a_checkpoint_as_teacher(tmp_path):
     bad.write_text("hello")
     with pytest.raises(T2RUserError, match="not a readable fairseq checkpoint"):
         flags_from_checkpoint(str(bad))
+
+
+def test_a_teacher_no_command_line_rebuilds_is_refused(tmp_path):
+    """transformer_lm_wiki103 turns no_decoder_final_norm on, and no option turns it off: a teacher
+    of that arch with a final norm stops the plan with one line naming the setting."""
+    path = tmp_path / "teacher.pt"
+    torch.save({"args": lm_args(arch="transformer_lm_wiki103"), "model": {}}, path)
+    with pytest.raises(T2RUserError) as e:
+        flags_from_checkpoint(str(path))
+    message = e.value.code
+    assert "\n" not in message and "no_decoder_final_norm=False where fairseq-train --arch transformer_lm_wiki103 gives True" in message
 
 
 def test_runner_resumes_after_a_failure(tmp_path):

@@ -22,6 +22,7 @@ from fairseq.models import ARCH_CONFIG_REGISTRY
 from fairseq.models.transformer_lm import TransformerLanguageModel, base_lm_architecture
 
 from fairseq_t2r import recipes
+from fairseq_t2r.command_line import rebuild_flags
 from fairseq_t2r.errors import T2RUserError
 from utils import REPO, FakeTask, dictionary
 
@@ -202,6 +203,25 @@ def test_wmt_dry_run_prints_checked_commands(mt, tmp_path, capsys):
     scores = [c for c in cmds if tool_of(c) == "fairseq-score"]
     assert len(scores) == 2 and printed.count("##AT##-##AT##") == 4
     assert "28.7" in printed
+
+
+def test_plain_transformer_lm_teacher_gets_flags_that_rebuild_it(lm, tmp_path):
+    """Plain transformer_lm is a dataclass model's own arch: fairseq's parse sets none of its
+    settings (fairseq-train fills them in afterwards), which once made every such teacher look like
+    the defaults and gave no flags at all. Its 2 layers and 128 dims are spelt out, and the command
+    builds a model that the teacher loads into strictly, softmax and T2R alike, whether the flags
+    come from the recipe's key list or from every option of the model (as the demo asks)."""
+    path = lm_checkpoint(tmp_path / "plain.pt", arch="transformer_lm", decoder_embed_dim=128, decoder_input_dim=128,
+                         decoder_output_dim=128, decoder_ffn_embed_dim=256)
+    teacher = recipes.load_teacher(path, ["transformer_lm"], "a transformer_lm")
+    for arch in ("transformer_lm", "t2r_transformer_lm"):
+        base = [lm["data"], "--user-dir", recipes.USER_DIR, "--task", "language_modeling", "--arch", arch]
+        for flags in (recipes.model_flags(teacher, base, LM.MODEL_KEYS), rebuild_flags(teacher.args, teacher.arch, base)):
+            assert opt(flags, "--decoder-layers") == "2" and opt(flags, "--decoder-embed-dim") == "128"
+            assert opt(flags, "--decoder-ffn-embed-dim") == "256"
+            args = recipes.parse_tool_args("fairseq-train", base + flags)
+            model = tasks.setup_task(args).build_model(args)
+            model.load_state_dict(dict(teacher.state["model"]), strict=True)
 
 
 def test_compound_split_scoring_lines(tmp_path):

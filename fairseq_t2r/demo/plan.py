@@ -7,7 +7,6 @@ Every model the demo trains is the same size; only its attention and its startin
   feature maps learn), then finetuned for the rest of the same ``ft_updates`` budget;
 - ``scratch``: T2R from random init, the teacher's budget plus the finetuning budget.
 """
-import argparse
 import functools
 from dataclasses import dataclass
 from pathlib import Path
@@ -215,29 +214,23 @@ class TaskPlan:
                      "--num-workers", "0"], deps=deps)
 
 
-def flags_from_checkpoint(path: str) -> List[str]:
-    """The fairseq-train architecture flags that rebuild a checkpoint's model (either format)."""
-    from fairseq.models import ARCH_MODEL_REGISTRY
+# the task a teacher of each family is trained on
+TEACHER_TASKS = {"transformer_lm": "language_modeling", "transformer": "translation"}
 
+
+def flags_from_checkpoint(path: str) -> List[str]:
+    """The fairseq-train architecture flags that rebuild a checkpoint's model (either format),
+    checked with fairseq-train's parser before any step runs."""
+    from fairseq.models import ARCH_MODEL_NAME_REGISTRY
+
+    from ..command_line import rebuild_flags
     from ..convert import load_checkpoint_file, model_args
 
     args, arch = model_args(load_checkpoint_file(path))
-    model_cls = ARCH_MODEL_REGISTRY.get(arch)
-    if model_cls is None or model_cls.__name__ not in ("TransformerLanguageModel", "TransformerModel"):
+    task = TEACHER_TASKS.get(ARCH_MODEL_NAME_REGISTRY.get(arch))
+    if task is None:
         raise T2RUserError(f"teacher {path}: architecture {arch!r} is not a fairseq transformer_lm or transformer "
                            "model; the demo converts those two families")
-    parser = argparse.ArgumentParser(add_help=False)
-    model_cls.add_args(parser)
-    flags = ["--arch", arch]
-    for action in parser._actions:
-        if not action.option_strings or not hasattr(args, action.dest):
-            continue
-        value = getattr(args, action.dest)
-        if value is None:
-            continue
-        if isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction)):
-            if bool(value) != bool(action.default):
-                flags.append(action.option_strings[0])
-        elif value != action.default:
-            flags += [action.option_strings[0], str(value)]
-    return flags
+    # the parse reads no data: the data directory is only a placeholder
+    base = [str(Path(path).parent), "--task", task, "--arch", arch]
+    return ["--arch", arch] + rebuild_flags(args, arch, base, hint=f"the demo cannot rebuild teacher {path}")
