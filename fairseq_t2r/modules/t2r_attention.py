@@ -15,6 +15,11 @@ Incremental state (batch-major, so beam search reorders it with index_select on 
 Inference (eval mode, no autograd) decodes one token with one fused projection
 (``_step_projection``: feature-mapped queries and keys, values with a ones column appended per head,
 in a single matmul), one in-place state update and one matmul against the state.
+
+Training and scoring of self-attention with the ``t2r`` (relu) map, at lengths where the chunked
+form runs, go from the layer input in one op (``ops.causal_relu_from_input``: projection, relu and
+attention with the memory of one projection); other maps and short sequences project first and
+call ``ops.causal_parallel``.
 """
 from typing import Dict, Optional, Tuple
 
