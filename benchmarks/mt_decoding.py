@@ -201,6 +201,7 @@ def main(argv=None):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--step-count", type=int, default=64, help="decoder steps timed directly per source length")
     p.add_argument("--warmup-steps", type=int, default=4)
+    p.add_argument("--step-repeats", type=int, default=5, help="repeats of the directly timed decoder steps")
     p.add_argument("--clock", choices=["wall", "cpu"], default="wall",
                    help="wall: perf_counter (the figure to report); cpu: process CPU time, steadier on a "
                         "shared machine for comparing the models with --threads 1")
@@ -218,7 +219,7 @@ def main(argv=None):
             a.batched = "2"
         a.batched_repeats = 1
         a.fixed_src, a.fixed_tgt = min(a.fixed_src, 32), min(a.fixed_tgt, 32)
-        a.step_count, a.warmup_steps = 8, 1
+        a.step_count, a.warmup_steps, a.step_repeats = 8, 1, 1
     out = a.out or os.path.join(REPO, "benchmarks", "results", "mt_decoding" + ("_quick" if a.quick else ""))
     a.beams = [int(b) for b in a.beams.split(",")]
     points = [("source", s, a.fixed_tgt, a.batch) for s in parse_lengths(a.src_lens)]
@@ -283,13 +284,17 @@ def main(argv=None):
         print(f"\ndecoder steps timed directly ({a.step_count} steps after {a.warmup_steps}, beam {a.beams[0]}, "
               f"state reordered each step):", flush=True)
         step_rows = []
-        for src_len in parse_lengths(a.src_lens):
-            ms = {n: [] for n in models}
-            for r in range(a.repeats):
+        # source lengths and models all interleaved (orders alternating per repeat): the source
+        # lengths' ratio is a target, and the machine drifts over the minutes a sweep takes
+        lens = parse_lengths(a.src_lens)
+        ms = {(n, L): [] for n in models for L in lens}
+        for r in range(a.step_repeats):
+            for src_len in (lens if r % 2 == 0 else lens[::-1]):
                 for name in (list(models) if r % 2 == 0 else list(models)[::-1]):
-                    ms[name].append(decoder_steps(models[name], dictionary, src_len, a.beams[0], a.step_count,
-                                                  a.warmup_steps, a.seed + src_len))
-            med = {n: statistics.median(v) for n, v in ms.items()}
+                    ms[name, src_len].append(decoder_steps(models[name], dictionary, src_len, a.beams[0],
+                                                           a.step_count, a.warmup_steps, a.seed + src_len))
+        for src_len in lens:
+            med = {n: statistics.median(ms[n, src_len]) for n in models}
             step_rows.append({"src": src_len, "beam": a.beams[0], "steps": a.step_count,
                               "softmax_ms_per_step": med["softmax"], "t2r_ms_per_step": med["t2r"],
                               "speedup": med["softmax"] / med["t2r"]})
@@ -313,7 +318,7 @@ def main(argv=None):
             "timed": "SequenceGenerator.generate (encoder + tgt+1 decoder steps + beam bookkeeping), "
                      "min_len = max_len = tgt",
             "statistic": f"median over repeats of {a.clock} time; ms_per_token = generate time / tgt",
-            "clock": a.clock, "step_count": a.step_count,
+            "clock": a.clock, "step_count": a.step_count, "step_repeats": a.step_repeats,
             "wall_s": wall,
         },
         "results": rows,
