@@ -60,6 +60,24 @@ def test_incremental_decoding_equals_parallel_forward(overrides):
     assert (parallel - incremental).abs().max().item() <= tol
 
 
+def test_long_parallel_forward_through_the_fused_op_equals_incremental_decoding(monkeypatch):
+    """Past QUADRATIC_MAX_LEN a t2r model's parallel forward runs ops.causal_relu_from_input; the
+    recurrent decoding steps must give the same log-probs (float64)."""
+    from fairseq_t2r.ops import linear_attention as ops
+
+    calls = []
+    fused = ops.causal_relu_from_input
+    monkeypatch.setattr(ops, "causal_relu_from_input", lambda *a, **k: calls.append(1) or fused(*a, **k))
+    torch.manual_seed(0)
+    model = tiny_lm(vocab=60).double().eval()
+    tokens = torch.randint(4, 60, (2, ops.QUADRATIC_MAX_LEN + 72))
+    with torch.no_grad():
+        parallel, _ = model.decoder(tokens)
+        assert len(calls) == len(model.decoder.layers)
+        incremental, _ = incremental_logits(model, tokens)
+    assert (parallel - incremental).abs().max().item() <= 1e-8
+
+
 def test_swapped_adaptive_model_keeps_teacher_tensors():
     torch.manual_seed(0)
     teacher = tiny_lm(t2r=False, vocab=60, **ADAPTIVE)
