@@ -187,6 +187,9 @@ def write_markdown(res, out_dir, path, command):
             extra = f"; GPU {m['gpu']}, CUDA {m.get('cuda')}, fla {m.get('fla')}" if m.get("gpu") else ""
             lines.append(f"- `{n}`: {fmt_machine(m)}{extra}")
         lines.append("")
+    if not res.get("gpu_check"):
+        lines += ["No GPU in this run: the GPU figures (fla, fp32/bf16/fp16) of the last GPU session are in "
+                  "`docs/results/gpu_h100.md`.", ""]
     lines += ["## Targets", ""]
     lines += table(targets(res), ["area", "figure", "measured", "target", ""])
     lm = res.get("lm_generation")
