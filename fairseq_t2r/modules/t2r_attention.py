@@ -214,9 +214,9 @@ class T2RAttention(nn.Module):
         if self.v_proj.bias is not None:
             bv[:, :D] = self.v_proj.bias.view(H, D)
         bv[:, D] = 1.0
-        bq, bk = (b if b is not None else ref.new_zeros(w.size(0)) for w, b in (mq, mk))
-        wqk = torch.cat([mq[0].view(H, -1, C), mk[0].view(H, -1, C)], 1).view(-1, C)
-        bqk = torch.cat([bq.view(H, -1), bk.view(H, -1)], 1).view(-1)
+        wqk, bqk = self._stack_per_head(mq, mk)
+        if bqk is None:
+            bqk = ref.new_zeros(wqk.size(0))
         result = (torch.cat([wqk, wv], 0), torch.cat([bqk, bv.view(-1)], 0))
         self._merged_cache["step"] = (key, result)
         return result
@@ -286,16 +286,19 @@ class T2RAttention(nn.Module):
     def _fused_projection(self):
         """(weight, bias) of [query pre-features | key pre-features | values] per head, the layout
         ``ops.causal_relu_from_input`` takes (rebuilt under autograd, like the folded maps)."""
-        H, D, C = self.num_heads, self.head_dim, self.embed_dim
         mq = self._merged_projection("q", self.q_proj, self.scaling)
         mk = self._merged_projection("k", self.k_proj, 1.0)
-        wv, bv = self.v_proj.weight, self.v_proj.bias
-        weight = torch.cat([mq[0].view(H, -1, C), mk[0].view(H, -1, C), wv.view(H, D, C)], 1).view(-1, C)
-        parts = [(mq[1], mq[0].size(0)), (mk[1], mk[0].size(0)), (bv, D * H)]
-        if all(b is None for b, _ in parts):
+        return self._stack_per_head(mq, mk, (self.v_proj.weight, self.v_proj.bias))
+
+    def _stack_per_head(self, *maps):
+        """Linear maps (weight (H * X_i, C), bias or None) stacked per head: rows [map 0 | map 1 |
+        ...] of head 0, then of head 1, ...; the bias is None only if every map has none."""
+        H, C = self.num_heads, self.embed_dim
+        weight = torch.cat([w.view(H, -1, C) for w, _ in maps], 1).view(-1, C)
+        if all(b is None for _, b in maps):
             return weight, None
-        b = [(wv.new_zeros(n) if b is None else b).view(H, -1) for b, n in parts]
-        return weight, torch.cat(b, 1).view(-1)
+        biases = [(w.new_zeros(w.size(0)) if b is None else b).view(H, -1) for w, b in maps]
+        return weight, torch.cat(biases, 1).view(-1)
 
     def _causal_self_attention(self, query, key, value, key_padding_mask, incremental_state):
         phi_q, phi_k = self._phi_queries_keys(query, key, key_padding_mask)
