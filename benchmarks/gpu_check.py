@@ -190,7 +190,7 @@ def main(argv=None):
     os.makedirs(a.out, exist_ok=True)
     from common import machine
 
-    from fairseq_t2r.ops import linear_attention as ops
+    from fairseq_t2r.ops import linear_attention as ops  # sets the module globals USE_FLA, _FLA_KERNEL
 
     result = {"benchmark": "gpu_check: ours vs fla vs fairseq softmax, attention layer fwd+bwd",
               "machine": machine(), "errors": []}

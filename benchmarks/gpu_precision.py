@@ -25,7 +25,7 @@ import torch  # noqa: E402
 
 import fairseq_t2r  # noqa: E402,F401
 from fairseq_t2r.machine import machine  # noqa: E402
-from fairseq_t2r.ops import linear_attention as ops  # noqa: E402
+from fairseq_t2r import ops  # noqa: E402
 
 DEVICE = "cuda"
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}

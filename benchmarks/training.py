@@ -85,7 +85,7 @@ def interleaved(fns, repeats):
 
 # ------------------------------------------------------------------ tune: the core alone
 def part_tune(a):
-    from fairseq_t2r.ops import linear_attention as ops
+    from fairseq_t2r import ops
 
     H, F, D = a.heads, a.feature_dim, a.dim // a.heads
     rows = []

@@ -5,7 +5,7 @@ import torch
 from fairseq.modules import MultiheadAttention
 
 from fairseq_t2r.modules import FEATURE_MAPS, T2RAttention
-from fairseq_t2r.ops import linear_attention as ops
+from fairseq_t2r import ops
 from utils import step_by_step
 
 TOL = {torch.float64: 1e-8, torch.float32: 1e-4}

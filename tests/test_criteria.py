@@ -21,7 +21,7 @@ from fairseq_t2r.criterions.distillation import DistillationCriterion
 from fairseq_t2r.errors import T2RUserError
 from fairseq_t2r.models import trainable
 from fairseq_t2r.modules.t2r_attention import T2RAttention
-from fairseq_t2r.ops import linear_attention as ops
+from fairseq_t2r import ops
 from tool_server import TINY_MODEL, TINY_TRAIN, USER_DIR, shared_lm, synthetic_text, tools
 
 LM_T2R = ["--user-dir", USER_DIR, "--arch", "t2r_transformer_lm", *TINY_MODEL, *TINY_TRAIN,

@@ -11,7 +11,8 @@ import torch
 from fairseq.modules import MultiheadAttention
 
 from fairseq_t2r.modules import FEATURE_MAPS, T2RAttention
-from fairseq_t2r.ops import linear_attention as ops
+from fairseq_t2r import ops
+from fairseq_t2r.ops import linear_attention as fla_glue  # the module that holds the fla globals
 from utils import REPO, step_by_step
 
 
@@ -204,7 +205,7 @@ def fake_fla(q, k, v, scale=None, normalize=True, **kw):
 
 
 def test_fla_wrapper_semantics_with_a_stand_in_kernel(monkeypatch):
-    monkeypatch.setattr(ops, "_FLA_KERNEL", (fake_fla, {}))
+    monkeypatch.setattr(fla_glue, "_FLA_KERNEL", (fake_fla, {}))
     q, k, v = features(2, 3, 150, 6, 5, seed=11, layout="time")
     ref = ops.causal_chunked(q, k, v)
     got = ops.causal_fla(q, k, v)
@@ -214,7 +215,7 @@ def test_fla_wrapper_semantics_with_a_stand_in_kernel(monkeypatch):
     assert (got - ref).abs().max().item() <= 1e-10
     # on CPU tensors the training form never takes the fla path
     calls = []
-    monkeypatch.setattr(ops, "causal_fla", lambda *a, **k: calls.append(1))
+    monkeypatch.setattr(fla_glue, "causal_fla", lambda *a, **k: calls.append(1))
     ops.causal_parallel(q, k, v)
     assert not calls
 

@@ -63,7 +63,7 @@ def test_incremental_decoding_equals_parallel_forward(overrides):
 def test_long_parallel_forward_through_the_fused_op_equals_incremental_decoding(monkeypatch):
     """Past QUADRATIC_MAX_LEN a t2r model's parallel forward runs ops.causal_relu_from_input; the
     recurrent decoding steps must give the same log-probs (float64)."""
-    from fairseq_t2r.ops import linear_attention as ops
+    from fairseq_t2r import ops
 
     calls = []
     fused = ops.causal_relu_from_input

@@ -8,7 +8,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from fairseq_t2r.modules import FEATURE_MAPS, T2RAttention
-from fairseq_t2r.ops import linear_attention as ops
+from fairseq_t2r import ops
 from utils import step_by_step
 
 MAPS = sorted(FEATURE_MAPS)

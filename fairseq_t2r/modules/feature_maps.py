@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..ops.linear_attention import compute_dtype
+from ..ops import compute_dtype
 
 FEATURE_MAPS: Dict[str, Type["FeatureMap"]] = {}
 

@@ -30,8 +30,7 @@ from fairseq.modules.fairseq_dropout import FairseqDropout
 from torch import Tensor, nn
 
 from ..errors import T2RUserError
-from ..ops import linear_attention as ops
-from ..ops import attention_transfer as transfer_ops
+from .. import ops
 from .feature_maps import build_feature_map
 
 
@@ -425,7 +424,7 @@ class T2RAttention(nn.Module):
         rec = self.transfer_record
         q = self._heads(self.q_proj(query) * self.scaling)
         k = self._heads(self.k_proj(key))
-        soft, weights = transfer_ops.softmax_attention(
+        soft, weights = ops.softmax_attention(
             q, k, self._heads(self.v_proj(value)), key_padding_mask, causal=self.self_attention
         )
         rec["linear"], rec["softmax"] = out, soft
@@ -433,7 +432,7 @@ class T2RAttention(nn.Module):
             phi_q = self.feature_map.forward_queries(q)
             phi_k = ops.mask_padded_keys(self.feature_map.forward_keys(k), key_padding_mask)
             rec["softmax_weights"] = weights
-            rec["linear_weights"] = transfer_ops.linear_attention_weights(phi_q, phi_k, self.self_attention, self.eps)
+            rec["linear_weights"] = ops.linear_attention_weights(phi_q, phi_k, self.self_attention, self.eps)
         return soft.detach()
 
     # -- incremental state (fairseq protocol) -----------------------------------------------
