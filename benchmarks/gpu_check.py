@@ -109,6 +109,7 @@ def time_layers(ops, lengths, repeats, dim=512, heads=8, feature_dim=32, with_fl
 
     import fairseq_t2r  # noqa: F401
     from fairseq_t2r.modules import T2RAttention
+    from fairseq_t2r.ops import fla as fla_glue  # USE_FLA is read there at call time
 
     torch.manual_seed(0)
     mha = MultiheadAttention(dim, heads, self_attention=True)
@@ -125,7 +126,7 @@ def time_layers(ops, lengths, repeats, dim=512, heads=8, feature_dim=32, with_fl
             outputs = {}
             variants = [("ours", "t2r", False), ("fla", "t2r", True), ("softmax", "softmax", False)]
             for variant, mod, use_fla in [v for v in variants if with_fla or not v[2]]:
-                ops.USE_FLA = use_fla
+                fla_glue.USE_FLA = use_fla
                 m = mods[mod]
 
                 def step(keep=False):
@@ -149,7 +150,7 @@ def time_layers(ops, lengths, repeats, dim=512, heads=8, feature_dim=32, with_fl
                     row["errors"][variant] = f"{type(e).__name__}: {e}"[:500]
                 m.zero_grad(set_to_none=True)
                 x.grad = None
-            ops.USE_FLA = with_fla
+            fla_glue.USE_FLA = with_fla
             if "ours" in outputs and "fla" in outputs:  # the whole layer, fla path vs ours
                 row["layer_out_rel_err"] = rel_err(outputs["fla"], outputs["ours"])
             if with_fla and (ops.fla_kernel() is None or DEVICE == "cpu"):
@@ -190,14 +191,15 @@ def main(argv=None):
     os.makedirs(a.out, exist_ok=True)
     from common import machine
 
-    from fairseq_t2r.ops import linear_attention as ops  # sets the module globals USE_FLA, _FLA_KERNEL
+    from fairseq_t2r import ops
+    from fairseq_t2r.ops import fla as fla_glue  # holds the globals USE_FLA, _FLA_KERNEL that the forms read
 
     result = {"benchmark": "gpu_check: ours vs fla vs fairseq softmax, attention layer fwd+bwd",
               "machine": machine(), "errors": []}
     if a.cpu_smoke:
         global DEVICE
         DEVICE = "cpu"
-        ops._FLA_KERNEL = (_stand_in_kernel, {})
+        fla_glue._FLA_KERNEL = (_stand_in_kernel, {})
         a.lengths, a.check_lengths, a.repeats = "256", "200", 2
         result["cpu_smoke"] = True
     elif not torch.cuda.is_available():

@@ -12,7 +12,7 @@ from fairseq.modules import MultiheadAttention
 
 from fairseq_t2r.modules import FEATURE_MAPS, T2RAttention
 from fairseq_t2r import ops
-from fairseq_t2r.ops import linear_attention as fla_glue  # the module that holds the fla globals
+from fairseq_t2r.ops import fla as fla_glue  # the module that holds the fla globals (causal_parallel reads them there)
 from utils import REPO, step_by_step
 
 

@@ -1,26 +1,62 @@
 """Linear attention as pure tensor functions: no parameters, no fairseq (importing this package
 must not import fairseq). Callers use the package's names (``ops.causal_chunked``), never the
-files inside it, so that a form can move between files without touching its callers."""
-from .attention_transfer import linear_attention_weights, softmax_attention  # noqa: F401
-from .linear_attention import (  # noqa: F401
+files inside it, so that a form can move between files without touching its callers.
+
+Every form takes feature-mapped queries and keys, phi(q) and phi(k), head-major:
+``phi_q`` (B, H, T, F), ``phi_k`` (B, H, S, F), ``v`` (B, H, S, D), then ``eps=`` and its own
+options; it returns (B, H, T, D) in v's dtype. Padded keys are zeroed in ``phi_k`` beforehand
+(``mask_padded_keys``). Normalised attention for query i is
+
+    out_i = (phi_q_i . S_i) / max(phi_q_i . z_i, eps)
+
+with S_i = sum_j phi_k_j v_j^T and z_i = sum_j phi_k_j over the keys query i may see (j <= i for
+causal attention, all j otherwise). Half-precision inputs are summed in fp32 (``compute_dtype``)
+and the output is cast back; every form disables autocast and picks its precision itself.
+
+The files, one per form, all forms exact and interchangeable:
+- ``common.py``: defaults (``DEFAULT_EPS``, ``DEFAULT_CHUNK_SIZE``), ``State`` = (S, z), the
+  precision rule, ``autocast_off``, ``mask_padded_keys``, ``causal_mask``.
+- ``reference.py``: ``causal_reference`` (token by token) and ``noncausal_reference`` (query by
+  query), slow and independent of the other forms: what the tests check every fast form against.
+- ``recurrent.py``: the state forms. ``recurrent_step`` (one token, constant time and memory:
+  incremental decoding), ``empty_state``, ``summarize_keys`` / ``attend_state`` (cross-attention
+  reduces its keys to (S, z) once, then every query, or every decoding step, reads them).
+- ``quadratic.py``: the weight-matrix forms. ``causal_quadratic`` builds the (T, T) weights:
+  fastest for short sequences and, with ``noncausal``'s dropout path, the only forms that can
+  drop attention weights; ``linear_attention_weights`` (attention transfer's cross-entropy).
+- ``chunked.py`` (+ ``chunked_passes.py``, the forward/backward written out): ``causal_chunked``,
+  O(T * C) work and memory linear in T, with a backward that recomputes the chunk states; it
+  continues from / returns a State (prefill).
+- ``fused_relu.py``: ``causal_relu_from_input``, relu features' training form: projection, relu
+  and the chunked form in one Function, with the memory of one projection.
+- ``fla.py``: ``causal_fla``, the chunked form with flash-linear-attention's Triton kernel on CUDA
+  (optional package, opt-in ``FAIRSEQ_T2R_FLA=1``), ``fla_kernel``.
+- ``dispatch.py``: ``causal_parallel``, the training form, runs ``parallel_form``'s choice:
+  quadratic up to ``QUADRATIC_MAX_LEN`` or with weight dropout, else fla when enabled on CUDA,
+  else chunked.
+- ``softmax.py``: ``softmax_attention``, the target attention transfer fits the linear forms to.
+
+A new state update (decay, gates, delta rule) arrives as a new file, e.g. ``decay.py``, holding
+its forms under the same signature with its per-token tensors after v:
+``causal_X(phi_q, phi_k, v, <gates>, eps=..., chunk_size=..., initial_state=..., return_state=...)``
+and ``X_step(phi_q, phi_k, v, <gates>, state, eps=...) -> (out, state)``, built on ``common.py``
+only. Its naive reference is added to ``reference.py``, its names to the imports below, and, if
+training should pick among its forms, its policy to ``dispatch.py``; no existing form file changes.
+"""
+from .chunked import causal_chunked  # noqa: F401
+from .common import (  # noqa: F401
     DEFAULT_CHUNK_SIZE,
     DEFAULT_EPS,
-    QUADRATIC_MAX_LEN,
     State,
-    attend_state,
     autocast_off,
-    causal_chunked,
-    causal_fla,
-    causal_parallel,
-    causal_quadratic,
-    causal_reference,
-    causal_relu_from_input,
+    causal_mask,
     compute_dtype,
-    empty_state,
-    fla_kernel,
     mask_padded_keys,
-    noncausal,
-    parallel_form,
-    recurrent_step,
-    summarize_keys,
 )
+from .dispatch import QUADRATIC_MAX_LEN, causal_parallel, parallel_form  # noqa: F401
+from .fla import causal_fla, fla_kernel  # noqa: F401
+from .fused_relu import causal_relu_from_input  # noqa: F401
+from .quadratic import causal_quadratic, linear_attention_weights, noncausal  # noqa: F401
+from .recurrent import attend_state, empty_state, recurrent_step, summarize_keys  # noqa: F401
+from .reference import causal_reference, noncausal_reference  # noqa: F401
+from .softmax import softmax_attention  # noqa: F401

@@ -1,0 +1,50 @@
+"""Which exact causal form training runs (``causal_parallel``): the policy, kept apart from the
+forms so that a new form changes this file and not the others. All forms are exact, so the
+choice only trades speed and memory."""
+from typing import Callable, Optional
+
+from torch import Tensor
+
+from . import fla
+from .chunked import causal_chunked
+from .common import DEFAULT_CHUNK_SIZE, DEFAULT_EPS, autocast_off
+from .quadratic import causal_quadratic
+
+# Up to this length the quadratic form is faster than the chunked one (fwd + bwd, 8 heads,
+# k = 32, d = 64 on CPU: 1.6x faster at 64, even at 128, 2.4x slower at 256; measured by
+# benchmarks/training.py --parts tune).
+QUADRATIC_MAX_LEN = 128
+
+
+def parallel_form(length: int, is_cuda: bool, weight_dropout: bool, quadratic_max_len: int = QUADRATIC_MAX_LEN) -> str:
+    """Which exact form ``causal_parallel`` runs: "quadratic", "fla" or "chunked"."""
+    if weight_dropout or length <= quadratic_max_len:
+        return "quadratic"
+    if is_cuda and fla.USE_FLA and fla.fla_kernel() is not None:
+        return "fla"
+    return "chunked"
+
+
+@autocast_off
+def causal_parallel(
+    phi_q: Tensor,
+    phi_k: Tensor,
+    v: Tensor,
+    eps: float = DEFAULT_EPS,
+    weight_dropout: Optional[Callable[[Tensor], Tensor]] = None,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    quadratic_max_len: int = QUADRATIC_MAX_LEN,
+) -> Tensor:
+    """Training form: phi_q/phi_k (B, H, T, F), v (B, H, T, D) -> (B, H, T, D) in v's dtype, by
+    the faster exact algorithm for the length.
+
+    Dropout on attention weights needs the weights themselves, so it forces the quadratic form.
+    On CUDA, long sequences go through flash-linear-attention's chunked kernel when the optional
+    ``fla`` package is importable (``pip install .[gpu]``) and ``FAIRSEQ_T2R_FLA=1`` is set.
+    """
+    form = parallel_form(phi_q.size(-2), phi_q.is_cuda, weight_dropout is not None, quadratic_max_len)
+    if form == "quadratic":
+        return causal_quadratic(phi_q, phi_k, v, eps, weight_dropout)
+    if form == "fla":
+        return fla.causal_fla(phi_q, phi_k, v, eps)
+    return causal_chunked(phi_q, phi_k, v, eps, chunk_size)

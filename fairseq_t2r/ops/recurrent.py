@@ -1,0 +1,57 @@
+"""The state forms: a query against a running or fixed key summary, (S, z) = (sum phi_k v^T,
+sum phi_k). Constant time and memory per token: incremental decoding runs ``recurrent_step``,
+cross-attention reduces its keys once with ``summarize_keys`` and queries them with
+``attend_state``."""
+from typing import Optional, Tuple
+
+import torch
+from torch import Tensor
+
+from .common import DEFAULT_EPS, State, autocast_off, compute_dtype
+
+
+def empty_state(phi_k: Tensor, v: Tensor) -> State:
+    """The state before the first token: zeros S (B, H, F, D), z (B, H, F) in the compute dtype,
+    shaped from phi_k (B, H, *, F) and v (B, H, *, D)."""
+    B, H, _, F = phi_k.shape
+    ct = compute_dtype(v.dtype)
+    return (
+        v.new_zeros(B, H, F, v.size(-1), dtype=ct),
+        v.new_zeros(B, H, F, dtype=ct),
+    )
+
+
+@autocast_off
+def recurrent_step(
+    phi_q: Tensor, phi_k: Tensor, v: Tensor, state: State, eps: float = DEFAULT_EPS
+) -> Tuple[Tensor, State]:
+    """One token: phi_q/phi_k (B, H, 1, F), v (B, H, 1, D), state (S, z). Returns out
+    (B, H, 1, D) in v's dtype and the new state (a new tensor pair; the old one is unchanged)."""
+    S, z = state
+    ct = S.dtype
+    q, k, vv = phi_q.to(ct), phi_k.to(ct), v.to(ct)
+    S = S + k.transpose(-1, -2) * vv  # (B,H,F,1)*(B,H,1,D): outer product
+    z = z + k.squeeze(-2)
+    return attend_state(q, (S, z), eps, out_dtype=v.dtype), (S, z)
+
+
+@autocast_off
+def summarize_keys(phi_k: Tensor, v: Tensor) -> State:
+    """(S (B, H, F, D), z (B, H, F)) over all keys phi_k (B, H, S, F), v (B, H, S, D): what a
+    query sees in non-causal (cross) attention."""
+    ct = compute_dtype(v.dtype)
+    k, vv = phi_k.to(ct), v.to(ct)
+    return torch.matmul(k.transpose(-1, -2), vv), k.sum(-2)
+
+
+@autocast_off
+def attend_state(
+    phi_q: Tensor, state: State, eps: float = DEFAULT_EPS, out_dtype: Optional[torch.dtype] = None
+) -> Tensor:
+    """Queries phi_q (B, H, T, F) against a fixed key summary: (phi_q . S) / max(phi_q . z, eps),
+    (B, H, T, D) in ``out_dtype`` (default phi_q's)."""
+    S, z = state
+    q = phi_q.to(S.dtype)
+    num = torch.matmul(q, S)
+    den = torch.matmul(q, z.unsqueeze(-1))
+    return (num / den.clamp(min=eps)).to(out_dtype or phi_q.dtype)
