@@ -177,15 +177,15 @@ def test_merged_projections_equal_unmerged(feature_map, cross):
     attn.merge_projections = False
     with torch.no_grad():
         unmerged, _ = attn(x, x, x, key_padding_mask=kpm)
-    assert not attn._merged_cache
+    assert not attn.folded.cache
     attn.merge_projections = True
     with torch.enable_grad():  # autograd on: merged, but rebuilt at every call, never cached
         merged_grad, _ = attn(x, x, x, key_padding_mask=kpm)
-    assert not attn._merged_cache
+    assert not attn.folded.cache
     assert (merged_grad - unmerged).abs().max().item() <= 1e-8
     with torch.no_grad():
         merged, _ = attn(x, x, x, key_padding_mask=kpm)
-        assert set(attn._merged_cache) == {"q", "k"}
+        assert set(attn.folded.cache) == {"q", "k"}
         # the cache follows the weights: a new feature map invalidates it
         attn.feature_map.weight.add_(0.5)
         changed, _ = attn(x, x, x, key_padding_mask=kpm)
