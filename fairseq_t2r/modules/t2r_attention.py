@@ -18,7 +18,6 @@ The math is in ``fairseq_t2r.ops``; the module's jobs live in these files:
 """
 from typing import Dict, Optional, Tuple
 
-import torch
 from fairseq.incremental_decoding_utils import with_incremental_state
 from fairseq.modules import MultiheadAttention
 from fairseq.modules.fairseq_dropout import FairseqDropout
