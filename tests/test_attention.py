@@ -177,15 +177,15 @@ def test_merged_projections_equal_unmerged(feature_map, cross):
     attn.merge_projections = False
     with torch.no_grad():
         unmerged, _ = attn(x, x, x, key_padding_mask=kpm)
-    assert not attn._merged_cache
+    assert not attn.folded.cache
     attn.merge_projections = True
     with torch.enable_grad():  # autograd on: merged, but rebuilt at every call, never cached
         merged_grad, _ = attn(x, x, x, key_padding_mask=kpm)
-    assert not attn._merged_cache
+    assert not attn.folded.cache
     assert (merged_grad - unmerged).abs().max().item() <= 1e-8
     with torch.no_grad():
         merged, _ = attn(x, x, x, key_padding_mask=kpm)
-        assert set(attn._merged_cache) == {"q", "k"}
+        assert set(attn.folded.cache) == {"q", "k"}
         # the cache follows the weights: a new feature map invalidates it
         attn.feature_map.weight.add_(0.5)
         changed, _ = attn(x, x, x, key_padding_mask=kpm)
@@ -194,3 +194,43 @@ def test_merged_projections_equal_unmerged(feature_map, cross):
     with torch.no_grad():
         reference, _ = attn(x, x, x, key_padding_mask=kpm)
     assert (changed - reference).abs().max().item() <= 1e-8
+
+
+def test_beam_reorder_of_source_summaries_is_worked_out_once_per_step(monkeypatch):
+    """Cross-attention keeps one source summary per sentence under beam search; how a reordering
+    moves those summaries is worked out by the first layer and reused by the others (the answer
+    is kept in the incremental state, keyed on the new_order tensor), and stays correct."""
+    from fairseq_t2r.modules import beam_groups
+
+    torch.manual_seed(0)
+    layers = [
+        T2RAttention.from_softmax(MultiheadAttention(16, 2, encoder_decoder_attention=True), "t2r", 8).double().eval()
+        for _ in range(2)
+    ]
+    beam, nsent = 2, 3
+    src = torch.randn(5, nsent, 16, dtype=torch.float64).repeat_interleave(beam, 1)  # beam copies of each source
+    query = torch.randn(1, nsent * beam, 16, dtype=torch.float64)
+    worked_out = []
+    real = beam_groups.follow_reorder
+
+    def counting(state, *args):
+        before = state.get(beam_groups.REORDER_MEMO_KEY)
+        answer = real(state, *args)
+        worked_out.append(state[beam_groups.REORDER_MEMO_KEY] is not before)
+        return answer
+
+    monkeypatch.setattr(beam_groups, "follow_reorder", counting)
+    state = {}
+    new_order = torch.tensor([1, 0, 4, 5, 2, 3])  # beams swapped within sentence 0, sentences 1 and 2 swapped
+    with torch.no_grad():
+        for attn in layers:
+            attn.set_beam_size(beam)
+            attn(query, src, src, incremental_state=state)
+        for attn in layers:
+            attn.reorder_incremental_state(state, new_order)
+        got = [attn(query, src[:, new_order], src[:, new_order], incremental_state=state)[0] for attn in layers]
+        want = [attn(query, src[:, new_order], src[:, new_order])[0] for attn in layers]
+    assert worked_out == [True, False]
+    assert all(attn._get_input_buffer(state)["Sz_src"].size(0) == nsent for attn in layers)
+    for g, w in zip(got, want):
+        assert (g - w).abs().max().item() <= 1e-8

@@ -93,7 +93,7 @@ def test_merged_projections_in_training_give_the_same_gradients(feature_map):
         out, _ = attn(x, x, x, key_padding_mask=kpm)
         out.pow(2).sum().backward()
         grads[merge] = {n: p.grad.clone() for n, p in attn.named_parameters()}
-    assert not attn._merged_cache  # training never caches folded weights
+    assert not attn.folded.cache  # training never caches folded weights
     for n in grads[True]:
         assert (grads[True][n] - grads[False][n]).abs().max().item() <= 1e-9, n
 

@@ -14,16 +14,15 @@ alone controls. ``loss`` is the sum over modules, plus ``--t2r-transfer-xent-wei
 cross-entropy -sum_j a_softmax_ij log a_linear_ij between the two weight matrices (``transfer_xent``,
 per position, averaged over heads): it materialises (T, S) weights per head, as the softmax does.
 
-While the criterion runs a forward, every T2R module passes on the *softmax* output (see
-``T2RAttention._transfer``), so each layer sees the softmax model's hidden states and each map
-is fitted to its own layer independently. Attention dropout is off on both sides.
+While the criterion runs a forward, every T2R module records into a ``TransferRecord`` and passes
+on the *softmax* output (see ``modules/transfer.py``), so each layer sees the softmax model's
+hidden states and each map is fitted to its own layer independently. Attention dropout is off on
+both sides.
 
 Everything but the feature maps is frozen when the criterion is built -- fairseq-train builds
 it right after the model and before the optimizer -- so no other parameter reaches the
 optimizer and all of them keep their bits (see ``models/trainable.py``).
 """
-import re
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
@@ -33,7 +32,7 @@ from fairseq.logging import metrics
 
 from ..errors import T2RUserError
 from ..models import trainable
-from ..modules.t2r_attention import T2RAttention
+from ..modules.transfer import recording
 
 LOG_PREFIX = "transfer_"
 TINY = 1e-6  # floor of the linear weights inside the log: a zero weight where softmax has mass
@@ -46,29 +45,6 @@ class AttentionTransferConfig(FairseqDataclass):
         metadata={"help": "weight of the cross-entropy between softmax and linear attention weights, added to "
                   "the output MSE (0: off). Builds (T, S) weight matrices per head: short sequences only"},
     )
-
-
-def module_label(path: str) -> str:
-    """'decoder.layers.3.self_attn' -> 'l3'; '...layers.3.encoder_attn' -> 'l3_cross'."""
-    m = re.search(r"layers\.(\d+)\.(self_attn|encoder_attn)$", path)
-    if m is None:
-        return re.sub(r"\W", "_", path)
-    return f"l{m.group(1)}" + ("_cross" if m.group(2) == "encoder_attn" else "")
-
-
-@contextmanager
-def recording(model, weights: bool = False):
-    """Within the block, every parallel forward of a T2R module of ``model`` records its linear and
-    softmax outputs (and weights) and passes the softmax output on. Yields {label: record}."""
-    records = {}
-    modules = [(module_label(n), m) for n, m in model.named_modules() if isinstance(m, T2RAttention)]
-    for label, m in modules:
-        records[label] = m.transfer_record = {"weights": weights}
-    try:
-        yield records
-    finally:
-        for _, m in modules:
-            m.transfer_record = None
 
 
 def decoder_input(sample):
@@ -104,21 +80,21 @@ class AttentionTransferCriterion(FairseqCriterion):
         keep = decoder_input(sample).ne(self.padding_idx)  # (B, T): decoder positions that count
         with recording(model, weights=self.xent_weight > 0) as records:
             model(**sample["net_input"], features_only=True)  # the output layer adds nothing here
-        ran = {label: r for label, r in records.items() if "linear" in r}
+        ran = {label: r for label, r in records.items() if r.linear is not None}
         if not ran:
             raise T2RUserError("t2r_attention_transfer: the model ran no T2R attention (incremental forward?)")
         loss = 0.0
         logging_output = {}
         for label, rec in ran.items():
-            ct = torch.promote_types(rec["linear"].dtype, torch.float32)  # fp32 at least (float64 stays)
-            err = (rec["linear"].to(ct) - rec["softmax"].to(ct)).pow(2).mean(dim=(1, 3))  # (B, T)
+            ct = torch.promote_types(rec.linear.dtype, torch.float32)  # fp32 at least (float64 stays)
+            err = (rec.linear.to(ct) - rec.softmax.to(ct)).pow(2).mean(dim=(1, 3))  # (B, T)
             mse = err.masked_select(keep).sum()
             loss = loss + mse
             logging_output[LOG_PREFIX + label] = mse.data
         if self.xent_weight > 0:
             xent = 0.0
             for rec in ran.values():
-                per_query = -(rec["softmax_weights"] * rec["linear_weights"].clamp(min=TINY).log()).sum(-1)
+                per_query = -(rec.softmax_weights * rec.linear_weights.clamp(min=TINY).log()).sum(-1)
                 xent = xent + per_query.mean(dim=1).masked_select(keep).sum()  # heads averaged
             loss = loss + self.xent_weight * xent
             logging_output[LOG_PREFIX + "xent"] = xent.data

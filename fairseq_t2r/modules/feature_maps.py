@@ -1,74 +1,18 @@
-"""Feature maps phi for linear attention, one small class each, chosen by name.
+"""The feature maps phi of linear attention, one small class each, chosen by name
+(``--t2r-feature-map``); the interface they implement is ``FeatureMap`` in ``feature_map_base.py``.
 
-Interface (after fast-transformers): ``forward_queries(q)`` and ``forward_keys(k)`` map
-(B, H, T, D) to (B, H, T, output_dim); ``new_feature_map()`` redraws random features (a no-op
-for deterministic maps). Queries arrive already scaled by D**-0.5, as in softmax attention;
-keys arrive unscaled. Maps with parameters keep one set per head.
-
-Maps of the form phi(x) = activate(W_h x + b_h) also expose ``linear_part()`` and
-``activate(y, inplace=False)`` (``inplace`` is a hint: a map may overwrite y),
-so that at inference the attention can fold W_h into its query/key projections (REFERENCE §1):
-queries and keys of size head_dim are then never built, only the features.
+``t2r`` and ``hedgehog`` are of the form phi(x) = activate(W_h x + b_h): their ``linear_part`` lets
+the attention fold W_h into its query/key projections (REFERENCE §1, ``folding.py``), so that
+queries and keys of size head_dim are never built, only the features.
 """
 import math
-from typing import Dict, Type
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..ops import compute_dtype
-
-FEATURE_MAPS: Dict[str, Type["FeatureMap"]] = {}
-
-
-def register_feature_map(name):
-    def wrap(cls):
-        if name in FEATURE_MAPS:
-            raise ValueError(f"feature map {name!r} registered twice")
-        FEATURE_MAPS[name] = cls
-        cls.name = name
-        return cls
-
-    return wrap
-
-
-def build_feature_map(name: str, num_heads: int, head_dim: int, feature_dim: int) -> "FeatureMap":
-    if name not in FEATURE_MAPS:
-        from ..errors import T2RUserError
-
-        raise T2RUserError(
-            f"unknown feature map {name!r}: choose one of {', '.join(sorted(FEATURE_MAPS))}"
-        )
-    if feature_dim <= 0:
-        from ..errors import T2RUserError
-
-        raise T2RUserError(f"feature size must be positive, got {feature_dim}: pass --t2r-feature-dim N with N >= 1")
-    return FEATURE_MAPS[name](num_heads, head_dim, feature_dim)
-
-
-class FeatureMap(nn.Module):
-    is_random = False
-    relu_of_linear = False
-
-    def __init__(self, num_heads: int, head_dim: int, feature_dim: int):
-        super().__init__()
-        self.num_heads = num_heads
-        self.head_dim = head_dim
-        self.feature_dim = feature_dim
-
-    @property
-    def output_dim(self) -> int:
-        return self.feature_dim
-
-    def new_feature_map(self):
-        pass
-
-    def forward_queries(self, q: Tensor) -> Tensor:
-        return self(q)
-
-    def forward_keys(self, k: Tensor) -> Tensor:
-        return self(k)
+from .. import ops
+from .feature_map_base import FEATURE_MAPS, FeatureMap, register_feature_map
 
 
 def _per_head_linear(x: Tensor, weight: Tensor, bias=None) -> Tensor:
@@ -80,7 +24,7 @@ def _per_head_linear(x: Tensor, weight: Tensor, bias=None) -> Tensor:
 def _upcast(x: Tensor) -> Tensor:
     """fp32 for half-precision inputs (exp/softmax/sin of fp16 lose too much); others unchanged,
     so a float64 model stays float64 end to end."""
-    return x.to(compute_dtype(x.dtype))
+    return x.to(ops.compute_dtype(x.dtype))
 
 
 def _linear_default_init(weight: Tensor, bias=None):
@@ -95,13 +39,13 @@ def _linear_default_init(weight: Tensor, bias=None):
 class T2RFeatureMap(FeatureMap):
     """phi(x) = relu(W_h x + b_h): the learned one-layer MLP of Kasai et al. (2021)."""
 
+    relu_of_linear = True
+
     def __init__(self, num_heads, head_dim, feature_dim):
         super().__init__(num_heads, head_dim, feature_dim)
         self.weight = nn.Parameter(torch.empty(num_heads, feature_dim, head_dim))
         self.bias = nn.Parameter(torch.empty(num_heads, feature_dim))
         _linear_default_init(self.weight, self.bias)
-
-    relu_of_linear = True  # phi = relu(linear_part): training may use ops.causal_relu_from_input
 
     def linear_part(self):
         return self.weight, self.bias
@@ -132,9 +76,7 @@ class HedgehogFeatureMap(FeatureMap):
 
     def __init__(self, num_heads, head_dim, feature_dim):
         if feature_dim % 2:
-            from ..errors import T2RUserError
-
-            raise T2RUserError(f"hedgehog needs an even feature size, got {feature_dim}: pass an even --t2r-feature-dim")
+            raise ValueError(f"hedgehog needs an even feature size, got {feature_dim}: pass an even --t2r-feature-dim")
         super().__init__(num_heads, head_dim, feature_dim)
         self.weight = nn.Parameter(torch.empty(num_heads, feature_dim // 2, head_dim))
         _linear_default_init(self.weight)
@@ -177,9 +119,7 @@ class RFAFeatureMap(RandomFeatureMap):
 
     def __init__(self, num_heads, head_dim, feature_dim):
         if feature_dim % 2:
-            from ..errors import T2RUserError
-
-            raise T2RUserError(f"rfa needs an even feature size, got {feature_dim}: pass an even --t2r-feature-dim")
+            raise ValueError(f"rfa needs an even feature size, got {feature_dim}: pass an even --t2r-feature-dim")
         super().__init__(num_heads, head_dim, feature_dim)
 
     @staticmethod
@@ -219,3 +159,13 @@ class PerformerFeatureMap(RandomFeatureMap):
 
     def forward(self, x):
         return self.forward_keys(x)
+
+
+def build_feature_map(name: str, num_heads: int, head_dim: int, feature_dim: int) -> FeatureMap:
+    """The map registered as ``name``, for ``num_heads`` heads of size ``head_dim``; ValueError
+    (with the fix in its message) for an unknown name or a feature size below 1."""
+    if name not in FEATURE_MAPS:
+        raise ValueError(f"unknown feature map {name!r}: choose one of {', '.join(sorted(FEATURE_MAPS))}")
+    if feature_dim <= 0:
+        raise ValueError(f"feature size must be positive, got {feature_dim}: pass --t2r-feature-dim N with N >= 1")
+    return FEATURE_MAPS[name](num_heads, head_dim, feature_dim)
