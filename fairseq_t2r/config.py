@@ -1,12 +1,22 @@
-"""Every T2R command-line option, in one place.
+"""Every T2R command-line option, declared once, as a dataclass field with its help text.
 
-The model configs (LM and translation) inherit these dataclasses, so the options appear in
-``fairseq-train --help`` under the model's group and are saved in every checkpoint's cfg.
+- :class:`T2RConfig` (LM) and :class:`T2RCrossConfig` (translation): the model options. The
+  models' configs inherit them, so they appear in ``fairseq-train --help`` under the model's
+  group and are saved in every checkpoint's cfg.
+- :class:`ConvertConfig`: ``t2r-convert``'s options. It inherits the swap's fields
+  (:class:`SwapConfig`, :class:`CrossSwapConfig`) that the model options inherit too, so
+  ``--t2r-feature-map`` is one field for fairseq-train and t2r-convert alike.
+- :class:`TransferConfig`: stage one's attention-transfer options (``t2r-convert --transfer-*``).
+
+:func:`add_options` turns a config into argparse options with fairseq's own
+``gen_parser_from_dataclass``. The demo's training presets are settings, not options: they
+live in ``demo/presets.py``.
 """
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Optional
 
 from fairseq.dataclass import ChoiceEnum, FairseqDataclass
+from fairseq.dataclass.utils import gen_parser_from_dataclass
 from fairseq.utils import safe_getattr
 
 from .modules.feature_maps import FEATURE_MAPS
@@ -14,8 +24,11 @@ from .modules.feature_maps import FEATURE_MAPS
 TRAINABLE_CHOICES = ["all", "attention", "feature-map"]
 
 
+# ----------------------------------------------------------------------------- the swap
 @dataclass
-class T2RConfig(FairseqDataclass):
+class SwapConfig(FairseqDataclass):
+    """What replacing decoder self-attention needs (both model families, and t2r-convert)."""
+
     t2r_feature_map: ChoiceEnum(sorted(FEATURE_MAPS)) = field(
         default="t2r",
         metadata={"help": "feature map of the linear attention: t2r (learned MLP + ReLU, the paper), "
@@ -29,6 +42,27 @@ class T2RConfig(FairseqDataclass):
         metadata={"help": "comma-separated decoder layer indices to convert (0-based), e.g. '0,2,4'; "
                   "default: all. The other layers keep softmax attention (a hybrid model)"},
     )
+
+
+@dataclass
+class CrossSwapConfig(SwapConfig):
+    """Translation models also swap the decoder's cross-attention (unless --t2r-no-cross)."""
+
+    t2r_cross_feature_dim: Optional[int] = field(
+        default=None, metadata={"help": "translation models: feature size of the linear cross-attention "
+                                "(default: --t2r-feature-dim)"}
+    )
+    t2r_no_cross: bool = field(
+        default=False, metadata={"help": "translation models: keep softmax cross-attention; convert decoder "
+                                 "self-attention only"}
+    )
+
+
+# ----------------------------------------------------------------------------- the models
+@dataclass
+class T2RConfig(SwapConfig):
+    """The LM's T2R options: the swap, and which parameters finetuning may change."""
+
     t2r_trainable: ChoiceEnum(TRAINABLE_CHOICES) = field(
         default="all",
         metadata={"help": "parameters fairseq-train may change: all; attention (only the converted attention "
@@ -38,16 +72,11 @@ class T2RConfig(FairseqDataclass):
 
 
 @dataclass
-class T2RCrossConfig(T2RConfig):
-    t2r_cross_feature_dim: Optional[int] = field(
-        default=None, metadata={"help": "feature size of the linear cross-attention (default: --t2r-feature-dim)"}
-    )
-    t2r_no_cross: bool = field(
-        default=False, metadata={"help": "keep softmax cross-attention; convert decoder self-attention only"}
-    )
+class T2RCrossConfig(CrossSwapConfig, T2RConfig):
+    """The translation model's T2R options (fields in the order: T2RConfig's, then the cross ones)."""
 
 
-T2R_DEFAULTS = {name: f.default for name, f in T2RCrossConfig.__dataclass_fields__.items() if name.startswith("t2r_")}
+T2R_DEFAULTS = {f.name: f.default for f in fields(T2RCrossConfig) if f.name.startswith("t2r_")}
 
 
 def t2r_option(args, name):
@@ -60,4 +89,61 @@ def set_t2r_defaults(args):
     """Fill in T2R options missing from an argparse Namespace (e.g. an old checkpoint's args)."""
     for name in T2R_DEFAULTS:
         setattr(args, name, t2r_option(args, name))
+    return args
+
+
+def swap_options(args) -> dict:
+    """The swap's options (``t2r_*`` fields of :class:`CrossSwapConfig`) of parsed arguments."""
+    return {f.name: getattr(args, f.name) for f in fields(CrossSwapConfig) if f.name.startswith("t2r_")}
+
+
+# ----------------------------------------------------------------------------- t2r-convert
+@dataclass
+class ConvertConfig(CrossSwapConfig):
+    """t2r-convert's options besides its two paths (those are positional: see convert.build_parser)."""
+
+    seed: int = field(default=1, metadata={"help": "seed for the new feature maps' initialisation"})
+    force: bool = field(default=False, metadata={"help": "overwrite OUTPUT if it exists (never the input)"})
+
+
+def _with_default(default, help_text):
+    """A field whose help ends with its default, so the number is written once."""
+    return field(default=default, metadata={"help": f"{help_text} (default {default})"})
+
+
+@dataclass
+class TransferConfig(FairseqDataclass):
+    """Stage one's options. t2r-convert parses them with ``unset_is_none`` (see :func:`add_options`):
+    stage_one.requested() runs the transfer when any of them is given, whatever its value."""
+
+    transfer_data: Optional[str] = field(
+        default=None, metadata={"help": "binarized fairseq data (DATA_BIN, as for fairseq-train) "
+                                "to fit the feature maps on"})
+    transfer_updates: Optional[int] = field(
+        default=None, metadata={"help": "number of updates of attention transfer"})
+    # Adam's usual rate for a small, freshly initialised module: only the feature maps train
+    transfer_lr: float = _with_default(1e-3, "Adam learning rate of the feature maps")
+    # fairseq's customary batch size in tokens; -- fairseq-train options (e.g. --update-freq) scale it
+    transfer_max_tokens: int = _with_default(4096, "tokens per batch")
+    # 0, as the criterion's own default: the transfer loss is the attention outputs' squared error only
+    transfer_xent_weight: float = _with_default(
+        0.0, "weight of the attention-weight cross-entropy (--t2r-transfer-xent-weight)")
+    task: Optional[str] = field(
+        default=None, metadata={"help": "fairseq task of the data (default: the checkpoint's task)"})
+
+
+def add_options(parser, config_class, unset_is_none=False):
+    """Add ``config_class``'s fields to ``parser`` (or an argument group) as ``--options``.
+
+    ``unset_is_none``: an option that is not given parses as None, not as its field default,
+    so that the caller can tell "given" from "defaulted"; :func:`fill_defaults` sets them after.
+    """
+    gen_parser_from_dataclass(parser, config_class(), delete_default=unset_is_none)
+
+
+def fill_defaults(args, config_class):
+    """Set each ``config_class`` option that parsed as None to its field default."""
+    for f in fields(config_class):
+        if f.name != "_name" and getattr(args, f.name, None) is None:
+            setattr(args, f.name, f.default)
     return args

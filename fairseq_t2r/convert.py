@@ -26,19 +26,14 @@ T2R_FAMILIES = {"transformer_lm": "t2r_transformer_lm", "transformer": "t2r_tran
 
 
 def build_parser():
-    from .config import T2R_DEFAULTS
-    from .modules.feature_maps import FEATURE_MAPS
+    from .config import ConvertConfig, add_options
 
     p = argparse.ArgumentParser(prog="t2r-convert", description=__doc__.split("\n\n")[0])
+    # the two paths stay plain positionals: gen_parser_from_dataclass makes every field an --option
+    # (a field without default becomes a required --option), and "t2r-convert IN OUT" is the interface
     p.add_argument("input", help="softmax fairseq checkpoint (transformer_lm or transformer family)")
     p.add_argument("output", help="where to write the T2R checkpoint")
-    p.add_argument("--t2r-feature-map", default=T2R_DEFAULTS["t2r_feature_map"], choices=sorted(FEATURE_MAPS))
-    p.add_argument("--t2r-feature-dim", type=int, default=T2R_DEFAULTS["t2r_feature_dim"])
-    p.add_argument("--t2r-layers", default=None, help="comma-separated decoder layers to convert (default all)")
-    p.add_argument("--t2r-cross-feature-dim", type=int, default=None, help="translation models: feature size of cross-attention")
-    p.add_argument("--t2r-no-cross", action="store_true", help="translation models: keep softmax cross-attention")
-    p.add_argument("--seed", type=int, default=1, help="seed for the new feature maps' initialisation")
-    p.add_argument("--force", action="store_true", help="overwrite OUTPUT if it exists (never the input)")
+    add_options(p, ConvertConfig)
     stage_one.add_options(p)
     return p
 
@@ -225,25 +220,25 @@ def convert_with_transfer(input_path, output_path, t2r_options, transfer_options
     )
 
 
+def check_swap_options(args):
+    if args.t2r_feature_dim <= 0 or (args.t2r_cross_feature_dim is not None and args.t2r_cross_feature_dim <= 0):
+        raise T2RUserError("feature sizes must be positive: pass --t2r-feature-dim N with N >= 1")
+
+
 def cli_main(argv=None):
+    from .config import TransferConfig, fill_defaults, swap_options
+
     logging.basicConfig(format="%(asctime)s | %(levelname)s | %(name)s | %(message)s", level=logging.INFO, stream=sys.stdout)
     own, train_options = stage_one.split_argv(sys.argv[1:] if argv is None else list(argv))
     args = build_parser().parse_args(own)
     args.train_options = train_options
-    if args.t2r_feature_dim <= 0 or (args.t2r_cross_feature_dim is not None and args.t2r_cross_feature_dim <= 0):
-        raise T2RUserError("feature sizes must be positive: pass --t2r-feature-dim N with N >= 1")
-    options = {
-        "t2r_feature_map": args.t2r_feature_map,
-        "t2r_feature_dim": args.t2r_feature_dim,
-        "t2r_layers": args.t2r_layers,
-        "t2r_cross_feature_dim": args.t2r_cross_feature_dim,
-        "t2r_no_cross": args.t2r_no_cross,
-    }
+    check_swap_options(args)
     if stage_one.requested(args):
         stage_one.check_options(args)
-        convert_with_transfer(args.input, args.output, options, args, seed=args.seed, force=args.force)
+        fill_defaults(args, TransferConfig)  # the options not given get their defaults only now
+        convert_with_transfer(args.input, args.output, swap_options(args), args, seed=args.seed, force=args.force)
     else:
-        convert(args.input, args.output, options, seed=args.seed, force=args.force)
+        convert(args.input, args.output, swap_options(args), seed=args.seed, force=args.force)
 
 
 if __name__ == "__main__":

@@ -16,25 +16,25 @@ import logging
 import os
 import shlex
 import shutil
+from dataclasses import fields
 
 import torch
 
+from .config import TransferConfig
+from .config import add_options as add_config_options
 from .errors import T2RUserError
 
 logger = logging.getLogger("fairseq_t2r")
 USER_DIR = os.path.dirname(os.path.abspath(__file__))
-DEFAULTS = {"lr": 1e-3, "max_tokens": 4096, "xent_weight": 0.0}
+# the transfer options' defaults (config.TransferConfig's fields), by the names the training run uses
+DEFAULTS = {"lr": TransferConfig.transfer_lr, "max_tokens": TransferConfig.transfer_max_tokens,
+            "xent_weight": TransferConfig.transfer_xent_weight}
 
 
 def add_options(parser):
     g = parser.add_argument_group("attention transfer (stage one; runs fairseq-train when --transfer-data is given)")
-    g.add_argument("--transfer-data", metavar="DATA_BIN", help="binarized fairseq data (as for fairseq-train) to fit the feature maps on")
-    g.add_argument("--transfer-updates", type=int, help="number of updates of attention transfer")
-    g.add_argument("--transfer-lr", type=float, help=f"Adam learning rate of the feature maps (default {DEFAULTS['lr']})")
-    g.add_argument("--transfer-max-tokens", type=int, help=f"tokens per batch (default {DEFAULTS['max_tokens']})")
-    g.add_argument("--transfer-xent-weight", type=float,
-                   help="weight of the attention-weight cross-entropy (--t2r-transfer-xent-weight; default 0)")
-    g.add_argument("--task", help="fairseq task of the data (default: the checkpoint's task)")
+    # not given -> None, whatever the field's default: requested() tells a run that asked for transfer by it
+    add_config_options(g, TransferConfig, unset_is_none=True)
     parser.epilog = ("Attention transfer passes every option after a '--' to fairseq-train, e.g. "
                      "t2r-convert softmax.pt out.pt --transfer-data DATA --transfer-updates 200 -- --fp16 --update-freq 4")
 
@@ -48,8 +48,9 @@ def split_argv(argv):
 
 
 def requested(args) -> bool:
-    return bool(args.train_options) or any(getattr(args, n) is not None for n in (
-        "transfer_data", "transfer_updates", "transfer_lr", "transfer_max_tokens", "transfer_xent_weight", "task"))
+    """Whether the command line asked for attention transfer: options after '--', or any transfer option."""
+    return bool(args.train_options) or any(getattr(args, f.name) is not None for f in fields(TransferConfig)
+                                           if f.name != "_name")
 
 
 def check_options(args):

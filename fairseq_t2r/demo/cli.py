@@ -83,9 +83,10 @@ def main(argv=None):
 
     from ..machine import machine
     from . import plan as plans, report
+    from .presets import PRESETS
     from .runner import Runner
 
-    preset = plans.PRESETS[args.preset]
+    preset = PRESETS[args.preset]
     task_plans = {}
     for k in tasks:
         task_plans[k] = plans.TaskPlan(

@@ -8,47 +8,18 @@ Every model the demo trains is the same size; only its attention and its startin
 - ``scratch``: T2R from random init, the teacher's budget plus the finetuning budget.
 """
 import functools
-from dataclasses import dataclass
+import json
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import List, Optional
 
 from ..errors import T2RUserError
 from . import measure
+from . import presets
+from .presets import Preset
 from .runner import Step
 
 VARIANTS = ["t2r", "elu", "rfa", "transfer", "scratch"]  # report order (teacher and swap first)
 
-
-@dataclass
-class Preset:
-    lm_lines: Optional[int]     # None: the whole corpus
-    lm_merges: int
-    mt_pairs: Optional[int]
-    mt_merges: int
-    layers: int
-    dim: int
-    ffn: int
-    heads: int
-    teacher_updates: int
-    ft_updates: int
-    transfer_updates: int
-    validate_every: int
-    max_tokens: int
-    contexts: List[int]         # decoding speed/memory measured at these context lengths
-    feature_dim: int = 32
-
-
-PRESETS: Dict[str, Preset] = {
-    "quick": Preset(lm_lines=2000, lm_merges=500, mt_pairs=2000, mt_merges=500, layers=2, dim=64, ffn=128,
-                    heads=4, teacher_updates=60, ft_updates=30, transfer_updates=10, validate_every=10,
-                    max_tokens=1024, contexts=[32, 256], feature_dim=16),
-    "default": Preset(lm_lines=12000, lm_merges=3000, mt_pairs=12000, mt_merges=4000, layers=2, dim=128,
-                      ffn=512, heads=4, teacher_updates=600, ft_updates=150, transfer_updates=40,
-                      validate_every=50, max_tokens=1024, contexts=[128, 2048]),
-    "full": Preset(lm_lines=None, lm_merges=10000, mt_pairs=None, mt_merges=10000, layers=3, dim=512,
-                   ffn=1024, heads=8, teacher_updates=4000, ft_updates=1000, transfer_updates=200,
-                   validate_every=250, max_tokens=4096, contexts=[128, 1024, 4096]),
-}
 
 FEATURE_MAPS = {"t2r": "t2r", "elu": "elu", "rfa": "rfa", "transfer": "t2r", "scratch": "t2r"}
 
@@ -110,66 +81,37 @@ class TaskPlan:
 
     def task_flags(self) -> List[str]:
         if self.kind == "lm":
-            return ["--task", "language_modeling", "--tokens-per-sample", "128", "--sample-break-mode", "none"]
+            return ["--task", "language_modeling", "--tokens-per-sample", presets.TOKENS_PER_SAMPLE,
+                    "--sample-break-mode", "none"]
         return ["--task", "translation", "--source-lang", "en", "--target-lang", "de"]
 
     def train_flags(self, save_dir: Path, updates: int, lr: float, warmup: int) -> List[str]:
         p = self.preset
         flags = [str(self.bin), "--user-dir", self.user_dir, *self.task_flags(),
-                 "--max-tokens", str(p.max_tokens), "--optimizer", "adam", "--adam-betas", "(0.9,0.98)",
+                 "--max-tokens", str(p.max_tokens), "--optimizer", "adam", "--adam-betas", presets.ADAM_BETAS,
                  "--lr", str(lr), "--lr-scheduler", "inverse_sqrt", "--warmup-updates", str(warmup),
-                 "--weight-decay", "0.01", "--clip-norm", "1.0", "--dropout", "0.1",
+                 "--weight-decay", presets.WEIGHT_DECAY, "--clip-norm", presets.CLIP_NORM,
+                 "--dropout", presets.DROPOUT,
                  "--max-update", str(updates), "--validate-interval-updates", str(p.validate_every),
                  "--save-interval-updates", str(p.validate_every), "--keep-interval-updates", "1",
                  "--no-epoch-checkpoints", "--log-format", "json", "--log-interval", str(p.validate_every),
                  "--num-workers", "0", "--seed", str(self.seed), "--save-dir", str(save_dir)]
         if self.kind == "mt":
-            flags += ["--criterion", "label_smoothed_cross_entropy", "--label-smoothing", "0.1"]
+            flags += ["--criterion", "label_smoothed_cross_entropy", "--label-smoothing", presets.LABEL_SMOOTHING]
         return flags
 
     # ------------------------------------------------------------------ steps
     def steps(self) -> List[Step]:
-        k, p = self.kind, self.preset
+        k = self.kind
+        teacher_dep = [f"{k}/teacher"] if not self.external_teacher else [f"{k}/data"]
         steps = [self.data_step()]
-        data = [f"{k}/data"]
-        teacher_dep = data
-        lr, warmup = 1e-3, max(1, p.teacher_updates // 4)
-        ft_lr, ft_warmup = 5e-4, max(1, p.ft_updates // 5)
         if not self.external_teacher:
-            steps.append(Step(f"{k}/teacher", f"train the softmax teacher ({p.teacher_updates} updates)",
-                              "fairseq_cli.train", self.train_flags(self.save_dir("teacher"), p.teacher_updates, lr, warmup)
-                              + self.model_flags(), deps=data))
-            teacher_dep = [f"{k}/teacher"]
-        steps.append(Step(f"{k}/swap", "swap the teacher's attention for T2R (t2r-convert, no training)",
-                          "fairseq_t2r.convert", [self.teacher_path, self.checkpoint("swapped"), "--t2r-feature-dim",
-                                                  str(p.feature_dim), "--seed", str(self.seed), "--force"],
-                          deps=teacher_dep))
-        for v in ("t2r", "elu", "rfa"):
-            steps.append(Step(f"{k}/{v}", f"finetune the swapped teacher with the {v} feature map ({p.ft_updates} updates)",
-                              "fairseq_cli.train", self.train_flags(self.save_dir(v), p.ft_updates, ft_lr, ft_warmup)
-                              + self.student_flags(FEATURE_MAPS[v]) + ["--finetune-from-model", self.teacher_path]
-                              + (self.bleu_curve_flags() if v == "t2r" else []), deps=teacher_dep))
-        stage1 = self.train_flags(self.save_dir("transfer_stage1"), p.transfer_updates, 1e-3, 1)
-        stage1 += self.student_flags("t2r") + ["--finetune-from-model", self.teacher_path,
-                                               "--criterion", "t2r_attention_transfer"]
-        if self.kind == "mt":  # the transfer criterion replaces the label-smoothed one
-            i = stage1.index("--criterion")
-            del stage1[i:i + 4]
-        steps.append(Step(f"{k}/transfer_stage1", f"attention transfer: train only the feature maps to mimic "
-                          f"softmax attention ({p.transfer_updates} updates)", "fairseq_cli.train", stage1,
-                          deps=teacher_dep))
-        rest = p.ft_updates - p.transfer_updates
-        steps.append(Step(f"{k}/transfer", f"finetune after attention transfer ({rest} updates)", "fairseq_cli.train",
-                          self.train_flags(self.save_dir("transfer"), rest, ft_lr, max(1, rest // 5))
-                          + self.student_flags("t2r") + ["--finetune-from-model", self.checkpoint("transfer_stage1")]
-                          + self.bleu_curve_flags(), deps=[f"{k}/transfer_stage1"]))
-        steps.append(Step(f"{k}/scratch", f"train T2R from random init ({p.teacher_updates + p.ft_updates} updates)",
-                          "fairseq_cli.train", self.train_flags(self.save_dir("scratch"), p.teacher_updates + p.ft_updates,
-                                                                lr, warmup) + self.student_flags("t2r"), deps=data))
-        steps.append(Step(f"{k}/speed", "decoding speed and state memory: teacher vs finetuned T2R",
-                          func=lambda: measure.speed(self, self.dir / "speed.json"), deps=[*teacher_dep, f"{k}/t2r"],
-                          describe=f"fairseq_t2r.demo.measure.speed: {self.teacher_path} vs {self.checkpoint('t2r')}, "
-                                   f"contexts {','.join(map(str, p.contexts))}"))
+            steps.append(self.teacher_step())
+        steps.append(self.swap_step(teacher_dep))
+        steps += [self.finetune_step(v, teacher_dep) for v in ("t2r", "elu", "rfa")]
+        steps += self.transfer_steps(teacher_dep)
+        steps.append(self.scratch_step())
+        steps.append(self.speed_step(teacher_dep))
         for name in ["teacher", "swapped", *VARIANTS]:
             dep = {"teacher": teacher_dep, "swapped": [f"{k}/swap"]}.get(name, [f"{k}/{name}"])
             steps.append(self.eval_step(name, dep))
@@ -177,12 +119,72 @@ class TaskPlan:
             steps.append(self.eval_step("teacher", teacher_dep, subset="valid"))
         return steps
 
+    def teacher_warmup(self) -> int:
+        return presets.warmup(self.preset.teacher_updates, presets.TEACHER_WARMUP_SHARE)
+
+    def teacher_step(self) -> Step:
+        k, p = self.kind, self.preset
+        flags = self.train_flags(self.save_dir("teacher"), p.teacher_updates, presets.TEACHER_LR, self.teacher_warmup())
+        return Step(f"{k}/teacher", f"train the softmax teacher ({p.teacher_updates} updates)", "fairseq_cli.train",
+                    flags + self.model_flags(), deps=[f"{k}/data"])
+
+    def swap_step(self, teacher_dep: List[str]) -> Step:
+        return Step(f"{self.kind}/swap", "swap the teacher's attention for T2R (t2r-convert, no training)",
+                    "fairseq_t2r.convert", [self.teacher_path, self.checkpoint("swapped"), "--t2r-feature-dim",
+                                            str(self.preset.feature_dim), "--seed", str(self.seed), "--force"],
+                    deps=teacher_dep)
+
+    def finetune_step(self, variant: str, teacher_dep: List[str]) -> Step:
+        """Swap + finetune with ``variant``'s feature map, from the teacher."""
+        p = self.preset
+        flags = self.train_flags(self.save_dir(variant), p.ft_updates, presets.FINETUNE_LR,
+                                 presets.warmup(p.ft_updates, presets.FINETUNE_WARMUP_SHARE))
+        flags += self.student_flags(FEATURE_MAPS[variant]) + ["--finetune-from-model", self.teacher_path]
+        flags += self.bleu_curve_flags() if variant == "t2r" else []
+        return Step(f"{self.kind}/{variant}", f"finetune the swapped teacher with the {variant} feature map "
+                    f"({p.ft_updates} updates)", "fairseq_cli.train", flags, deps=teacher_dep)
+
+    def transfer_steps(self, teacher_dep: List[str]) -> List[Step]:
+        """Attention transfer (stage one), then finetuning for the rest of the finetuning budget."""
+        k, p = self.kind, self.preset
+        stage1 = self.train_flags(self.save_dir("transfer_stage1"), p.transfer_updates, presets.TRANSFER_LR,
+                                  presets.TRANSFER_WARMUP)
+        stage1 += self.student_flags("t2r") + ["--finetune-from-model", self.teacher_path,
+                                               "--criterion", "t2r_attention_transfer"]
+        if self.kind == "mt":  # the transfer criterion replaces the label-smoothed one
+            i = stage1.index("--criterion")
+            del stage1[i:i + 4]
+        rest = p.ft_updates - p.transfer_updates
+        finetune = self.train_flags(self.save_dir("transfer"), rest, presets.FINETUNE_LR,
+                                    presets.warmup(rest, presets.FINETUNE_WARMUP_SHARE))
+        finetune += self.student_flags("t2r") + ["--finetune-from-model", self.checkpoint("transfer_stage1")]
+        finetune += self.bleu_curve_flags()
+        return [Step(f"{k}/transfer_stage1", f"attention transfer: train only the feature maps to mimic "
+                     f"softmax attention ({p.transfer_updates} updates)", "fairseq_cli.train", stage1, deps=teacher_dep),
+                Step(f"{k}/transfer", f"finetune after attention transfer ({rest} updates)", "fairseq_cli.train",
+                     finetune, deps=[f"{k}/transfer_stage1"])]
+
+    def scratch_step(self) -> Step:
+        k, p = self.kind, self.preset
+        updates = p.teacher_updates + p.ft_updates
+        # the teacher's schedule (its rate and warmup), over the longer budget
+        flags = self.train_flags(self.save_dir("scratch"), updates, presets.TEACHER_LR, self.teacher_warmup())
+        return Step(f"{k}/scratch", f"train T2R from random init ({updates} updates)", "fairseq_cli.train",
+                    flags + self.student_flags("t2r"), deps=[f"{k}/data"])
+
+    def speed_step(self, teacher_dep: List[str]) -> Step:
+        k = self.kind
+        return Step(f"{k}/speed", "decoding speed and state memory: teacher vs finetuned T2R",
+                    func=lambda: measure.speed(self, self.dir / "speed.json"), deps=[*teacher_dep, f"{k}/t2r"],
+                    describe=f"fairseq_t2r.demo.measure.speed: {self.teacher_path} vs {self.checkpoint('t2r')}, "
+                             f"contexts {','.join(map(str, self.preset.contexts))}")
+
     def bleu_curve_flags(self) -> List[str]:
-        """Translation: fairseq's own validation BLEU (beam 4, detokenised), for BLEU vs updates
+        """Translation: fairseq's own validation BLEU (the test's beam, detokenised), for BLEU vs updates
         of the two finetuning recipes the demo compares (swap + finetune, transfer + finetune)."""
         if self.kind != "mt":
             return []
-        return ["--eval-bleu", "--eval-bleu-args", '{"beam": 4}', "--eval-bleu-detok", "moses",
+        return ["--eval-bleu", "--eval-bleu-args", json.dumps({"beam": presets.BEAM}), "--eval-bleu-detok", "moses",
                 "--eval-bleu-remove-bpe"]
 
     def data_step(self) -> Step:
@@ -205,11 +207,14 @@ class TaskPlan:
         if self.kind == "lm":
             return Step(f"lm/eval_{name}", f"test perplexity of {name}", "fairseq_cli.eval_lm",
                         [str(self.bin), "--user-dir", self.user_dir, "--path", ckpt, "--gen-subset", "test",
-                         "--tokens-per-sample", "128", "--max-tokens", "8192", "--num-workers", "0"], deps=deps)
+                         "--tokens-per-sample", presets.TOKENS_PER_SAMPLE, "--max-tokens", presets.EVAL_MAX_TOKENS,
+                         "--num-workers", "0"], deps=deps)
         suffix = "" if subset == "test" else f"_{subset}"
-        return Step(f"mt/eval_{name}{suffix}", f"translate the {subset} set with {name} (beam 4)", "fairseq_cli.generate",
+        return Step(f"mt/eval_{name}{suffix}", f"translate the {subset} set with {name} (beam {presets.BEAM})",
+                    "fairseq_cli.generate",
                     [str(self.bin), "--user-dir", self.user_dir, "--path", ckpt, "--gen-subset", subset,
-                     "--source-lang", "en", "--target-lang", "de", "--beam", "4", "--batch-size", "64", "--required-batch-size-multiple", "1",
+                     "--source-lang", "en", "--target-lang", "de", "--beam", str(presets.BEAM),
+                     "--batch-size", presets.GEN_BATCH_SIZE, "--required-batch-size-multiple", "1",
                      "--tokenizer", "moses", "--bpe", "subword_nmt", "--bpe-codes", str(self.data_dir / "bpe.codes"),
                      "--num-workers", "0"], deps=deps)
 

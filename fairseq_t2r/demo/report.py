@@ -6,6 +6,7 @@ from typing import Dict, List
 
 from . import measure
 from .plan import VARIANTS, TaskPlan
+from .presets import BEAM
 
 LABELS = {"teacher": "softmax teacher", "swapped": "T2R right after swap (no training)",
           "t2r": "T2R, swap + finetune", "elu": "ELU, swap + finetune", "rfa": "RFA, swap + finetune",
@@ -95,64 +96,9 @@ def write(folder: Path, header: Dict, tasks: Dict[str, Dict], commands: List[str
 
 
 def markdown(header, tasks, commands, plots) -> str:
-    m = header["machine"]
-    lines = ["# T2R demo report", "",
-             f"Preset `{header['preset']}`, finished {m['date']} in {header['seconds'] / 60:.1f} min on "
-             f"{m['cpu']} ({m['cpu_count']} cores, {m['memory']}), {m['platform']}, Python {m['python']}, "
-             f"torch {m['torch']}; {header['jobs']} runs side by side, one thread each.", "",
-             "Settings: " + ", ".join(f"{k} {v}" for k, v in header["settings"].items()), ""]
+    lines = _header_lines(header)
     for k, t in tasks.items():
-        runs = t["runs"]
-        lines += [f"## {TASK_TITLES[k]}", ""]
-        if "data" in t and "splits" in t["data"]:
-            lines += ["Data: " + "; ".join(f"{name} {json.dumps(s)}" for name, s in t["data"]["splits"].items()), ""]
-        teacher = runs["teacher"]
-        if k == "lm":
-            lines += ["| model | updates | training time | test perplexity | vs teacher |", "|---|---|---|---|---|"]
-            for name, r in runs.items():
-                rel = "" if not (r.get("test_ppl") and teacher.get("test_ppl")) else \
-                    f"{100 * (r['test_ppl'] / teacher['test_ppl'] - 1):+.1f}%"
-                lines.append(f"| {LABELS[name]} | {_fmt(r['updates'])} | {_secs(r.get('train_seconds'))} | "
-                             f"{_fmt(r.get('test_ppl'))} | {rel} |")
-        else:
-            lines += ["| model | updates | training time | BLEU | chrF | BLEU vs teacher |", "|---|---|---|---|---|---|"]
-            for name, r in runs.items():
-                lines.append(f"| {LABELS[name]} | {_fmt(r['updates'])} | {_secs(r.get('train_seconds'))} | "
-                             f"{_fmt(r.get('bleu'))} | {_fmt(r.get('chrf'))} | {r['bleu'] - teacher['bleu']:+.2f} |")
-            lines += ["", f"sacreBLEU / chrF on the detokenised test set ({teacher.get('sentences')} sentences), "
-                          "beam 4, fairseq-generate. The training times of the two runs with BLEU curves (T2R swap "
-                          "+ finetune, attention transfer + finetune) include fairseq's `--eval-bleu` beam search "
-                          "on the validation set at every validation."]
-        if "transfer" in runs:
-            lines += ["", f"Attention transfer trains only the feature maps for the first "
-                          f"{runs['transfer']['transfer_updates']} of its {runs['transfer']['updates']} updates."]
-        rec = t.get("recovery")
-        if rec and rec["runs"]:
-            better = "higher" if "bleu" in rec["metric"] else "lower"
-            lines += ["", f"Recovery on the validation set ({rec['metric']}, {better} is better): teacher "
-                          f"{rec['teacher']:.2f}; within 5% means {rec['target']:.2f}.", "",
-                      f"| model | updates to come within 5% of the teacher | best {rec['metric']} in the budget |",
-                      "|---|---|---|"]
-            for name, r in rec["runs"].items():
-                reached = r["updates_to_target"]
-                lines.append(f"| {LABELS[name]} | {reached if reached is not None else 'not within ' + str(r['budget'])} "
-                             f"| {r['best']:.2f} |")
-        if "finetune_cost" in t:
-            c = t["finetune_cost"]
-            lines += ["", f"Finetuning cost (T2R swap + finetune) as a fraction of the teacher's training: "
-                          f"{100 * c['updates_fraction']:.0f}% of its updates, {100 * c['seconds_fraction']:.0f}% "
-                          "of its wall time (runs side by side share the cores: wall times are indicative)."]
-        if "speed" in t:
-            s = t["speed"]
-            what = "beams of one sentence, source as long as the context" if k == "mt" else "sequences"
-            lines += ["", f"Decoding one token ({s['rows']} {what}, one thread), median of the last steps:", "",
-                      "| context | teacher ms/token | T2R ms/token | speed-up | teacher state | T2R state |",
-                      "|---|---|---|---|---|---|"]
-            for a, b in zip(s["teacher"], s["t2r"]):
-                lines.append(f"| {a['context']} | {a['ms_per_token']:.2f} | {b['ms_per_token']:.2f} | "
-                             f"{a['ms_per_token'] / b['ms_per_token']:.2f}x | {_mib(a['state_bytes'])} | "
-                             f"{_mib(b['state_bytes'])} |")
-        lines.append("")
+        lines += _task_lines(k, t)
     for p in plots:
         lines += [f"![{p}]({p})", ""]
     lines += ["## Commands", "",
@@ -160,6 +106,87 @@ def markdown(header, tasks, commands, plots) -> str:
               "(forked, one thread each), so these lines reproduce it one by one:", "", "```"]
     lines += commands + ["```", ""]
     return "\n".join(lines)
+
+
+def _header_lines(header) -> List[str]:
+    m = header["machine"]
+    return ["# T2R demo report", "",
+            f"Preset `{header['preset']}`, finished {m['date']} in {header['seconds'] / 60:.1f} min on "
+            f"{m['cpu']} ({m['cpu_count']} cores, {m['memory']}), {m['platform']}, Python {m['python']}, "
+            f"torch {m['torch']}; {header['jobs']} runs side by side, one thread each.", "",
+            "Settings: " + ", ".join(f"{k} {v}" for k, v in header["settings"].items()), ""]
+
+
+def _task_lines(k, t) -> List[str]:
+    """One task's section: its results table, then whichever of transfer, recovery, cost and speed it has."""
+    runs = t["runs"]
+    lines = [f"## {TASK_TITLES[k]}", ""]
+    if "data" in t and "splits" in t["data"]:
+        lines += ["Data: " + "; ".join(f"{name} {json.dumps(s)}" for name, s in t["data"]["splits"].items()), ""]
+    lines += _lm_table(runs) if k == "lm" else _mt_table(runs)
+    if "transfer" in runs:
+        lines += ["", f"Attention transfer trains only the feature maps for the first "
+                      f"{runs['transfer']['transfer_updates']} of its {runs['transfer']['updates']} updates."]
+    rec = t.get("recovery")
+    if rec and rec["runs"]:
+        lines += _recovery_lines(rec)
+    if "finetune_cost" in t:
+        c = t["finetune_cost"]
+        lines += ["", f"Finetuning cost (T2R swap + finetune) as a fraction of the teacher's training: "
+                      f"{100 * c['updates_fraction']:.0f}% of its updates, {100 * c['seconds_fraction']:.0f}% "
+                      "of its wall time (runs side by side share the cores: wall times are indicative)."]
+    if "speed" in t:
+        lines += _speed_lines(k, t["speed"])
+    lines.append("")
+    return lines
+
+
+def _lm_table(runs) -> List[str]:
+    teacher = runs["teacher"]
+    lines = ["| model | updates | training time | test perplexity | vs teacher |", "|---|---|---|---|---|"]
+    for name, r in runs.items():
+        rel = "" if not (r.get("test_ppl") and teacher.get("test_ppl")) else \
+            f"{100 * (r['test_ppl'] / teacher['test_ppl'] - 1):+.1f}%"
+        lines.append(f"| {LABELS[name]} | {_fmt(r['updates'])} | {_secs(r.get('train_seconds'))} | "
+                     f"{_fmt(r.get('test_ppl'))} | {rel} |")
+    return lines
+
+
+def _mt_table(runs) -> List[str]:
+    teacher = runs["teacher"]
+    lines = ["| model | updates | training time | BLEU | chrF | BLEU vs teacher |", "|---|---|---|---|---|---|"]
+    for name, r in runs.items():
+        lines.append(f"| {LABELS[name]} | {_fmt(r['updates'])} | {_secs(r.get('train_seconds'))} | "
+                     f"{_fmt(r.get('bleu'))} | {_fmt(r.get('chrf'))} | {r['bleu'] - teacher['bleu']:+.2f} |")
+    return lines + ["", f"sacreBLEU / chrF on the detokenised test set ({teacher.get('sentences')} sentences), "
+                        f"beam {BEAM}, fairseq-generate. The training times of the two runs with BLEU curves (T2R swap "
+                        "+ finetune, attention transfer + finetune) include fairseq's `--eval-bleu` beam search "
+                        "on the validation set at every validation."]
+
+
+def _recovery_lines(rec) -> List[str]:
+    better = "higher" if "bleu" in rec["metric"] else "lower"
+    lines = ["", f"Recovery on the validation set ({rec['metric']}, {better} is better): teacher "
+                 f"{rec['teacher']:.2f}; within 5% means {rec['target']:.2f}.", "",
+             f"| model | updates to come within 5% of the teacher | best {rec['metric']} in the budget |",
+             "|---|---|---|"]
+    for name, r in rec["runs"].items():
+        reached = r["updates_to_target"]
+        lines.append(f"| {LABELS[name]} | {reached if reached is not None else 'not within ' + str(r['budget'])} "
+                     f"| {r['best']:.2f} |")
+    return lines
+
+
+def _speed_lines(k, s) -> List[str]:
+    what = "beams of one sentence, source as long as the context" if k == "mt" else "sequences"
+    lines = ["", f"Decoding one token ({s['rows']} {what}, one thread), median of the last steps:", "",
+             "| context | teacher ms/token | T2R ms/token | speed-up | teacher state | T2R state |",
+             "|---|---|---|---|---|---|"]
+    for a, b in zip(s["teacher"], s["t2r"]):
+        lines.append(f"| {a['context']} | {a['ms_per_token']:.2f} | {b['ms_per_token']:.2f} | "
+                     f"{a['ms_per_token'] / b['ms_per_token']:.2f}x | {_mib(a['state_bytes'])} | "
+                     f"{_mib(b['state_bytes'])} |")
+    return lines
 
 
 def _fmt(x):

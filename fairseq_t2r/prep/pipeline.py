@@ -56,6 +56,20 @@ def tokenize(lines, lang: str, workers: int = 1, chunk: int = 2000):
         return [tok for part in ex.map(_tokenize_chunk, chunks) for tok in part]
 
 
+# BPE merges when a prep tool is not told (--bpe-merges); the demo's presets always pass theirs
+DEFAULT_BPE_MERGES = 10000
+
+
+def add_common_options(parser):
+    """The options both prep tools (t2r-prepare-lm, t2r-prepare-mt) take."""
+    parser.add_argument("--out", required=True, help="output directory (binaries go to OUT/bin)")
+    parser.add_argument("--bpe-merges", type=int, default=DEFAULT_BPE_MERGES,
+                        help=f"BPE merge operations learnt on the train split (default {DEFAULT_BPE_MERGES})")
+    parser.add_argument("--seed", type=int, default=1, help="seed of the sampling and the train/valid/test split")
+    parser.add_argument("--cache", help="download cache (default ~/.cache/fairseq_t2r or $FAIRSEQ_T2R_CACHE)")
+    parser.add_argument("--workers", type=int, default=None, help="processes for tokenisation/binarize")
+
+
 @contextmanager
 def step(name: str):
     """Log how long a pipeline step took."""

@@ -1,0 +1,70 @@
+"""The demo's training numbers: the three size presets and the settings every run shares.
+
+A preset's fields are recorded in ``results.json`` (``settings``); a change to any number here
+changes the steps' commands, so a rerun in an old folder is refused rather than mixed.
+"""
+from dataclasses import dataclass
+from typing import Dict, List, Optional
+
+
+@dataclass
+class Preset:
+    # --- data: how much of the corpora, and the BPE vocabulary learnt on it
+    lm_lines: Optional[int]     # LM sentences kept (None: the whole corpus); sets the data's size and so the run's
+    lm_merges: int              # BPE merges of the LM vocabulary: fewer for less text, so every unit is seen often
+    mt_pairs: Optional[int]     # EN-DE sentence pairs kept (None: all the LibreOffice help aligns)
+    mt_merges: int              # BPE merges of the joint EN-DE vocabulary (shared embeddings), as lm_merges
+    # --- model: every model of a preset has this size (teacher, students, scratch), so they compare
+    layers: int                 # decoder layers (and encoder layers for translation)
+    dim: int                    # embedding and hidden size
+    ffn: int                    # feed-forward inner size
+    heads: int                  # attention heads: T2R's state is feature_dim x dim/heads per head
+    # --- training budgets, in updates
+    teacher_updates: int        # softmax teacher from random init; scratch trains this plus ft_updates
+    ft_updates: int             # finetuning after the swap: the same budget for every recipe compared
+    transfer_updates: int       # attention transfer, taken out of ft_updates (the transfer recipe's stage one)
+    validate_every: int         # updates between validations, checkpoints and log lines (the BLEU curve's step)
+    max_tokens: int             # tokens per training batch (fairseq --max-tokens)
+    contexts: List[int]         # decoding speed/memory measured at these context lengths
+    feature_dim: int = 32       # T2R feature size k (the paper's default, as --t2r-feature-dim)
+
+
+PRESETS: Dict[str, Preset] = {
+    # --quick: 2000 lines/pairs and a tiny model, ~1.5 min on 2 cores (README): it checks that the
+    # pipeline runs end to end (the tests run it on tests/data/), its figures mean little
+    "quick": Preset(lm_lines=2000, lm_merges=500, mt_pairs=2000, mt_merges=500, layers=2, dim=64, ffn=128,
+                    heads=4, teacher_updates=60, ft_updates=30, transfer_updates=10, validate_every=10,
+                    max_tokens=1024, contexts=[32, 256], feature_dim=16),
+    # the default: enough data and updates for the recipes' differences to show, ~15-20 min on 2 cores
+    "default": Preset(lm_lines=12000, lm_merges=3000, mt_pairs=12000, mt_merges=4000, layers=2, dim=128,
+                      ffn=512, heads=4, teacher_updates=600, ft_updates=150, transfer_updates=40,
+                      validate_every=50, max_tokens=1024, contexts=[128, 2048]),
+    # --full: the whole corpora and a 512-wide model; hours on 2 cores
+    "full": Preset(lm_lines=None, lm_merges=10000, mt_pairs=None, mt_merges=10000, layers=3, dim=512,
+                   ffn=1024, heads=8, teacher_updates=4000, ft_updates=1000, transfer_updates=200,
+                   validate_every=250, max_tokens=4096, contexts=[128, 1024, 4096]),
+}
+
+# --- optimisation, the same for every run and preset (fairseq-train flags; the values as they are written there)
+ADAM_BETAS = "(0.9,0.98)"  # the Transformer paper's betas, as fairseq's transformer examples use
+TEACHER_LR = 1e-3          # peak rate from random init (teacher, scratch): small models tolerate a high one
+FINETUNE_LR = 5e-4         # after the swap: half the teacher's, the weights are trained already
+TEACHER_WARMUP_SHARE = 4   # inverse_sqrt warmup of a run from random init: a quarter of its updates
+FINETUNE_WARMUP_SHARE = 5  # warmup of a finetuning run: a fifth of its updates
+TRANSFER_LR = 1e-3         # stage one: only the small, fresh feature maps learn, at the teacher's high rate
+TRANSFER_WARMUP = 1        # stage one starts at its full rate: the feature maps are fresh, nothing to protect
+WEIGHT_DECAY = "0.01"      # light regularisation of small models on little data
+CLIP_NORM = "1.0"          # gradient-norm clipping: a guard for the high peak rates above
+DROPOUT = "0.1"            # the usual transformer dropout
+LABEL_SMOOTHING = "0.1"    # translation: the Transformer paper's label smoothing
+
+# --- data shapes and evaluation
+TOKENS_PER_SAMPLE = "128"  # LM block length in training and evaluation (perplexities compare at one length)
+EVAL_MAX_TOKENS = "8192"   # eval_lm batch: evaluation keeps no gradients, so it takes larger batches
+BEAM = 4                   # translation beam, for the test BLEU and the validation BLEU curve
+GEN_BATCH_SIZE = "64"      # sentences per generate batch
+
+
+def warmup(updates: int, share: int) -> int:
+    """Warmup updates: ``1/share`` of a run's updates, at least one."""
+    return max(1, updates // share)
