@@ -12,11 +12,11 @@ PACKAGE = "fairseq_t2r"
 
 
 def package_modules():
-    """{module name: path} of every module of the package."""
+    """{module name: path} of every module of the package, except ``__main__`` scripts."""
     out = {}
     for root, _, files in os.walk(os.path.join(REPO, PACKAGE)):
         for f in sorted(files):
-            if f.endswith(".py"):
+            if f.endswith(".py") and f != "__main__.py":  # (importing one runs its tool)
                 rel = os.path.relpath(os.path.join(root, f), REPO)[:-3].split(os.sep)
                 name = ".".join(rel[:-1] if rel[-1] == "__init__" else rel)
                 out[name] = os.path.join(root, f)
