@@ -8,6 +8,8 @@ import logging
 import re
 from typing import Dict, List, NamedTuple
 
+import torch
+
 from fairseq.utils import safe_getattr
 
 from .. import patches
@@ -85,7 +87,7 @@ def convert_decoder(model, args, with_cross: bool):
     return model
 
 
-def new_tensors(args, with_cross: bool) -> Dict[str, "torch.Tensor"]:
+def new_tensors(args, with_cross: bool) -> Dict[str, torch.Tensor]:
     """Freshly initialised feature-map tensors for every converted module (for t2r-convert)."""
     out = {}
     for spec in attention_specs(args, with_cross):
