@@ -9,7 +9,6 @@ import re
 from typing import Dict, List, NamedTuple
 
 import torch
-
 from fairseq.utils import safe_getattr
 
 from .. import patches
