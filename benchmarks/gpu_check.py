@@ -107,7 +107,7 @@ def cuda_time(fn, repeats, warmup=2):
 def time_layers(ops, lengths, repeats, dim=512, heads=8, feature_dim=32, with_fla=True):
     from fairseq.modules import MultiheadAttention
 
-    import fairseq_t2r  # noqa: F401
+    import fairseq_t2r.models  # noqa: F401  (registers the T2R models)
     from fairseq_t2r.modules import T2RAttention
     from fairseq_t2r.ops import fla as fla_glue  # USE_FLA is read there at call time
 

@@ -23,7 +23,6 @@ sys.path.insert(0, REPO)
 
 import torch  # noqa: E402
 
-import fairseq_t2r  # noqa: E402,F401
 from fairseq_t2r.machine import machine  # noqa: E402
 from fairseq_t2r import ops  # noqa: E402
 

@@ -53,7 +53,7 @@ import torch  # noqa: E402
 
 from common import machine  # noqa: E402
 
-import fairseq_t2r  # noqa: E402,F401  (registers t2r_transformer_lm)
+import fairseq_t2r.models  # noqa: E402,F401  (registers t2r_transformer_lm)
 from fairseq.data import Dictionary  # noqa: E402
 from fairseq.models import (  # noqa: E402
     ARCH_CONFIG_REGISTRY,

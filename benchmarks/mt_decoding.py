@@ -39,7 +39,7 @@ import torch  # noqa: E402
 
 from common import machine  # noqa: E402
 
-import fairseq_t2r  # noqa: E402,F401  (registers t2r_transformer)
+import fairseq_t2r.models  # noqa: E402,F401  (registers t2r_transformer)
 from fairseq.data import Dictionary  # noqa: E402
 from fairseq.models import ARCH_CONFIG_REGISTRY, ARCH_MODEL_REGISTRY  # noqa: E402
 from fairseq.sequence_generator import SequenceGenerator  # noqa: E402

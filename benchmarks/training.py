@@ -46,7 +46,7 @@ from common import machine  # noqa: E402
 def _mha_and_t2r(dim, heads, feature_dim, seed=0):
     from fairseq.modules import MultiheadAttention
 
-    import fairseq_t2r  # noqa: F401
+    import fairseq_t2r.models  # noqa: F401  (registers the T2R models)
     from fairseq_t2r.modules import T2RAttention
 
     torch.manual_seed(seed)

@@ -11,7 +11,6 @@ input, refuses an existing output unless ``--force``, and writes atomically (tem
 so an interrupted run leaves no half-written checkpoint.
 """
 import argparse
-import copy
 import logging
 import os
 import sys
@@ -19,8 +18,8 @@ from argparse import Namespace
 
 import torch
 
-from . import stage_one
-from .errors import CHECKPOINT_MARKER_KEY, RequiresUserDir, T2RUserError
+from . import checkpoint, stage_one
+from .errors import RequiresUserDir, T2RUserError
 
 T2R_FAMILIES = {"transformer_lm": "t2r_transformer_lm", "transformer": "t2r_transformer"}
 
@@ -36,46 +35,6 @@ def build_parser():
     add_options(p, ConvertConfig)
     stage_one.add_options(p)
     return p
-
-
-def load_checkpoint_file(path):
-    if not os.path.isfile(path):
-        raise T2RUserError(f"checkpoint {path} does not exist: check the path")
-    try:
-        from .compat import trusted_torch_load
-
-        state = trusted_torch_load(path, map_location="cpu")
-    except Exception as e:  # truncated file, random bytes, not a torch pickle
-        raise T2RUserError(f"{path} is not a readable fairseq checkpoint ({type(e).__name__}): pass a .pt file written by fairseq-train")
-    if not isinstance(state, dict) or not isinstance(state.get("model"), dict):
-        raise T2RUserError(f"{path} is not a fairseq checkpoint (no 'model' state dict): pass a .pt file written by fairseq-train")
-    return state
-
-
-def model_args(state):
-    """(args Namespace with arch defaults applied, arch name) of a checkpoint, either format."""
-    from fairseq.models import ARCH_CONFIG_REGISTRY
-    from omegaconf import OmegaConf
-
-    cfg = state.get("cfg")
-    if cfg is not None and cfg.get("model") is not None:
-        model_cfg = cfg["model"]
-        if isinstance(model_cfg, Namespace):
-            args = copy.copy(model_cfg)
-            arch = getattr(args, "arch", None) or getattr(args, "_name", None)
-        else:
-            if OmegaConf.is_config(model_cfg):
-                model_cfg = OmegaConf.to_container(model_cfg, resolve=False)
-            args = Namespace(**{k: v for k, v in model_cfg.items()})
-            arch = model_cfg.get("arch") or model_cfg.get("_name")
-    elif state.get("args") is not None:
-        args = copy.copy(state["args"])
-        arch = getattr(args, "arch", None)
-    else:
-        raise T2RUserError("checkpoint has neither 'cfg' nor 'args': it was not written by fairseq-train")
-    if arch in ARCH_CONFIG_REGISTRY:
-        ARCH_CONFIG_REGISTRY[arch](args)  # fills defaults an old checkpoint's args lack
-    return args, arch
 
 
 def twin_arch(arch):
@@ -116,36 +75,6 @@ def set_model_config(state, twin, t2r_options):
         vars(state["args"]).update(t2r_options)
 
 
-def remove_stale_temps(path):
-    """Delete ``PATH.tmp-PID`` files left by a t2r-convert that was killed mid-write."""
-    import glob
-
-    for tmp in glob.glob(glob.escape(path) + ".tmp-*"):
-        pid = tmp.rsplit("-", 1)[-1]
-        if not pid.isdigit():
-            continue
-        try:
-            os.kill(int(pid), 0)
-        except ProcessLookupError:  # its writer is gone: a leftover, never a file in progress
-            os.remove(tmp)
-        except PermissionError:  # a live process of another user
-            pass
-
-
-def atomic_save(obj, path):
-    remove_stale_temps(path)
-    tmp = f"{path}.tmp-{os.getpid()}"
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
 def check_output(input_path, output_path, force):
     if os.path.exists(input_path) and os.path.exists(output_path) and os.path.samefile(input_path, output_path):
         raise T2RUserError(f"output {output_path} is the input checkpoint: choose another output path")
@@ -159,11 +88,11 @@ def check_output(input_path, output_path, force):
 def convert(input_path, output_path, t2r_options, seed=1, force=False):
     """Returns (twin arch, number of copied tensors, names of new tensors)."""
     from . import models  # noqa: F401  registers the t2r_ architectures
-    from .models.conversion import new_tensors, summarize_names
+    from .models.conversion import attention_specs, new_tensors, summarize_names
 
     check_output(input_path, output_path, force)
-    state = load_checkpoint_file(input_path)
-    args, arch = model_args(state)
+    state = checkpoint.load(input_path)
+    args, arch = checkpoint.model_config(state)
     twin, family = twin_arch(arch)
     if family == "transformer_lm":  # cross-attention options exist for translation models only
         t2r_options = {k: v for k, v in t2r_options.items() if "cross" not in k}
@@ -171,11 +100,10 @@ def convert(input_path, output_path, t2r_options, seed=1, force=False):
     torch.manual_seed(seed)
     added = new_tensors(args, with_cross=(family == "transformer"))
     sd = state["model"]
-    for name in added:
-        module = name.split(".feature_map.")[0]
-        if not any(k.startswith(module + ".") for k in sd):
+    for spec in attention_specs(args, with_cross=(family == "transformer")):
+        if not any(k.startswith(spec.path + ".") for k in sd):
             raise T2RUserError(
-                f"checkpoint has no attention module {module} although its config says "
+                f"checkpoint has no attention module {spec.path} although its config says "
                 f"{args.decoder_layers} decoder layers: the file is inconsistent"
             )
     copied = len(sd)
@@ -183,8 +111,8 @@ def convert(input_path, output_path, t2r_options, seed=1, force=False):
     set_model_config(state, twin, t2r_options)
     state.pop("last_optimizer_state", None)  # belongs to the softmax model's parameter list
     state["t2r_converted_from"] = os.path.abspath(input_path)
-    state[CHECKPOINT_MARKER_KEY] = RequiresUserDir  # fairseq without --user-dir then names the plugin
-    atomic_save(state, output_path)
+    state[checkpoint.MARKER_KEY] = RequiresUserDir  # fairseq without --user-dir then names the plugin
+    checkpoint.atomic_write(output_path, state)
     logging.getLogger("fairseq_t2r").info(
         f"wrote {output_path}: arch {twin}, copied {copied} tensors unchanged, "
         f"initialised {len(added)} new tensors: {summarize_names(list(added))}"
@@ -195,13 +123,11 @@ def convert(input_path, output_path, t2r_options, seed=1, force=False):
 def convert_with_transfer(input_path, output_path, t2r_options, transfer_options, seed=1, force=False):
     """Swap, then attention transfer (stage one); writes OUT only when both succeeded."""
     check_output(input_path, output_path, force)  # before training, not after
-    if not os.path.isfile(input_path):
-        raise T2RUserError(f"checkpoint {input_path} does not exist: check the path")
     with stage_one.work_dir_beside(output_path) as work:
         swapped = os.path.join(work, "swapped.pt")
         twin, _, _ = convert(input_path, swapped, t2r_options, seed=seed, force=True)
         trained = stage_one.run(swapped, work, transfer_options, seed)
-        state = load_checkpoint_file(swapped)
+        state = checkpoint.load(swapped)
         names = stage_one.merge_feature_maps(state, trained)
         state["t2r_attention_transfer"] = {
             "data": os.path.abspath(transfer_options.transfer_data),
@@ -211,7 +137,7 @@ def convert_with_transfer(input_path, output_path, t2r_options, transfer_options
             "fairseq_train_options": list(transfer_options.train_options),
         }
         check_output(input_path, output_path, force)  # still free after the training
-        atomic_save(state, output_path)
+        checkpoint.atomic_write(output_path, state)
     from .models.conversion import summarize_names
 
     logging.getLogger("fairseq_t2r").info(

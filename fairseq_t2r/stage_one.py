@@ -20,6 +20,7 @@ from dataclasses import fields
 
 import torch
 
+from . import checkpoint
 from .config import TransferConfig
 from .config import add_options as add_config_options
 from .errors import T2RUserError
@@ -73,14 +74,6 @@ def _dests(add_args):
     return {a.dest: a.option_strings for a in p._actions}
 
 
-def _saved_task(state):
-    cfg = state.get("cfg")
-    if cfg is not None and cfg.get("task") is not None:
-        task = cfg["task"]
-        return task if isinstance(task, argparse.Namespace) else argparse.Namespace(**dict(task))
-    return state.get("args") or argparse.Namespace()  # pre-hydra checkpoints: one flat Namespace
-
-
 def _parse_quietly(parser_fn, argv):
     """fairseq's own parser; an argparse error becomes one line instead of usage + error."""
     err = io.StringIO()
@@ -103,11 +96,9 @@ def training_cfg(swapped_path, save_dir, args, seed):
     from fairseq.models import ARCH_MODEL_REGISTRY
     from fairseq.tasks import TASK_REGISTRY
 
-    from .convert import load_checkpoint_file, model_args
-
-    state = load_checkpoint_file(swapped_path)
-    saved_model, arch = model_args(state)
-    saved_task = _saved_task(state)
+    state = checkpoint.load(swapped_path)
+    saved_model, arch = checkpoint.model_config(state)
+    saved_task = checkpoint.task_config(state)
     task = args.task or getattr(saved_task, "_name", None) or getattr(saved_task, "task", None)
     if task not in TASK_REGISTRY:
         raise T2RUserError(f"--task {task!r} is not a fairseq task: pass e.g. --task language_modeling or --task translation")
@@ -143,6 +134,10 @@ def run(swapped_path, work_dir, args, seed):
     from fairseq.distributed import utils as distributed_utils
     from fairseq_cli.train import main as train_main
 
+    # fairseq-train's --user-dir import finds the package already imported (by t2r-convert, before
+    # fairseq) and skips it: register the models and criteria here
+    from . import criterions, models  # noqa: F401
+
     save_dir = os.path.join(work_dir, "train")
     cfg, argv = training_cfg(swapped_path, save_dir, args, seed)
     logger.info("attention transfer: fairseq-train " + " ".join(shlex.quote(a) for a in argv)
@@ -154,49 +149,32 @@ def run(swapped_path, work_dir, args, seed):
     last = os.path.join(save_dir, "checkpoint_last.pt")
     if not os.path.isfile(last):
         raise T2RUserError(f"attention transfer wrote no checkpoint in {save_dir}: see fairseq-train's log above")
-    return torch.load(last, map_location="cpu", weights_only=False)["model"]
+    return checkpoint.load(last)["model"]
 
 
 def merge_feature_maps(state, trained):
     """Put the trained feature maps into the swapped checkpoint ``state``; returns their names.
     Every other tensor stays the softmax model's (training may have cast them, e.g. --fp16)."""
-    from .models.trainable import is_feature_map
-
     model = state["model"]
     if set(model) != set(trained):
         odd = sorted(set(model) ^ set(trained))
         raise T2RUserError(f"the attention transfer run saved other tensors than the swapped checkpoint holds (e.g. {odd[0]})")
-    names = [k for k in model if is_feature_map(k)]
+    names = [k for k in model if checkpoint.is_new_tensor(k)]
     for k in model:
-        if is_feature_map(k):
+        if checkpoint.is_new_tensor(k):
             model[k] = trained[k].to(model[k].dtype)
         elif trained[k].dtype == model[k].dtype and not torch.equal(trained[k], model[k]):
             raise T2RUserError(f"attention transfer changed {k}, which must stay frozen; nothing was written")
     return names
 
 
-def _alive(pid):
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 @contextlib.contextmanager
 def work_dir_beside(output):
     """A scratch directory next to OUTPUT (checkpoints are big; the output's disk must hold them
     anyway), removed afterwards -- also after an error."""
-    import glob
-
     parent = os.path.dirname(os.path.abspath(output))
     prefix = os.path.join(parent, f".{os.path.basename(output)}.transfer-")
-    for stale in glob.glob(glob.escape(prefix) + "*"):  # left by a run that was killed
-        pid = stale[len(prefix):]
-        if pid.isdigit() and not _alive(int(pid)):
-            shutil.rmtree(stale, ignore_errors=True)
+    checkpoint.remove_left_by_dead(prefix)  # left by a run that was killed
     path = prefix + str(os.getpid())
     shutil.rmtree(path, ignore_errors=True)
     os.makedirs(path)

@@ -19,7 +19,7 @@ from fairseq_t2r.convert import convert
 from fairseq_t2r.criterions.attention_transfer import AttentionTransferCriterion
 from fairseq_t2r.criterions.distillation import DistillationCriterion
 from fairseq_t2r.errors import T2RUserError
-from fairseq_t2r.models import trainable
+from fairseq_t2r import patches
 from fairseq_t2r.modules.t2r_attention import T2RAttention
 from fairseq_t2r import ops
 from tool_server import TINY_MODEL, TINY_TRAIN, USER_DIR, shared_lm, synthetic_text, tools
@@ -143,10 +143,10 @@ def test_task_that_remembers_its_model_still_copies_and_pickles():
 
     model = tiny_lm(t2r=True)
     task = FakeTask(model.decoder.dictionary)
-    trainable.remember(task, model)
-    assert trainable.built_models(task) == [model]
-    assert trainable.built_models(copy.deepcopy(task)) == []  # weak references are not copied
-    assert trainable.built_models(pickle.loads(pickle.dumps(task))) == []
+    patches.remember(task, model)
+    assert patches.built_models(task) == [model]
+    assert patches.built_models(copy.deepcopy(task)) == []  # weak references are not copied
+    assert patches.built_models(pickle.loads(pickle.dumps(task))) == []
 
 
 # ------------------------------------------------------------- transfer loss == fairseq's MHA (float64)
@@ -243,7 +243,7 @@ def test_transfer_loss_equals_fairseq_multihead_attention_lm():
     softmax_model = tiny_lm(t2r=False, decoder_layers=2)
     softmax_model.load_state_dict({k: v for k, v in t2r_model.state_dict().items() if not is_fm(k)})
     task = FakeTask(t2r_model.decoder.dictionary)
-    trainable.remember(task, t2r_model)  # as the model's build_model does with the task that builds it
+    patches.remember(task, t2r_model)  # as the model's build_model does with the task that builds it
     tokens = torch.randint(4, 50, (3, 11))
     tokens[1, 7:] = task.target_dictionary.pad()  # right padding: key padding mask in self-attention
     sample = {"net_input": {"src_tokens": tokens, "src_lengths": torch.tensor([11, 7, 11])},

@@ -9,7 +9,7 @@ import os
 import pytest
 import torch
 
-import fairseq_t2r  # noqa: F401  (registers the models, applies the compat fixes)
+import fairseq_t2r.models  # noqa: F401  (registers the models, applies patches.py)
 from fairseq import checkpoint_utils, options, search, tasks
 from fairseq.data import Dictionary
 from fairseq.models import ARCH_MODEL_NAME_REGISTRY

@@ -15,7 +15,7 @@ from argparse import Namespace
 import pytest
 import torch
 
-import fairseq_t2r  # noqa: F401  registers the models, applies the compat fixes
+import fairseq_t2r.models  # noqa: F401  registers the models, applies patches.py
 from fairseq import checkpoint_utils, options, tasks
 from fairseq.data import indexed_dataset
 from fairseq.models import ARCH_CONFIG_REGISTRY

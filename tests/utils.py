@@ -4,7 +4,8 @@ import subprocess
 import sys
 from argparse import Namespace
 
-import fairseq_t2r  # noqa: F401  registers models, applies compat fixes
+import fairseq_t2r.criterions  # noqa: F401  registers the criteria (and patches.py)
+import fairseq_t2r.models  # noqa: F401  registers the models
 from fairseq.data import Dictionary
 from fairseq.models.transformer_lm import TransformerLanguageModel, base_lm_architecture
 

@@ -3,5 +3,9 @@
 - ``t2r_attention_transfer``: stage one, fit the feature maps to the softmax attention they replace;
 - ``t2r_distillation``: stage two option, task loss plus KL to a frozen softmax teacher.
 """
-from . import attention_transfer  # noqa: F401  (registers t2r_attention_transfer)
-from . import distillation  # noqa: F401  (registers t2r_distillation)
+from .. import patches
+
+patches.apply()  # a criterion may load checkpoints (the teacher) in any fairseq tool
+
+from . import attention_transfer  # noqa: E402,F401  (registers t2r_attention_transfer)
+from . import distillation  # noqa: E402,F401  (registers t2r_distillation)

@@ -31,6 +31,8 @@ from fairseq.dataclass import FairseqDataclass
 from fairseq.logging import metrics
 
 from ..errors import T2RUserError
+from .. import patches
+from ..checkpoint import is_new_tensor
 from ..models import trainable
 from ..modules.transfer import recording
 
@@ -60,7 +62,7 @@ class AttentionTransferCriterion(FairseqCriterion):
         if t2r_transfer_xent_weight < 0:
             raise T2RUserError(f"--t2r-transfer-xent-weight must be >= 0, got {t2r_transfer_xent_weight}")
         self.xent_weight = t2r_transfer_xent_weight
-        models = trainable.built_models(task)
+        models = patches.built_models(task)
         if not models:
             raise T2RUserError(
                 "--criterion t2r_attention_transfer trains the feature maps of a T2R model, but no T2R model "
@@ -70,7 +72,7 @@ class AttentionTransferCriterion(FairseqCriterion):
             trainable.restrict_training(model, "feature-map", "attention transfer (--criterion t2r_attention_transfer)")
 
     def forward(self, model, sample, reduce=True):
-        frozen_wrongly = [n for n, p in model.named_parameters() if p.requires_grad and not trainable.is_feature_map(n)]
+        frozen_wrongly = [n for n, p in model.named_parameters() if p.requires_grad and not is_new_tensor(n)]
         if frozen_wrongly:
             raise T2RUserError(
                 f"t2r_attention_transfer got a model whose parameter {frozen_wrongly[0]} is trainable: it must "

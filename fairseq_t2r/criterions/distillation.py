@@ -27,6 +27,7 @@ from fairseq.dataclass import FairseqDataclass
 from fairseq.logging import metrics
 from omegaconf import II
 
+from .. import checkpoint
 from ..errors import T2RUserError
 
 logger = logging.getLogger("fairseq_t2r")
@@ -61,13 +62,13 @@ def _vocab_checks(path, state_dict, task):
 
 
 def load_teacher(path, task):
-    from fairseq import checkpoint_utils, models
+    from fairseq import models
 
     if not path:
         raise T2RUserError("--criterion t2r_distillation needs --t2r-teacher PATH: the fairseq checkpoint to distil from")
-    if "://" not in path and not os.path.exists(path):
+    if checkpoint.is_local(path) and not os.path.exists(path):
         raise T2RUserError(f"--t2r-teacher {path} does not exist: pass the path of the (softmax) teacher checkpoint")
-    state = checkpoint_utils.load_checkpoint_to_cpu(path)  # unreadable files: one line (errors.py)
+    state = checkpoint.load(path, upgrade=True)  # as fairseq reads it: cfg.model builds the model
     _vocab_checks(path, state["model"], task)
     cfg = state["cfg"]
     # models.build_model, not task.build_model: a task may keep state about "its" model

@@ -64,6 +64,10 @@ def preload_tools():
     itself as ``__main__``, as ``python -m`` does: it must not stay in sys.modules)."""
     import importlib
 
+    # the steps' fairseq-train --user-dir finds the package already imported (before fairseq) and
+    # skips it: register the models and criteria in this process, which every step forks from
+    importlib.import_module("fairseq_t2r.models")
+    importlib.import_module("fairseq_t2r.criterions")
     for name in ("fairseq_cli.train", "fairseq_cli.eval_lm", "fairseq_cli.generate", "fairseq_cli.preprocess",
                  "fairseq_t2r.convert", "fairseq_t2r.prep.lm", "fairseq_t2r.prep.mt"):
         importlib.import_module(name)

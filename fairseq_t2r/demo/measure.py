@@ -11,6 +11,8 @@ import time
 from pathlib import Path
 from typing import Dict, List, Optional
 
+from ..checkpoint import atomic_write
+
 VALID_LINE = re.compile(r"\| valid \| (\{.*\})\s*$")
 PPL_LINE = re.compile(r"Perplexity: ([\d.]+)")
 HYPO_LINE = re.compile(r"^D-(\d+)\t[^\t]*\t(.*)$")
@@ -142,9 +144,7 @@ def speed(plan, out_json: Path, rows: int = 4, window: int = 16):
             runs.append(r)
         results[name] = runs
     results["rows"] = rows
-    tmp = out_json.with_suffix(".tmp")
-    tmp.write_text(json.dumps(results, indent=1) + "\n")
-    tmp.replace(out_json)
+    atomic_write(out_json, json.dumps(results, indent=1) + "\n")
 
 
 def updates_to_reach(curve: List[dict], key: str, target: float, higher_is_better: bool) -> Optional[int]:

@@ -228,10 +228,10 @@ def flags_from_checkpoint(path: str) -> List[str]:
     checked with fairseq-train's parser before any step runs."""
     from fairseq.models import ARCH_MODEL_NAME_REGISTRY
 
+    from .. import checkpoint
     from ..command_line import rebuild_flags
-    from ..convert import load_checkpoint_file, model_args
 
-    args, arch = model_args(load_checkpoint_file(path))
+    args, arch = checkpoint.model_config(checkpoint.load(path))
     task = TEACHER_TASKS.get(ARCH_MODEL_NAME_REGISTRY.get(arch))
     if task is None:
         raise T2RUserError(f"teacher {path}: architecture {arch!r} is not a fairseq transformer_lm or transformer "

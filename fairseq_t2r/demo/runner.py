@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, List, Optional
 
+from ..checkpoint import atomic_write
 from ..errors import T2RUserError
 
 # the command-line names users know, for the report and the progress lines
@@ -80,11 +81,8 @@ class Runner:
         return info
 
     def _mark(self, step: Step, seconds: float):
-        m = self.marker(step)
-        tmp = m.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"command": step.command(), "seconds": round(seconds, 2),
-                                   "finished": time.strftime("%Y-%m-%d %H:%M:%S")}) + "\n")
-        os.replace(tmp, m)
+        atomic_write(self.marker(step), json.dumps({"command": step.command(), "seconds": round(seconds, 2),
+                                                    "finished": time.strftime("%Y-%m-%d %H:%M:%S")}) + "\n")
 
     # ------------------------------------------------------------------ running
     def run(self, steps: List[Step]):

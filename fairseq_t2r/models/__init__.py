@@ -1,2 +1,7 @@
-from . import t2r_transformer_lm  # noqa: F401
-from . import t2r_transformer  # noqa: F401
+"""The T2R models and their ``t2r_`` architectures, registered with fairseq on import."""
+from .. import patches
+
+patches.apply()  # every fairseq tool that builds a T2R model gets the fixes of patches.py
+
+from . import t2r_transformer_lm  # noqa: E402,F401
+from . import t2r_transformer  # noqa: E402,F401

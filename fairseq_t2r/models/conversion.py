@@ -3,21 +3,32 @@
 One source of truth for both the in-memory model (``convert_decoder``) and the offline
 converter (``t2r-convert``): ``attention_specs`` lists every converted attention module.
 """
+import contextlib
 import logging
 import re
-import types
 from typing import Dict, List, NamedTuple
 
+import torch
 from fairseq.utils import safe_getattr
 
+from .. import patches
+from ..checkpoint import is_new_tensor, mark_state_dict
 from ..config import t2r_option
-from ..errors import T2RUserError, mark_state_dict
+from ..errors import T2RUserError
 from ..modules.feature_maps import build_feature_map
 from ..modules.t2r_attention import T2RAttention
 
 logger = logging.getLogger("fairseq_t2r")
 
-NEW_TENSOR_MARKER = ".feature_map."
+
+@contextlib.contextmanager
+def user_errors():
+    """modules/ raise ValueError for bad arguments; at build time those come from the user's
+    options (e.g. --t2r-feature-dim 0), so they stop with one line."""
+    try:
+        yield
+    except ValueError as e:
+        raise T2RUserError(str(e)) from None
 
 
 class AttentionSpec(NamedTuple):
@@ -64,26 +75,23 @@ def convert_decoder(model, args, with_cross: bool):
     for spec in attention_specs(args, with_cross):
         parent_path, attr = spec.path.rsplit(".", 1)
         parent = model.get_submodule(parent_path)
-        setattr(parent, attr, T2RAttention.from_softmax(getattr(parent, attr), spec.feature_map, spec.feature_dim))
+        with user_errors():
+            t2r = T2RAttention.from_softmax(getattr(parent, attr), spec.feature_map, spec.feature_dim)
+        setattr(parent, attr, t2r)
     if all(isinstance(layer.self_attn, T2RAttention) for layer in model.decoder.layers):
-        # causality is built into linear attention: fairseq's (T, T) float mask (64 MB at 4096
-        # tokens, cached by the decoder) would be built and passed for nothing
-        model.decoder.buffered_future_mask = types.MethodType(_no_future_mask, model.decoder)
+        patches.skip_future_mask(model.decoder)
     # every checkpoint saved from this model names the plugin (see errors.RequiresUserDir)
     register = getattr(model, "register_state_dict_post_hook", None) or model._register_state_dict_hook
     register(mark_state_dict)
     return model
 
 
-def _no_future_mask(decoder, tensor):
-    return None
-
-
-def new_tensors(args, with_cross: bool) -> Dict[str, "torch.Tensor"]:
+def new_tensors(args, with_cross: bool) -> Dict[str, torch.Tensor]:
     """Freshly initialised feature-map tensors for every converted module (for t2r-convert)."""
     out = {}
     for spec in attention_specs(args, with_cross):
-        fmap = build_feature_map(spec.feature_map, spec.num_heads, spec.head_dim, spec.feature_dim)
+        with user_errors():
+            fmap = build_feature_map(spec.feature_map, spec.num_heads, spec.head_dim, spec.feature_dim)
         for name, tensor in fmap.state_dict().items():
             out[f"{spec.path}.feature_map.{name}"] = tensor
     return out
@@ -129,8 +137,8 @@ def fill_new_tensors(model, state_dict, name: str = ""):
                 f"dictionary the checkpoint was trained with"
             )
     missing = [k for k in own if prefix + k not in state_dict]
-    new = [k for k in missing if NEW_TENSOR_MARKER in k]
-    lacking = [k for k in missing if NEW_TENSOR_MARKER not in k]
+    new = [k for k in missing if is_new_tensor(k)]
+    lacking = [k for k in missing if not is_new_tensor(k)]
     if lacking:
         raise T2RUserError(
             f"checkpoint does not fit --arch {arch}: it has no tensor {lacking[0]} "

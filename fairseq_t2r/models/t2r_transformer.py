@@ -17,12 +17,11 @@ Swap a softmax checkpoint with any fairseq tool, e.g.::
 ``upgrade_state_dict_named`` copies every tensor of the checkpoint and initialises only the
 feature maps; a checkpoint that does not fit stops with one line naming the first bad tensor.
 """
-import types
-
 from fairseq.dataclass.utils import gen_parser_from_dataclass
 from fairseq.models import register_model
 from fairseq.models.transformer import TransformerModel
 
+from .. import patches
 from ..config import T2RCrossConfig, set_t2r_defaults
 from ..modules.t2r_attention import T2RAttention
 from . import trainable
@@ -49,7 +48,7 @@ class T2RTransformerModel(TransformerModel):
         model = super().build_model(args, task)
         model = convert_decoder(model, args, with_cross=True)
         if all(isinstance(getattr(layer, "encoder_attn", None), T2RAttention) for layer in model.decoder.layers):
-            model.encoder.reorder_encoder_out = types.MethodType(_reorder_encoder_out_once, model.encoder)
+            patches.reorder_encoder_out_once(model.encoder)
         return trainable.prepare(model, args, task)  # --t2r-trainable; lets criteria find the model
 
     def set_beam_size(self, beam_size):
@@ -60,19 +59,6 @@ class T2RTransformerModel(TransformerModel):
     def upgrade_state_dict_named(self, state_dict, name):
         super().upgrade_state_dict_named(state_dict, name)
         fill_new_tensors(self, state_dict, name)
-
-
-def _reorder_encoder_out_once(encoder, encoder_out, new_order):
-    """The encoder's reorder_encoder_out, done once: SequenceGenerator re-indexes encoder_out
-    before every decoding step (an O(source length) copy), but when every cross-attention is
-    linear the decoder reads encoder_out only at its first step, to build the per-sentence source
-    summaries it then reorders itself. So the first call (the expansion to beam hypotheses)
-    happens; later calls return encoder_out as it is."""
-    if "t2r_expanded" in encoder_out:
-        return encoder_out
-    out = type(encoder).reorder_encoder_out(encoder, encoder_out, new_order)
-    out["t2r_expanded"] = []
-    return out
 
 
 register_twins("transformer", "t2r_transformer")

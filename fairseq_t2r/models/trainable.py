@@ -1,5 +1,6 @@
-"""Which parameters of a T2R model fairseq-train may change (``--t2r-trainable``), and the link
-from a task to the T2R models it built (how ``t2r_attention_transfer`` finds its model).
+"""Which parameters of a T2R model fairseq-train may change (``--t2r-trainable``); at the end of
+a build, the model is linked to the task that built it (``patches.remember``: how
+``t2r_attention_transfer`` finds its model).
 
 Freezing is ``requires_grad=False``, set when the model is built (or, for the attention transfer
 criterion, when the criterion is built, which fairseq-train does right after the model). Both
@@ -8,19 +9,14 @@ a frozen parameter is never handed to the optimizer: no weight decay, momentum o
 copy can move it, and its bits stay those of the checkpoint.
 """
 import logging
-import weakref
 from typing import List
 
+from .. import patches
+from ..checkpoint import is_new_tensor
 from ..errors import T2RUserError
 from ..modules.t2r_attention import T2RAttention
 
 logger = logging.getLogger("fairseq_t2r")
-
-FEATURE_MAP_MARKER = ".feature_map."
-
-
-def is_feature_map(name: str) -> bool:
-    return FEATURE_MAP_MARKER in "." + name
 
 
 def attention_prefixes(model) -> List[str]:
@@ -29,7 +25,7 @@ def attention_prefixes(model) -> List[str]:
 
 def keeps_training(name: str, which: str, prefixes) -> bool:
     if which == "feature-map":
-        return is_feature_map(name)
+        return is_new_tensor(name)
     if which == "attention":
         return any(name.startswith(p) for p in prefixes)
     return True
@@ -60,39 +56,10 @@ def restrict_training(model, which: str, why: str):
     return trainable, total
 
 
-class _ModelRefs(list):
-    """Weak references to models; a copy or pickle of the task gets none (weakrefs cannot be
-    pickled, and a copied task did not build those models)."""
-
-    def __reduce__(self):
-        return (_ModelRefs, ())
-
-    def __deepcopy__(self, memo):
-        return _ModelRefs()
-
-
-def remember(task, model):
-    """Note on ``task`` that it built ``model`` (weakly): fairseq builds the criterion with the same
-    task right after the model, so a criterion can prepare the model before the optimizer exists."""
-    if task is None:
-        return
-    refs = _ModelRefs(r for r in getattr(task, "_t2r_models", []) if r() is not None)
-    refs.append(weakref.ref(model))
-    try:
-        task._t2r_models = refs
-    except AttributeError:  # a task object that takes no attributes: nothing to remember
-        pass
-
-
-def built_models(task):
-    """The T2R models ``task`` built that are still alive, oldest first."""
-    return [m for m in (r() for r in getattr(task, "_t2r_models", [])) if m is not None]
-
-
 def prepare(model, args, task):
     """At the end of a T2R model's build_model: apply --t2r-trainable and remember the model."""
     from ..config import t2r_option
 
     restrict_training(model, t2r_option(args, "t2r_trainable"), f"--t2r-trainable {t2r_option(args, 't2r_trainable')}")
-    remember(task, model)
+    patches.remember(task, model)
     return model

@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 from urllib.parse import unquote
 
+from ..checkpoint import atomic_write
 from ..errors import T2RUserError
 # the cleaning and alignment the fetchers apply; split_sentences and html_paragraphs are re-exported
 # for the callers (prep.lm, make_test_slices, the tests) that name them as corpora.*
@@ -65,12 +66,6 @@ def log(msg: str):
 def _last_line(text: str) -> str:
     lines = [ln.strip() for ln in (text or "").splitlines() if ln.strip()]
     return lines[-1] if lines else "no output"
-
-
-def _write_atomic(path: Path, text: str):
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 # --------------------------------------------------------------------------- npm
@@ -154,7 +149,7 @@ def fetch_brown(cache=None):
             words = brown_untag(line)
             if words:
                 sentences.append(" ".join(detok.detokenize(words, unescape=False).split()))
-    _write_atomic(cached, "\n".join(sentences) + "\n")
+    atomic_write(cached, "\n".join(sentences) + "\n")
     log(f"Brown: untagged {len(files)} files, {len(sentences)} sentences in {time.time() - t0:.1f}s")
     return sentences
 
@@ -251,8 +246,8 @@ def fetch_libreoffice_en_de(cache=None, max_words=200, max_ratio=3.0):
     de_pages = _read_pages(help_root / LIBREOFFICE_LANG_DIRS[1])
     pairs, stats = align_libreoffice_html(en_pages, de_pages, max_words, max_ratio)
     stats = {"version": version, **stats}
-    _write_atomic(tsv, "".join(f"{en}\t{de}\n" for en, de in pairs))
-    _write_atomic(stats_file, json.dumps(stats, indent=1) + "\n")
+    atomic_write(tsv, "".join(f"{en}\t{de}\n" for en, de in pairs))
+    atomic_write(stats_file, json.dumps(stats, indent=1) + "\n")
     log(f"LibreOffice help {version}: aligned {stats['pages_aligned']} pages, "
         f"{stats['pairs']} pairs in {time.time() - t0:.1f}s")
     return pairs, stats
