@@ -31,7 +31,7 @@ from .folding import FoldedProjections
 
 
 @with_incremental_state
-class T2RAttention(IncrementalDecoding, nn.Module):
+class T2RAttention(IncrementalDecoding, transfer.Recordable, nn.Module):
     def __init__(
         self,
         embed_dim: int,

@@ -28,6 +28,13 @@ class TransferRecord:
     softmax_weights: Optional[Tensor] = None  # (B, H, T, S), when ``weights``
 
 
+class Recordable:
+    """Marks the modules ``recording`` gives a record to (T2RAttention): each holds
+    ``transfer: Optional[TransferRecord]`` and calls ``teacher_force`` when it is set."""
+
+    transfer: Optional[TransferRecord] = None
+
+
 def module_label(path: str) -> str:
     """'decoder.layers.3.self_attn' -> 'l3'; '...layers.3.encoder_attn' -> 'l3_cross'."""
     m = re.search(r"layers\.(\d+)\.(self_attn|encoder_attn)$", path)
@@ -41,9 +48,7 @@ def recording(model: nn.Module, weights: bool = False) -> Iterator[Dict[str, Tra
     """Within the block, every parallel forward of a T2R module of ``model`` records its linear and
     softmax outputs (and, with ``weights``, both weight matrices) and passes the softmax output on.
     Yields {module_label: record}; a record's ``linear`` stays None if its module did not run."""
-    from .t2r_attention import T2RAttention  # that module imports this one
-
-    modules = [(module_label(n), m) for n, m in model.named_modules() if isinstance(m, T2RAttention)]
+    modules = [(module_label(n), m) for n, m in model.named_modules() if isinstance(m, Recordable)]
     records = {}
     for label, m in modules:
         records[label] = m.transfer = TransferRecord(weights=weights)
