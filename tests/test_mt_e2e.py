@@ -36,21 +36,9 @@ INTERACTIVE_INPUT = "Click OK to close the dialog.\nChoose Format - Cells.\n"
 
 # Each tool runs as ``python -m MODULE ARGS`` would, forked from tests/tool_server.py (fairseq
 # already imported), with one torch thread so that two tools can share the two cores.
-ONE_THREAD = """import runpy, sys, torch
-torch.set_num_threads(1)
-module = sys.argv.pop(1)
-sys.argv[0] = module
-runpy.run_module(module, run_name="__main__", alter_sys=True)
-"""
-
-
 class Tools:
-    def __init__(self, root):
-        self.script = root / "one_thread.py"
-        self.script.write_text(ONE_THREAD)
-
     def start(self, module, *args):
-        return tools().start(None, module, *args, script=self.script)
+        return tools().start(module, *args, threads=1)
 
     def run(self, module, *args):
         return self.start(module, *args).wait(timeout=600, check=True).output
@@ -76,7 +64,7 @@ def run_all(tmp_path_factory):
     from fairseq_t2r.prep.mt import prepare_mt
 
     root = tmp_path_factory.mktemp("mt")
-    tool = Tools(root)
+    tool = Tools()
     t0 = time.time()
     data = str(prepare_mt(root / "data", os.path.join(DATA, "mt", "libreoffice.en"),
                           os.path.join(DATA, "mt", "libreoffice.de"), bpe_merges=1000, verbose=False))
