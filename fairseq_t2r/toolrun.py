@@ -128,6 +128,7 @@ def _carry_out(run: Run) -> int:
         run.func()
     elif run.script is not None:
         sys.argv = [run.script, *map(str, run.args)]
+        sys.path[0] = os.path.dirname(os.path.abspath(run.script))  # as ``python SCRIPT`` sets it
         runpy.run_path(run.script, run_name="__main__")
     else:
         sys.argv = [run.module, *map(str, run.args)]

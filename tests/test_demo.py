@@ -25,10 +25,15 @@ def demo(*args):
                           cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1"})
 
 
+def pipeline(root):
+    """The quick demo, started in the background at collection (tests/conftest.py)."""
+    out = root / "run"
+    return out, demo(*QUICK, "--out", str(out))
+
+
 @pytest.fixture(scope="module")
-def quick(tmp_path_factory):
-    out = tmp_path_factory.mktemp("demo") / "run"
-    res = demo(*QUICK, "--out", str(out))
+def quick(pipeline_result):
+    out, res = pipeline_result
     assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-4000:]
     return out, res
 

@@ -7,13 +7,8 @@ import re
 import pytest
 import torch
 
-from tool_server import tools
+from tool_server import ToolServer, tools
 from utils import DATA, USER_DIR
-
-
-def run_tool(module, *args, check=True):
-    # forked from the tool server (fairseq and torch._dynamo already imported), one thread
-    return tools().run(module, *args, check=check, threads=1)
 
 
 MODEL = [
@@ -30,9 +25,9 @@ TRAIN = [
 ]
 
 
-def start_eval_ppl(data, path):
-    return tools().start("fairseq_cli.eval_lm", data, "--user-dir", USER_DIR, "--path", path,
-                         "--max-tokens", "4096", "--tokens-per-sample", "64", "--gen-subset", "test", threads=1)
+def start_eval_ppl(server, data, path):
+    return server.start("fairseq_cli.eval_lm", data, "--user-dir", USER_DIR, "--path", path,
+                        "--max-tokens", "4096", "--tokens-per-sample", "64", "--gen-subset", "test", threads=1)
 
 
 def ppl(job):
@@ -42,27 +37,40 @@ def ppl(job):
     return float(m.group(1))
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    from fairseq_t2r.prep.lm import prepare_lm
+def pipeline(root):
+    """Started in the background at collection (tests/conftest.py); the ``trained`` fixture waits for it.
+    Every tool is forked from a tool server of the pipeline's own, with one thread."""
+    server = ToolServer()
+    try:
+        return _pipeline(root, server)
+    finally:
+        server.close()
 
-    root = tmp_path_factory.mktemp("lm")
-    data = str(prepare_lm(root / "data", text_file=os.path.join(DATA, "lm", "english.txt"),
-                          max_lines=4000, bpe_merges=1500, verbose=False))
+
+@pytest.fixture(scope="module")
+def trained(pipeline_result):
+    return pipeline_result
+
+
+def _pipeline(root, server):
+    server.run("fairseq_t2r.prep.lm", "--out", root / "data", "--text", os.path.join(DATA, "lm", "english.txt"),
+               "--max-lines", "4000", "--bpe-merges", "1500", threads=1)
+    data = str(root / "data" / "bin")
     teacher_dir, t2r_dir = root / "softmax", root / "t2r"
-    run_tool("fairseq_cli.train", data, *TRAIN, "--arch", "transformer_lm", *MODEL,
-             "--max-update", "250", "--save-dir", teacher_dir)
+    server.run("fairseq_cli.train", data, *TRAIN, "--arch", "transformer_lm", *MODEL,
+               "--max-update", "250", "--save-dir", teacher_dir, threads=1)
     teacher = str(teacher_dir / "checkpoint_best.pt")
     swapped = str(root / "swapped.pt")
-    run_tool("fairseq_t2r.convert", teacher, swapped)
+    server.run("fairseq_t2r.convert", teacher, swapped, threads=1)
     # the teacher and the swapped model are evaluated on the second core while the finetuning runs
-    finetune = tools().start("fairseq_cli.train", data, *TRAIN, "--arch", "t2r_transformer_lm", *MODEL,
-                             "--max-update", "150", "--finetune-from-model", teacher, "--save-dir", t2r_dir,
-                             threads=1)
-    perplexity = {"teacher": ppl(start_eval_ppl(data, teacher)), "swapped": ppl(start_eval_ppl(data, swapped))}
+    finetune = server.start("fairseq_cli.train", data, *TRAIN, "--arch", "t2r_transformer_lm", *MODEL,
+                            "--max-update", "150", "--finetune-from-model", teacher, "--save-dir", t2r_dir,
+                            threads=1)
+    perplexity = {"teacher": ppl(start_eval_ppl(server, data, teacher)),
+                  "swapped": ppl(start_eval_ppl(server, data, swapped))}
     finetune = finetune.wait(check=True)
     t2r = str(t2r_dir / "checkpoint_best.pt")
-    perplexity["finetuned"] = ppl(start_eval_ppl(data, t2r))
+    perplexity["finetuned"] = ppl(start_eval_ppl(server, data, t2r))
     return {"root": root, "data": data, "teacher": teacher, "swapped": swapped, "t2r": t2r, "t2r_dir": str(t2r_dir),
             "finetune_log": finetune.stdout + finetune.stderr, "ppl": perplexity}
 
@@ -123,9 +131,9 @@ def test_interactive_language_modeling(trained, mode, tmp_path):
 
 def test_mismatched_finetune_stops_before_writing(trained):
     save_dir = trained["root"] / "bad"
-    res = run_tool("fairseq_cli.train", trained["data"], *TRAIN, "--arch", "t2r_transformer_lm",
-                   *[a if a != "128" else "96" for a in MODEL], "--max-update", "5",
-                   "--finetune-from-model", trained["teacher"], "--save-dir", save_dir, check=False)
+    res = tools().run("fairseq_cli.train", trained["data"], *TRAIN, "--arch", "t2r_transformer_lm",
+                      *[a if a != "128" else "96" for a in MODEL], "--max-update", "5",
+                      "--finetune-from-model", trained["teacher"], "--save-dir", save_dir, check=False, threads=1)
     assert res.returncode != 0
     errors = [line for line in res.stderr.splitlines() if line.startswith("fairseq_t2r: error")]
     assert len(errors) == 1 and "decoder.layers.0.fc1.weight" in errors[0] and "(96, 64)" in errors[0]

@@ -7,6 +7,7 @@ import pytest
 import torch
 from fairseq.models import ARCH_CONFIG_REGISTRY, ARCH_MODEL_NAME_REGISTRY
 
+from fairseq_t2r.demo.measure import state_bytes
 from utils import tiny_lm
 
 
@@ -29,10 +30,6 @@ def incremental_logits(model, tokens):
         out, _ = model.decoder(tokens[:, : t + 1], incremental_state=state)
         outs.append(out)
     return torch.cat(outs, 1), state
-
-
-def state_bytes(state):
-    return sum(t.numel() * t.element_size() for buf in state.values() for t in buf.values() if t is not None)
 
 
 ADAPTIVE = dict(

@@ -16,6 +16,7 @@ import atexit
 import importlib.util
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -89,7 +90,7 @@ class Job:
 class ToolServer:
     def __init__(self):
         self.logdir = tempfile.mkdtemp(prefix="t2r-tools-")
-        self.count = 0
+        self.jobs = []
         self.proc = subprocess.Popen(
             [sys.executable, os.path.abspath(__file__)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, bufsize=1,
@@ -110,27 +111,36 @@ class ToolServer:
         """Start ``python -m MODULE ARGS`` (or ``python SCRIPT ARGS``) in a forked child;
         ``threads``: torch CPU threads of the child (default: torch's own choice);
         ``stdin``: a file the child reads as its standard input (default: /dev/null)."""
-        self.count += 1
-        out = os.path.join(self.logdir, f"{self.count}.out")
-        err = os.path.join(self.logdir, f"{self.count}.err")
+        out = os.path.join(self.logdir, f"{len(self.jobs)}.out")
+        err = os.path.join(self.logdir, f"{len(self.jobs)}.err")
         args = [str(a) for a in args]
         for path in (out, err):  # exist from the start: a test may read them while the run goes on
             open(path, "w").close()
         reply = self._call({"op": "start", "module": module, "script": str(script) if script else None,
                             "args": args, "cwd": str(cwd or os.getcwd()), "stdout": out, "stderr": err,
                             "stdin": str(stdin) if stdin else None, "env": env or {}, "threads": threads})
-        return Job(self, reply["pid"], [module or str(script), *args], out, err)
+        self.jobs.append(Job(self, reply["pid"], [module or str(script), *args], out, err))
+        return self.jobs[-1]
 
-    def run(self, module, *args, check=True, cwd=None, env=None, timeout=300, threads=None, stdin=None) -> Result:
-        return self.start(module, *args, cwd=cwd, env=env, threads=threads, stdin=stdin).wait(timeout=timeout, check=check)
+    def run(self, module, *args, check=True, timeout=300, **how) -> Result:
+        """``start`` (same keywords), then wait for the end; ``check``: raise if the exit status is not 0."""
+        return self.start(module, *args, **how).wait(timeout=timeout, check=check)
 
     def close(self):
+        """Stop the server, and the runs nobody waited for (a session that ended early)."""
+        for job in self.jobs:
+            if job.result is None:
+                try:
+                    job.kill()
+                except ProcessLookupError:
+                    pass
         if self.proc.poll() is None:
             self.proc.stdin.close()
             try:
                 self.proc.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
+        shutil.rmtree(self.logdir, ignore_errors=True)
 
 
 _SERVER = None
@@ -159,6 +169,12 @@ TINY_TRAIN = [
 ]
 
 
+def t2r_finetune_args(lm, save_dir, updates, *extra):
+    """fairseq-train arguments that finetune the shared teacher as a T2R model for ``updates`` updates."""
+    return [lm["data"], "--user-dir", USER_DIR, "--arch", "t2r_transformer_lm", *TINY_MODEL, *TINY_TRAIN,
+            "--finetune-from-model", lm["teacher"], "--max-update", updates, "--save-dir", save_dir, *extra]
+
+
 def synthetic_text(path, lines, seed):
     """Sentences from a small fixed Markov chain over 40 words: learnable, made in milliseconds."""
     import random
@@ -179,8 +195,6 @@ def shared_lm():
     updates, made once per test session (tiny: 2 layers, dim 32). Returns a dict of paths."""
     if _SHARED:
         return _SHARED
-    import shutil
-
     root = tempfile.mkdtemp(prefix="t2r-shared-lm-")
     atexit.register(shutil.rmtree, root, True)
     for seed, (split, n) in enumerate((("train", 600), ("valid", 60), ("test", 60))):
