@@ -50,6 +50,17 @@ def tiny_lm(t2r=True, vocab=50, **overrides):
     return cls.build_model(lm_args(**overrides), task)
 
 
+def bit_equal(a, b):
+    """Same dtype, shape and bytes. Unlike torch.equal, true for a copied NaN: fairseq's
+    ``_float_tensor`` buffers are uninitialised memory, sometimes NaN."""
+    import torch
+
+    if a.dtype != b.dtype or a.shape != b.shape:
+        return False
+    a, b = (t.detach().contiguous().reshape(-1).view(torch.uint8) for t in (a, b))
+    return torch.equal(a, b)
+
+
 def load_checkpoint(path):
     """A checkpoint's whole dict, as fairseq wrote it (optimizer history and state included)."""
     import torch
