@@ -54,7 +54,16 @@ _PIPELINES = {}
 
 
 def pytest_collection_modifyitems(items):
-    for item in items:
+    # the tests that wait for a pipeline run last (each module's in its order): the main thread
+    # runs everything else while the pipelines go on
+    waits = [item for item in items if "pipeline_result" in getattr(item, "fixturenames", ())]
+    waiting = set(waits)
+    items[:] = [item for item in items if item not in waiting] + waits
+
+
+def pytest_collection_finish(session):
+    # after -k/-m deselection: only the pipelines of tests that will run
+    for item in session.items:
         module = getattr(item, "module", None)
         if "pipeline_result" in getattr(item, "fixturenames", ()) and module.__name__ not in _PIPELINES:
             _PIPELINES[module.__name__] = Pipeline(module.pipeline)
