@@ -27,11 +27,8 @@ def pipeline(root):
     """The quick demo, started in the background at collection (tests/conftest.py), from a tool
     server of its own (the main one answers the other tests meanwhile)."""
     out = root / "run"
-    server = ToolServer()
-    try:
+    with ToolServer() as server:
         return out, demo(*QUICK, "--out", str(out), server=server)
-    finally:
-        server.close()
 
 
 @pytest.fixture(scope="module")

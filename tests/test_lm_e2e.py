@@ -40,11 +40,8 @@ def ppl(job):
 def pipeline(root):
     """Started in the background at collection (tests/conftest.py); the ``trained`` fixture waits for it.
     Every tool is forked from a tool server of the pipeline's own, with one thread."""
-    server = ToolServer()
-    try:
+    with ToolServer() as server:
         return _pipeline(root, server)
-    finally:
-        server.close()
 
 
 @pytest.fixture(scope="module")

@@ -64,11 +64,8 @@ def valid_loss(output):
 
 def pipeline(root):
     """Started in the background at collection (tests/conftest.py); the ``run_all`` fixture waits for it."""
-    server = ToolServer()
-    try:
+    with ToolServer() as server:
         return _pipeline(root, Tools(server))
-    finally:
-        server.close()
 
 
 @pytest.fixture(scope="module")

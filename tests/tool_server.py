@@ -126,6 +126,12 @@ class ToolServer:
         """``start`` (same keywords), then wait for the end; ``check``: raise if the exit status is not 0."""
         return self.start(module, *args, **how).wait(timeout=timeout, check=check)
 
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
     def close(self):
         """Stop the server, and the runs nobody waited for (a session that ended early)."""
         for job in self.jobs:
