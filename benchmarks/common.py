@@ -1,8 +1,37 @@
-"""What every benchmark records about the machine it ran on: the description the demo's report
-uses too (``fairseq_t2r/machine.py``)."""
+"""What the benchmarks share: the machine description the demo's report uses too
+(``fairseq_t2r/machine.py``), the decoding-state measure the demo uses too
+(``fairseq_t2r/demo/measure.py``), a stand-in fairseq task, and the model-size options."""
 import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from fairseq_t2r.demo.measure import state_bytes  # noqa: E402,F401
 from fairseq_t2r.machine import machine  # noqa: E402,F401
+
+
+class FakeTask:
+    """What ``build_model`` reads off a fairseq task: its dictionaries."""
+
+    def __init__(self, dictionary):
+        self.source_dictionary = self.target_dictionary = self.dictionary = dictionary
+
+
+def make_dictionary(vocab: int):
+    """A fairseq Dictionary of ``vocab`` symbols (the 4 special ones included)."""
+    from fairseq.data import Dictionary
+
+    d = Dictionary()
+    for i in range(vocab - len(d)):
+        d.add_symbol(f"w{i}")
+    return d
+
+
+def add_model_options(p):
+    """The size options every decoding benchmark takes (defaults: the paper's base model)."""
+    p.add_argument("--dim", type=int, default=512)
+    p.add_argument("--heads", type=int, default=8)
+    p.add_argument("--ffn", type=int, default=2048)
+    p.add_argument("--vocab", type=int, default=10000)
+    p.add_argument("--feature-map", default="t2r")
+    p.add_argument("--feature-dim", type=int, default=32)

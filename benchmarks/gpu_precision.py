@@ -54,12 +54,14 @@ def ops_check(T=2048, B=2, H=8, F=32, D=64):
 
 
 def model_check(T=512):
-    sys.path.insert(0, os.path.join(REPO, "tests"))
-    from utils import tiny_lm
+    import argparse
+
+    from common import FakeTask, make_dictionary
+    from lm_generation import build
 
     torch.manual_seed(0)
-    base = tiny_lm(vocab=200, decoder_layers=2, decoder_embed_dim=128, decoder_input_dim=128, decoder_output_dim=128,
-                   decoder_ffn_embed_dim=256, decoder_attention_heads=4, t2r_feature_dim=32).eval()
+    size = argparse.Namespace(layers=2, dim=128, heads=4, ffn=256, feature_map="t2r", feature_dim=32)
+    base = build("t2r_transformer_lm", FakeTask(make_dictionary(200)), size, T + 8)
     tokens = torch.randint(4, 200, (4, T))
     out = {}
     for name, dt in DTYPES.items():

@@ -51,30 +51,15 @@ sys.path.insert(0, REPO)
 
 import torch  # noqa: E402
 
-from common import machine  # noqa: E402
+from common import FakeTask, add_model_options, machine, make_dictionary, state_bytes  # noqa: E402
 
 import fairseq_t2r.models  # noqa: E402,F401  (registers t2r_transformer_lm)
-from fairseq.data import Dictionary  # noqa: E402
 from fairseq.models import (  # noqa: E402
     ARCH_CONFIG_REGISTRY,
     ARCH_MODEL_NAME_REGISTRY,
     ARCH_MODEL_REGISTRY,
     MODEL_DATACLASS_REGISTRY,
 )
-
-
-class FakeTask:
-    def __init__(self, dictionary):
-        self.source_dictionary = dictionary
-        self.target_dictionary = dictionary
-        self.dictionary = dictionary
-
-
-def make_dictionary(vocab: int) -> Dictionary:
-    d = Dictionary()
-    for i in range(vocab - len(d)):
-        d.add_symbol(f"w{i}")
-    return d
 
 
 def build(arch: str, task, a, max_positions: int):
@@ -105,16 +90,6 @@ def build(arch: str, task, a, max_positions: int):
         setattr(args, f.name, None if isinstance(default, str) and default.startswith("${") else default)
     model = ARCH_MODEL_REGISTRY[arch].build_model(args, task)
     return model.eval().float()
-
-
-def state_bytes(obj) -> int:
-    if torch.is_tensor(obj):
-        return obj.nbytes
-    if isinstance(obj, dict):
-        return sum(state_bytes(v) for v in obj.values())
-    if isinstance(obj, (list, tuple)):
-        return sum(state_bytes(v) for v in obj)
-    return 0
 
 
 def copy_state(state):
@@ -301,12 +276,7 @@ def main(argv=None):
     p.add_argument("--contexts", default="128,512,1024,2048,4096,8192", help="comma-separated context lengths")
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--layers", type=int, default=6)
-    p.add_argument("--dim", type=int, default=512)
-    p.add_argument("--heads", type=int, default=8)
-    p.add_argument("--ffn", type=int, default=2048)
-    p.add_argument("--vocab", type=int, default=10000)
-    p.add_argument("--feature-map", default="t2r")
-    p.add_argument("--feature-dim", type=int, default=32)
+    add_model_options(p)
     p.add_argument("--variants", default="softmax,t2r,t2r_unmerged,floor_proj,floor_none",
                    help="which models to time (see the module docstring)")
     p.add_argument("--steps", type=int, default=8, help="timed decoding steps per repeat")

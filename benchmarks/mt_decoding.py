@@ -37,24 +37,11 @@ sys.path.insert(0, REPO)
 
 import torch  # noqa: E402
 
-from common import machine  # noqa: E402
+from common import FakeTask, add_model_options, machine, make_dictionary  # noqa: E402
 
 import fairseq_t2r.models  # noqa: E402,F401  (registers t2r_transformer)
-from fairseq.data import Dictionary  # noqa: E402
 from fairseq.models import ARCH_CONFIG_REGISTRY, ARCH_MODEL_REGISTRY  # noqa: E402
 from fairseq.sequence_generator import SequenceGenerator  # noqa: E402
-
-
-class FakeTask:
-    def __init__(self, dictionary):
-        self.source_dictionary = self.target_dictionary = dictionary
-
-
-def make_dictionary(vocab):
-    d = Dictionary()
-    for i in range(vocab - len(d)):
-        d.add_symbol(f"w{i}")
-    return d
 
 
 def build(arch, task, a, max_positions):
@@ -188,12 +175,7 @@ def main(argv=None):
                    "run at batch 8 takes about a minute)")
     p.add_argument("--enc-layers", type=int, default=6)
     p.add_argument("--dec-layers", type=int, default=6)
-    p.add_argument("--dim", type=int, default=512)
-    p.add_argument("--heads", type=int, default=8)
-    p.add_argument("--ffn", type=int, default=2048)
-    p.add_argument("--vocab", type=int, default=10000)
-    p.add_argument("--feature-map", default="t2r")
-    p.add_argument("--feature-dim", type=int, default=32)
+    add_model_options(p)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--threads", type=int, default=os.cpu_count(),
                    help="torch threads (default: all cores; on a machine shared with other jobs use 1: "

@@ -40,7 +40,7 @@ sys.path.insert(0, HERE)
 
 import torch  # noqa: E402
 
-from common import machine  # noqa: E402
+from common import FakeTask, machine, make_dictionary  # noqa: E402
 
 
 def _mha_and_t2r(dim, heads, feature_dim, seed=0):
@@ -210,8 +210,8 @@ def part_lm(a):
 
     cfg = argparse.Namespace(layers=a.layers, dim=a.dim, heads=a.heads, ffn=a.ffn, feature_map="t2r",
                              feature_dim=a.feature_dim)
-    d = G.make_dictionary(a.vocab)
-    task = G.FakeTask(d)
+    d = make_dictionary(a.vocab)
+    task = FakeTask(d)
     soft = G.build("transformer_lm", task, cfg, a.lm_len + 8).train()
     t2r = G.build("t2r_transformer_lm", task, cfg, a.lm_len + 8).train()
     t2r.load_state_dict(copy.deepcopy(soft.state_dict()))

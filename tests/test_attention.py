@@ -106,8 +106,7 @@ def test_multi_token_incremental_call_equals_single_steps():
     assert (torch.cat([a, b]) - ref).abs().max().item() <= 1e-8
 
 
-def state_bytes(state):
-    return sum(t.numel() * t.element_size() for buf in state.values() for t in buf.values() if t is not None)
+from fairseq_t2r.demo.measure import state_bytes  # noqa: E402  (the demo's and the benchmarks' measure)
 
 
 def test_state_size_does_not_grow():

@@ -12,17 +12,17 @@ import random
 import pytest
 import torch
 
-from tool_server import TINY_MODEL, TINY_TRAIN, USER_DIR, shared_lm, tools
+from tool_server import TINY_MODEL, TINY_TRAIN, USER_DIR, tools
 
 T2R = ["--user-dir", USER_DIR, "--arch", "t2r_transformer_lm", *TINY_TRAIN, "--max-update", "1"]
 EVAL = ["--user-dir", USER_DIR, "--tokens-per-sample", "32", "--max-tokens", "256"]
 
 
 @pytest.fixture(scope="module")
-def w(tmp_path_factory):
+def w(tmp_path_factory, tiny_lm_teacher):
     """Inputs: the shared softmax teacher, an lstm_lm checkpoint, a T2R checkpoint finetuned by
     fairseq-train, one written by t2r-convert, a truncated checkpoint and random bytes."""
-    lm = shared_lm()
+    lm = tiny_lm_teacher
     root = tmp_path_factory.mktemp("bad_input")
     server = tools()
     lstm = server.start(

@@ -2,12 +2,9 @@
 refusal to mix settings, a failing step named with its log, bad input, and the runner alone."""
 import json
 import math
-import os
-import subprocess
-import sys
-
 import pytest
 import torch
+from tool_server import ToolServer, tools
 from utils import DATA, REPO, lm_args
 
 from fairseq_t2r.demo import cli
@@ -20,15 +17,23 @@ QUICK = ["--quick", "--lm-text", f"{DATA}/lm/english.txt",
 RUNS = ["teacher", "swapped", *VARIANTS]
 
 
-def demo(*args):
-    return subprocess.run([sys.executable, "-m", "fairseq_t2r.demo", *args], capture_output=True, text=True,
-                          cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1"})
+def demo(*args, server=None):
+    """``python -m fairseq_t2r.demo ARGS``, forked from a tool server (fairseq already imported)."""
+    return (server or tools()).run("fairseq_t2r.demo", *args, cwd=REPO, env={"OMP_NUM_THREADS": "1"},
+                                   check=False, timeout=1800)
+
+
+def pipeline(root):
+    """The quick demo, started in the background at collection (tests/conftest.py), from a tool
+    server of its own (the main one answers the other tests meanwhile)."""
+    out = root / "run"
+    with ToolServer() as server:
+        return out, demo(*QUICK, "--out", str(out), server=server)
 
 
 @pytest.fixture(scope="module")
-def quick(tmp_path_factory):
-    out = tmp_path_factory.mktemp("demo") / "run"
-    res = demo(*QUICK, "--out", str(out))
+def quick(pipeline_result):
+    out, res = pipeline_result
     assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-4000:]
     return out, res
 

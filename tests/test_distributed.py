@@ -14,7 +14,8 @@ import socket
 import pytest
 import torch
 
-from tool_server import TINY_MODEL, TINY_TRAIN, USER_DIR, shared_lm, tools
+from tool_server import t2r_finetune_args, tools
+from utils import load_checkpoint as load
 
 UPDATES = 8
 
@@ -26,22 +27,16 @@ def free_port():
 
 
 def command(lm, save_dir, *extra):
-    return [lm["data"], "--user-dir", USER_DIR, "--arch", "t2r_transformer_lm", *TINY_MODEL, *TINY_TRAIN,
-            "--dropout", "0", "--finetune-from-model", lm["teacher"], "--max-update", UPDATES,
-            "--save-dir", save_dir, *extra]
+    return t2r_finetune_args(lm, save_dir, UPDATES, "--dropout", "0", *extra)
 
 
 def losses(log):
     return {int(n): float(loss) for loss, n in re.findall(r"train_inner \|.* loss=([\d.]+),.* num_updates=(\d+)", log)}
 
 
-def load(path):
-    return torch.load(path, map_location="cpu", weights_only=False)
-
-
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
-    lm = shared_lm()
+def runs(tmp_path_factory, tiny_lm_teacher):
+    lm = tiny_lm_teacher
     root = tmp_path_factory.mktemp("distributed")
     server = tools()
     init = f"tcp://127.0.0.1:{free_port()}"

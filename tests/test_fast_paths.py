@@ -227,14 +227,20 @@ def test_fla_absent_means_no_fla():
         assert ops.fla_kernel() is None
 
 
-def test_benchmarks_quick_run(tmp_path):
-    """run_all --quick runs every CPU benchmark on tiny models and writes the table."""
+def pipeline(root):
+    """The benchmarks' smoke run, started in the background at collection (tests/conftest.py)."""
     env = dict(os.environ, OMP_NUM_THREADS="1")
     res = subprocess.run(
         [sys.executable, os.path.join(REPO, "benchmarks", "run_all.py"), "--quick", "--threads", "1",
-         "--out-dir", str(tmp_path)],
+         "--out-dir", str(root)],
         capture_output=True, text=True, cwd=REPO, env=env, timeout=300,
     )
+    return root, res
+
+
+def test_benchmarks_quick_run(pipeline_result):
+    """run_all --quick runs every CPU benchmark on tiny models and writes the table."""
+    tmp_path, res = pipeline_result
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     for name in ("lm_generation", "mt_decoding", "training"):
         assert (tmp_path / f"{name}.json").exists(), name

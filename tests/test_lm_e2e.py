@@ -7,13 +7,8 @@ import re
 import pytest
 import torch
 
-from tool_server import tools
+from tool_server import ToolServer, tools
 from utils import DATA, USER_DIR
-
-
-def run_tool(module, *args, check=True):
-    # forked from the tool server (fairseq and torch._dynamo already imported), one thread
-    return tools().run(module, *args, check=check, threads=1)
 
 
 MODEL = [
@@ -30,31 +25,51 @@ TRAIN = [
 ]
 
 
-def eval_ppl(data, path):
-    res = run_tool("fairseq_cli.eval_lm", data, "--user-dir", USER_DIR, "--path", path,
-                   "--max-tokens", "4096", "--tokens-per-sample", "64", "--gen-subset", "test")
+def start_eval_ppl(server, data, path):
+    return server.start("fairseq_cli.eval_lm", data, "--user-dir", USER_DIR, "--path", path,
+                        "--max-tokens", "4096", "--tokens-per-sample", "64", "--gen-subset", "test", threads=1)
+
+
+def ppl(job):
+    res = job.wait(check=True)
     m = re.search(r"Perplexity: ([\d.]+|inf|nan)", res.stdout + res.stderr)
     assert m, res.stderr[-2000:]
     return float(m.group(1))
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    from fairseq_t2r.prep.lm import prepare_lm
+def pipeline(root):
+    """Started in the background at collection (tests/conftest.py); the ``trained`` fixture waits for it.
+    Every tool is forked from a tool server of the pipeline's own, with one thread."""
+    with ToolServer() as server:
+        return _pipeline(root, server)
 
-    root = tmp_path_factory.mktemp("lm")
-    data = str(prepare_lm(root / "data", text_file=os.path.join(DATA, "lm", "english.txt"),
-                          max_lines=4000, bpe_merges=1500, verbose=False))
+
+@pytest.fixture(scope="module")
+def trained(pipeline_result):
+    return pipeline_result
+
+
+def _pipeline(root, server):
+    server.run("fairseq_t2r.prep.lm", "--out", root / "data", "--text", os.path.join(DATA, "lm", "english.txt"),
+               "--max-lines", "4000", "--bpe-merges", "1500", threads=1)
+    data = str(root / "data" / "bin")
     teacher_dir, t2r_dir = root / "softmax", root / "t2r"
-    run_tool("fairseq_cli.train", data, *TRAIN, "--arch", "transformer_lm", *MODEL,
-             "--max-update", "250", "--save-dir", teacher_dir)
+    server.run("fairseq_cli.train", data, *TRAIN, "--arch", "transformer_lm", *MODEL,
+               "--max-update", "250", "--save-dir", teacher_dir, threads=1)
     teacher = str(teacher_dir / "checkpoint_best.pt")
     swapped = str(root / "swapped.pt")
-    run_tool("fairseq_t2r.convert", teacher, swapped)
-    finetune = run_tool("fairseq_cli.train", data, *TRAIN, "--arch", "t2r_transformer_lm", *MODEL,
-                        "--max-update", "150", "--finetune-from-model", teacher, "--save-dir", t2r_dir)
-    return {"root": root, "data": data, "teacher": teacher, "swapped": swapped,
-            "t2r": str(t2r_dir / "checkpoint_best.pt"), "t2r_dir": str(t2r_dir), "finetune_log": finetune.stdout + finetune.stderr}
+    server.run("fairseq_t2r.convert", teacher, swapped, threads=1)
+    # the teacher and the swapped model are evaluated on the second core while the finetuning runs
+    finetune = server.start("fairseq_cli.train", data, *TRAIN, "--arch", "t2r_transformer_lm", *MODEL,
+                            "--max-update", "150", "--finetune-from-model", teacher, "--save-dir", t2r_dir,
+                            threads=1)
+    perplexity = {"teacher": ppl(start_eval_ppl(server, data, teacher)),
+                  "swapped": ppl(start_eval_ppl(server, data, swapped))}
+    finetune = finetune.wait(check=True)
+    t2r = str(t2r_dir / "checkpoint_best.pt")
+    perplexity["finetuned"] = ppl(start_eval_ppl(server, data, t2r))
+    return {"root": root, "data": data, "teacher": teacher, "swapped": swapped, "t2r": t2r, "t2r_dir": str(t2r_dir),
+            "finetune_log": finetune.stdout + finetune.stderr, "ppl": perplexity}
 
 
 def test_swap_logs_copied_and_new_tensors(trained):
@@ -64,9 +79,7 @@ def test_swap_logs_copied_and_new_tensors(trained):
 
 
 def test_finetuning_lowers_perplexity(trained):
-    teacher = eval_ppl(trained["data"], trained["teacher"])
-    swapped = eval_ppl(trained["data"], trained["swapped"])
-    finetuned = eval_ppl(trained["data"], trained["t2r"])
+    teacher, swapped, finetuned = (trained["ppl"][k] for k in ("teacher", "swapped", "finetuned"))
     print(f"test perplexity: softmax teacher {teacher:.2f}, right after swap {swapped:.2f}, T2R finetuned {finetuned:.2f}")
     assert all(math.isfinite(p) for p in (teacher, swapped, finetuned))
     assert finetuned < swapped
@@ -103,13 +116,11 @@ def test_greedy_generation_matches_parallel_argmax(trained):
 
 
 @pytest.mark.parametrize("mode", [["--beam", "4"], ["--sampling", "--beam", "1", "--seed", "3"]])
-def test_interactive_language_modeling(trained, mode):
-    import subprocess
-    import sys
-
-    cmd = [sys.executable, "-m", "fairseq_cli.interactive", trained["data"], "--user-dir", USER_DIR,
-           "--task", "language_modeling", "--path", trained["t2r"], "--max-len-b", "12", *mode]
-    res = subprocess.run(cmd, input="the people of\n", capture_output=True, text=True)
+def test_interactive_language_modeling(trained, mode, tmp_path):
+    prompt = tmp_path / "prompt.txt"
+    prompt.write_text("the people of\n")
+    res = tools().run("fairseq_cli.interactive", trained["data"], "--user-dir", USER_DIR, "--task", "language_modeling",
+                      "--path", trained["t2r"], "--max-len-b", "12", *mode, stdin=prompt, check=False, threads=1)
     assert res.returncode == 0, res.stderr[-2000:]
     hyps = [line for line in res.stdout.splitlines() if line.startswith("H-")]
     assert len(hyps) == 1 and len(hyps[0].split("\t")[2].split()) > 3
@@ -117,9 +128,9 @@ def test_interactive_language_modeling(trained, mode):
 
 def test_mismatched_finetune_stops_before_writing(trained):
     save_dir = trained["root"] / "bad"
-    res = run_tool("fairseq_cli.train", trained["data"], *TRAIN, "--arch", "t2r_transformer_lm",
-                   *[a if a != "128" else "96" for a in MODEL], "--max-update", "5",
-                   "--finetune-from-model", trained["teacher"], "--save-dir", save_dir, check=False)
+    res = tools().run("fairseq_cli.train", trained["data"], *TRAIN, "--arch", "t2r_transformer_lm",
+                      *[a if a != "128" else "96" for a in MODEL], "--max-update", "5",
+                      "--finetune-from-model", trained["teacher"], "--save-dir", save_dir, check=False, threads=1)
     assert res.returncode != 0
     errors = [line for line in res.stderr.splitlines() if line.startswith("fairseq_t2r: error")]
     assert len(errors) == 1 and "decoder.layers.0.fc1.weight" in errors[0] and "(96, 64)" in errors[0]

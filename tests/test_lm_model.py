@@ -7,7 +7,8 @@ import pytest
 import torch
 from fairseq.models import ARCH_CONFIG_REGISTRY, ARCH_MODEL_NAME_REGISTRY
 
-from utils import tiny_lm
+from fairseq_t2r.demo.measure import state_bytes
+from utils import bit_equal, tiny_lm
 
 
 def test_every_transformer_lm_arch_has_a_twin_with_the_same_defaults():
@@ -29,10 +30,6 @@ def incremental_logits(model, tokens):
         out, _ = model.decoder(tokens[:, : t + 1], incremental_state=state)
         outs.append(out)
     return torch.cat(outs, 1), state
-
-
-def state_bytes(state):
-    return sum(t.numel() * t.element_size() for buf in state.values() for t in buf.values() if t is not None)
 
 
 ADAPTIVE = dict(
@@ -84,9 +81,7 @@ def test_swapped_adaptive_model_keeps_teacher_tensors():
     student = tiny_lm(vocab=60, **ADAPTIVE)
     student.load_state_dict(teacher.state_dict())
     for k, v in teacher.state_dict().items():
-        # bit for bit: fairseq's ``_float_tensor`` buffers are uninitialised memory and can hold NaN,
-        # which torch.equal never calls equal
-        assert student.state_dict()[k].numpy().tobytes() == v.numpy().tobytes(), k
+        assert bit_equal(student.state_dict()[k], v), k
 
 
 def test_t2r_state_is_constant_size_softmax_cache_grows():

@@ -17,7 +17,7 @@ from argparse import Namespace
 import pytest
 import torch
 
-from tool_server import tools
+from tool_server import ToolServer
 from utils import DATA, USER_DIR
 
 MODEL = ["--encoder-layers", "2", "--decoder-layers", "2", "--encoder-embed-dim", "64",
@@ -34,23 +34,15 @@ GEN = ["--user-dir", USER_DIR, "-s", "en", "-t", "de", "--gen-subset", "test", "
 VALIDATE = ["--user-dir", USER_DIR, "--task", "translation", "--valid-subset", "test", "--max-tokens", "4096"]
 INTERACTIVE_INPUT = "Click OK to close the dialog.\nChoose Format - Cells.\n"
 
-# Each tool runs as ``python -m MODULE ARGS`` would, forked from tests/tool_server.py (fairseq
-# already imported), with one torch thread so that two tools can share the two cores.
-ONE_THREAD = """import runpy, sys, torch
-torch.set_num_threads(1)
-module = sys.argv.pop(1)
-sys.argv[0] = module
-runpy.run_module(module, run_name="__main__", alter_sys=True)
-"""
-
-
+# Each tool runs as ``python -m MODULE ARGS`` would, forked from a tool server of the pipeline's
+# own (tests/tool_server.py: fairseq already imported), with one torch thread so that two tools
+# can share the two cores.
 class Tools:
-    def __init__(self, root):
-        self.script = root / "one_thread.py"
-        self.script.write_text(ONE_THREAD)
+    def __init__(self, server):
+        self.server = server
 
     def start(self, module, *args):
-        return tools().start(None, module, *args, script=self.script)
+        return self.server.start(module, *args, threads=1)
 
     def run(self, module, *args):
         return self.start(module, *args).wait(timeout=600, check=True).output
@@ -70,16 +62,24 @@ def valid_loss(output):
 
 
 
-@pytest.fixture(scope="module")
-def run_all(tmp_path_factory):
-    from fairseq_t2r.convert import convert
-    from fairseq_t2r.prep.mt import prepare_mt
+def pipeline(root):
+    """Started in the background at collection (tests/conftest.py); the ``run_all`` fixture waits for it."""
+    with ToolServer() as server:
+        return _pipeline(root, Tools(server))
 
-    root = tmp_path_factory.mktemp("mt")
-    tool = Tools(root)
+
+@pytest.fixture(scope="module")
+def run_all(pipeline_result):
+    return pipeline_result
+
+
+def _pipeline(root, tool):
+    from fairseq_t2r.convert import convert
+
     t0 = time.time()
-    data = str(prepare_mt(root / "data", os.path.join(DATA, "mt", "libreoffice.en"),
-                          os.path.join(DATA, "mt", "libreoffice.de"), bpe_merges=1000, verbose=False))
+    tool.run("fairseq_t2r.prep.mt", "--out", root / "data", "--src", os.path.join(DATA, "mt", "libreoffice.en"),
+             "--tgt", os.path.join(DATA, "mt", "libreoffice.de"), "--bpe-merges", "1000")
+    data = str(root / "data" / "bin")
     t_prep = time.time()
     teacher_dir, t2r_dir = root / "softmax", root / "t2r"
     teacher, swapped, t2r = teacher_dir / "checkpoint_best.pt", root / "swapped.pt", t2r_dir / "checkpoint_best.pt"

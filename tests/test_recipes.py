@@ -9,7 +9,6 @@ import os
 import shlex
 import shutil
 import subprocess
-import sys
 from argparse import Namespace
 
 import pytest
@@ -24,6 +23,7 @@ from fairseq.models.transformer_lm import TransformerLanguageModel, base_lm_arch
 from fairseq_t2r import recipes
 from fairseq_t2r.command_line import rebuild_flags
 from fairseq_t2r.errors import T2RUserError
+from tool_server import tools
 from utils import REPO, FakeTask, dictionary
 
 VOCAB = 60
@@ -83,28 +83,30 @@ def mt_checkpoint(path, data, arch="transformer_vaswani_wmt_en_de_big", shared=T
     return save_prehydra(path, args, tasks.setup_task(args).build_model(args))
 
 
-@pytest.fixture(scope="module")
-def lm(tmp_path_factory):
-    root = tmp_path_factory.mktemp("wt103")
+def binarized_data(root, prefixes):
+    """``root/data`` with dict.txt or dict.LANG.txt and the train/valid/test binaries of each prefix
+    ("" for a language model, ".en-de.en" and ".en-de.de" for translation)."""
     data = root / "data"
     data.mkdir()
     d = dictionary(VOCAB)
-    d.save(str(data / "dict.txt"))
-    for split in ("train", "valid", "test"):
-        binarize(data / split, d)
+    for prefix in prefixes:
+        d.save(str(data / f"dict{prefix[-3:] if prefix else ''}.txt"))
+        for split in ("train", "valid", "test"):
+            binarize(data / f"{split}{prefix}", d)
+    return data
+
+
+@pytest.fixture(scope="module")
+def lm(tmp_path_factory):
+    root = tmp_path_factory.mktemp("wt103")
+    data = binarized_data(root, [""])
     return {"ckpt": lm_checkpoint(root / "model.pt"), "data": str(data), "root": root}
 
 
 @pytest.fixture(scope="module")
 def mt(tmp_path_factory):
     root = tmp_path_factory.mktemp("wmt")
-    data = root / "data"
-    data.mkdir()
-    d = dictionary(VOCAB)
-    for lang in ("en", "de"):
-        d.save(str(data / f"dict.{lang}.txt"))
-        for split in ("train", "valid", "test"):
-            binarize(data / f"{split}.en-de.{lang}", d)
+    data = binarized_data(root, [".en-de.en", ".en-de.de"])
     return {"ckpt": mt_checkpoint(root / "model.pt", str(data)), "data": str(data), "root": root}
 
 
@@ -360,8 +362,8 @@ def test_convert_step_from_the_shell_writes_a_t2r_checkpoint_that_loads(mt, tmp_
     """The script as a user runs it (its own process, no --dry-run), for the one step that needs no GPU."""
     out = tmp_path / "run"
     script = os.path.join(REPO, "examples", "wmt14_en_de", "t2r_wmt14_en_de.py")
-    res = subprocess.run([sys.executable, script, *mt_argv(mt, out, "--steps", "convert")],
-                         capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    # forked from the tool server: ``python SCRIPT ARGS`` without paying fairseq's import again
+    res = tools().run(None, *mt_argv(mt, out, "--steps", "convert"), script=script, check=False, threads=1)
     assert res.returncode == 0, res.stderr[-3000:]
     assert "1/1 convert" in res.stdout and "fairseq_t2r: error" not in res.stderr
     swapped = out / "swapped.pt"

@@ -8,25 +8,20 @@ import time
 import pytest
 import torch
 
-from tool_server import TINY_MODEL, TINY_TRAIN, USER_DIR, shared_lm, tools
+from tool_server import t2r_finetune_args, tools
+from utils import load_checkpoint as load
 
 MAX_UPDATE, SAVE_EVERY = 24, 6
 
 
 def command(lm, save_dir):
-    return [lm["data"], "--user-dir", USER_DIR, "--arch", "t2r_transformer_lm", *TINY_MODEL, *TINY_TRAIN,
-            "--dropout", "0.1",  # resumption must also restore the random state
-            "--finetune-from-model", lm["teacher"], "--max-update", MAX_UPDATE,
-            "--save-interval-updates", SAVE_EVERY, "--save-dir", save_dir]
-
-
-def load(path):
-    return torch.load(path, map_location="cpu", weights_only=False)
+    # dropout: resumption must also restore the random state
+    return t2r_finetune_args(lm, save_dir, MAX_UPDATE, "--dropout", "0.1", "--save-interval-updates", SAVE_EVERY)
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
-    lm = shared_lm()
+def runs(tmp_path_factory, tiny_lm_teacher):
+    lm = tiny_lm_teacher
     root = tmp_path_factory.mktemp("resume")
     server = tools()
     reference = server.start("fairseq_cli.train", *command(lm, root / "reference"), cwd=root, threads=1)

@@ -11,7 +11,8 @@ from fairseq.modules import MultiheadAttention
 from fairseq_t2r.convert import convert
 from fairseq_t2r.errors import T2RUserError
 from fairseq_t2r.modules import T2RAttention
-from utils import lm_args, run_tool, tiny_lm
+from tool_server import tools
+from utils import lm_args, tiny_lm
 
 OPTIONS = {"t2r_feature_map": "t2r", "t2r_feature_dim": 8, "t2r_layers": None}
 
@@ -110,7 +111,7 @@ def test_convert_cli_errors_are_one_line(tmp_path):
         ([tmp_path / "missing.pt", tmp_path / "o.pt"], "does not exist"),
         ([junk, tmp_path / "o.pt"], "not a readable fairseq checkpoint"),
     ]:
-        res = run_tool("fairseq_t2r.convert", *args, check=False)
+        res = tools().run("fairseq_t2r.convert", *args, check=False, threads=1)
         assert res.returncode != 0
         err_lines = [line for line in res.stderr.splitlines() if "fairseq_t2r: error" in line]
         assert len(err_lines) == 1 and needle in err_lines[0], res.stderr

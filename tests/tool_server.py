@@ -1,103 +1,55 @@
 """Run fairseq's command-line tools many times without paying fairseq's import each time.
 
-``python -m fairseq_cli.train ...`` spends ~5 s importing fairseq before it looks at its
-arguments; the bad-input, resume and distributed tests run such tools dozens of times. This
-server imports torch, fairseq and the fairseq_cli tools once (but never fairseq_t2r: the tools
-load the plugin through ``--user-dir`` as usual, and a run without it really lacks it), then
-forks one child per run. The child points fds 0/1/2 at /dev/null and two files, resets logging
-to its pristine state, sets ``sys.argv`` and runs the tool module as ``__main__`` exactly as
-``python -m MODULE ARGS`` does; its exit status and its stderr (a traceback, or the one line a
-SystemExit prints) are the interpreter's own, because the child leaves the server loop before
-running the tool: an uncaught exception or SystemExit ends it at top level.
+A server process imports torch, fairseq and the fairseq_cli tools once (but never the plugin:
+the tools load it through ``--user-dir`` as usual, and a run without it really lacks it), then
+forks one child per run with ``fairseq_t2r/toolrun.py`` (the demo's steps run the same way):
+``python -m MODULE ARGS`` semantics, output in two files, exit status and stderr as the
+interpreter's own. The bad-input, resume and end-to-end tests run such tools dozens of times.
 
-Protocol (JSON lines): ``{"op": "start", "module", "args", "cwd", "stdout", "stderr", "env"}``
--> ``{"pid"}``; ``{"op": "wait", "pid", "timeout"}`` -> ``{"rc", "timed_out"}``.
+Protocol (JSON lines): ``{"op": "start", **toolrun.Run fields}`` -> ``{"pid"}``;
+``{"op": "wait", "pid", "timeout"}`` -> ``{"rc", "timed_out"}``.
 
-In the tests: ``tools().run(module, *args, cwd=...)`` (like ``utils.run_tool``) or
-``tools().start(...)`` / ``job.wait()`` for runs that go on while the test acts (kill, a second rank).
+In the tests: ``tools().run(module, *args, cwd=...)`` or ``tools().start(...)`` / ``job.wait()``
+for runs that go on while the test acts (kill, a second rank).
 """
 import atexit
+import importlib.util
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
-import time
 
-PRELOAD = ["fairseq_cli.train", "fairseq_cli.eval_lm", "fairseq_cli.preprocess", "fairseq_cli.generate"]
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+USER_DIR = os.path.join(REPO, "fairseq_t2r")
+
+
+def _load_toolrun():
+    """fairseq_t2r/toolrun.py by its path: importing it as part of the package would load the plugin."""
+    spec = importlib.util.spec_from_file_location("_t2r_toolrun", os.path.join(USER_DIR, "toolrun.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 # ---------------------------------------------------------------------------------- server side
 def _serve():
-    """Returns only in a forked child, with the request it must run."""
-    import importlib
-    import logging
-
+    toolrun = _load_toolrun()
     proto = os.fdopen(os.dup(1), "w", buffering=1)
     os.dup2(2, 1)  # whatever the imports print must not corrupt the protocol
-    for name in PRELOAD:
-        importlib.import_module(name)
-        del sys.modules[name]  # its imports stay loaded; runpy runs the module fresh, as python -m does
-    # torch.optim imports torch._dynamo at the first optimizer a run builds: ~4 s of every fairseq-train
-    importlib.import_module("torch._dynamo")
+    toolrun.preload()
     assert "fairseq_t2r" not in sys.modules, "the server must not load the plugin itself"
-    logging.root.handlers.clear()
     proto.write(json.dumps({"ready": True}) + "\n")
     for line in sys.stdin:
         req = json.loads(line)
-        if req["op"] == "start":
-            sys.stdout.flush()
-            sys.stderr.flush()
-            pid = os.fork()
-            if pid == 0:
-                proto.close()
-                return req
+        if req.pop("op") == "start":
+            # its own process group: a Ctrl-C meant for pytest does not reach the tools
+            pid = toolrun.start(toolrun.Run(**req, own_group=True))
             proto.write(json.dumps({"pid": pid}) + "\n")
-        elif req["op"] == "wait":
-            deadline = time.monotonic() + req["timeout"]
-            timed_out = False
-            while True:
-                done, status = os.waitpid(req["pid"], os.WNOHANG)
-                if done:
-                    break
-                if time.monotonic() > deadline:
-                    timed_out = True
-                    os.kill(req["pid"], 9)
-                    _, status = os.waitpid(req["pid"], 0)
-                    break
-                time.sleep(0.05)
-            proto.write(json.dumps({"rc": os.waitstatus_to_exitcode(status), "timed_out": timed_out}) + "\n")
-    sys.exit(0)
-
-
-def _become_tool(req):
-    import logging
-    import runpy
-
-    os.setpgid(0, 0)
-    os.chdir(req["cwd"])
-    devnull = os.open(os.devnull, os.O_RDONLY)
-    os.dup2(devnull, 0)
-    for fd, path in ((1, req["stdout"]), (2, req["stderr"])):
-        f = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        os.dup2(f, fd)
-        os.close(f)
-    os.environ.update(req.get("env") or {})
-    if req.get("threads"):
-        import torch
-
-        # runs started side by side on a small machine: OpenMP threads spinning against each
-        # other make a tiny model's update take seconds instead of milliseconds
-        torch.set_num_threads(req["threads"])
-    # a fresh interpreter has no logging configuration: let the tool's basicConfig apply
-    logging.root.handlers.clear()
-    logging.root.setLevel(logging.WARNING)
-    if req.get("script"):  # a test script standing in for a tool (python SCRIPT ARGS)
-        sys.argv = [req["script"], *req["args"]]
-        runpy.run_path(req["script"], run_name="__main__")
-    else:
-        sys.argv = [req["module"], *req["args"]]
-        runpy.run_module(req["module"], run_name="__main__", alter_sys=True)
+        else:
+            rc, timed_out = toolrun.wait(req["pid"], req["timeout"])
+            proto.write(json.dumps({"rc": rc, "timed_out": timed_out}) + "\n")
 
 
 # ---------------------------------------------------------------------------------- client side
@@ -138,7 +90,7 @@ class Job:
 class ToolServer:
     def __init__(self):
         self.logdir = tempfile.mkdtemp(prefix="t2r-tools-")
-        self.count = 0
+        self.jobs = []
         self.proc = subprocess.Popen(
             [sys.executable, os.path.abspath(__file__)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, bufsize=1,
@@ -155,30 +107,46 @@ class ToolServer:
             raise RuntimeError("tool server died")
         return json.loads(line)
 
-    def start(self, module, *args, cwd=None, env=None, script=None, threads=None) -> Job:
+    def start(self, module, *args, cwd=None, env=None, script=None, threads=None, stdin=None) -> Job:
         """Start ``python -m MODULE ARGS`` (or ``python SCRIPT ARGS``) in a forked child;
-        ``threads``: torch CPU threads of the child (default: torch's own choice)."""
-        self.count += 1
-        out = os.path.join(self.logdir, f"{self.count}.out")
-        err = os.path.join(self.logdir, f"{self.count}.err")
+        ``threads``: torch CPU threads of the child (default: torch's own choice);
+        ``stdin``: a file the child reads as its standard input (default: /dev/null)."""
+        out = os.path.join(self.logdir, f"{len(self.jobs)}.out")
+        err = os.path.join(self.logdir, f"{len(self.jobs)}.err")
         args = [str(a) for a in args]
         for path in (out, err):  # exist from the start: a test may read them while the run goes on
             open(path, "w").close()
         reply = self._call({"op": "start", "module": module, "script": str(script) if script else None,
                             "args": args, "cwd": str(cwd or os.getcwd()), "stdout": out, "stderr": err,
-                            "env": env or {}, "threads": threads})
-        return Job(self, reply["pid"], [module or str(script), *args], out, err)
+                            "stdin": str(stdin) if stdin else None, "env": env or {}, "threads": threads})
+        self.jobs.append(Job(self, reply["pid"], [module or str(script), *args], out, err))
+        return self.jobs[-1]
 
-    def run(self, module, *args, check=True, cwd=None, env=None, timeout=300, threads=None) -> Result:
-        return self.start(module, *args, cwd=cwd, env=env, threads=threads).wait(timeout=timeout, check=check)
+    def run(self, module, *args, check=True, timeout=300, **how) -> Result:
+        """``start`` (same keywords), then wait for the end; ``check``: raise if the exit status is not 0."""
+        return self.start(module, *args, **how).wait(timeout=timeout, check=check)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
 
     def close(self):
+        """Stop the server, and the runs nobody waited for (a session that ended early)."""
+        for job in self.jobs:
+            if job.result is None:
+                try:
+                    job.kill()
+                except ProcessLookupError:
+                    pass
         if self.proc.poll() is None:
             self.proc.stdin.close()
             try:
                 self.proc.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
+        shutil.rmtree(self.logdir, ignore_errors=True)
 
 
 _SERVER = None
@@ -195,8 +163,6 @@ def tools() -> ToolServer:
 
 
 # ------------------------------------------------------------------- shared tiny LM for CLI tests
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-USER_DIR = os.path.join(REPO, "fairseq_t2r")
 TINY_MODEL = [
     "--decoder-layers", "2", "--decoder-embed-dim", "32", "--decoder-input-dim", "32",
     "--decoder-output-dim", "32", "--decoder-ffn-embed-dim", "64", "--decoder-attention-heads", "4",
@@ -207,6 +173,12 @@ TINY_TRAIN = [
     "--optimizer", "adam", "--lr", "2e-3", "--num-workers", "0", "--cpu", "--seed", "1",
     "--no-epoch-checkpoints", "--log-format", "simple", "--log-interval", "1",
 ]
+
+
+def t2r_finetune_args(lm, save_dir, updates, *extra):
+    """fairseq-train arguments that finetune the shared teacher as a T2R model for ``updates`` updates."""
+    return [lm["data"], "--user-dir", USER_DIR, "--arch", "t2r_transformer_lm", *TINY_MODEL, *TINY_TRAIN,
+            "--finetune-from-model", lm["teacher"], "--max-update", updates, "--save-dir", save_dir, *extra]
 
 
 def synthetic_text(path, lines, seed):
@@ -229,8 +201,6 @@ def shared_lm():
     updates, made once per test session (tiny: 2 layers, dim 32). Returns a dict of paths."""
     if _SHARED:
         return _SHARED
-    import shutil
-
     root = tempfile.mkdtemp(prefix="t2r-shared-lm-")
     atexit.register(shutil.rmtree, root, True)
     for seed, (split, n) in enumerate((("train", 600), ("valid", 60), ("test", 60))):
@@ -247,4 +217,4 @@ def shared_lm():
 
 
 if __name__ == "__main__":
-    _become_tool(_serve())
+    _serve()

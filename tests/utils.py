@@ -1,7 +1,5 @@
-"""Shared helpers for the tests: tiny in-process models and fairseq command-line runs."""
+"""Shared helpers for the tests: tiny in-process models (fairseq command-line runs: tool_server.py)."""
 import os
-import subprocess
-import sys
 from argparse import Namespace
 
 import fairseq_t2r.criterions  # noqa: F401  registers the criteria (and patches.py)
@@ -53,16 +51,22 @@ def tiny_lm(t2r=True, vocab=50, **overrides):
     return cls.build_model(lm_args(**overrides), task)
 
 
-def run_tool(module, *args, check=True, cwd=None):
-    """Run a fairseq/fairseq_t2r command-line tool with this interpreter; returns the result."""
-    cmd = [sys.executable, "-m", module, *map(str, args)]
-    # one intra-op thread: the test models are tiny, and two spinning OpenMP threads per
-    # process slow every run down several-fold when anything else shares the 2 cores
-    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
-    res = subprocess.run(cmd, capture_output=True, text=True, cwd=cwd, env=env)
-    if check and res.returncode != 0:
-        raise AssertionError(f"{' '.join(cmd)} failed ({res.returncode}):\n{res.stdout[-3000:]}\n{res.stderr[-3000:]}")
-    return res
+def bit_equal(a, b):
+    """Same dtype, shape and bytes. Unlike torch.equal, true for a copied NaN: fairseq's
+    ``_float_tensor`` buffers are uninitialised memory, sometimes NaN."""
+    import torch
+
+    if a.dtype != b.dtype or a.shape != b.shape:
+        return False
+    a, b = (t.detach().contiguous().reshape(-1).view(torch.uint8) for t in (a, b))
+    return torch.equal(a, b)
+
+
+def load_checkpoint(path):
+    """A checkpoint's whole dict, as fairseq wrote it (optimizer history and state included)."""
+    import torch
+
+    return torch.load(path, map_location="cpu", weights_only=False)
 
 
 def step_by_step(attn, x, key_padding_mask=None, state=None):

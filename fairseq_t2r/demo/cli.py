@@ -10,7 +10,6 @@ says so; an interrupted run resumes where it stopped.
 """
 import argparse
 import json
-import logging
 import os
 import signal
 import sys
@@ -60,23 +59,12 @@ def check_args(args):
 
 
 def preload_tools():
-    """Import the tools once here, so each forked step starts at once (runpy re-runs the module
-    itself as ``__main__``, as ``python -m`` does: it must not stay in sys.modules)."""
-    import importlib
-
+    """Import the tools once here, so each forked step starts at once; the demo itself prints only progress."""
     # the steps' fairseq-train --user-dir finds the package already imported (before fairseq) and
     # skips it: register the models and criteria in this process, which every step forks from
-    importlib.import_module("fairseq_t2r.models")
-    importlib.import_module("fairseq_t2r.criterions")
-    for name in ("fairseq_cli.train", "fairseq_cli.eval_lm", "fairseq_cli.generate", "fairseq_cli.preprocess",
-                 "fairseq_t2r.convert", "fairseq_t2r.prep.lm", "fairseq_t2r.prep.mt"):
-        importlib.import_module(name)
-        del sys.modules[name]
-    # torch.optim imports torch._dynamo when a run builds its first optimizer: ~4 s per training
-    importlib.import_module("torch._dynamo")
-    # importing the tools configured logging for their own runs: the demo itself prints only progress
-    logging.root.handlers.clear()
-    logging.root.setLevel(logging.WARNING)
+    from .. import criterions, models, toolrun  # noqa: F401
+
+    toolrun.preload([*toolrun.FAIRSEQ_TOOLS, "fairseq_t2r.convert", "fairseq_t2r.prep.lm", "fairseq_t2r.prep.mt"])
 
 
 def main(argv=None):

@@ -1,30 +1,27 @@
 """Runs the demo's steps: stock fairseq tools and small Python functions, side by side, resumable.
 
-Each step runs in a child forked from this process, which imported torch and fairseq once:
-a fairseq tool then starts in milliseconds instead of ~5 s (the quick demo runs ~40 of them).
-The child runs the tool exactly as ``python -m fairseq_cli.train ARGS`` would (``runpy``, fresh
-``sys.argv``), with its output in the step's log file and one intra-op thread per job: two
-OpenMP pools spinning against each other on a 2-core machine make everything several-fold slower.
+Each step runs in a child forked from this process, which imported torch and fairseq once
+(``fairseq_t2r/toolrun.py``): a fairseq tool then starts in milliseconds instead of ~5 s (the
+quick demo runs ~40 of them), exactly as ``python -m fairseq_cli.train ARGS`` would, with its
+output in the step's log file and one intra-op thread per job: two OpenMP pools spinning against
+each other on a 2-core machine make everything several-fold slower.
 
 A step is finished when its marker ``steps/NAME.json`` exists; the marker holds the step's
 command, so a rerun with other settings in the same folder is refused instead of mixing results.
 An interrupted ``fairseq-train`` resumes from its own ``checkpoint_last.pt``.
 """
 import json
-import logging
 import os
 import re
-import runpy
 import shlex
 import signal
-import sys
 import time
-import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, List, Optional
 
 from ..checkpoint import atomic_write
+from .. import toolrun
 from ..errors import T2RUserError
 
 # the command-line names users know, for the report and the progress lines
@@ -108,10 +105,7 @@ class Runner:
             # Ctrl-C reaches the steps too (same process group); a kill of this process does not:
             # end the steps, so nothing keeps running behind the user's back
             for pid in running:
-                try:
-                    os.kill(pid, signal.SIGTERM)
-                except ProcessLookupError:
-                    pass
+                toolrun.kill(pid, signal.SIGTERM)
             raise
         if failed is not None:
             s, rc = failed
@@ -135,11 +129,8 @@ class Runner:
                     missing = sorted({d for s in pending.values() for d in s.deps} - done - set(pending))
                     raise RuntimeError(f"steps depend on unknown steps: {missing}")
                 break
-            pid, status = self._wait(running)
-            if pid not in running:
-                continue
+            pid, rc = self._wait(running)
             s, t0 = running.pop(pid)
-            rc = os.waitstatus_to_exitcode(status)
             seconds = time.monotonic() - t0
             if rc == 0:
                 self._mark(s, seconds)
@@ -154,9 +145,10 @@ class Runner:
         """Waits for any step to end, saying every ``every`` seconds how far the trainings are."""
         next_report = time.monotonic() + every
         while True:
-            pid, status = os.waitpid(-1, os.WNOHANG)
-            if pid:
-                return pid, status
+            for pid in running:
+                rc = toolrun.poll(pid)
+                if rc is not None:
+                    return pid, rc
             time.sleep(0.1)
             if time.monotonic() >= next_report:
                 next_report += every
@@ -187,46 +179,6 @@ class Runner:
         return lines[-1][-300:] if lines else "no output"
 
     def _start(self, step: Step) -> int:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        pid = os.fork()
-        if pid:
-            return pid
-        code = 1
-        try:
-            code = self._child(step)
-        except SystemExit as e:
-            if e.code not in (None, 0):
-                print(e.code if isinstance(e.code, str) else f"exit {e.code}", file=sys.stderr)
-            code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
-        except BaseException:
-            traceback.print_exc()
-            code = 1
-        finally:
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os._exit(code)
-
-    def _child(self, step: Step) -> int:
-        devnull = os.open(os.devnull, os.O_RDONLY)
-        os.dup2(devnull, 0)
-        f = os.open(self.logfile(step), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-        os.dup2(f, 1)
-        os.dup2(f, 2)
-        os.close(f)
-        # the parent's sys.stdout/stderr may not be fds 1/2 (an embedding program, pytest)
-        sys.stdout = open(1, "w", buffering=1, closefd=False)
-        sys.stderr = open(2, "w", buffering=1, closefd=False)
-        print(f"### {time.strftime('%Y-%m-%d %H:%M:%S')} {step.command()}", flush=True)
-        import torch
-
-        torch.set_num_threads(self.threads)
-        # a fresh interpreter has no logging configuration: let the tool's basicConfig apply
-        logging.root.handlers.clear()
-        logging.root.setLevel(logging.WARNING)
-        if step.func is not None:
-            step.func()
-        else:
-            sys.argv = [step.module, *step.args]
-            runpy.run_module(step.module, run_name="__main__", alter_sys=True)
-        return 0
+        return toolrun.start(toolrun.Run(
+            module=step.module, args=step.args, func=step.func, stdout=str(self.logfile(step)), append=True,
+            threads=self.threads, banner=f"### {time.strftime('%Y-%m-%d %H:%M:%S')} {step.command()}"))
