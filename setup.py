@@ -22,7 +22,7 @@ setup(
         "matplotlib>=3.5",
     ],
     extras_require={
-        "test": ["pytest>=7", "hypothesis>=6"],
+        "test": ["pytest>=7", "hypothesis>=6", "ruff>=0.6"],  # ruff: the lint the test command runs
         "gpu": ["flash-linear-attention"],
     },
     entry_points={

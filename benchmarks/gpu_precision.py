@@ -23,8 +23,8 @@ sys.path.insert(0, REPO)
 
 import torch  # noqa: E402
 
-from fairseq_t2r.machine import machine  # noqa: E402
 from fairseq_t2r import ops  # noqa: E402
+from fairseq_t2r.machine import machine  # noqa: E402
 
 DEVICE = "cuda"
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}

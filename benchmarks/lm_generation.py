@@ -38,10 +38,8 @@ Variants, all timed side by side in one process, interleaved per context and per
 import argparse
 import copy
 import dataclasses
-import datetime
 import json
 import os
-import platform
 import statistics
 import sys
 import time
@@ -50,16 +48,15 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 import torch  # noqa: E402
-
 from common import FakeTask, add_model_options, machine, make_dictionary, state_bytes  # noqa: E402
-
-import fairseq_t2r.models  # noqa: E402,F401  (registers t2r_transformer_lm)
 from fairseq.models import (  # noqa: E402
     ARCH_CONFIG_REGISTRY,
     ARCH_MODEL_NAME_REGISTRY,
     ARCH_MODEL_REGISTRY,
     MODEL_DATACLASS_REGISTRY,
 )
+
+import fairseq_t2r.models  # noqa: E402,F401  (registers t2r_transformer_lm)
 
 
 def build(arch: str, task, a, max_positions: int):

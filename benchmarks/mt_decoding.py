@@ -24,10 +24,8 @@ not depend on the source length for T2R.
 """
 import argparse
 import copy
-import datetime
 import json
 import os
-import platform
 import statistics
 import sys
 import time
@@ -36,12 +34,11 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 import torch  # noqa: E402
-
 from common import FakeTask, add_model_options, machine, make_dictionary  # noqa: E402
-
-import fairseq_t2r.models  # noqa: E402,F401  (registers t2r_transformer)
 from fairseq.models import ARCH_CONFIG_REGISTRY, ARCH_MODEL_REGISTRY  # noqa: E402
 from fairseq.sequence_generator import SequenceGenerator  # noqa: E402
+
+import fairseq_t2r.models  # noqa: E402,F401  (registers t2r_transformer)
 
 
 def build(arch, task, a, max_positions):

@@ -39,7 +39,6 @@ sys.path.insert(0, REPO)
 sys.path.insert(0, HERE)
 
 import torch  # noqa: E402
-
 from common import FakeTask, machine, make_dictionary  # noqa: E402
 
 

@@ -13,5 +13,7 @@ package was first imported without fairseq, fairseq's ``--user-dir`` import find
 import sys
 
 if "fairseq" in sys.modules:
-    from . import models  # noqa: F401  (registers models and architectures; applies patches.py)
-    from . import criterions  # noqa: F401  (registers t2r_attention_transfer, t2r_distillation)
+    from . import (
+        criterions,  # noqa: F401  (registers t2r_attention_transfer, t2r_distillation)
+        models,  # noqa: F401  (registers models and architectures; applies patches.py)
+    )

@@ -47,7 +47,6 @@ import torch
 from .checkpoint import is_local, not_a_checkpoint, unreadable_reason
 from .errors import RequiresUserDir, T2RUserError
 
-
 # --------------------------------------------------------------------------- module-level: apply()
 
 def apply():

@@ -15,7 +15,6 @@ from . import checkpoint
 from .command_line import parse_tool_args, rebuild_flags
 from .errors import T2RUserError
 
-
 # --------------------------------------------------------------------------- the teacher checkpoint
 
 @dataclass
@@ -77,7 +76,7 @@ def load_dictionary(data: str, name: str):
     try:
         return Dictionary.load(path)
     except Exception as e:  # a truncated or hand-edited dictionary
-        raise T2RUserError(f"{path} is not a fairseq dictionary ({type(e).__name__}: {str(e)[:80]})")
+        raise T2RUserError(f"{path} is not a fairseq dictionary ({type(e).__name__}: {str(e)[:80]})") from None
 
 
 def check_data_dir(data: str):

@@ -29,10 +29,22 @@ from typing import Dict, List, Optional, Sequence
 from . import checkpoint
 from .command_line import parse_tool_args  # noqa: F401  (the recipes' scripts call recipes.parse_tool_args)
 from .errors import T2RUserError
+
 # the checks, under the names the recipes' scripts use (recipes.load_teacher, ...)
 from .recipe_checks import (  # noqa: F401
-    Teacher, check_data_dir, check_finetune_start, check_split, check_vocab, describe, gpu_count, load_dictionary,
-    load_teacher, model_flags, release, update_freq, vocab_size,
+    Teacher,
+    check_data_dir,
+    check_finetune_start,
+    check_split,
+    check_vocab,
+    describe,
+    gpu_count,
+    load_dictionary,
+    load_teacher,
+    model_flags,
+    release,
+    update_freq,
+    vocab_size,
 )
 
 USER_DIR = os.path.dirname(os.path.abspath(__file__))

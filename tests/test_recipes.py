@@ -13,18 +13,17 @@ from argparse import Namespace
 
 import pytest
 import torch
-
-import fairseq_t2r.models  # noqa: F401  registers the models, applies patches.py
 from fairseq import checkpoint_utils, options, tasks
 from fairseq.data import indexed_dataset
 from fairseq.models import ARCH_CONFIG_REGISTRY
 from fairseq.models.transformer_lm import TransformerLanguageModel, base_lm_architecture
+from tool_server import tools
+from utils import REPO, FakeTask, dictionary
 
+import fairseq_t2r.models  # noqa: F401  registers the models, applies patches.py
 from fairseq_t2r import recipes
 from fairseq_t2r.command_line import rebuild_flags
 from fairseq_t2r.errors import T2RUserError
-from tool_server import tools
-from utils import REPO, FakeTask, dictionary
 
 VOCAB = 60
 LM_TOKENS_PER_SAMPLE = 64

@@ -2,11 +2,11 @@
 import os
 from argparse import Namespace
 
-import fairseq_t2r.criterions  # noqa: F401  registers the criteria (and patches.py)
-import fairseq_t2r.models  # noqa: F401  registers the models
 from fairseq.data import Dictionary
 from fairseq.models.transformer_lm import TransformerLanguageModel, base_lm_architecture
 
+import fairseq_t2r.criterions  # noqa: F401  registers the criteria (and patches.py)
+import fairseq_t2r.models  # noqa: F401  registers the models
 from fairseq_t2r.models.t2r_transformer_lm import T2RTransformerLanguageModel
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -7,5 +7,4 @@ from .. import patches
 
 patches.apply()  # a criterion may load checkpoints (the teacher) in any fairseq tool
 
-from . import attention_transfer  # noqa: E402,F401  (registers t2r_attention_transfer)
-from . import distillation  # noqa: E402,F401  (registers t2r_distillation)
+from . import attention_transfer, distillation  # noqa: E402,F401  (register the two criteria)

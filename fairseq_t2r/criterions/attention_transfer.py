@@ -30,9 +30,9 @@ from fairseq.criterions import FairseqCriterion, register_criterion
 from fairseq.dataclass import FairseqDataclass
 from fairseq.logging import metrics
 
-from ..errors import T2RUserError
 from .. import patches
 from ..checkpoint import is_new_tensor
+from ..errors import T2RUserError
 from ..models import trainable
 from ..modules.transfer import recording
 

@@ -74,7 +74,8 @@ def main(argv=None):
     out = Path(args.out or f"runs/demo-{args.preset}").resolve()
 
     from ..machine import machine
-    from . import plan as plans, report
+    from . import plan as plans
+    from . import report
     from .presets import PRESETS
     from .runner import Runner
 

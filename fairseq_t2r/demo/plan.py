@@ -13,8 +13,7 @@ from pathlib import Path
 from typing import List, Optional
 
 from ..errors import T2RUserError
-from . import measure
-from . import presets
+from . import measure, presets
 from .presets import Preset
 from .runner import Step
 

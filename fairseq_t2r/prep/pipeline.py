@@ -15,8 +15,8 @@ import shutil
 import subprocess
 import sys
 import time
-from contextlib import contextmanager
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 
 from .corpora import PrepError, log

@@ -2,6 +2,7 @@
 refusal to mix settings, a failing step named with its log, bad input, and the runner alone."""
 import json
 import math
+
 import pytest
 import torch
 from tool_server import ToolServer, tools

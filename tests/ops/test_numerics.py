@@ -6,10 +6,10 @@ import torch
 from fairseq.modules import MultiheadAttention
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-from fairseq_t2r.modules import FEATURE_MAPS, T2RAttention
-from fairseq_t2r import ops
 from utils import step_by_step
+
+from fairseq_t2r import ops
+from fairseq_t2r.modules import FEATURE_MAPS, T2RAttention
 
 MAPS = sorted(FEATURE_MAPS)
 NONNEGATIVE_MAPS = [m for m in MAPS if m != "rfa"]  # rfa's sin/cos features can be negative

@@ -8,7 +8,7 @@ from fairseq_t2r.prep.lm import prepare_lm
 from fairseq_t2r.prep.mt import cli_main as mt_cli_main
 from fairseq_t2r.prep.mt import prepare_mt
 
-DATA = Path(__file__).parent / "data"
+DATA = Path(__file__).parent.parent / "data"
 
 
 def read(path):

@@ -16,7 +16,6 @@ from argparse import Namespace
 
 import pytest
 import torch
-
 from tool_server import ToolServer
 from utils import DATA, USER_DIR
 

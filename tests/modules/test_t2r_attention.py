@@ -3,10 +3,10 @@ recurrence, with padding and beam reordering, for every feature map, in float64 
 import pytest
 import torch
 from fairseq.modules import MultiheadAttention
-
-from fairseq_t2r.modules import FEATURE_MAPS, T2RAttention
-from fairseq_t2r import ops
 from utils import step_by_step
+
+from fairseq_t2r import ops
+from fairseq_t2r.modules import FEATURE_MAPS, T2RAttention
 
 TOL = {torch.float64: 1e-8, torch.float32: 1e-4}
 MAPS = sorted(FEATURE_MAPS)

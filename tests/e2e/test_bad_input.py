@@ -11,7 +11,6 @@ import random
 
 import pytest
 import torch
-
 from tool_server import TINY_MODEL, TINY_TRAIN, USER_DIR, tools
 
 T2R = ["--user-dir", USER_DIR, "--arch", "t2r_transformer_lm", *TINY_TRAIN, "--max-update", "1"]
@@ -74,7 +73,7 @@ USER_ERRORS = {
     # files that are not checkpoints
     "train_truncated": (lambda w: train(w, "--finetune-from-model", w["truncated"]),
                         ["truncated.pt is not a readable fairseq checkpoint", "pass a .pt file"]),
-    # (t2r-convert on missing files and random bytes: tests/test_swap.py)
+    # (t2r-convert on missing files and random bytes: tests/models/test_conversion.py)
     "eval_random_bytes": (lambda w: eval_lm(w, w["junk"]), ["junk.pt is not a readable fairseq checkpoint"]),
     "convert_truncated": (lambda w: convert(w["truncated"], "out.pt"), ["is not a readable fairseq checkpoint"]),
     # sizes that do not fit the t2r_ architecture

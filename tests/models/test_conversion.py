@@ -7,12 +7,12 @@ from argparse import Namespace
 import pytest
 import torch
 from fairseq.modules import MultiheadAttention
+from tool_server import tools
+from utils import lm_args, tiny_lm
 
 from fairseq_t2r.convert import convert
 from fairseq_t2r.errors import T2RUserError
 from fairseq_t2r.modules import T2RAttention
-from tool_server import tools
-from utils import lm_args, tiny_lm
 
 OPTIONS = {"t2r_feature_map": "t2r", "t2r_feature_dim": 8, "t2r_layers": None}
 

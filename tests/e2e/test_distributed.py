@@ -13,7 +13,6 @@ import socket
 
 import pytest
 import torch
-
 from tool_server import t2r_finetune_args, tools
 from utils import load_checkpoint as load
 

@@ -14,15 +14,14 @@ import pytest
 import torch
 from fairseq import checkpoint_utils
 from fairseq.modules import MultiheadAttention
+from tool_server import TINY_MODEL, TINY_TRAIN, USER_DIR, shared_lm, synthetic_text, tools
 
+from fairseq_t2r import ops, patches
 from fairseq_t2r.convert import convert
 from fairseq_t2r.criterions.attention_transfer import AttentionTransferCriterion
 from fairseq_t2r.criterions.distillation import DistillationCriterion
 from fairseq_t2r.errors import T2RUserError
-from fairseq_t2r import patches
 from fairseq_t2r.modules.t2r_attention import T2RAttention
-from fairseq_t2r import ops
-from tool_server import TINY_MODEL, TINY_TRAIN, USER_DIR, shared_lm, synthetic_text, tools
 
 LM_T2R = ["--user-dir", USER_DIR, "--arch", "t2r_transformer_lm", *TINY_MODEL, *TINY_TRAIN,
           "--t2r-feature-dim", "8", "--disable-validation", "--no-save-optimizer-state"]

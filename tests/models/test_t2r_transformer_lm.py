@@ -6,9 +6,9 @@ from argparse import Namespace
 import pytest
 import torch
 from fairseq.models import ARCH_CONFIG_REGISTRY, ARCH_MODEL_NAME_REGISTRY
+from utils import bit_equal, tiny_lm
 
 from fairseq_t2r.demo.measure import state_bytes
-from utils import bit_equal, tiny_lm
 
 
 def test_every_transformer_lm_arch_has_a_twin_with_the_same_defaults():

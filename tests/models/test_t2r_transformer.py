@@ -2,19 +2,16 @@
 cross-attention (left-padded sources, beam reorders, finished sentences dropped), constant
 incremental state, beam search against parallel re-scoring, and the swap from a checkpoint in
 the released pre-hydra format. Tiny random models only; the trained ones are in test_mt_e2e.py."""
-import argparse
-import math
 import os
 
 import pytest
 import torch
-
-import fairseq_t2r.models  # noqa: F401  (registers the models, applies patches.py)
 from fairseq import checkpoint_utils, options, search, tasks
 from fairseq.data import Dictionary
 from fairseq.models import ARCH_MODEL_NAME_REGISTRY
 from fairseq.sequence_generator import SequenceGenerator
 
+import fairseq_t2r.models  # noqa: F401  (registers the models, applies patches.py)
 from fairseq_t2r.errors import T2RUserError
 from fairseq_t2r.modules.t2r_attention import T2RAttention
 

@@ -6,10 +6,8 @@ import re
 
 import pytest
 import torch
-
 from tool_server import ToolServer, tools
 from utils import DATA, USER_DIR
-
 
 MODEL = [
     "--decoder-layers", "2", "--decoder-embed-dim", "64", "--decoder-input-dim", "64",

@@ -7,7 +7,6 @@ import time
 
 import pytest
 import torch
-
 from tool_server import t2r_finetune_args, tools
 from utils import load_checkpoint as load
 
