@@ -7,7 +7,6 @@ Writes ``OUT/{train,valid,test}.{raw,tok,bpe}``, ``OUT/bpe.codes`` and the fairs
 in ``OUT/bin`` (``fairseq-preprocess --only-source --task language_modeling``).
 """
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -81,11 +80,7 @@ def prepare_lm(out, text_file=None, max_lines=None, bpe_merges=pipeline.DEFAULT_
 
     stats["splits"] = {name: {"lines": len(part), "words": pipeline.count_words(t for _, t in part)}
                        for name, part in splits.items()}
-    stats["bpe_merges"] = bpe_merges
-    stats["dict_size"] = pipeline.dict_size(bin_dir)
-    stats["seed"] = seed
-    stats["prep_seconds"] = round(time.time() - t0, 1)
-    (out / "stats.json").write_text(json.dumps(stats, indent=1) + "\n")
+    pipeline.write_stats(out, stats, bin_dir, bpe_merges=bpe_merges, seed=seed, started=t0)
     if verbose:
         print(format_stats(stats, bin_dir))
     return bin_dir

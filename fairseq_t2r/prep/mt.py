@@ -7,7 +7,6 @@ Writes ``OUT/{train,valid,test}.{raw,tok,bpe}.{en,de}``, joint ``OUT/bpe.codes``
 fairseq binaries in ``OUT/bin`` (``fairseq-preprocess --joined-dictionary``).
 """
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -81,11 +80,7 @@ def prepare_mt(out, src_file=None, tgt_file=None, max_pairs=None, bpe_merges=pip
         name: {"pairs": len(part), f"{SRC}_words": pipeline.count_words(it[2] for it in part),
                f"{TGT}_words": pipeline.count_words(it[3] for it in part)}
         for name, part in splits.items()}
-    stats["bpe_merges"] = bpe_merges
-    stats["dict_size"] = pipeline.dict_size(bin_dir, f"dict.{SRC}.txt")
-    stats["seed"] = seed
-    stats["prep_seconds"] = round(time.time() - t0, 1)
-    (out / "stats.json").write_text(json.dumps(stats, indent=1) + "\n")
+    pipeline.write_stats(out, stats, bin_dir, bpe_merges=bpe_merges, seed=seed, started=t0, dict_name=f"dict.{SRC}.txt")
     if verbose:
         print(format_stats(stats, bin_dir))
     return bin_dir

@@ -232,3 +232,19 @@ def dict_size(destdir, name="dict.txt"):
     path = Path(destdir) / name
     with open(path, encoding="utf-8") as f:
         return sum(1 for _ in f)
+
+
+def write_stats(out: Path, stats: dict, bin_dir: Path, *, bpe_merges: int, seed: int, started: float,
+                dict_name: str = "dict.txt") -> dict:
+    """Add what every preparation records (BPE merges, dictionary size, seed, seconds) to ``stats``
+    and write ``out/stats.json`` (atomically: a killed run leaves the previous file or none)."""
+    import json
+
+    from ..checkpoint import atomic_write
+
+    stats["bpe_merges"] = bpe_merges
+    stats["dict_size"] = dict_size(bin_dir, dict_name)
+    stats["seed"] = seed
+    stats["prep_seconds"] = round(time.time() - started, 1)
+    atomic_write(out / "stats.json", json.dumps(stats, indent=1) + "\n")
+    return stats
