@@ -1,0 +1,113 @@
+"""The chunked exact form of the (gated) delta rule for training: chunks of C positions, the
+state carried from chunk to chunk, memory linear in T, plain torch ops under autograd (no
+hand-written backward). The rule and its conventions are in ``delta.py``.
+
+The algebra (the WY / UT representation, as in DeltaNet's chunked form). Within a chunk, let S0
+be the state before it, c_t = sum_{s <= t} log g_s (within the chunk), G_t = exp(c_t) and
+Gam[t, j] = exp(c_t - c_j) for j <= t (0 above the diagonal). Writing each update as
+S_t = g_t S_{t-1} + k_t w_t^T, the delta rule's corrected value is
+
+    w_t = beta_t (v_t - g_t S_{t-1}^T k_t)
+        = beta_t (v_t - G_t S0^T k_t - sum_{j < t} Gam[t, j] (k_t . k_j) w_j),
+
+a unit lower-triangular system: (I + A) W = diag(beta) V - diag(beta G) K S0 with
+A[t, j] = beta_t Gam[t, j] (k_t . k_j) for j < t. One triangular solve per chunk, independent of
+S0, gives U = (I + A)^-1 diag(beta) V and Wk = (I + A)^-1 diag(beta G) K, so that W = U - Wk S0;
+then
+
+    out_t = G_t q_t^T S0 + sum_{j <= t} Gam[t, j] (q_t . k_j) w_j
+    S_C   = G_C S0 + sum_j Gam[C, j] k_j w_j^T.
+
+Everything but the three (C, F) x (F, D) products per chunk that involve S0 is computed for all
+chunks at once; only those run chunk after chunk. Decays are only ever exponentials of
+differences c_t - c_j <= 0 (never a division by a cumulative product, which underflows), and
+the solve, the state and the sums are in fp32 for half-precision inputs.
+"""
+from typing import Optional
+
+import torch
+import torch.nn.functional as nnf
+from torch import Tensor
+
+from .common import DEFAULT_CHUNK_SIZE, autocast_off, compute_dtype
+from .delta import DEFAULT_NORM_EPS, check_delta_inputs, l2_normalize
+
+
+@autocast_off
+def delta_chunked(
+    phi_q: Tensor,
+    phi_k: Tensor,
+    v: Tensor,
+    beta: Tensor,
+    gate: Optional[Tensor] = None,
+    eps: float = DEFAULT_NORM_EPS,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    initial_state: Optional[Tensor] = None,
+    return_state: bool = False,
+):
+    """The (gated) delta rule over a sequence, exactly, in chunks. phi_q/phi_k (B, H, T, F),
+    v (B, H, T, D), beta (B, H, T) in (0, 1), gate (B, H, T) in (0, 1] or None -> out
+    (B, H, T, D) in v's dtype, unnormalised; with ``return_state`` (out, state (B, H, F, D)).
+    ``initial_state``: the state of the tokens before these (as ``delta_step`` keeps it)."""
+    check_delta_inputs(phi_q, phi_k, v, beta, gate)
+    if chunk_size < 1:
+        raise ValueError(f"delta rule: chunk_size must be >= 1, got {chunk_size}")
+    B, H, T, F = phi_k.shape
+    D = v.size(-1)
+    ct = compute_dtype(v.dtype)
+    if initial_state is None:
+        S = v.new_zeros(B, H, F, D, dtype=ct)
+    else:
+        S = initial_state.to(ct)
+    if T == 0:
+        out = v.new_zeros(B, H, 0, D)
+        return (out, S) if return_state else out
+    C = min(chunk_size, T)
+    chunks = _chunk_tensors(phi_q, phi_k, v, beta, gate, eps, C, ct)
+    outs = []
+    for qg, qk, u, wk, kd, g_end in zip(*chunks):
+        w = u - torch.matmul(wk, S)  # (B, H, C, D): this chunk's corrected values
+        outs.append(torch.matmul(qg, S) + torch.matmul(qk, w))
+        if gate is not None:
+            S = g_end[..., None, None] * S
+        S = S + torch.matmul(kd.transpose(-1, -2), w)
+    out = torch.stack(outs, dim=2).reshape(B, H, -1, D)[:, :, :T].to(v.dtype)
+    return (out, S) if return_state else out
+
+
+def _chunk_tensors(phi_q, phi_k, v, beta, gate, eps, C, ct):
+    """Everything that does not depend on the carried state, for all chunks at once. Returns
+    per-chunk sequences (unbound along the chunk dim) of qg = G q (C, F), qk = Gam * (q k^T)
+    (C, C), u = U (C, D), wk = Wk (C, F), kd = Gam[C, :] k (C, F), g_end = G_C ()."""
+    B, H, T, F = phi_k.shape
+    pad = (-T) % C
+    n = (T + pad) // C
+    # padded tail: zero features (no erase, no write), beta 0 and log-gate 0 (no decay)
+    q = nnf.pad(l2_normalize(phi_q.to(ct), eps), (0, 0, 0, pad)).reshape(B, H, n, C, F)
+    k = nnf.pad(l2_normalize(phi_k.to(ct), eps), (0, 0, 0, pad)).reshape(B, H, n, C, F)
+    vc = nnf.pad(v.to(ct), (0, 0, 0, pad)).reshape(B, H, n, C, -1)
+    b = nnf.pad(beta.to(ct), (0, pad)).reshape(B, H, n, C, 1)
+    incl = torch.ones(C, C, dtype=torch.bool, device=v.device).tril_()
+    if gate is None:
+        G = None
+        gam = incl.to(ct)
+    else:
+        c = nnf.pad(torch.log(gate.to(ct)), (0, pad)).reshape(B, H, n, C).cumsum(-1)
+        G = torch.exp(c).unsqueeze(-1)  # (B, H, n, C, 1)
+        gam = torch.exp((c.unsqueeze(-1) - c.unsqueeze(-2)).masked_fill(~incl, float("-inf")))
+    kk = torch.matmul(k, k.transpose(-1, -2))
+    # I + A, A strictly lower (gam is 0 above the diagonal; its diagonal is replaced by ones)
+    eye = torch.eye(C, dtype=ct, device=v.device)
+    a = (b * gam * kk) * (1.0 - eye) + eye
+    rhs = torch.cat([b * vc, b * k if G is None else (b * G) * k], dim=-1)
+    sol = torch.linalg.solve_triangular(a, rhs, upper=False, unitriangular=True)
+    u, wk = sol.split([vc.size(-1), F], dim=-1)
+    qk = gam * torch.matmul(q, k.transpose(-1, -2))
+    if G is None:
+        qg, kd = q, k
+        g_end = torch.ones(B, H, n, dtype=ct, device=v.device)
+    else:
+        qg = G * q
+        kd = gam[..., -1, :].unsqueeze(-1) * k  # Gam[C, j] = exp(c_C - c_j)
+        g_end = G[..., -1, 0]
+    return tuple(t.unbind(2) for t in (qg, qk, u, wk, kd, g_end))
