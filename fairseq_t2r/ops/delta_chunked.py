@@ -63,22 +63,28 @@ def delta_chunked(
         out = v.new_zeros(B, H, 0, D)
         return (out, S) if return_state else out
     C = min(chunk_size, T)
-    chunks = _chunk_tensors(phi_q, phi_k, v, beta, gate, eps, C, ct)
-    outs = []
-    for qg, qk, u, wk, kd, g_end in zip(*chunks):
-        w = u - torch.matmul(wk, S)  # (B, H, C, D): this chunk's corrected values
-        outs.append(torch.matmul(qg, S) + torch.matmul(qk, w))
-        if gate is not None:
-            S = g_end[..., None, None] * S
-        S = S + torch.matmul(kd.transpose(-1, -2), w)
-    out = torch.stack(outs, dim=2).reshape(B, H, -1, D)[:, :, :T].to(v.dtype)
+    qg, qk, u, wk, kd, g_end = _chunk_tensors(phi_q, phi_k, v, beta, gate, eps, C, ct)
+    # the only sequential part: carry the state across chunks (two small products per chunk);
+    # unbind, not indexing: one backward node for all chunks instead of a full-size zero tensor each
+    starts, ws = [], []
+    g_ends = g_end.unbind(2) if gate is not None else [None] * u.size(2)
+    for u_i, wk_i, kd_i, g_i in zip(u.unbind(2), wk.unbind(2), kd.unbind(2), g_ends):
+        w = u_i - torch.matmul(wk_i, S)  # (B, H, C, D): this chunk's corrected values
+        starts.append(S)
+        ws.append(w)
+        if g_i is not None:
+            S = g_i[..., None, None] * S
+        S = S + torch.matmul(kd_i.transpose(-1, -2), w)
+    # every chunk's output at once, from the state before it and its corrected values
+    out = torch.matmul(qg, torch.stack(starts, 2)) + torch.matmul(qk, torch.stack(ws, 2))
+    out = out.reshape(B, H, -1, D)[:, :, :T].to(v.dtype)
     return (out, S) if return_state else out
 
 
 def _chunk_tensors(phi_q, phi_k, v, beta, gate, eps, C, ct):
-    """Everything that does not depend on the carried state, for all chunks at once. Returns
-    per-chunk sequences (unbound along the chunk dim) of qg = G q (C, F), qk = Gam * (q k^T)
-    (C, C), u = U (C, D), wk = Wk (C, F), kd = Gam[C, :] k (C, F), g_end = G_C ()."""
+    """Everything that does not depend on the carried state, for all chunks at once, laid out
+    (B, H, n, C, *): qg = G q (C, F), qk = Gam * (q k^T) (C, C), u = U (C, D), wk = Wk (C, F),
+    kd = Gam[C, :] k (C, F); and g_end = G_C (B, H, n) (None without a gate)."""
     B, H, T, F = phi_k.shape
     pad = (-T) % C
     n = (T + pad) // C
@@ -88,26 +94,21 @@ def _chunk_tensors(phi_q, phi_k, v, beta, gate, eps, C, ct):
     vc = nnf.pad(v.to(ct), (0, 0, 0, pad)).reshape(B, H, n, C, -1)
     b = nnf.pad(beta.to(ct), (0, pad)).reshape(B, H, n, C, 1)
     incl = torch.ones(C, C, dtype=torch.bool, device=v.device).tril_()
-    if gate is None:
-        G = None
-        gam = incl.to(ct)
-    else:
+    G = gam = None
+    if gate is not None:
         c = nnf.pad(torch.log(gate.to(ct)), (0, pad)).reshape(B, H, n, C).cumsum(-1)
         G = torch.exp(c).unsqueeze(-1)  # (B, H, n, C, 1)
         gam = torch.exp((c.unsqueeze(-1) - c.unsqueeze(-2)).masked_fill(~incl, float("-inf")))
     kk = torch.matmul(k, k.transpose(-1, -2))
-    # I + A, A strictly lower (gam is 0 above the diagonal; its diagonal is replaced by ones)
+    # I + A, A strictly lower
     eye = torch.eye(C, dtype=ct, device=v.device)
-    a = (b * gam * kk) * (1.0 - eye) + eye
+    a = (b * (kk if gam is None else gam * kk)).masked_fill(~incl.tril(-1), 0.0) + eye
     rhs = torch.cat([b * vc, b * k if G is None else (b * G) * k], dim=-1)
     sol = torch.linalg.solve_triangular(a, rhs, upper=False, unitriangular=True)
     u, wk = sol.split([vc.size(-1), F], dim=-1)
-    qk = gam * torch.matmul(q, k.transpose(-1, -2))
+    qk = torch.matmul(q, k.transpose(-1, -2))
+    qk = qk.masked_fill(~incl, 0.0) if G is None else gam * qk
     if G is None:
-        qg, kd = q, k
-        g_end = torch.ones(B, H, n, dtype=ct, device=v.device)
-    else:
-        qg = G * q
-        kd = gam[..., -1, :].unsqueeze(-1) * k  # Gam[C, j] = exp(c_C - c_j)
-        g_end = G[..., -1, 0]
-    return tuple(t.unbind(2) for t in (qg, qk, u, wk, kd, g_end))
+        return q, qk, u, wk, k, None
+    kd = gam[..., -1, :].unsqueeze(-1) * k  # Gam[C, j] = exp(c_C - c_j)
+    return G * q, qk, u, wk, kd, G[..., -1, 0]
