@@ -62,6 +62,7 @@ from .common import (  # noqa: F401
     mask_padded_keys,
 )
 from .delta import (  # noqa: F401
+    DEFAULT_DELTA_CHUNK_SIZE,
     DEFAULT_NORM_EPS,
     delta_step,
     empty_delta_state,

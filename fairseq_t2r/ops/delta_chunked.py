@@ -11,9 +11,10 @@ S_t = g_t S_{t-1} + k_t w_t^T, the delta rule's corrected value is
         = beta_t (v_t - G_t S0^T k_t - sum_{j < t} Gam[t, j] (k_t . k_j) w_j),
 
 a unit lower-triangular system: (I + A) W = diag(beta) V - diag(beta G) K S0 with
-A[t, j] = beta_t Gam[t, j] (k_t . k_j) for j < t. One triangular solve per chunk, independent of
-S0, gives U = (I + A)^-1 diag(beta) V and Wk = (I + A)^-1 diag(beta G) K, so that W = U - Wk S0;
-then
+A[t, j] = beta_t Gam[t, j] (k_t . k_j) for j < t. Independent of S0, for every chunk at once:
+the inverse of I + A by one triangular solve (against the identity: on CPU two (C, C) products
+after a C-column solve are faster than a (D + F)-column solve), U = (I + A)^-1 diag(beta) V and
+Wk = (I + A)^-1 diag(beta G) K, so that W = U - Wk S0; then
 
     out_t = G_t q_t^T S0 + sum_{j <= t} Gam[t, j] (q_t . k_j) w_j
     S_C   = G_C S0 + sum_j Gam[C, j] k_j w_j^T.
@@ -29,8 +30,8 @@ import torch
 import torch.nn.functional as nnf
 from torch import Tensor
 
-from .common import DEFAULT_CHUNK_SIZE, autocast_off, compute_dtype
-from .delta import DEFAULT_NORM_EPS, check_delta_inputs, l2_normalize
+from .common import autocast_off, compute_dtype
+from .delta import DEFAULT_DELTA_CHUNK_SIZE, DEFAULT_NORM_EPS, check_delta_inputs, l2_normalize
 
 
 @autocast_off
@@ -41,7 +42,7 @@ def delta_chunked(
     beta: Tensor,
     gate: Optional[Tensor] = None,
     eps: float = DEFAULT_NORM_EPS,
-    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    chunk_size: int = DEFAULT_DELTA_CHUNK_SIZE,
     initial_state: Optional[Tensor] = None,
     return_state: bool = False,
 ):
@@ -103,9 +104,9 @@ def _chunk_tensors(phi_q, phi_k, v, beta, gate, eps, C, ct):
     # I + A, A strictly lower
     eye = torch.eye(C, dtype=ct, device=v.device)
     a = (b * (kk if gam is None else gam * kk)).masked_fill(~incl.tril(-1), 0.0) + eye
-    rhs = torch.cat([b * vc, b * k if G is None else (b * G) * k], dim=-1)
-    sol = torch.linalg.solve_triangular(a, rhs, upper=False, unitriangular=True)
-    u, wk = sol.split([vc.size(-1), F], dim=-1)
+    inv = torch.linalg.solve_triangular(a, eye.expand_as(a), upper=False, unitriangular=True)
+    u = torch.matmul(inv * b.transpose(-1, -2), vc)
+    wk = torch.matmul(inv * (b if G is None else b * G).transpose(-1, -2), k)
     qk = torch.matmul(q, k.transpose(-1, -2))
     qk = qk.masked_fill(~incl, 0.0) if G is None else gam * qk
     if G is None:
