@@ -100,6 +100,13 @@ def delta_step(
         S = S.mul_(g) if inplace else S * g
     # the write: beta * (v - what the forgotten state returns for k), stored along k
     delta = b * (v.to(ct) - torch.matmul(k, S))  # (B, H, 1, D)
-    update = torch.matmul(k.transpose(-1, -2), delta)  # (B, H, F, D): outer product
-    S = S.add_(update) if inplace else S + update
+    # the outer product k delta^T added by one batched product (no (F, D) temporary)
+    B, H, F, D = S.shape
+    kt, d = k.transpose(-1, -2).reshape(B * H, F, 1), delta.reshape(B * H, 1, D)
+    if not inplace:
+        S = torch.baddbmm(S.reshape(B * H, F, D), kt, d).view(B, H, F, D)
+    elif S.is_contiguous():
+        S.view(B * H, F, D).baddbmm_(kt, d)
+    else:
+        S.add_(torch.matmul(kt, d).view(B, H, F, D))
     return torch.matmul(q, S).to(v.dtype), S

@@ -53,6 +53,10 @@ def test_chunked_and_steps_equal_reference(T, gated):
         S0 = ops.empty_delta_state(k, v)
         out, S = by_steps(q, k, v, beta, gate, state=S0, inplace=True)
     assert S is S0 and close(out, ref) and close(S, S_ref)
+    with torch.no_grad():  # a non-contiguous state (e.g. a strided view) is updated in place too
+        S0 = ops.empty_delta_state(k, v).transpose(0, 1).contiguous().transpose(0, 1)
+        out, S = by_steps(q, k, v, beta, gate, state=S0, inplace=True)
+    assert S is S0 and not S.is_contiguous() and close(out, ref) and close(S, S_ref)
 
 
 @pytest.mark.parametrize("gated", [False, True])
