@@ -35,6 +35,14 @@ The files, one per form, all forms exact and interchangeable:
   quadratic up to ``QUADRATIC_MAX_LEN`` or with weight dropout, else fla when enabled on CUDA,
   else chunked.
 - ``softmax.py``: ``softmax_attention``, the target attention transfer fits the linear forms to.
+- ``delta.py`` (+ ``delta_chunked.py``, ``reference_delta.py``): the delta rule and the gated
+  delta rule (DeltaNet / Gated DeltaNet), S_i = g_i (I - beta_i k_i k_i^T) S_{i-1} +
+  beta_i k_i v_i^T with L2-normalised features, out_i = S_i^T q_i unnormalised (no z: the
+  module applies an RMS norm). One signature ``(phi_q, phi_k, v, beta, gate=None, eps=...,
+  chunk_size=..., initial_state=None, return_state=False)``, beta/gate (B, H, T), state
+  (B, H, F, D): ``delta_reference`` (token by token), ``delta_chunked`` (WY form, training),
+  ``delta_step`` (one token, ``state=``), ``empty_delta_state``, ``mask_padded_gate`` (padded
+  positions: zero features and gate 1).
 
 A new state update (decay, gates, delta rule) arrives as a new file, e.g. ``decay.py``, holding
 its forms under the same signature with its per-token tensors after v:
@@ -53,10 +61,20 @@ from .common import (  # noqa: F401
     compute_dtype,
     mask_padded_keys,
 )
+from .delta import (  # noqa: F401
+    DEFAULT_DELTA_CHUNK_SIZE,
+    DEFAULT_NORM_EPS,
+    delta_step,
+    empty_delta_state,
+    l2_normalize,
+    mask_padded_gate,
+)
+from .delta_chunked import delta_chunked  # noqa: F401
 from .dispatch import QUADRATIC_MAX_LEN, causal_parallel, parallel_form  # noqa: F401
 from .fla import causal_fla, fla_kernel  # noqa: F401
 from .fused_relu import causal_relu_from_input  # noqa: F401
 from .quadratic import causal_quadratic, linear_attention_weights, noncausal  # noqa: F401
 from .recurrent import attend_state, empty_state, recurrent_step, summarize_keys  # noqa: F401
 from .reference import causal_reference, noncausal_reference  # noqa: F401
+from .reference_delta import delta_reference  # noqa: F401
 from .softmax import softmax_attention  # noqa: F401

@@ -1,0 +1,136 @@
+#!/usr/bin/env python
+"""The delta rule's cost against the additive state, on the attention core alone (``ops``
+functions on given features; no projections, no norm), fp32 CPU, 8 heads, feature size 32,
+head dim 64 (the paper's base model):
+
+- training: forward + backward of ``ops.delta_chunked`` (ungated and gated; beta and gate
+  require grad, as the module's would) against ``ops.causal_chunked``, batch 1, per length;
+  ``--chunks`` times the delta forms at several chunk sizes;
+- decoding: one ``ops.delta_step`` (out of place and in place, ungated and gated) against one
+  ``ops.recurrent_step``, batch 8, under no_grad (the cost does not depend on the context).
+
+Variants interleaved per length, the order alternating between repeats, medians reported.
+
+    python benchmarks/delta_speed.py --threads 1 --clock cpu            # 1024, 4096
+    python benchmarks/delta_speed.py --lengths 1024 --chunks 32,64,128
+"""
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import torch
+
+from fairseq_t2r import ops
+
+H, F, D = 8, 32, 64
+
+
+def interleaved(fns, repeats, clock):
+    times = {n: [] for n in fns}
+    names = list(fns)
+    for r in range(repeats):
+        for n in names if r % 2 == 0 else names[::-1]:
+            t0 = clock()
+            fns[n]()
+            times[n].append(clock() - t0)
+    return {n: 1000 * statistics.median(t) for n, t in times.items()}
+
+
+def inputs(B, T, seed=0, grad=True):
+    g = torch.Generator().manual_seed(seed)
+    q = torch.relu(torch.randn(B, H, T, F, generator=g))
+    k = torch.relu(torch.randn(B, H, T, F, generator=g))
+    v = torch.randn(B, H, T, D, generator=g)
+    beta = torch.sigmoid(torch.randn(B, H, T, generator=g))
+    gate = torch.sigmoid(torch.randn(B, H, T, generator=g) + 3)
+    return [x.requires_grad_(grad) for x in (q, k, v, beta, gate)]
+
+
+def fwd_bwd(f):
+    def run():
+        out = f()
+        out.backward(torch.ones_like(out))
+
+    return run
+
+
+def projections(T):
+    """What a layer adds around the core, to put the core's figures in proportion: the four
+    512 x 512 projections (q, k, v, out) of T tokens, forward + backward."""
+    x = torch.randn(T, H * D, requires_grad=True)
+    lin = [torch.nn.Linear(H * D, H * D) for _ in range(4)]
+    return fwd_bwd(lambda: sum(m(x) for m in lin))
+
+
+def training(lengths, chunks, repeats, clock):
+    rows = []
+    for T in lengths:
+        q, k, v, beta, gate = inputs(1, T, seed=T)
+        fns = {"projections": projections(T), "additive": fwd_bwd(lambda: ops.causal_chunked(q, k, v))}
+        for C in chunks:
+            fns[f"delta C={C}"] = fwd_bwd(lambda C=C: ops.delta_chunked(q, k, v, beta, chunk_size=C))
+            fns[f"gated-delta C={C}"] = fwd_bwd(lambda C=C: ops.delta_chunked(q, k, v, beta, gate, chunk_size=C))
+        for f in fns.values():
+            f()
+        ms = interleaved(fns, repeats, clock)
+        proj = ms.pop("projections")
+        ratio = {n: m / ms["additive"] for n, m in ms.items()}
+        # a layer's ratio, estimated: (projections + core) / (projections + additive core)
+        layer = {n: (proj + m) / (proj + ms["additive"]) for n, m in ms.items()}
+        rows.append({"length": T, "ms": ms, "projections_ms": proj, "ratio": ratio, "layer_ratio_estimate": layer})
+        print(f"train T={T:>5}: projections {proj:.1f} ms; core " + ", ".join(
+            f"{n} {m:.1f} ms ({ratio[n]:.2f}x, layer ~{layer[n]:.2f}x)" for n, m in ms.items()), flush=True)
+    return rows
+
+
+def decoding(batch, repeats, clock):
+    with torch.no_grad():
+        q, k, v, beta, gate = (x[:, :, :1] for x in inputs(batch, 1, grad=False))
+        additive_state = (torch.rand(batch, H, F, D), torch.rand(batch, H, F) + 1)
+        S = torch.randn(batch, H, F, D)
+        fns = {
+            "additive": lambda: ops.recurrent_step(q, k, v, additive_state),
+            "delta": lambda: ops.delta_step(q, k, v, beta, state=S),
+            "delta inplace": lambda: ops.delta_step(q, k, v, beta, state=S, inplace=True),
+            "gated-delta": lambda: ops.delta_step(q, k, v, beta, gate, state=S),
+            "gated-delta inplace": lambda: ops.delta_step(q, k, v, beta, gate, state=S, inplace=True),
+        }
+        for f in fns.values():
+            f()
+        per_call = 100  # one step is ~tens of microseconds: time 100 in a row
+        ms = interleaved({n: (lambda f=f: [f() for _ in range(per_call)]) for n, f in fns.items()}, repeats, clock)
+        us = {n: 1000 * m / per_call for n, m in ms.items()}
+    print(f"step B={batch}: " + ", ".join(f"{n} {u:.1f} us ({u / us['additive']:.2f}x)" for n, u in us.items()), flush=True)
+    return {"batch": batch, "us": us, "ratio": {n: u / us["additive"] for n, u in us.items()}}
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--lengths", default="1024,4096")
+    p.add_argument("--chunks", default="64")
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--batch", type=int, default=8, help="decoding batch")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--clock", choices=["wall", "cpu"], default="wall")
+    p.add_argument("--json", help="write the figures here")
+    a = p.parse_args()
+    torch.set_num_threads(a.threads)
+    clock = time.process_time if a.clock == "cpu" else time.perf_counter
+    result = {
+        "threads": a.threads,
+        "clock": a.clock,
+        "training": training([int(x) for x in a.lengths.split(",")], [int(x) for x in a.chunks.split(",")], a.repeats, clock),
+        "decoding": decoding(a.batch, a.repeats, clock),
+    }
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump(result, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
