@@ -16,6 +16,9 @@ Initialisation (so that the swapped model starts as close to additive T2R as eac
   head_dim / G channels (G = 1 or F), so it depends on x from the start.
 - rms: weight 1.
 
+Attention-weight dropout (--attention-dropout) needs the (T, T) weights, which only the paper's
+quadratic form builds: self-attention with another state trains without it.
+
 The new tensors live in this module (``<attn>.state_update.*``: ``decay_logit``, ``gate_proj``,
 ``norm_weight``), which ``checkpoint.is_new_tensor`` recognises; the additive state with the sum
 normaliser has none, so the paper's models and checkpoints are unchanged.
