@@ -94,7 +94,10 @@ class StateUpdate(nn.Module):
                 self.decay_logit = nn.Parameter(logit)
         if state == "gate" and self.gate_source == "projection":
             embed_dim = num_heads * head_dim
-            self.gate_proj = nn.Linear(embed_dim, num_heads * self.groups)
+            # its init is overwritten below: keep the random stream, so that a swap with the same seed
+            # draws the same feature maps whatever the state update
+            with torch.random.fork_rng(devices=[]):
+                self.gate_proj = nn.Linear(embed_dim, num_heads * self.groups)
             # logsigmoid(b) / tau = log NEAR_ONE  <=>  b = -log(expm1(-tau log NEAR_ONE))
             bias = -math.log(math.expm1(-self.tau * math.log(NEAR_ONE)))
             with torch.no_grad():
