@@ -8,7 +8,7 @@
   markers, prepared corpora) appears whole or not at all.
 - ``mark_state_dict`` / ``MARKER_KEY``: the ``RequiresUserDir`` marker every T2R checkpoint carries.
 - ``is_new_tensor(name)``: the one rule for which tensors a T2R model may have that its softmax
-  checkpoint lacks (the feature maps).
+  checkpoint lacks (the feature maps, and the state update's decays, gates and norm weights).
 
 fairseq is imported only inside the functions that need it, torch likewise: the data preparation
 tools write through ``atomic_write`` without paying either import.
@@ -24,13 +24,14 @@ from .errors import RequiresUserDir, T2RUserError
 # key of the marker in a checkpoint's top level (t2r-convert) and in the model state dict's
 # metadata (every T2R model, see mark_state_dict)
 MARKER_KEY = "fairseq_t2r"
-NEW_TENSOR_PART = ".feature_map."
+NEW_TENSOR_PARTS = (".feature_map.", ".state_update.")  # modules/feature_maps.py, modules/state_update.py
 
 
 def is_new_tensor(name: str) -> bool:
-    """True for the tensors a swap adds (feature maps): the only ones a softmax checkpoint may
-    lack, the only ones attention transfer trains, the only ones t2r-convert initialises."""
-    return NEW_TENSOR_PART in "." + name
+    """True for the tensors a swap adds (feature maps; decays, gates, norm weights of a
+    non-additive state): the only ones a softmax checkpoint may lack, the only ones attention
+    transfer trains, the only ones t2r-convert initialises."""
+    return any(part in "." + name for part in NEW_TENSOR_PARTS)
 
 
 def mark_state_dict(module, state_dict, prefix, local_metadata):

@@ -20,6 +20,7 @@ from fairseq.dataclass.utils import gen_parser_from_dataclass
 from fairseq.utils import safe_getattr
 
 from .modules.feature_maps import FEATURE_MAPS
+from .modules.state_update import DECAY_INITS, GATE_SHAPES, GATE_SOURCES, NORMS, STATES
 
 TRAINABLE_CHOICES = ["all", "attention", "feature-map"]
 
@@ -41,6 +42,34 @@ class SwapConfig(FairseqDataclass):
         default=None,
         metadata={"help": "comma-separated decoder layer indices to convert (0-based), e.g. '0,2,4'; "
                   "default: all. The other layers keep softmax attention (a hybrid model)"},
+    )
+    # the state update of converted self-attention (modules/state_update.py); cross-attention
+    # keeps T2R's additive source summary
+    t2r_state: ChoiceEnum(STATES) = field(
+        default="additive",
+        metadata={"help": "state update of converted self-attention: additive (T2R, the paper), decay (per-head "
+                  "S = g S + phi(k) v^T), gate (data-dependent g per head or feature, GLA), delta, gated-delta"},
+    )
+    t2r_norm: ChoiceEnum(NORMS) = field(
+        default="sum", metadata={"help": "output normaliser of self-attention: sum (T2R's clamped phi(q).z) or "
+                                 "rms (per-head RMS norm with a learned weight, as RetNet/SUPRA/fla)"}
+    )
+    t2r_decay_init: ChoiceEnum(DECAY_INITS) = field(
+        default="near-one", metadata={"help": "--t2r-state decay: per-head decays at the swap, near-one "
+                                      "(1 - 2^-12 every head: starts as additive T2R) or retnet (1 - 2^(-5-h))"}
+    )
+    t2r_decay_fixed: bool = field(
+        default=False, metadata={"help": "--t2r-state decay: keep the decays fixed (RetNet, SUPRA) instead of learning them"}
+    )
+    t2r_gate_source: ChoiceEnum(GATE_SOURCES) = field(
+        default="projection", metadata={"help": "--t2r-state gate: a new projection of x (initialised to a "
+                                        "near-one constant gate) or key (Liger: the key projection pooled, no new tensors)"}
+    )
+    t2r_gate_shape: ChoiceEnum(GATE_SHAPES) = field(
+        default="head", metadata={"help": "--t2r-state gate: one gate per head (scalar) or per feature (GLA)"}
+    )
+    t2r_gate_temperature: float = field(
+        default=16.0, metadata={"help": "--t2r-state gate: g = sigmoid(logits)^(1/temperature) (GLA's 16)"}
     )
 
 

@@ -16,6 +16,7 @@ from ..checkpoint import is_new_tensor, mark_state_dict
 from ..config import t2r_option
 from ..errors import T2RUserError
 from ..modules.feature_maps import build_feature_map
+from ..modules.state_update import StateUpdate
 from ..modules.t2r_attention import T2RAttention
 
 logger = logging.getLogger("fairseq_t2r")
@@ -37,6 +38,15 @@ class AttentionSpec(NamedTuple):
     head_dim: int
     feature_map: str
     feature_dim: int
+    state_options: dict = {}  # StateUpdate's options (self-attention; cross keeps the additive state)
+
+
+STATE_OPTIONS = ("state", "norm", "decay_init", "decay_fixed", "gate_source", "gate_shape", "gate_temperature")
+
+
+def state_options(args) -> dict:
+    """--t2r-state and its sub-options as StateUpdate's keyword arguments."""
+    return {name: t2r_option(args, "t2r_" + name) for name in STATE_OPTIONS}
 
 
 def parse_layers(spec, num_layers: int) -> List[int]:
@@ -64,7 +74,7 @@ def attention_specs(args, with_cross: bool) -> List[AttentionSpec]:
     cross = with_cross and not t2r_option(args, "t2r_no_cross")
     cross_dim = t2r_option(args, "t2r_cross_feature_dim") or dim
     for i in parse_layers(t2r_option(args, "t2r_layers"), num_layers):
-        specs.append(AttentionSpec(f"decoder.layers.{i}.self_attn", heads, head_dim, fmap, dim))
+        specs.append(AttentionSpec(f"decoder.layers.{i}.self_attn", heads, head_dim, fmap, dim, state_options(args)))
         if cross:
             specs.append(AttentionSpec(f"decoder.layers.{i}.encoder_attn", heads, head_dim, fmap, cross_dim))
     return specs
@@ -76,7 +86,8 @@ def convert_decoder(model, args, with_cross: bool):
         parent_path, attr = spec.path.rsplit(".", 1)
         parent = model.get_submodule(parent_path)
         with user_errors():
-            t2r = T2RAttention.from_softmax(getattr(parent, attr), spec.feature_map, spec.feature_dim)
+            t2r = T2RAttention.from_softmax(getattr(parent, attr), spec.feature_map, spec.feature_dim,
+                                            state_options=spec.state_options)
         setattr(parent, attr, t2r)
     if all(isinstance(layer.self_attn, T2RAttention) for layer in model.decoder.layers):
         patches.skip_future_mask(model.decoder)
@@ -87,13 +98,16 @@ def convert_decoder(model, args, with_cross: bool):
 
 
 def new_tensors(args, with_cross: bool) -> Dict[str, torch.Tensor]:
-    """Freshly initialised feature-map tensors for every converted module (for t2r-convert)."""
+    """Freshly initialised feature-map and state-update tensors for every converted module (for
+    t2r-convert)."""
     out = {}
     for spec in attention_specs(args, with_cross):
         with user_errors():
             fmap = build_feature_map(spec.feature_map, spec.num_heads, spec.head_dim, spec.feature_dim)
-        for name, tensor in fmap.state_dict().items():
-            out[f"{spec.path}.feature_map.{name}"] = tensor
+            update = StateUpdate(spec.num_heads, spec.head_dim, fmap.output_dim, **spec.state_options)
+        for part, module in (("feature_map", fmap), ("state_update", update)):
+            for name, tensor in module.state_dict().items():
+                out[f"{spec.path}.{part}.{name}"] = tensor
     return out
 
 

@@ -3,7 +3,9 @@
 Incremental state (batch-major, so beam search reorders it with index_select on dim 0):
 - causal self-attention: ``Sz`` (B, H, F, D + 1) = [S | z], the running sums S (F, D) and z (F)
   side by side, so that one matmul with phi(q) gives numerator and denominator; its size never
-  depends on how many tokens were consumed.
+  depends on how many tokens were consumed. A gated or decayed state (``state_update.py``)
+  scales [S | z] by its gate before each token adds (z forgets with S); a padded token neither
+  adds nor decays. With ``--t2r-norm rms`` z is kept but unused.
 - cross-attention: ``Sz_src`` (same layout), the source summary, computed once at the first step
   and reused; one per sentence rather than per hypothesis when ``set_beam_size`` was called
   (``src_group`` rows read each summary, see ``beam_groups.py``).
@@ -84,10 +86,22 @@ class IncrementalDecoding:
         else:
             # in place: the state tensor is this module's own (made here, or by the index_select
             # of reorder_incremental_state), and no autograd is recording
+            if self.state_update.state != "additive":
+                Sz.mul_(self._step_gate(query, key_padding_mask, Sz.dtype))
             Sz.addcmul_(phi_k.unsqueeze(-1), v1)
         F = Sz.size(2)
-        out = self._read_state(phi_q.reshape(B * H, 1, F), Sz.view(B * H, F, D + 1), query.dtype)
+        su = self.state_update
+        out = self._read_state(phi_q.reshape(B * H, 1, F), Sz.view(B * H, F, D + 1), query.dtype, su.normalize)
+        if not su.normalize:
+            out = su.finish(out.view(B, H, 1, D))
         return self._out_proj_step(out, B)
+
+    def _step_gate(self, query: Tensor, key_padding_mask: Optional[Tensor], dtype) -> Tensor:
+        """The factor (B, H, 1, 1) or (B, H, F, 1) that scales [S | z] before the token adds: the
+        gate of query (1, B, C), 1 where the token is padding."""
+        kpm = None if key_padding_mask is None else key_padding_mask[:, -1:]
+        g = self.state_update.log_gates(query, self.k_proj, kpm).to(dtype).exp()
+        return g.unsqueeze(-1) if g.dim() == 3 else g.transpose(-1, -2)
 
     def _cross_attention_step(self, query, key, value, key_padding_mask, incremental_state):
         Sz = self._source_summary(key, value, key_padding_mask, query, incremental_state)
@@ -102,12 +116,13 @@ class IncrementalDecoding:
         out = out.view(nsent, H, g, D1 - 1).transpose(1, 2)  # (nsent, g, H, D)
         return self._out_proj_step(out, B)
 
-    def _read_state(self, phi_q: Tensor, Sz: Tensor, dtype) -> Tensor:
-        """phi_q (N, R, F) against Sz (N, F, D + 1): (N, R, D) = num / max(den, eps)."""
+    def _read_state(self, phi_q: Tensor, Sz: Tensor, dtype, normalize: bool = True) -> Tensor:
+        """phi_q (N, R, F) against Sz (N, F, D + 1): (N, R, D) = num / max(den, eps) (num alone
+        without ``normalize``)."""
         if phi_q.dtype != Sz.dtype:
             phi_q = phi_q.to(Sz.dtype)
         nd = torch.bmm(phi_q, Sz)
-        out = nd[..., :-1] / nd[..., -1:].clamp_(min=self.eps)
+        out = nd[..., :-1] / nd[..., -1:].clamp_(min=self.eps) if normalize else nd[..., :-1]
         return out if out.dtype == dtype else out.to(dtype)
 
     def _out_proj_step(self, out: Tensor, B: int) -> Tensor:
@@ -121,7 +136,11 @@ class IncrementalDecoding:
         v = self._heads(self.v_proj(value))
         buf = self._get_input_buffer(incremental_state)
         state = split_state(buf["Sz"]) if "Sz" in buf else ops.empty_state(phi_k, v)
-        if phi_q.size(2) == 1:
+        if not self.state_update.is_paper:
+            out, (S, z) = self.state_update.parallel(
+                phi_q, phi_k, v, query, self.k_proj, key_padding_mask, self.eps, initial_state=state, return_state=True
+            )
+        elif phi_q.size(2) == 1:
             out, (S, z) = ops.recurrent_step(phi_q, phi_k, v, state, self.eps)
         else:  # several tokens at once (e.g. a prompt): parallel form continuing the state
             out, (S, z) = ops.causal_chunked(phi_q, phi_k, v, self.eps, initial_state=state, return_state=True)

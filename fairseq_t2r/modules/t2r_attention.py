@@ -1,7 +1,8 @@
 """T2RAttention: a drop-in replacement for fairseq's MultiheadAttention with linear attention.
 
 Same parameter names and shapes as MultiheadAttention (q_proj, k_proj, v_proj, out_proj), so a
-softmax checkpoint's tensors load unchanged; the only new tensors live in ``feature_map``.
+softmax checkpoint's tensors load unchanged; the only new tensors live in ``feature_map`` and
+``state_update``.
 The math is in ``fairseq_t2r.ops``; the module's jobs live in these files:
 
 - this file: construction and the parallel forward (training and scoring): projections, heads,
@@ -9,6 +10,9 @@ The math is in ``fairseq_t2r.ops``; the module's jobs live in these files:
   form runs, goes from the layer input in one op (``ops.causal_relu_from_input``: projection,
   relu and attention with the memory of one projection); other maps and short sequences project
   first and call ``ops.causal_parallel``; cross-attention calls ``ops.noncausal``.
+- ``state_update.py``: the state update of causal self-attention (``--t2r-state``: additive,
+  decay, gate) and its normaliser (``--t2r-norm``), with their new tensors; every state but the
+  paper's (additive, sum) trains through ``ops.causal_gated``.
 - ``decoding.py``: every call with an incremental state (one-token inference step, the [S | z]
   state layout per head, ``reorder_incremental_state``, ``set_beam_size``);
   ``beam_groups.py``: one cross-attention source summary per sentence under beam search.
@@ -28,6 +32,7 @@ from . import transfer
 from .decoding import IncrementalDecoding
 from .feature_maps import build_feature_map
 from .folding import FoldedProjections
+from .state_update import StateUpdate
 
 
 @with_incremental_state
@@ -45,7 +50,10 @@ class T2RAttention(IncrementalDecoding, transfer.Recordable, nn.Module):
         dropout: float = 0.0,
         encoder_decoder_attention: bool = False,
         eps: float = ops.DEFAULT_EPS,
+        state_options: Optional[dict] = None,
     ):
+        """``state_options``: StateUpdate's keyword arguments (state, norm, decay_init, ...) for
+        causal self-attention; cross-attention keeps the additive source summary."""
         super().__init__()
         self.embed_dim = embed_dim
         self.num_heads = num_heads
@@ -55,6 +63,9 @@ class T2RAttention(IncrementalDecoding, transfer.Recordable, nn.Module):
         self.scaling = self.head_dim ** -0.5
         self.q_proj, self.k_proj, self.v_proj, self.out_proj = q_proj, k_proj, v_proj, out_proj
         self.feature_map = build_feature_map(feature_map, num_heads, self.head_dim, feature_dim)
+        if encoder_decoder_attention and state_options and str(state_options.get("state", "additive")) != "additive":
+            raise ValueError("cross-attention keeps its source summary: --t2r-state applies to self-attention only")
+        self.state_update = StateUpdate(num_heads, self.head_dim, self.feature_map.output_dim, **(state_options or {}))
         self.dropout_module = FairseqDropout(dropout, module_name=self.__class__.__name__)
         self.encoder_decoder_attention = encoder_decoder_attention
         self.self_attention = not encoder_decoder_attention
@@ -69,7 +80,8 @@ class T2RAttention(IncrementalDecoding, transfer.Recordable, nn.Module):
         self.init_incremental_state()
 
     @classmethod
-    def from_softmax(cls, mha: MultiheadAttention, feature_map: str, feature_dim: int, eps=ops.DEFAULT_EPS):
+    def from_softmax(cls, mha: MultiheadAttention, feature_map: str, feature_dim: int, eps=ops.DEFAULT_EPS,
+                     state_options: Optional[dict] = None):
         """Build from a MultiheadAttention, taking over its projection modules as they are."""
         if mha.bias_k is not None or mha.add_zero_attn:
             raise ValueError("attention with --add-bias-kv / --add-zero-attn cannot be converted to T2R")
@@ -85,6 +97,7 @@ class T2RAttention(IncrementalDecoding, transfer.Recordable, nn.Module):
             dropout=mha.dropout_module.p,
             encoder_decoder_attention=mha.encoder_decoder_attention,
             eps=eps,
+            state_options=state_options,
         )
 
     def upgrade_state_dict_named(self, state_dict, name):
@@ -172,6 +185,10 @@ class T2RAttention(IncrementalDecoding, transfer.Recordable, nn.Module):
         if self.encoder_decoder_attention:
             phi_q, phi_k = self._phi_queries(query), self._phi_keys(key, key_padding_mask)
             out = ops.noncausal(phi_q, phi_k, self._heads(self.v_proj(value)), self.eps, self._weight_dropout())
+        elif not self.state_update.is_paper:
+            phi_q, phi_k = self._phi_queries_keys(query, key, key_padding_mask)
+            v = self._heads(self.v_proj(value))
+            out = self.state_update.parallel(phi_q, phi_k, v, query, self.k_proj, key_padding_mask, self.eps)
         else:
             phi_q, phi_k = self._phi_queries_keys(query, key, key_padding_mask)
             out = ops.causal_parallel(phi_q, phi_k, self._heads(self.v_proj(value)), self.eps, self._weight_dropout())
@@ -181,9 +198,11 @@ class T2RAttention(IncrementalDecoding, transfer.Recordable, nn.Module):
 
     def _fused_from_input(self, query, key, value) -> bool:
         """Whether this parallel (training or scoring) call of self-attention runs
-        ``ops.causal_relu_from_input``: relu features, long enough for the chunked form."""
+        ``ops.causal_relu_from_input``: relu features, long enough for the chunked form, and the
+        paper's additive state (the fused op knows no other)."""
         return (
-            key is query
+            self.state_update.is_paper
+            and key is query
             and value is query
             and self.feature_map.relu_of_linear
             and self.folded.active

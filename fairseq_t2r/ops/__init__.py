@@ -43,6 +43,12 @@ The files, one per form, all forms exact and interchangeable:
   (B, H, F, D): ``delta_reference`` (token by token), ``delta_chunked`` (WY form, training),
   ``delta_step`` (one token, ``state=``), ``empty_delta_state``, ``mask_padded_gate`` (padded
   positions: zero features and gate 1).
+- ``gate.py``: the gated state S_i = diag(g_i) S_{i-1} + phi_k_i v_i^T (z likewise), gates per
+  head or per feature given as per-token log-gates: ``causal_gated`` (chunked, exact, log space,
+  plain autograd) and ``gated_step``; ``normalize=False`` returns phi_q . S (for an RMS norm).
+- ``decay.py``: a per-head decay g_h (RetNet): ``causal_decay``, ``decay_step``,
+  ``decay_log_gates`` (padded positions get g = 1: they leave the state as if absent).
+  Their reference is ``reference.causal_gated_reference``.
 
 A new state update (decay, gates, delta rule) arrives as a new file, e.g. ``decay.py``, holding
 its forms under the same signature with its per-token tensors after v:
@@ -61,6 +67,7 @@ from .common import (  # noqa: F401
     compute_dtype,
     mask_padded_keys,
 )
+from .decay import causal_decay, decay_log_gates, decay_step  # noqa: F401
 from .delta import (  # noqa: F401
     DEFAULT_DELTA_CHUNK_SIZE,
     DEFAULT_NORM_EPS,
@@ -73,8 +80,9 @@ from .delta_chunked import delta_chunked  # noqa: F401
 from .dispatch import QUADRATIC_MAX_LEN, causal_parallel, parallel_form  # noqa: F401
 from .fla import causal_fla, fla_kernel  # noqa: F401
 from .fused_relu import causal_relu_from_input  # noqa: F401
+from .gate import FEATURE_GATE_CHUNK_SIZE, causal_gated, gated_step  # noqa: F401
 from .quadratic import causal_quadratic, linear_attention_weights, noncausal  # noqa: F401
 from .recurrent import attend_state, empty_state, recurrent_step, summarize_keys  # noqa: F401
-from .reference import causal_reference, noncausal_reference  # noqa: F401
+from .reference import causal_gated_reference, causal_reference, noncausal_reference  # noqa: F401
 from .reference_delta import delta_reference  # noqa: F401
 from .softmax import softmax_attention  # noqa: F401

@@ -1,0 +1,123 @@
+"""Gated causal linear attention: the state forgets by a gate g_i in (0, 1] before each token adds.
+
+Per head, with log-gates ``log_g`` = log g (<= 0) given per token, either one scalar per head
+(B, H, T) (a decay, Mamba-2 / RetNet style) or one per feature (B, H, T, F) (GLA):
+
+    S_i = diag(g_i) S_{i-1} + phi_k_i v_i^T,    z_i = diag(g_i) z_{i-1} + phi_k_i
+    out_i = (phi_q_i . S_i) / max(phi_q_i . z_i, eps)    (``normalize``; else phi_q_i . S_i)
+
+The sum normaliser z decays with the same gate, so out_i is still a weighted mean of the values.
+``log_g = None`` is g = 1 (the additive state: what --t2r-norm rms with the additive state runs).
+
+Padding: the caller sets log_g = 0 (g = 1) AND zero features at a padded position, which then
+leaves (S, z) exactly as if the position were absent (left-padded beams, padding mid-batch).
+
+The chunked form is exact: within a chunk of C positions, with c_i = sum_{j<=i in chunk} log g_j
+(cumulative log-gates, per feature when the gate is), query i sees key j <= i through
+exp(c_i - c_j) and the state left by earlier chunks through exp(c_i); the state carried to the
+next chunk is exp(c_C) S + sum_j exp(c_C - c_j) phi_k_j v_j^T. Every exponent is a difference
+c_i - c_j with j <= i, hence <= 0: no overflow whatever the gates (the log-space form; fla's
+naive GLA divides by exp(c_j) instead, which overflows for small gates). Work O(T C F D), memory
+linear in T (per-feature gates hold a (C, C, F) tensor per chunk, so they use C <= 16). Plain
+autograd differentiates it (no hand-written backward: it keeps the chunk intermediates).
+Half-precision inputs: every sum and the state in fp32 (``compute_dtype``).
+"""
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+from .common import DEFAULT_CHUNK_SIZE, DEFAULT_EPS, State, autocast_off, compute_dtype
+
+FEATURE_GATE_CHUNK_SIZE = 16  # per-feature gates hold (C, C, F) decay factors per chunk
+
+
+def _pad_time(x: Tensor, pad: int, dim: int) -> Tensor:
+    if not pad:
+        return x
+    shape = list(x.shape)
+    shape[dim] = pad
+    return torch.cat([x, x.new_zeros(shape)], dim)
+
+
+@autocast_off
+def causal_gated(
+    phi_q: Tensor,
+    phi_k: Tensor,
+    v: Tensor,
+    log_g: Optional[Tensor],
+    eps: float = DEFAULT_EPS,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    initial_state: Optional[State] = None,
+    return_state: bool = False,
+    normalize: bool = True,
+):
+    """Exact gated causal linear attention in chunks. phi_q/phi_k (B, H, T, F), v (B, H, T, D),
+    log_g (B, H, T) or (B, H, T, F) or None -> out (B, H, T, D) in v's dtype; with
+    ``return_state`` (out, (S (B, H, F, D), z (B, H, F))). ``initial_state``: the (S, z) of
+    the tokens before these (as ``gated_step`` keeps it)."""
+    out_dtype = v.dtype
+    ct = compute_dtype(out_dtype)
+    B, H, T, F = phi_q.shape
+    D = v.size(-1)
+    q, k, vv = phi_q.to(ct), phi_k.to(ct), v.to(ct)
+    g = q.new_zeros(B, H, T, 1) if log_g is None else log_g.to(ct)
+    g = g if g.dim() == 4 else g.unsqueeze(-1)  # (B, H, T, G), G = 1 or F
+    C = min(chunk_size if g.size(-1) == 1 else min(chunk_size, FEATURE_GATE_CHUNK_SIZE), T)
+    pad = (-T) % C
+    q, k, vv, g = (_pad_time(x, pad, 2) for x in (q, k, vv, g))
+    n = (T + pad) // C
+    q, k, g = (x.reshape(B, H, n, C, -1) for x in (q, k, g))
+    vv = vv.reshape(B, H, n, C, D)
+    c = g.cumsum(-2)  # (B, H, n, C, G): inclusive cumulative log-gate within each chunk
+    visible = torch.ones(C, C, dtype=torch.bool, device=q.device).tril_()
+    diff = (c.unsqueeze(-2) - c.unsqueeze(-3)).masked_fill(~visible[:, :, None], float("-inf"))
+    if g.size(-1) == 1:  # (.., C, C): q_i . k_j exp(c_i - c_j)
+        intra = torch.matmul(q, k.transpose(-1, -2)) * diff.squeeze(-1).exp()
+    else:  # per feature: sum_f q_if k_jf exp(c_if - c_jf)
+        intra = torch.einsum("...if,...jf,...ijf->...ij", q, k, diff.exp())
+    q_in = q * c.exp()  # what query i reads of the state the earlier chunks left
+    k_out = k * (c[..., -1:, :] - c).exp()  # key j as it stands at the chunk's end
+    kv = torch.matmul(k_out.transpose(-1, -2), vv)  # (B, H, n, F, D)
+    ksum = k_out.sum(-2)  # (B, H, n, F)
+    carry = c[..., -1, :].exp()  # (B, H, n, G): the whole chunk's gate
+    if initial_state is None:
+        S, z = q.new_zeros(B, H, F, D), q.new_zeros(B, H, F)
+    else:
+        S, z = initial_state[0].to(ct), initial_state[1].to(ct)
+    S_prev, z_prev = [], []
+    for i in range(n):  # the states entering each chunk: n = T / C small steps
+        S_prev.append(S)
+        z_prev.append(z)
+        a = carry[:, :, i]  # (B, H, G)
+        S = a.unsqueeze(-1) * S + kv[:, :, i]
+        z = a * z + ksum[:, :, i]
+    S_prev, z_prev = torch.stack(S_prev, 2), torch.stack(z_prev, 2)
+    num = torch.matmul(intra, vv) + torch.matmul(q_in, S_prev)
+    if normalize:
+        den = intra.sum(-1) + torch.matmul(q_in, z_prev.unsqueeze(-1)).squeeze(-1)
+        num = num / den.clamp(min=eps).unsqueeze(-1)
+    out = num.reshape(B, H, n * C, D)[:, :, :T].to(out_dtype)
+    return (out, (S, z)) if return_state else out
+
+
+@autocast_off
+def gated_step(
+    phi_q: Tensor, phi_k: Tensor, v: Tensor, log_g: Optional[Tensor], state: State,
+    eps: float = DEFAULT_EPS, normalize: bool = True,
+):
+    """One token: phi_q/phi_k (B, H, 1, F), v (B, H, 1, D), log_g (B, H, 1) or (B, H, 1, F) or
+    None, state (S, z). Returns out (B, H, 1, D) in v's dtype and the new state (new tensors)."""
+    S, z = state
+    ct = S.dtype
+    q, k, vv = phi_q.to(ct), phi_k.to(ct), v.to(ct)
+    if log_g is not None:
+        a = log_g.to(ct).exp()
+        a = a.squeeze(-2) if a.dim() == 4 else a  # (B, H, F) or (B, H, 1)
+        S, z = a.unsqueeze(-1) * S, a * z
+    S = S + k.transpose(-1, -2) * vv  # (B,H,F,1)*(B,H,1,D): outer product
+    z = z + k.squeeze(-2)
+    num = torch.matmul(q, S)
+    if normalize:
+        num = num / torch.matmul(q, z.unsqueeze(-1)).clamp(min=eps)
+    return num.to(v.dtype), (S, z)

@@ -1,0 +1,129 @@
+"""T2RAttention with a non-additive state (--t2r-state decay / gate, --t2r-norm rms): the
+training forward equals token-by-token decoding in float64 (padding, beam reordering, a prompt
+then steps, the chunked length), the near-one initialisations start close to additive T2R, the
+fused relu op serves the paper's state only, gradients reach the new tensors, and combinations
+that make no sense are refused in one line."""
+import pytest
+import torch
+from fairseq.modules import MultiheadAttention
+from utils import step_by_step
+
+from fairseq_t2r import ops
+from fairseq_t2r.modules import T2RAttention
+
+STATES = {
+    "additive-rms": dict(state="additive", norm="rms"),
+    "decay": dict(state="decay"),
+    "decay-retnet-rms": dict(state="decay", decay_init="retnet", decay_fixed=True, norm="rms"),
+    "gate": dict(state="gate"),
+    "gate-feature-rms": dict(state="gate", gate_shape="feature", norm="rms"),
+    "gate-key": dict(state="gate", gate_source="key"),
+    "gate-key-feature": dict(state="gate", gate_source="key", gate_shape="feature"),
+}
+TOL = 1e-8
+
+
+def make(options, feature_map="t2r", seed=0, perturb=True, embed_dim=16, heads=2, feature_dim=8):
+    torch.manual_seed(seed)
+    attn = T2RAttention.from_softmax(MultiheadAttention(embed_dim, heads, self_attention=True), feature_map,
+                                     feature_dim, state_options=options).double().eval()
+    if perturb:  # move the new tensors off their (near-additive) initialisation: data-dependent gates
+        with torch.no_grad():
+            for p in attn.state_update.parameters():
+                p.add_(torch.randn_like(p))
+    return attn
+
+
+@pytest.mark.parametrize("feature_map", ["t2r", "elu"])
+@pytest.mark.parametrize("name", sorted(STATES))
+def test_parallel_equals_recurrent_with_padding(name, feature_map):
+    """150 tokens (past the chunk size), right padding and one padded token mid-sequence."""
+    attn = make(STATES[name], feature_map)
+    T, B = 150, 3
+    x = torch.randn(T, B, 16, dtype=torch.float64)
+    kpm = torch.arange(T)[None, :] >= torch.tensor([150, 90, 5])[:, None]
+    kpm[1, 3] = True
+    with torch.no_grad():
+        parallel, _ = attn(x, x, x, key_padding_mask=kpm)
+        recurrent, _ = step_by_step(attn, x, kpm)
+        short, _ = attn(x[:5, 2:3], x[:5, 2:3], x[:5, 2:3])
+    assert (parallel - recurrent).abs().max().item() <= TOL
+    assert (short[:, 0] - parallel[:5, 2]).abs().max().item() <= TOL
+
+
+@pytest.mark.parametrize("name", sorted(STATES))
+def test_recurrent_after_beam_reordering_and_prompt(name):
+    attn = make(STATES[name], seed=1)
+    B, m, rest = 4, 7, 6
+    gen = torch.Generator().manual_seed(3)
+    prefix = torch.randn(m, B, 16, dtype=torch.float64, generator=gen)
+    cont = torch.randn(rest, B, 16, dtype=torch.float64, generator=gen)
+    new_order = torch.randint(0, B, (B,), generator=gen)
+    with torch.no_grad():
+        state = {}
+        attn(prefix, prefix, prefix, incremental_state=state)  # a prompt: the parallel form continuing
+        attn.reorder_incremental_state(state, new_order)
+        after, _ = step_by_step(attn, cont, state=state)
+        full = torch.cat([prefix[:, new_order], cont], 0)
+        reference, _ = attn(full, full, full)
+        assert state and all(v.shape[-2:] == (8, 9) for buf in state.values() for k, v in buf.items() if k == "Sz")
+    assert (after - reference[m:]).abs().max().item() <= TOL
+
+
+@pytest.mark.parametrize("name", ["decay", "gate"])
+def test_near_one_initialisation_starts_close_to_additive(name):
+    """Same teacher tensors and feature map: at the swap the decay / projection gate is
+    1 - 2^-12, so over 100 tokens the output stays within ~2% of additive T2R's."""
+    additive = make({}, perturb=False)
+    other = make(STATES[name], perturb=False)
+    x = torch.randn(100, 2, 16, dtype=torch.float64)
+    with torch.no_grad():
+        a, _ = additive(x, x, x)
+        b, _ = other(x, x, x)
+    assert 0 < (a - b).abs().max().item() <= 0.02 * a.abs().max().item()
+
+
+def test_fused_relu_op_only_for_the_paper_state(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("fused additive op used for another state")
+
+    attn = make(STATES["decay"]).train()
+    monkeypatch.setattr(ops, "causal_relu_from_input", refuse)
+    x = torch.randn(ops.QUADRATIC_MAX_LEN + 50, 2, 16, dtype=torch.float64, requires_grad=True)
+    out, _ = attn(x, x, x)
+    out.pow(2).sum().backward()
+    assert attn.state_update.decay_logit.grad is not None and attn.state_update.decay_logit.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("name", ["gate-feature-rms", "additive-rms"])
+def test_gradients_reach_the_new_tensors(name):
+    attn = make(STATES[name]).train()
+    x = torch.randn(40, 2, 16, dtype=torch.float64, requires_grad=True)
+    out, _ = attn(x, x, x)
+    out.pow(2).sum().backward()
+    for n, p in attn.state_update.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, n
+
+
+def test_paper_state_adds_no_tensor():
+    attn = make({}, perturb=False)
+    assert not [k for k in attn.state_dict() if ".state_update." in "." + k]
+
+
+@pytest.mark.parametrize("options, match", [
+    (dict(state="delta"), "--t2r-norm rms"),
+    (dict(state="gated-delta", norm="rms"), "--t2r-state gated-delta"),
+    (dict(state="gate", gate_source="key", gate_shape="feature"), "head_dim divisible"),
+    (dict(state="gate", gate_temperature=0.0), "must be positive"),
+    (dict(state="forget"), "choose the state"),
+])
+def test_bad_combinations_refused_in_one_line(options, match):
+    with pytest.raises(ValueError, match=match) as e:
+        make(options, feature_dim=6 if options.get("gate_shape") == "feature" else 8)
+    assert "\n" not in str(e.value)
+
+
+def test_cross_attention_keeps_its_summary():
+    mha = MultiheadAttention(16, 2, encoder_decoder_attention=True, kdim=16, vdim=16)
+    with pytest.raises(ValueError, match="self-attention only"):
+        T2RAttention.from_softmax(mha, "t2r", 8, state_options=dict(state="decay"))
