@@ -58,11 +58,8 @@ def check_options(state: str, norm: str, gate_source: str, gate_shape: str, head
         if norm == "sum":
             raise ValueError(f"--t2r-state {state} has no sum normaliser (the delta rule overwrites values, a "
                              f"running key sum would not track them): pass --t2r-norm rms")
-        if not hasattr(ops, "delta_chunked"):
-            raise ValueError(f"--t2r-state {state} is not available yet (the delta-rule ops are not in this "
-                             f"build): use --t2r-state additive, decay or gate")
-        raise ValueError(f"--t2r-state {state}: the delta-rule ops exist but are not wired into the attention "
-                         f"module yet: use --t2r-state additive, decay or gate")
+        raise ValueError(f"--t2r-state {state} is not wired into the attention module yet (its ops are in "
+                         f"ops/delta.py): use --t2r-state additive, decay or gate")
     if state == "gate" and gate_temperature <= 0:
         raise ValueError(f"--t2r-gate-temperature {gate_temperature} must be positive (GLA uses 16)")
     if state == "gate" and gate_source == "key" and gate_shape == "feature" and head_dim % feature_dim:

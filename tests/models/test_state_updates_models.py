@@ -51,8 +51,7 @@ def test_lm_swap_exact_and_decoding_equals_parallel(name):
 
 @pytest.mark.parametrize("overrides, match", [
     (dict(t2r_state="delta"), "--t2r-norm rms"),
-    # "not available yet" before delta14's ops are merged, "not wired ... yet" after
-    (dict(t2r_state="delta", t2r_norm="rms"), "--t2r-state delta .*yet"),
+    (dict(t2r_state="delta", t2r_norm="rms"), "--t2r-state delta is not wired .*yet"),
 ])
 def test_lm_bad_state_is_one_line(overrides, match):
     with pytest.raises(T2RUserError, match=match) as e:
