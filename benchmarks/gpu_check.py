@@ -109,7 +109,6 @@ def time_layers(ops, lengths, repeats, dim=512, heads=8, feature_dim=32, with_fl
 
     import fairseq_t2r.models  # noqa: F401  (registers the T2R models)
     from fairseq_t2r.modules import T2RAttention
-    from fairseq_t2r.ops import fla as fla_glue  # USE_FLA is read there at call time
 
     torch.manual_seed(0)
     mha = MultiheadAttention(dim, heads, self_attention=True)
@@ -119,55 +118,72 @@ def time_layers(ops, lengths, repeats, dim=512, heads=8, feature_dim=32, with_fl
     for name, dtype in DTYPES.items():
         mods = {"softmax": mha.to(DEVICE, dtype).train(), "t2r": t2r.to(DEVICE, dtype).train()}
         for T in lengths:
-            x = torch.randn(T, 1, dim, device=DEVICE, dtype=dtype, requires_grad=True)
-            grad = torch.randn(T, 1, dim, device=DEVICE, dtype=dtype)
-            mask = torch.full((T, T), float("-inf"), device=DEVICE, dtype=dtype).triu_(1)
-            row = {"dtype": name, "length": T, "ms": {}, "peak_MB": {}, "errors": {}}
-            outputs = {}
-            variants = [("ours", "t2r", False), ("fla", "t2r", True), ("softmax", "softmax", False)]
-            for variant, mod, use_fla in [v for v in variants if with_fla or not v[2]]:
-                fla_glue.USE_FLA = use_fla
-                m = mods[mod]
-
-                def step(keep=False):
-                    out, _ = m(x, x, x, attn_mask=mask, need_weights=False)
-                    out.backward(grad)
-                    if keep:
-                        outputs[variant] = out.detach()
-                try:
-                    step(keep=True)  # warm-up: kernel compilation / autotuning, output kept
-                    m.zero_grad(set_to_none=True)
-                    x.grad = None
-                    if DEVICE == "cuda":
-                        torch.cuda.synchronize()
-                        torch.cuda.reset_peak_memory_stats()
-                        base = torch.cuda.memory_allocated()
-                        step()
-                        torch.cuda.synchronize()
-                        row["peak_MB"][variant] = (torch.cuda.max_memory_allocated() - base) / 2**20
-                    row["ms"][variant], _ = cuda_time(step, repeats, warmup=1)
-                except Exception as e:  # keep going: report what failed
-                    row["errors"][variant] = f"{type(e).__name__}: {e}"[:500]
-                m.zero_grad(set_to_none=True)
-                x.grad = None
-            fla_glue.USE_FLA = with_fla
-            if "ours" in outputs and "fla" in outputs:  # the whole layer, fla path vs ours
-                row["layer_out_rel_err"] = rel_err(outputs["fla"], outputs["ours"])
-            if with_fla and (ops.fla_kernel() is None or DEVICE == "cpu"):
-                row["errors"]["fla"] = "no fla kernel on this device: the 'fla' column ran our chunked form"
-            ms = row["ms"]
-            if "softmax" in ms:
-                for v in ("ours", "fla"):
-                    if v in ms:
-                        row[f"speedup_{v}"] = ms["softmax"] / ms[v]
+            row = time_length(ops, mods, name, dtype, T, dim, repeats, with_fla)
             rows.append(row)
-            cell = lambda v: f"{ms[v]:8.2f}" if v in ms else "   error"  # noqa: E731
-            mem = lambda v: f"{row['peak_MB'][v]:7.0f}" if v in row["peak_MB"] else "      -"  # noqa: E731
-            err = f" | layer out fla vs ours {row['layer_out_rel_err']:.1e}" if "layer_out_rel_err" in row else ""
-            print(f"{name:>5} {T:>6} | {cell('ours')} {cell('fla')} {cell('softmax')} ms | "
-                  f"{mem('ours')} {mem('fla')} {mem('softmax')} MB{err}"
-                  + (f" | errors: {row['errors']}" if row["errors"] else ""), flush=True)
+            print_layer_row(row)
     return rows
+
+
+def time_length(ops, mods, name, dtype, T, dim, repeats, with_fla):
+    """One row: every variant's fwd+bwd time and peak memory at length T, and the fla path's error."""
+    from fairseq_t2r.ops import fla as fla_glue  # USE_FLA is read there at call time
+
+    x = torch.randn(T, 1, dim, device=DEVICE, dtype=dtype, requires_grad=True)
+    grad = torch.randn(T, 1, dim, device=DEVICE, dtype=dtype)
+    mask = torch.full((T, T), float("-inf"), device=DEVICE, dtype=dtype).triu_(1)
+    row = {"dtype": name, "length": T, "ms": {}, "peak_MB": {}, "errors": {}}
+    outputs = {}
+    variants = [("ours", "t2r", False), ("fla", "t2r", True), ("softmax", "softmax", False)]
+    for variant, mod, use_fla in [v for v in variants if with_fla or not v[2]]:
+        fla_glue.USE_FLA = use_fla
+        time_variant(mods[mod], x, grad, mask, variant, row, outputs, repeats)
+    fla_glue.USE_FLA = with_fla
+    if "ours" in outputs and "fla" in outputs:  # the whole layer, fla path vs ours
+        row["layer_out_rel_err"] = rel_err(outputs["fla"], outputs["ours"])
+    if with_fla and (ops.fla_kernel() is None or DEVICE == "cpu"):
+        row["errors"]["fla"] = "no fla kernel on this device: the 'fla' column ran our chunked form"
+    ms = row["ms"]
+    if "softmax" in ms:
+        for v in ("ours", "fla"):
+            if v in ms:
+                row[f"speedup_{v}"] = ms["softmax"] / ms[v]
+    return row
+
+
+def time_variant(m, x, grad, mask, variant, row, outputs, repeats):
+    """Time layer ``m`` into row["ms"][variant] (peak memory too on CUDA), its output into outputs;
+    a failure goes to row["errors"]."""
+    def step(keep=False):
+        out, _ = m(x, x, x, attn_mask=mask, need_weights=False)
+        out.backward(grad)
+        if keep:
+            outputs[variant] = out.detach()
+    try:
+        step(keep=True)  # warm-up: kernel compilation / autotuning, output kept
+        m.zero_grad(set_to_none=True)
+        x.grad = None
+        if DEVICE == "cuda":
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            base = torch.cuda.memory_allocated()
+            step()
+            torch.cuda.synchronize()
+            row["peak_MB"][variant] = (torch.cuda.max_memory_allocated() - base) / 2**20
+        row["ms"][variant], _ = cuda_time(step, repeats, warmup=1)
+    except Exception as e:  # keep going: report what failed
+        row["errors"][variant] = f"{type(e).__name__}: {e}"[:500]
+    m.zero_grad(set_to_none=True)
+    x.grad = None
+
+
+def print_layer_row(row):
+    ms = row["ms"]
+    cell = lambda v: f"{ms[v]:8.2f}" if v in ms else "   error"  # noqa: E731
+    mem = lambda v: f"{row['peak_MB'][v]:7.0f}" if v in row["peak_MB"] else "      -"  # noqa: E731
+    err = f" | layer out fla vs ours {row['layer_out_rel_err']:.1e}" if "layer_out_rel_err" in row else ""
+    print(f"{row['dtype']:>5} {row['length']:>6} | {cell('ours')} {cell('fla')} {cell('softmax')} ms | "
+          f"{mem('ours')} {mem('fla')} {mem('softmax')} MB{err}"
+          + (f" | errors: {row['errors']}" if row["errors"] else ""), flush=True)
 
 
 def _stand_in_kernel(q, k, v, scale=None, normalize=True, **kw):
@@ -176,7 +192,7 @@ def _stand_in_kernel(q, k, v, scale=None, normalize=True, **kw):
     return (scale * torch.einsum("bthf,bthfd->bthd", q.float(), S)).to(v.dtype), None
 
 
-def main(argv=None):
+def build_parser():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--out", required=True, help="folder for gpu_check.json")
     p.add_argument("--lengths", default="1024,4096,8192")
@@ -187,15 +203,14 @@ def main(argv=None):
     p.add_argument("--cpu-smoke", action="store_true",
                    help="check this script without a GPU: CPU tensors, a PyTorch stand-in for fla's kernel, "
                         "small lengths (the figures mean nothing)")
-    a = p.parse_args(argv)
-    os.makedirs(a.out, exist_ok=True)
-    from common import machine
+    return p
 
-    from fairseq_t2r import ops
+
+def set_up(a, result):
+    """CUDA (or, for --cpu-smoke, the CPU with a stand-in kernel and small lengths); the GPU, CUDA
+    and fla versions go to result["machine"]."""
     from fairseq_t2r.ops import fla as fla_glue  # holds the globals USE_FLA, _FLA_KERNEL that the forms read
 
-    result = {"benchmark": "gpu_check: ours vs fla vs fairseq softmax, attention layer fwd+bwd",
-              "machine": machine(), "errors": []}
     if a.cpu_smoke:
         global DEVICE
         DEVICE = "cpu"
@@ -218,7 +233,10 @@ def main(argv=None):
     print(f"{result['machine'].get('gpu', 'CPU smoke run')}, torch {torch.__version__}, CUDA {torch.version.cuda}, "
           f"fla {result['machine']['fla']}", flush=True)
     torch.backends.cuda.matmul.allow_tf32 = False  # ours in true fp32
-    t0 = time.perf_counter()
+
+
+def run_equality(ops, a, result):
+    """Part 1 into result["equality"], unless fla is off or missing; a crash goes to result["errors"]."""
     if a.no_fla:
         result["errors"] = [e for e in result["errors"] if not e.startswith("fla not importable")]
     elif ops.fla_kernel() is not None:
@@ -229,6 +247,10 @@ def main(argv=None):
             print(result["errors"][-1], flush=True)
     else:
         result["errors"].append("fla's chunk_linear_attn not importable: equality check skipped")
+
+
+def run_timing(ops, a, result):
+    """Part 2 into result["layer"]; a crash goes to result["errors"]."""
     print(f"\n{'dtype':>5} {'T':>6} | {'ours':>8} {'fla':>8} {'softmax':>8} ms | {'ours':>7} {'fla':>7} "
           f"{'softmax':>7} MB (fwd+bwd, median of {a.repeats}; peak allocated)", flush=True)
     try:
@@ -236,6 +258,21 @@ def main(argv=None):
     except Exception:
         result["errors"].append("layer timing: " + traceback.format_exc()[-3000:])
         print(result["errors"][-1], flush=True)
+
+
+def main(argv=None):
+    a = build_parser().parse_args(argv)
+    os.makedirs(a.out, exist_ok=True)
+    from common import machine
+
+    from fairseq_t2r import ops
+
+    result = {"benchmark": "gpu_check: ours vs fla vs fairseq softmax, attention layer fwd+bwd",
+              "machine": machine(), "errors": []}
+    set_up(a, result)
+    t0 = time.perf_counter()
+    run_equality(ops, a, result)
+    run_timing(ops, a, result)
     result["wall_s"] = time.perf_counter() - t0
     path = os.path.join(a.out, "gpu_check.json")
     with open(path, "w") as f:

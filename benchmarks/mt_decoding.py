@@ -158,7 +158,7 @@ def parse_lengths(s):
     return sorted({int(x) for x in s.split(",") if x.strip()})
 
 
-def main(argv=None):
+def build_parser():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--src-lens", default="64,512,2048", help="source lengths of the source sweep")
     p.add_argument("--tgt-lens", default="64,256", help="target lengths of the target sweep")
@@ -187,6 +187,12 @@ def main(argv=None):
     p.add_argument("--quick", action="store_true", help="tiny model, lengths 32,128, one repeat (smoke test)")
     p.add_argument("--out", default=None, help="output prefix for .json/.png (default "
                    "benchmarks/results/mt_decoding; --quick: benchmarks/results/mt_decoding_quick)")
+    return p
+
+
+def parse_args(argv):
+    """The options, with --quick's tiny model and lengths where the lengths were left at their defaults."""
+    p = build_parser()
     a = p.parse_args(argv)
     if a.quick:
         a.enc_layers, a.dec_layers, a.dim, a.heads, a.ffn, a.vocab, a.repeats = 2, 2, 64, 4, 128, 1000, 1
@@ -199,13 +205,20 @@ def main(argv=None):
         a.batched_repeats = 1
         a.fixed_src, a.fixed_tgt = min(a.fixed_src, 32), min(a.fixed_tgt, 32)
         a.step_count, a.warmup_steps, a.step_repeats = 8, 1, 1
-    out = a.out or os.path.join(REPO, "benchmarks", "results", "mt_decoding" + ("_quick" if a.quick else ""))
-    a.beams = [int(b) for b in a.beams.split(",")]
+    return a
+
+
+def sweep_points(a):
+    """[(sweep, src, tgt, batch)]: the source sweep, the target sweep, then the batched points."""
     points = [("source", s, a.fixed_tgt, a.batch) for s in parse_lengths(a.src_lens)]
     points += [("target", a.fixed_src, t, a.batch) for t in parse_lengths(a.tgt_lens)
                if ("source", a.fixed_src, t, a.batch) not in points]
     points += [("batch", a.fixed_src, a.fixed_tgt, b) for b in parse_lengths(a.batched) if b != a.batch]
+    return points
 
+
+def set_up(a):
+    """Clock, threads and seed as asked; returns the machine description (also printed)."""
     global CLOCK
     CLOCK = time.perf_counter if a.clock == "wall" else time.process_time
     torch.set_num_threads(a.threads)
@@ -213,8 +226,11 @@ def main(argv=None):
     mach = machine()
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()} (cpu_count {os.cpu_count()}), "
           f"{mach['platform']}, {mach['cpu']}", flush=True)
+    return mach
 
-    dictionary = make_dictionary(a.vocab)
+
+def build_twins(a, dictionary, points):
+    """The softmax model and its T2R twin with the same weights: ({"softmax", "t2r"}, parameter counts)."""
     task = FakeTask(dictionary)
     max_pos = max(max(s, t) for _, s, t, _ in points) + 8
     soft = build("transformer", task, a, max_pos)
@@ -226,96 +242,130 @@ def main(argv=None):
           f"vocab {len(dictionary)} (shared embeddings); params softmax {n_soft / 1e6:.2f}M, "
           f"T2R {n_t2r / 1e6:.2f}M ({a.feature_map} k={a.feature_dim}, self and cross); "
           f"batch {a.batch} sentence(s); also batches {a.batched} at src {a.fixed_src}, tgt {a.fixed_tgt}", flush=True)
-    models = {"softmax": soft, "t2r": t2r}
+    return {"softmax": soft, "t2r": t2r}, n_soft, n_t2r
 
+
+def generate_rows(models, dictionary, a, points):
+    """One row per beam and point: both models through SequenceGenerator, interleaved, medians."""
+    warm = source_batch(dictionary, a.batch, a.fixed_src, a.seed)
+    for beam in a.beams:  # untimed: first calls allocate and warm up kernels
+        for m in models.values():
+            generate(m, dictionary, warm, beam, 32)
+    print(f"\n{'sweep':>6} {'beam':>4} {'batch':>5} {'src':>5} {'tgt':>5} | {'softmax ms/tok':>14} {'t2r ms/tok':>10} "
+          f"{'speedup':>7} | {'softmax s':>9} {'t2r s':>7} {'encoder s':>9}", flush=True)
     rows = []
+    for beam in a.beams:
+        for point in points:
+            rows.append(generate_row(models, dictionary, a, beam, *point))
+    return rows
+
+
+def generate_row(models, dictionary, a, beam, sweep, src_len, tgt_len, batch):
+    sample = source_batch(dictionary, batch, src_len, a.seed + src_len)
+    times = {n: [] for n in models}
+    for r in range(a.repeats if sweep != "batch" else a.batched_repeats):
+        for name in (list(models) if r % 2 == 0 else list(models)[::-1]):
+            times[name].append(generate(models[name], dictionary, sample, beam, tgt_len))
+    enc = statistics.median(encode(models["softmax"], sample) for _ in range(max(1, a.repeats)))
+    med = {n: statistics.median(t) for n, t in times.items()}
+    row = {
+        "sweep": sweep, "beam": beam, "src": src_len, "tgt": tgt_len, "batch": batch,
+        "softmax_s": med["softmax"], "t2r_s": med["t2r"], "encoder_s": enc,
+        "softmax_ms_per_token": 1000 * med["softmax"] / tgt_len,
+        "t2r_ms_per_token": 1000 * med["t2r"] / tgt_len,
+        "softmax_decoder_ms_per_step": 1000 * (med["softmax"] - enc) / (tgt_len + 1),
+        "t2r_decoder_ms_per_step": 1000 * (med["t2r"] - enc) / (tgt_len + 1),
+        "speedup": med["softmax"] / med["t2r"],
+        "softmax_runs_s": times["softmax"], "t2r_runs_s": times["t2r"],
+    }
+    print(f"{sweep:>6} {beam:>4} {batch:>5} {src_len:>5} {tgt_len:>5} | {row['softmax_ms_per_token']:>14.2f} "
+          f"{row['t2r_ms_per_token']:>10.2f} {row['speedup']:>6.2f}x | {row['softmax_s']:>9.2f} "
+          f"{row['t2r_s']:>7.2f} {enc:>9.3f}", flush=True)
+    return row
+
+
+def direct_step_rows(models, dictionary, a):
+    """One row per source length: decoder steps timed directly, at the first beam size."""
+    print(f"\ndecoder steps timed directly ({a.step_count} steps after {a.warmup_steps}, beam {a.beams[0]}, "
+          f"state reordered each step):", flush=True)
+    step_rows = []
+    # source lengths and models all interleaved (orders alternating per repeat): the source
+    # lengths' ratio is a target, and the machine drifts over the minutes a sweep takes
+    lens = parse_lengths(a.src_lens)
+    ms = {(n, L): [] for n in models for L in lens}
+    for r in range(a.step_repeats):
+        for src_len in (lens if r % 2 == 0 else lens[::-1]):
+            for name in (list(models) if r % 2 == 0 else list(models)[::-1]):
+                ms[name, src_len].append(decoder_steps(models[name], dictionary, src_len, a.beams[0],
+                                                       a.step_count, a.warmup_steps, a.seed + src_len))
+    for src_len in lens:
+        med = {n: statistics.median(ms[n, src_len]) for n in models}
+        step_rows.append({"src": src_len, "beam": a.beams[0], "steps": a.step_count,
+                          "softmax_ms_per_step": med["softmax"], "t2r_ms_per_step": med["t2r"],
+                          "speedup": med["softmax"] / med["t2r"]})
+        print(f"  src {src_len:>5}: softmax {med['softmax']:.2f} ms/step, T2R {med['t2r']:.2f} ms/step, "
+              f"{med['softmax'] / med['t2r']:.2f}x", flush=True)
+    return step_rows
+
+
+def run_config(a, dictionary, n_soft, n_t2r, wall):
+    """The result file's "config": what was measured, and how."""
+    return {
+        "enc_layers": a.enc_layers, "dec_layers": a.dec_layers, "dim": a.dim, "heads": a.heads,
+        "ffn": a.ffn, "vocab": len(dictionary), "feature_map": a.feature_map,
+        "feature_dim": a.feature_dim, "batch": a.batch, "beams": a.beams, "repeats": a.repeats,
+        "batched": parse_lengths(a.batched), "batched_repeats": a.batched_repeats,
+        "fixed_src": a.fixed_src, "fixed_tgt": a.fixed_tgt, "dtype": "float32",
+        "weights": f"random (seed {a.seed}), shared tensors identical",
+        "params_softmax": n_soft, "params_t2r": n_t2r,
+        "timed": "SequenceGenerator.generate (encoder + tgt+1 decoder steps + beam bookkeeping), "
+                 "min_len = max_len = tgt",
+        "statistic": f"median over repeats of {a.clock} time; ms_per_token = generate time / tgt",
+        "clock": a.clock, "step_count": a.step_count, "step_repeats": a.step_repeats,
+        "wall_s": wall,
+    }
+
+
+def save(result, a, out):
+    """OUT.json, and OUT.png where matplotlib is installed."""
+    with open(out + ".json", "w") as f:
+        json.dump(result, f, indent=1)
+    print(f"wrote {out}.json")
+    try:
+        mach = result["machine"]
+        title = (f"{a.enc_layers}+{a.dec_layers}L/{a.dim}d/{a.heads}h translation model, batch {a.batch}, fp32, "
+                 f"{mach['cpu']} x{mach['threads']} threads, torch {torch.__version__}; T2R k={a.feature_dim}")
+        plot(result["results"], a, out + ".png", title)
+        print(f"wrote {out}.png")
+    except ImportError:
+        print("matplotlib is not installed: no PNG (pip install matplotlib)")
+
+
+def main(argv=None):
+    a = parse_args(argv)
+    out = a.out or os.path.join(REPO, "benchmarks", "results", "mt_decoding" + ("_quick" if a.quick else ""))
+    a.beams = [int(b) for b in a.beams.split(",")]
+    points = sweep_points(a)
+    mach = set_up(a)
+    dictionary = make_dictionary(a.vocab)
+    models, n_soft, n_t2r = build_twins(a, dictionary, points)
     t_start = time.perf_counter()
     with torch.no_grad():
-        warm = source_batch(dictionary, a.batch, a.fixed_src, a.seed)
-        for beam in a.beams:  # untimed: first calls allocate and warm up kernels
-            for m in models.values():
-                generate(m, dictionary, warm, beam, 32)
-        print(f"\n{'sweep':>6} {'beam':>4} {'batch':>5} {'src':>5} {'tgt':>5} | {'softmax ms/tok':>14} {'t2r ms/tok':>10} "
-              f"{'speedup':>7} | {'softmax s':>9} {'t2r s':>7} {'encoder s':>9}", flush=True)
-        for beam in a.beams:
-            for sweep, src_len, tgt_len, batch in points:
-                sample = source_batch(dictionary, batch, src_len, a.seed + src_len)
-                times = {n: [] for n in models}
-                for r in range(a.repeats if sweep != "batch" else a.batched_repeats):
-                    for name in (list(models) if r % 2 == 0 else list(models)[::-1]):
-                        times[name].append(generate(models[name], dictionary, sample, beam, tgt_len))
-                enc = statistics.median(encode(soft, sample) for _ in range(max(1, a.repeats)))
-                med = {n: statistics.median(t) for n, t in times.items()}
-                row = {
-                    "sweep": sweep, "beam": beam, "src": src_len, "tgt": tgt_len, "batch": batch,
-                    "softmax_s": med["softmax"], "t2r_s": med["t2r"], "encoder_s": enc,
-                    "softmax_ms_per_token": 1000 * med["softmax"] / tgt_len,
-                    "t2r_ms_per_token": 1000 * med["t2r"] / tgt_len,
-                    "softmax_decoder_ms_per_step": 1000 * (med["softmax"] - enc) / (tgt_len + 1),
-                    "t2r_decoder_ms_per_step": 1000 * (med["t2r"] - enc) / (tgt_len + 1),
-                    "speedup": med["softmax"] / med["t2r"],
-                    "softmax_runs_s": times["softmax"], "t2r_runs_s": times["t2r"],
-                }
-                rows.append(row)
-                print(f"{sweep:>6} {beam:>4} {batch:>5} {src_len:>5} {tgt_len:>5} | {row['softmax_ms_per_token']:>14.2f} "
-                      f"{row['t2r_ms_per_token']:>10.2f} {row['speedup']:>6.2f}x | {row['softmax_s']:>9.2f} "
-                      f"{row['t2r_s']:>7.2f} {enc:>9.3f}", flush=True)
-        print(f"\ndecoder steps timed directly ({a.step_count} steps after {a.warmup_steps}, beam {a.beams[0]}, "
-              f"state reordered each step):", flush=True)
-        step_rows = []
-        # source lengths and models all interleaved (orders alternating per repeat): the source
-        # lengths' ratio is a target, and the machine drifts over the minutes a sweep takes
-        lens = parse_lengths(a.src_lens)
-        ms = {(n, L): [] for n in models for L in lens}
-        for r in range(a.step_repeats):
-            for src_len in (lens if r % 2 == 0 else lens[::-1]):
-                for name in (list(models) if r % 2 == 0 else list(models)[::-1]):
-                    ms[name, src_len].append(decoder_steps(models[name], dictionary, src_len, a.beams[0],
-                                                           a.step_count, a.warmup_steps, a.seed + src_len))
-        for src_len in lens:
-            med = {n: statistics.median(ms[n, src_len]) for n in models}
-            step_rows.append({"src": src_len, "beam": a.beams[0], "steps": a.step_count,
-                              "softmax_ms_per_step": med["softmax"], "t2r_ms_per_step": med["t2r"],
-                              "speedup": med["softmax"] / med["t2r"]})
-            print(f"  src {src_len:>5}: softmax {med['softmax']:.2f} ms/step, T2R {med['t2r']:.2f} ms/step, "
-                  f"{med['softmax'] / med['t2r']:.2f}x", flush=True)
+        rows = generate_rows(models, dictionary, a, points)
+        step_rows = direct_step_rows(models, dictionary, a)
     wall = time.perf_counter() - t_start
     print(f"\nmeasured in {wall:.0f} s", flush=True)
 
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     result = {
         "benchmark": "mt_decoding: SequenceGenerator with forced output length, softmax transformer vs T2R twin",
-        "machine": mach,
-        "config": {
-            "enc_layers": a.enc_layers, "dec_layers": a.dec_layers, "dim": a.dim, "heads": a.heads,
-            "ffn": a.ffn, "vocab": len(dictionary), "feature_map": a.feature_map,
-            "feature_dim": a.feature_dim, "batch": a.batch, "beams": a.beams, "repeats": a.repeats,
-            "batched": parse_lengths(a.batched), "batched_repeats": a.batched_repeats,
-            "fixed_src": a.fixed_src, "fixed_tgt": a.fixed_tgt, "dtype": "float32",
-            "weights": f"random (seed {a.seed}), shared tensors identical",
-            "params_softmax": n_soft, "params_t2r": n_t2r,
-            "timed": "SequenceGenerator.generate (encoder + tgt+1 decoder steps + beam bookkeeping), "
-                     "min_len = max_len = tgt",
-            "statistic": f"median over repeats of {a.clock} time; ms_per_token = generate time / tgt",
-            "clock": a.clock, "step_count": a.step_count, "step_repeats": a.step_repeats,
-            "wall_s": wall,
-        },
-        "results": rows,
-        "decoder_steps": step_rows,
+        "machine": mach, "config": run_config(a, dictionary, n_soft, n_t2r, wall),
+        "results": rows, "decoder_steps": step_rows,
     }
     result["summary"] = summarize(rows, a, step_rows)
     for line in result["summary"]["lines"]:
         print(line)
-    with open(out + ".json", "w") as f:
-        json.dump(result, f, indent=1)
-    print(f"wrote {out}.json")
-    try:
-        title = (f"{a.enc_layers}+{a.dec_layers}L/{a.dim}d/{a.heads}h translation model, batch {a.batch}, fp32, "
-                 f"{mach['cpu']} x{mach['threads']} threads, torch {torch.__version__}; T2R k={a.feature_dim}")
-        plot(rows, a, out + ".png", title)
-        print(f"wrote {out}.png")
-    except ImportError:
-        print("matplotlib is not installed: no PNG (pip install matplotlib)")
+    save(result, a, out)
     return result
 
 

@@ -1,8 +1,8 @@
-"""The checks a recipe runs before anything is written (see ``recipes.py``): the teacher
-checkpoint is of the expected architecture, the data directory holds its dictionary and the
-splits the commands read, the GPU count and batch size add up, and the planned ``fairseq-train``
-command builds a T2R model into which every teacher tensor loads. Each mistake stops with one
-line ``fairseq_t2r: error: ...``.
+"""The options every recipe takes, and the checks it runs before anything is written (see
+``recipes.py``): the teacher checkpoint is of the expected architecture, the data directory holds
+its dictionary and the splits the commands read, the GPU count and batch size add up, and the
+planned ``fairseq-train`` command builds a T2R model into which every teacher tensor loads. Each
+mistake stops with one line ``fairseq_t2r: error: ...``.
 """
 import argparse
 import math
@@ -14,6 +14,43 @@ from typing import List, Optional, Sequence
 from . import checkpoint
 from .command_line import parse_tool_args, rebuild_flags
 from .errors import T2RUserError
+
+# --------------------------------------------------------------------------- the options
+
+def parse_steps(spec: str, choices: Sequence[str]) -> List[str]:
+    steps = [s.strip() for s in spec.split(",") if s.strip()]
+    bad = [s for s in steps if s not in choices]
+    if bad or not steps:
+        raise T2RUserError(f"--steps {spec!r}: choose from {','.join(choices)}")
+    return [s for s in choices if s in steps]
+
+
+def checked_steps(args: argparse.Namespace, choices: Sequence[str]) -> List[str]:
+    """--steps as a list in ``choices``' order, once it and --feature-dim are checked."""
+    steps = parse_steps(args.steps, choices)
+    if args.feature_dim < 1:
+        raise T2RUserError(f"--feature-dim {args.feature_dim}: pass a positive feature size")
+    return steps
+
+
+def add_plan_options(p: argparse.ArgumentParser, steps: Sequence[str]):
+    """--gpus, --dry-run, --steps and --feature-map, as every recipe's parser has them."""
+    from .modules.feature_maps import FEATURE_MAPS
+
+    p.add_argument("--gpus", type=int, default=None, help="GPUs the training runs on (default: those visible); sets --update-freq")
+    p.add_argument("--dry-run", action="store_true", help="check everything and print the commands; run nothing, write nothing")
+    p.add_argument("--steps", default=",".join(steps), help=f"comma-separated subset of {','.join(steps)}")
+    p.add_argument("--feature-map", default="t2r", choices=sorted(FEATURE_MAPS),
+                   help="--t2r-feature-map (default t2r, the paper's)")
+
+
+def add_training_switches(p: argparse.ArgumentParser):
+    """--no-fp16, --cpu and --train-extra, last in every recipe's parser."""
+    p.add_argument("--no-fp16", action="store_true", help="train in fp32")
+    p.add_argument("--cpu", action="store_true",
+                   help="smoke-test the commands on CPU (a stand-in model): --cpu for every fairseq tool, no fp16")
+    p.add_argument("--train-extra", default="", help="more fairseq-train options, appended last (quoted string)")
+
 
 # --------------------------------------------------------------------------- the teacher checkpoint
 
@@ -145,6 +182,12 @@ def update_freq(batches_per_update: int, gpus: int):
         note = (f"{batches_per_update} GPU-batches per update is not a multiple of {gpus} GPUs: "
                 f"--update-freq {freq} gives {freq * gpus} (a slightly larger batch)")
     return freq, note
+
+
+def batch_lines(gpus: int, freq: int, note: Optional[str], max_tokens: int, reference: str) -> List[str]:
+    """The plan header's batch line (with the batch ``reference`` it follows), and update_freq's note."""
+    return [f"batch: {gpus} GPU(s) x --update-freq {freq} x --max-tokens {max_tokens} = "
+            f"{gpus * freq * max_tokens} tokens per update ({reference})", *([f"note: {note}"] if note else [])]
 
 
 # --------------------------------------------------------------------------- the fairseq-train command

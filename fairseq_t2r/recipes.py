@@ -24,24 +24,29 @@ import shutil
 import subprocess
 import sys
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, NamedTuple, Optional, Sequence
 
 from . import checkpoint
-from .command_line import parse_tool_args  # noqa: F401  (the recipes' scripts call recipes.parse_tool_args)
+from .command_line import parse_tool_args
 from .errors import T2RUserError
 
 # the checks, under the names the recipes' scripts use (recipes.load_teacher, ...)
 from .recipe_checks import (  # noqa: F401
     Teacher,
+    add_plan_options,
+    add_training_switches,
+    batch_lines,
     check_data_dir,
     check_finetune_start,
     check_split,
     check_vocab,
+    checked_steps,
     describe,
     gpu_count,
     load_dictionary,
     load_teacher,
     model_flags,
+    parse_steps,
     release,
     update_freq,
     vocab_size,
@@ -67,6 +72,15 @@ class RecipeArgumentParser(argparse.ArgumentParser):
         raise T2RUserError(f"{message} (see {self.prog} --help)")
 
 
+def recipe_parser(prog: str, description: str, checkpoint: str, data: str) -> RecipeArgumentParser:
+    """A recipe's parser with the options every recipe starts with: --checkpoint, --data, --out."""
+    p = RecipeArgumentParser(prog=prog, description=description)
+    p.add_argument("--checkpoint", required=True, help=checkpoint)
+    p.add_argument("--data", required=True, help=data)
+    p.add_argument("--out", required=True, help="work directory: swapped.pt, checkpoints/, eval/, results.json")
+    return p
+
+
 def tool(name: str) -> List[str]:
     """The argv prefix that runs console tool ``name`` in *this* Python environment.
 
@@ -81,6 +95,62 @@ def tool(name: str) -> List[str]:
             return [name]
         return [sibling]
     return [sys.executable, "-m", TOOL_MODULES[name]]
+
+
+# --------------------------------------------------------------------------- what every recipe's script does
+
+class WorkDir(NamedTuple):
+    """What a run writes under --out: the converted teacher, fairseq-train's checkpoints, the evaluations."""
+    out: str
+    swapped: str
+    save_dir: str
+    best: str
+    evals: str
+
+
+def work_dir(out: str) -> WorkDir:
+    out = os.path.abspath(out)
+    save_dir = os.path.join(out, "checkpoints")
+    return WorkDir(out, os.path.join(out, "swapped.pt"), save_dir, os.path.join(save_dir, "checkpoint_best.pt"),
+                   os.path.join(out, "eval"))
+
+
+def t2r_options(args: argparse.Namespace) -> List[str]:
+    return ["--t2r-feature-map", args.feature_map, "--t2r-feature-dim", str(args.feature_dim)]
+
+
+def finetune_command(teacher: Teacher, base: List[str], model_keys: Sequence[str], args: argparse.Namespace,
+                     work: WorkDir, options: List[str], fp16: List[str]):
+    """fairseq-train BASE, the teacher's model flags, the T2R options, --finetune-from-model, then the
+    recipe's ``options``, fp16 and --train-extra; built and loaded once to check it: (argv, header line)."""
+    train = tool("fairseq-train") + base + model_flags(teacher, base, model_keys) + t2r_options(args) + [
+        "--finetune-from-model", work.swapped, "--save-dir", work.save_dir, "--no-epoch-checkpoints", *options,
+        *([] if args.no_fp16 or args.cpu else fp16), *(["--cpu"] if args.cpu else []),
+    ] + shlex.split(args.train_extra)
+    copied, new = check_finetune_start(train[len(tool("fairseq-train")):], teacher)
+    return train, (f"checked: the fairseq-train command builds t2r_{teacher.arch} and loads the teacher into it "
+                   f"({copied} tensors copied, {new} new feature-map tensors)")
+
+
+def check_commands(plan: "Plan", name: str):
+    """Parse each of the plan's ``name`` commands with that tool's own parser."""
+    prefix = tool(name)
+    for step in plan.steps:
+        if step.argv and step.argv[: len(prefix)] == prefix:
+            parse_tool_args(name, step.argv[len(prefix):])
+
+
+def run_recipe(build_parser, make_plan, argv, **metric):
+    """Check the plan and print it; without --dry-run, run it (``metric``: execute's metric, metric_name, targets)."""
+    args = build_parser().parse_args(argv)
+    with quiet_logs():
+        plan, teacher = make_plan(args)
+    release(teacher)
+    print(plan.render(), flush=True)
+    if not args.dry_run:
+        work = work_dir(args.out)
+        execute(plan, out=work.out, swapped=work.swapped, teacher=teacher, **metric, t2r_options={
+            "t2r_feature_map": args.feature_map, "t2r_feature_dim": args.feature_dim})
 
 
 # --------------------------------------------------------------------------- plan: print or run
@@ -150,14 +220,6 @@ def run_step(step: Step) -> str:
     if code != 0:
         raise T2RUserError(f"step '{step.name}' failed (exit status {code}): see its output above")
     return "".join(captured)
-
-
-def parse_steps(spec: str, choices: Sequence[str]) -> List[str]:
-    steps = [s.strip() for s in spec.split(",") if s.strip()]
-    bad = [s for s in steps if s not in choices]
-    if bad or not steps:
-        raise T2RUserError(f"--steps {spec!r}: choose from {','.join(choices)}")
-    return [s for s in choices if s in steps]
 
 
 @contextlib.contextmanager

@@ -10,7 +10,6 @@ Every hyperparameter below names its source; see README.md beside this file.
 """
 import os
 import re
-import shlex
 import sys
 
 # this checkout's fairseq_t2r, whatever else is installed: the recipe and the plugin go together
@@ -18,7 +17,6 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspa
 
 from fairseq_t2r import recipes  # noqa: E402
 from fairseq_t2r.errors import T2RUserError  # noqa: E402
-from fairseq_t2r.modules.feature_maps import FEATURE_MAPS  # noqa: E402
 
 # transformer_lm_wiki103 and its alias in fairseq (the same architecture function)
 ARCHS = ("transformer_lm_wiki103", "transformer_lm_baevski_wiki103")
@@ -68,15 +66,10 @@ STEPS = ("teacher", "convert", "train", "eval")
 
 
 def build_parser():
-    p = recipes.RecipeArgumentParser(prog="t2r_wikitext103.py", description=__doc__.split("\n\n")[0])
-    p.add_argument("--checkpoint", required=True, help="the released transformer_lm_wiki103 checkpoint (model.pt)")
-    p.add_argument("--data", required=True, help="WikiText-103 binarized with that checkpoint's dict.txt")
-    p.add_argument("--out", required=True, help="work directory: swapped.pt, checkpoints/, eval/, results.json")
-    p.add_argument("--gpus", type=int, default=None, help="GPUs the training runs on (default: those visible); sets --update-freq")
-    p.add_argument("--dry-run", action="store_true", help="check everything and print the commands; run nothing, write nothing")
-    p.add_argument("--steps", default=",".join(STEPS), help=f"comma-separated subset of {','.join(STEPS)}")
-    p.add_argument("--feature-map", default="t2r", choices=sorted(FEATURE_MAPS),
-                   help="--t2r-feature-map (default t2r, the paper's)")
+    p = recipes.recipe_parser("t2r_wikitext103.py", __doc__.split("\n\n")[0],
+                              checkpoint="the released transformer_lm_wiki103 checkpoint (model.pt)",
+                              data="WikiText-103 binarized with that checkpoint's dict.txt")
+    recipes.add_plan_options(p, STEPS)
     p.add_argument("--feature-dim", type=int, default=32, help="--t2r-feature-dim (default 32, the paper's)")
     p.add_argument("--max-update", type=int, default=MAX_UPDATE, help=f"default {MAX_UPDATE} (authors' script)")
     p.add_argument("--lr", type=float, default=LR, help=f"peak learning rate of the cosine schedule (default {LR})")
@@ -89,10 +82,7 @@ def build_parser():
                    help=f"evaluation context (default {CONTEXT_WINDOW}, fairseq's README)")
     p.add_argument("--long-context", type=int, default=None, metavar="N",
                    help="also evaluate the T2R model on test with N tokens of context (see README)")
-    p.add_argument("--no-fp16", action="store_true", help="train in fp32")
-    p.add_argument("--cpu", action="store_true",
-                   help="smoke-test the commands on CPU (a stand-in model): --cpu for every fairseq tool, no fp16")
-    p.add_argument("--train-extra", default="", help="more fairseq-train options, appended last (quoted string)")
+    recipes.add_training_switches(p)
     return p
 
 
@@ -103,18 +93,16 @@ def eval_argv(data, path, subset, tokens_per_sample, context_window, cpu):
         *(["--cpu"] if cpu else [])]
 
 
-def make_plan(args):
-    steps = recipes.parse_steps(args.steps, STEPS)
-    if args.feature_dim < 1:
-        raise T2RUserError(f"--feature-dim {args.feature_dim}: pass a positive feature size")
-    gpus = recipes.gpu_count(args.gpus, args.dry_run, needs_gpu="train" in steps,
-                             cpu=args.cpu)
-    teacher = recipes.load_teacher(args.checkpoint, ARCHS, "fairseq's adaptive-input WikiText-103 LM")
-    t = teacher.args
-    if not (t.adaptive_input and t.adaptive_softmax_cutoff):
-        raise T2RUserError(f"{args.checkpoint} has no adaptive input/softmax: it is not the released WikiText-103 LM")
+def load_wiki103_teacher(path):
+    teacher = recipes.load_teacher(path, ARCHS, "fairseq's adaptive-input WikiText-103 LM")
+    if not (teacher.args.adaptive_input and teacher.args.adaptive_softmax_cutoff):
+        raise T2RUserError(f"{path} has no adaptive input/softmax: it is not the released WikiText-103 LM")
+    return teacher
 
-    data = os.path.abspath(args.data)
+
+def checked_data(path, teacher, steps):
+    """The data directory (absolute) and its dictionary, once they fit the teacher and the steps."""
+    data = os.path.abspath(path)
     recipes.check_data_dir(data)
     dictionary = recipes.load_dictionary(data, "dict.txt")
     recipes.check_vocab(teacher, dictionary, os.path.join(data, "dict.txt"), "decoder.embed_tokens")
@@ -124,88 +112,93 @@ def make_plan(args):
     if {"teacher", "eval"} & set(steps):
         for split in ("valid", "test"):
             recipes.check_split(data, split, [split], "fairseq-eval-lm")
+    return data, dictionary
 
-    teacher_tps = getattr(t, "tokens_per_sample", None) or 3072
-    tokens_per_sample = args.tokens_per_sample or teacher_tps
+
+def teacher_sample_length(args, teacher):
+    """The teacher's training sample length, which the evaluation windows keep; --context-window must leave
+    tokens to score in it."""
+    teacher_tps = getattr(teacher.args, "tokens_per_sample", None) or 3072
     if args.context_window >= teacher_tps:
         raise T2RUserError(
             f"--context-window {args.context_window} leaves no token to score in the teacher's "
             f"{teacher_tps}-token windows: pass a smaller one")
+    return teacher_tps
+
+
+def train_options(args, teacher_tps, freq):
+    """fairseq-train's options after --finetune-from-model: criterion, schedule, batch."""
+    return ["--criterion", "adaptive_loss", "--ddp-backend", "legacy_ddp",
+            "--max-update", str(args.max_update), "--lr", repr(args.lr), "--warmup-updates", str(args.warmup_updates),
+            *SCHEDULE, "--tokens-per-sample", str(args.tokens_per_sample or teacher_tps),
+            "--max-tokens", str(args.max_tokens), "--update-freq", str(freq),
+            "--skip-invalid-size-inputs-valid-test"]
+
+
+def make_plan(args):
+    steps = recipes.checked_steps(args, STEPS)
+    gpus = recipes.gpu_count(args.gpus, args.dry_run, needs_gpu="train" in steps,
+                             cpu=args.cpu)
+    teacher = load_wiki103_teacher(args.checkpoint)
+    data, dictionary = checked_data(args.data, teacher, steps)
+    teacher_tps = teacher_sample_length(args, teacher)
     freq, note = recipes.update_freq(args.gpu_batches_per_update, gpus)
-
-    out = os.path.abspath(args.out)
-    swapped = os.path.join(out, "swapped.pt")
-    save_dir = os.path.join(out, "checkpoints")
-    best = os.path.join(save_dir, "checkpoint_best.pt")
-    evals = os.path.join(out, "eval")
-    t2r_opts = ["--t2r-feature-map", args.feature_map, "--t2r-feature-dim", str(args.feature_dim)]
-
-    twin = "t2r_" + teacher.arch
-    base = [data, "--user-dir", recipes.USER_DIR, "--task", "language_modeling", "--arch", twin]
-    model = recipes.model_flags(teacher, base, MODEL_KEYS)
-    train = recipes.tool("fairseq-train") + base + model + t2r_opts + [
-        "--finetune-from-model", swapped, "--save-dir", save_dir, "--no-epoch-checkpoints",
-        "--criterion", "adaptive_loss", "--ddp-backend", "legacy_ddp",
-        "--max-update", str(args.max_update), "--lr", repr(args.lr), "--warmup-updates", str(args.warmup_updates),
-        *SCHEDULE, "--tokens-per-sample", str(tokens_per_sample),
-        "--max-tokens", str(args.max_tokens), "--update-freq", str(freq),
-        "--skip-invalid-size-inputs-valid-test", *([] if args.no_fp16 or args.cpu else FP16), *(["--cpu"] if args.cpu else []),
-    ] + shlex.split(args.train_extra)
-    copied, new = recipes.check_finetune_start(train[len(recipes.tool("fairseq-train")):], teacher)
+    work = recipes.work_dir(args.out)
+    base = [data, "--user-dir", recipes.USER_DIR, "--task", "language_modeling", "--arch", "t2r_" + teacher.arch]
+    train, checked = recipes.finetune_command(teacher, base, MODEL_KEYS, args, work,
+                                              train_options(args, teacher_tps, freq), FP16)
 
     plan = recipes.Plan("T2R recipe: WikiText-103 (Kasai et al. 2021), fairseq_t2r")
     plan.header = [
         f"teacher: {teacher.path}: {recipes.describe(teacher)}, adaptive input/softmax "
-        f"(cutoffs {t.adaptive_softmax_cutoff}), trained on {teacher_tps}-token samples",
+        f"(cutoffs {teacher.args.adaptive_softmax_cutoff}), trained on {teacher_tps}-token samples",
         f"data: {data}: dict.txt {len(dictionary)} entries, the teacher's vocabulary",
-        f"batch: {gpus} GPU(s) x --update-freq {freq} x --max-tokens {args.max_tokens} = "
-        f"{gpus * freq * args.max_tokens} tokens per update (authors' script: 1 x 16 x 3072)",
-        *([f"note: {note}"] if note else []),
-        f"checked: the fairseq-train command builds {twin} and loads the teacher into it "
-        f"({copied} tensors copied, {new} new feature-map tensors)",
+        *recipes.batch_lines(gpus, freq, note, args.max_tokens, "authors' script: 1 x 16 x 3072"),
+        checked,
         f"paper (Kasai et al. 2021): T2R {TARGETS['t2r']['valid']} valid / {TARGETS['t2r']['test']} test "
         f"perplexity; teacher (Baevski & Auli 2019) {TARGETS['teacher']['test']} test",
     ]
+    plan.steps = plan_steps(args, steps, teacher, data, teacher_tps, train, work)
+    recipes.check_commands(plan, "fairseq-eval-lm")
+    return plan, teacher
+
+
+def plan_steps(args, steps, teacher, data, teacher_tps, train, work):
+    out = []
     if "teacher" in steps:
         for subset in ("valid", "test"):
-            plan.steps.append(recipes.Step("teacher", f"softmax perplexity, {subset} (checks the data preparation)", eval_argv(
+            out.append(recipes.Step("teacher", f"softmax perplexity, {subset} (checks the data preparation)", eval_argv(
                 data, teacher.path, subset, teacher_tps, args.context_window, args.cpu),
-                log=os.path.join(evals, f"teacher.{subset}.log"), result=("teacher", subset)))
+                log=os.path.join(work.evals, f"teacher.{subset}.log"), result=("teacher", subset)))
     if "convert" in steps:
-        plan.steps.append(recipes.Step("convert", "swap softmax attention for T2R (every teacher tensor kept)",
-                                       recipes.tool("t2r-convert") + [teacher.path, swapped] + t2r_opts))
+        out.append(recipes.Step("convert", "swap softmax attention for T2R (every teacher tensor kept)",
+                                recipes.tool("t2r-convert") + [teacher.path, work.swapped] + recipes.t2r_options(args)))
     if "train" in steps:
-        plan.steps.append(recipes.Step("train", "finetune (fairseq resumes from checkpoint_last.pt on a rerun)", train))
+        out.append(recipes.Step("train", "finetune (fairseq resumes from checkpoint_last.pt on a rerun)", train))
     if "eval" in steps:
-        for subset in ("valid", "test"):
-            plan.steps.append(recipes.Step("eval", f"T2R perplexity, {subset}", eval_argv(
-                data, best, subset, teacher_tps, args.context_window, args.cpu),
-                log=os.path.join(evals, f"t2r.{subset}.log"), result=("t2r", subset)))
-        if args.long_context:
-            # the same scored block as above, after a longer context: the sinusoidal positions
-            # extend past the training length, and fairseq checks only the block against max positions
-            length = args.long_context + teacher_tps - args.context_window
-            plan.steps.append(recipes.Step("eval", f"T2R perplexity, test, {args.long_context} tokens of context",
-                                           eval_argv(data, best, "test", length, args.long_context, args.cpu),
-                                           log=os.path.join(evals, f"t2r.test.context{args.long_context}.log"),
-                                           result=("t2r", f"test.context{args.long_context}")))
-    prefix = recipes.tool("fairseq-eval-lm")
-    for step in plan.steps:
-        if step.argv and step.argv[: len(prefix)] == prefix:
-            recipes.parse_tool_args("fairseq-eval-lm", step.argv[len(prefix):])
-    recipes.release(teacher)
-    return plan, teacher, {"out": out, "swapped": swapped, "t2r_options": {
-        "t2r_feature_map": args.feature_map, "t2r_feature_dim": args.feature_dim}}
+        out += eval_steps(args, data, teacher_tps, work)
+    return out
+
+
+def eval_steps(args, data, teacher_tps, work):
+    """The T2R model's perplexity on valid and test, and on test after --long-context tokens if asked."""
+    out = [recipes.Step("eval", f"T2R perplexity, {subset}", eval_argv(
+        data, work.best, subset, teacher_tps, args.context_window, args.cpu),
+        log=os.path.join(work.evals, f"t2r.{subset}.log"), result=("t2r", subset)) for subset in ("valid", "test")]
+    if args.long_context:
+        # the same scored block as above, after a longer context: the sinusoidal positions
+        # extend past the training length, and fairseq checks only the block against max positions
+        length = args.long_context + teacher_tps - args.context_window
+        out.append(recipes.Step("eval", f"T2R perplexity, test, {args.long_context} tokens of context",
+                                eval_argv(data, work.best, "test", length, args.long_context, args.cpu),
+                                log=os.path.join(work.evals, f"t2r.test.context{args.long_context}.log"),
+                                result=("t2r", f"test.context{args.long_context}")))
+    return out
 
 
 def main(argv=None):
-    args = build_parser().parse_args(argv)
-    with recipes.quiet_logs():
-        plan, teacher, ctx = make_plan(args)
-    print(plan.render(), flush=True)
-    if not args.dry_run:
-        recipes.execute(plan, metric=re.compile(r"Perplexity: ([0-9.]+)"), metric_name="perplexity",
-                        targets=TARGETS, teacher=teacher, **ctx)
+    recipes.run_recipe(build_parser, make_plan, argv, metric=re.compile(r"Perplexity: ([0-9.]+)"),
+                       metric_name="perplexity", targets=TARGETS)
 
 
 if __name__ == "__main__":
