@@ -29,12 +29,17 @@ out_once``)
 refs, ``remember`` /           model before the optimizer exists; fairseq   task, never the model, before the
 ``built_models``)              builds the criterion with the same task      optimizer is built
                                right after the model
+fairseq_cli.eval_lm's         fairseq skips every sample longer than the   none: fairseq (0.12.3 and main)
+``eval_lm``: 0 tokens          model's positions with one WARNING; with     reports "Evaluated 0 tokens ...
+evaluated -> one line, exit 1  all skipped (default --tokens-per-sample     Perplexity: 1.00" and exits 0
+                               1024, a 128-position model) it reports
+                               perplexity 1.00, which reads as a result
 =============================  ===========================================  =====================================
 
-``apply()`` makes the module-level changes (the first four rows); it is idempotent and called
+``apply()`` makes the module-level changes (the first four rows and the last); it is idempotent and called
 where fairseq is used: on import of ``models`` and ``criterions`` (so by every fairseq tool run
 with ``--user-dir``) and by the loaders of the command-line tools -- never on import of the math
-(``ops``, ``modules``). The last three rows patch one object each and are called by the models.
+(``ops``, ``modules``). Rows five to seven patch one object each and are called by the models.
 """
 import functools
 import os
@@ -66,6 +71,7 @@ def apply():
         checkpoint_utils.load_model_ensemble_and_task = _guard_load_ensemble(checkpoint_utils.load_model_ensemble_and_task)
         checkpoint_utils.load_checkpoint = _guard_load_for_training(checkpoint_utils.load_checkpoint)
         checkpoint_utils._fairseq_t2r_guarded = True
+    _refuse_zero_token_eval()
 
 
 class _TorchTrustingCheckpoints(types.ModuleType):
@@ -152,6 +158,48 @@ def _guard_load_for_training(load_for_training):
                 )
         return load_for_training(cfg, trainer, *args, **kwargs)
 
+    return guarded
+
+
+def _refuse_zero_token_eval():
+    """Wrap ``eval_lm`` where fairseq-eval-lm's ``main`` will look it up: ``fairseq_cli.eval_lm``
+    (the console script) or ``__main__`` (``python -m fairseq_cli.eval_lm``, the demo's runs).
+    The plugin is imported by --user-dir inside ``main``, before ``main`` calls ``eval_lm``."""
+    import sys
+
+    for module in (sys.modules.get("fairseq_cli.eval_lm"), sys.modules.get("__main__")):
+        spec = getattr(module, "__spec__", None)
+        if module is None or getattr(spec, "name", None) != "fairseq_cli.eval_lm":
+            continue
+        if not getattr(module.eval_lm, "_fairseq_t2r_guarded", False):
+            module.eval_lm = _guard_eval_lm(module.eval_lm)
+
+
+def _guard_eval_lm(eval_lm):
+    """``eval_lm(models, source_dictionary, batch_iterator, ...)`` that counts the tokens it scores
+    (``sample["ntokens"]`` of every non-empty batch) and refuses a result of none."""
+
+    @functools.wraps(eval_lm)
+    def guarded(models, source_dictionary, batch_iterator, *args, **kwargs):
+        seen = [0]
+
+        def counted(batches):
+            for sample in batches:
+                if "net_input" in sample:
+                    seen[0] += int(sample.get("ntokens") or 0)
+                yield sample
+
+        results = eval_lm(models, source_dictionary, counted(batch_iterator), *args, **kwargs)
+        if seen[0] == 0:
+            positions = min(m.max_positions() for m in models)
+            raise T2RUserError(
+                f"evaluated 0 tokens: every sample is longer than the model's {positions} positions "
+                f"(fairseq skipped them all; --tokens-per-sample defaults to 1024) or the split is empty; "
+                f"pass --tokens-per-sample {positions}"
+            )
+        return results
+
+    guarded._fairseq_t2r_guarded = True
     return guarded
 
 

@@ -5,31 +5,21 @@ import math
 
 import pytest
 import torch
-from tool_server import ToolServer, tools
-from utils import DATA, REPO, lm_args
+from quick_demo import QUICK, demo, quick_demo
+from utils import DATA, lm_args
 
 from fairseq_t2r.demo import cli
 from fairseq_t2r.demo.plan import VARIANTS, flags_from_checkpoint
 from fairseq_t2r.demo.runner import Runner, Step
 from fairseq_t2r.errors import T2RUserError
 
-QUICK = ["--quick", "--lm-text", f"{DATA}/lm/english.txt",
-         "--mt-src", f"{DATA}/mt/libreoffice.en", "--mt-tgt", f"{DATA}/mt/libreoffice.de"]
 RUNS = ["teacher", "swapped", *VARIANTS]
 
 
-def demo(*args, server=None):
-    """``python -m fairseq_t2r.demo ARGS``, forked from a tool server (fairseq already imported)."""
-    return (server or tools()).run("fairseq_t2r.demo", *args, cwd=REPO, env={"OMP_NUM_THREADS": "1"},
-                                   check=False, timeout=1800)
-
-
 def pipeline(root):
-    """The quick demo, started in the background at collection (tests/conftest.py), from a tool
-    server of its own (the main one answers the other tests meanwhile)."""
-    out = root / "run"
-    with ToolServer() as server:
-        return out, demo(*QUICK, "--out", str(out), server=server)
+    """The quick demo (tests/quick_demo.py: run once per session, its outputs shared with
+    tests/test_docs.py), started in the background at collection (tests/conftest.py)."""
+    return quick_demo()
 
 
 @pytest.fixture(scope="module")
