@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Create ./.venv and install fairseq_t2r into it, once. Sourced by the other scripts.
-# torch==2.13.0 goes in first: a bare "torch" requirement on an empty venv would pull a
-# multi-GB CUDA build onto a CPU machine. Nothing here compiles from source.
+# torch==2.13.0 goes in first, pinned, so that installing fairseq never picks another torch; which
+# build that is (CPU or CUDA) is whatever the pip index serves: README, set-up. A torch 2.13.0
+# already in the venv is kept. Nothing here compiles from source.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="${T2R_VENV:-$ROOT/.venv}"
@@ -13,7 +14,7 @@ if [ ! -x "$VENV/bin/python" ]; then
   "$PYTHON" -m venv "$VENV"
 fi
 if [ "$(cat "$STAMP" 2>/dev/null)" != "$WANT" ]; then
-  echo "[setup] installing torch 2.13.0 (CPU) and fairseq_t2r[test] into $VENV (about 2 minutes)"
+  echo "[setup] installing torch 2.13.0 (the build your pip index serves: see README, Set-up) and fairseq_t2r[test] into $VENV (about 2 minutes)"
   "$VENV/bin/python" -m pip install -q --upgrade pip
   "$VENV/bin/python" -m pip install -q "torch==2.13.0"
   "$VENV/bin/python" -m pip install -q -e "$ROOT[test]"
