@@ -47,6 +47,7 @@ class Step:
     func: Optional[Callable[[], None]] = None  # ...or a Python function (data prep, measures)
     deps: List[str] = field(default_factory=list)
     describe: str = ""              # for function steps: the equivalent command, for the report
+    cost: Optional[float] = None    # for the time-left estimate, in training updates (default: see ``cost``)
 
     def command(self) -> str:
         if self.module is None:
@@ -195,7 +196,9 @@ class Runner:
 
 
 def cost(step: Step) -> float:
-    """A step's relative cost: a training's updates, any other step OTHER_STEP_COST."""
+    """A step's relative cost: its own ``cost``, else a training's updates, else OTHER_STEP_COST."""
+    if step.cost is not None:
+        return step.cost
     if "--max-update" in step.args:
         return float(step.args[step.args.index("--max-update") + 1])
     return float(OTHER_STEP_COST)
