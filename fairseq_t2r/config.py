@@ -33,7 +33,10 @@ class SwapConfig(FairseqDataclass):
     t2r_feature_map: ChoiceEnum(sorted(FEATURE_MAPS)) = field(
         default="t2r",
         metadata={"help": "feature map of the linear attention: t2r (learned MLP + ReLU, the paper), "
-                  "elu (elu+1), rfa (random Fourier), performer (positive random), hedgehog"},
+                  "elu (elu+1), rfa (random Fourier), hedgehog, performer (positive random; fragile: a key "
+                  "feature exp(w.k - |k|^2/2) underflows to 0 in float32 once |k|^2/(2 sqrt(head_dim)) passes "
+                  "about 100, e.g. key entries of RMS 5 at head size 64: such keys drop out, and a layer whose "
+                  "keys all do outputs 0; prefer t2r or hedgehog for trained models)"},
     )
     t2r_feature_dim: int = field(
         default=32, metadata={"help": "feature size k of the linear attention (state is k x head_dim per head)"}

@@ -18,8 +18,10 @@ from argparse import Namespace
 
 import torch
 
-from . import checkpoint, stage_one
+# patches first: importing it hides fairseq's known-harmless notices before stage_one imports fairseq
+from . import checkpoint, patches, stage_one  # noqa: F401
 from .errors import RequiresUserDir, T2RUserError
+from .interrupts import one_line_on_interrupt
 
 T2R_FAMILIES = {"transformer_lm": "t2r_transformer_lm", "transformer": "t2r_transformer"}
 
@@ -151,6 +153,8 @@ def check_swap_options(args):
         raise T2RUserError("feature sizes must be positive: pass --t2r-feature-dim N with N >= 1")
 
 
+@one_line_on_interrupt("t2r-convert", "the output was not written and no partial file is left: rerun the same "
+                                      "command to start over")
 def cli_main(argv=None):
     from .config import TransferConfig, fill_defaults, swap_options
 

@@ -34,16 +34,26 @@ fairseq_cli.eval_lm's         fairseq skips every sample longer than the   none:
 evaluated -> one line, exit 1  all skipped (default --tokens-per-sample     Perplexity: 1.00" and exits 0
                                1024, a 128-position model) it reports
                                perplexity 1.00, which reads as a result
+warnings filters and a log     fairseq's known-harmless notices (Hydra      a fairseq release on a current Hydra
+filter (``hide_harmless_       1.0-era deprecations, tensorboardX, torch    that logs no optional-package notice
+warnings``, on import; off     autocast/jit deprecations) bury a tool's     (none yet)
+with FAIRSEQ_T2R_VERBOSE=1)    output under ~25 lines
 =============================  ===========================================  =====================================
 
-``apply()`` makes the module-level changes (the first four rows and the last); it is idempotent and called
+The last row is installed when this module is imported: by the plugin's own tools before they
+import fairseq, and by fairseq's tools through ``--user-dir`` (after fairseq's import, so there
+the tensorboardX notice, logged while fairseq itself is imported, still shows).
+
+``apply()`` makes the module-level changes (the first four rows and the eval-lm row); it is idempotent and called
 where fairseq is used: on import of ``models`` and ``criterions`` (so by every fairseq tool run
 with ``--user-dir``) and by the loaders of the command-line tools -- never on import of the math
 (``ops``, ``modules``). Rows five to seven patch one object each and are called by the models.
 """
 import functools
+import logging
 import os
 import types
+import warnings
 import weakref
 
 import numpy as np
@@ -51,6 +61,49 @@ import torch
 
 from .checkpoint import is_local, not_a_checkpoint, unreadable_reason
 from .errors import RequiresUserDir, T2RUserError
+
+# --------------------------------------------------------------------------- on import: quiet tools
+VERBOSE_ENV = "FAIRSEQ_T2R_VERBOSE"
+HOW_TO_SEE = f"fairseq's known-harmless warnings are hidden; set {VERBOSE_ENV}=1 to see them"
+# (category, message pattern as warnings matches it: from the start, case-insensitive); each one is
+# a notice about fairseq's own use of Hydra 1.0 / torch APIs, nothing the user can or should change
+HARMLESS_WARNINGS = (
+    (UserWarning, r"hydra\.experimental\.(initialize|compose)\(\) is no longer experimental"),
+    (UserWarning, r"\s*The version_base parameter is not specified"),
+    (UserWarning, r"In 'config': Usage of deprecated keyword in package header '# @package _group_'"),
+    (UserWarning, r"\s*'config' is validated against ConfigStore schema with the same name"),
+    (UserWarning, r"\s*The strict flag in the compose API is deprecated"),
+    (UserWarning, r"'pin_memory' argument is set as true but no accelerator is found"),
+    (FutureWarning, r"`torch\.cuda\.amp\.autocast\(args\.\.\.\)` is deprecated"),
+    (DeprecationWarning, r"`torch\.jit\.script` is deprecated"),
+)
+# (logger, message start): fairseq's text_to_speech task logs this on every ``import fairseq``
+HARMLESS_LOG_LINES = (("fairseq.tasks.text_to_speech", "Please install tensorboardX"),)
+
+
+class _DropLines(logging.Filter):
+    def __init__(self, start):
+        super().__init__()
+        self.start = start
+
+    def filter(self, record):
+        return not str(record.msg).startswith(self.start)
+
+
+def hide_harmless_warnings():
+    """Hide the notices above unless FAIRSEQ_T2R_VERBOSE is set (idempotent)."""
+    if os.environ.get(VERBOSE_ENV, "") not in ("", "0"):
+        return
+    for category, pattern in HARMLESS_WARNINGS:
+        warnings.filterwarnings("ignore", message=pattern, category=category)  # no duplicates: it dedupes
+    for name, start in HARMLESS_LOG_LINES:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _DropLines) for f in logger.filters):
+            logger.addFilter(_DropLines(start))
+
+
+hide_harmless_warnings()
+
 
 # --------------------------------------------------------------------------- module-level: apply()
 

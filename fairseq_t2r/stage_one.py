@@ -20,7 +20,7 @@ from dataclasses import fields
 
 import torch
 
-from . import checkpoint
+from . import checkpoint, patches
 from .config import TransferConfig
 from .config import add_options as add_config_options
 from .errors import T2RUserError
@@ -37,7 +37,8 @@ def add_options(parser):
     # not given -> None, whatever the field's default: requested() tells a run that asked for transfer by it
     add_config_options(g, TransferConfig, unset_is_none=True)
     parser.epilog = ("Attention transfer passes every option after a '--' to fairseq-train, e.g. "
-                     "t2r-convert softmax.pt out.pt --transfer-data DATA --transfer-updates 200 -- --fp16 --update-freq 4")
+                     "t2r-convert softmax.pt out.pt --transfer-data DATA --transfer-updates 200 -- --fp16 --update-freq 4. "
+                     f"{patches.HOW_TO_SEE}.")
 
 
 def split_argv(argv):

@@ -17,11 +17,16 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
+from ..interrupts import one_line_on_interrupt
+
 USER_DIR = str(Path(__file__).resolve().parents[1])
 
 
 def build_parser():
-    p = argparse.ArgumentParser(prog="t2r-demo", description=__doc__.split("\n\n")[0])
+    from ..patches import HOW_TO_SEE
+
+    p = argparse.ArgumentParser(prog="t2r-demo", description=__doc__.split("\n\n")[0],
+                                epilog=f"Ctrl-C stops the demo; the same command resumes it. {HOW_TO_SEE}.")
     size = p.add_mutually_exclusive_group()
     size.add_argument("--quick", dest="preset", action="store_const", const="quick",
                       help="tiny models and few updates on the bundled slices (under 3 minutes)")
@@ -68,6 +73,8 @@ def preload_tools():
 
 
 def main(argv=None):
+    from .. import patches  # noqa: F401  before fairseq's import: hides its known-harmless notices
+
     args = build_parser().parse_args(argv)
     tasks = check_args(args)
     t_start = time.time()
@@ -75,7 +82,7 @@ def main(argv=None):
 
     from ..machine import machine
     from . import plan as plans
-    from . import report
+    from . import report, takeaway
     from .presets import PRESETS
     from .runner import Runner
 
@@ -109,8 +116,10 @@ def main(argv=None):
         header.update({k: old[k] for k in ("seconds", "machine") if k in old})
     commands = [s.command() for s in steps]
     folder = out / "report"
+    header["takeaway"] = takeaway.sentences(collected, args.preset)
     report.write(folder, header, collected, commands)
     print(summary(collected))
+    print("\n".join(header["takeaway"]))
     print(f"t2r-demo: report in {folder}/report.md ({header['seconds'] / 60:.1f} min)")
     return 0
 
@@ -125,6 +134,8 @@ def summary(collected) -> str:
     return "\n".join(lines)
 
 
+@one_line_on_interrupt("t2r-demo", "finished steps are kept and an interrupted training goes on from its last "
+                                   "checkpoint: rerun the same command to resume")
 def cli_main():
     # one OpenMP thread per run, decided before torch starts its pool
     os.environ.setdefault("OMP_NUM_THREADS", "1")

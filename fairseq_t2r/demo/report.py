@@ -114,7 +114,8 @@ def _header_lines(header) -> List[str]:
             f"Preset `{header['preset']}`, finished {m['date']} in {header['seconds'] / 60:.1f} min on "
             f"{m['cpu']} ({m['cpu_count']} cores, {m['memory']}), {m['platform']}, Python {m['python']}, "
             f"torch {m['torch']}; {header['jobs']} runs side by side, one thread each.", "",
-            "Settings: " + ", ".join(f"{k} {v}" for k, v in header["settings"].items()), ""]
+            "Settings: " + ", ".join(f"{k} {v}" for k, v in header["settings"].items()), "",
+            *[f"**{line}**" for line in header.get("takeaway", [])], ""]
 
 
 def _task_lines(k, t) -> List[str]:

@@ -33,6 +33,9 @@ TOOL_NAMES = {
 
 
 UPDATES = re.compile(r'"num_updates": "(\d+)"')
+# what a step costs, for the estimate of the time left: a training its updates, anything else this
+# many (the quick preset's evaluations and data steps take about as long as 10 of its updates)
+OTHER_STEP_COST = 10
 
 
 @dataclass
@@ -44,6 +47,7 @@ class Step:
     func: Optional[Callable[[], None]] = None  # ...or a Python function (data prep, measures)
     deps: List[str] = field(default_factory=list)
     describe: str = ""              # for function steps: the equivalent command, for the report
+    cost: Optional[float] = None    # for the time-left estimate, in training updates (default: see ``cost``)
 
     def command(self) -> str:
         if self.module is None:
@@ -55,6 +59,7 @@ class Runner:
     def __init__(self, out: Path, jobs: int = 1, threads: int = 1, log=print):
         self.out, self.jobs, self.threads, self.log = Path(out), max(1, jobs), threads, log
         self.ran: List[str] = []  # steps this invocation ran (the others were reused)
+        self.clock = Progress()
         (self.out / "steps").mkdir(parents=True, exist_ok=True)
         (self.out / "logs").mkdir(parents=True, exist_ok=True)
 
@@ -91,9 +96,11 @@ class Runner:
         assert len(set(names)) == len(names), "duplicate step names"
         pending = {s.name: s for s in steps}
         done = set()
+        self.clock = Progress(total=len(steps), costs={s.name: cost(s) for s in steps})
         for s in steps:
             info = self.finished(s)
             if info is not None:
+                self.clock.reused(s.name)
                 self.log(f"[{s.name}] finished earlier ({info['seconds']:.0f} s): reusing it")
                 done.add(s.name)
                 del pending[s.name]
@@ -102,9 +109,12 @@ class Runner:
             failed = self._loop(pending, running, done)
         except BaseException:
             # Ctrl-C reaches the steps too (same process group); a kill of this process does not:
-            # end the steps, so nothing keeps running behind the user's back
+            # end the steps, so nothing keeps running behind the user's back, and wait for them
+            # (a few seconds at most), so that the prompt comes back after the last one ended
             for pid in running:
                 toolrun.kill(pid, signal.SIGTERM)
+            for pid in running:
+                toolrun.wait(pid, timeout=10)
             raise
         if failed is not None:
             s, rc = failed
@@ -121,7 +131,8 @@ class Runner:
                         break
                     if all(d in done for d in s.deps):
                         del pending[s.name]
-                        self.log(f"[{s.name}] {s.title}")
+                        self.log(f"[{s.name}] {s.title} -- step {self.clock.start()} of {self.clock.total}, "
+                                 f"{self.clock.times()}")
                         running[self._start(s)] = (s, time.monotonic())
             if not running:
                 if failed is None and pending:
@@ -135,7 +146,8 @@ class Runner:
                 self._mark(s, seconds)
                 self.ran.append(s.name)
                 done.add(s.name)
-                self.log(f"[{s.name}] done in {seconds:.0f} s")
+                self.clock.finished(s.name)
+                self.log(f"[{s.name}] done in {seconds:.0f} s ({self.clock.times()})")
             elif failed is None:
                 failed = (s, rc)
         return failed
@@ -181,3 +193,48 @@ class Runner:
         return toolrun.start(toolrun.Run(
             module=step.module, args=step.args, func=step.func, stdout=str(self.logfile(step)), append=True,
             threads=self.threads, banner=f"### {time.strftime('%Y-%m-%d %H:%M:%S')} {step.command()}"))
+
+
+def cost(step: Step) -> float:
+    """A step's relative cost: its own ``cost``, else a training's updates, else OTHER_STEP_COST."""
+    if step.cost is not None:
+        return step.cost
+    if "--max-update" in step.args:
+        return float(step.args[step.args.index("--max-update") + 1])
+    return float(OTHER_STEP_COST)
+
+
+def clock(seconds: float) -> str:
+    seconds = int(round(seconds))
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}" if seconds >= 3600 else \
+        f"{seconds // 60}:{seconds % 60:02d}"
+
+
+class Progress:
+    """Where a run stands: steps started so far, time elapsed, and the time left estimated from this
+    invocation's pace (elapsed time per unit of ``cost`` finished; reused steps cost nothing)."""
+
+    def __init__(self, total: int = 0, costs: Optional[dict] = None):
+        self.total, self.costs = total, costs or {}
+        self.t0 = time.monotonic()
+        self.started = self.done_cost = 0
+        self.left_cost = sum(self.costs.values())
+
+    def reused(self, name: str):
+        self.started += 1
+        self.left_cost -= self.costs[name]
+
+    def start(self) -> int:
+        self.started += 1
+        return self.started
+
+    def finished(self, name: str):
+        self.done_cost += self.costs[name]
+        self.left_cost -= self.costs[name]
+
+    def times(self) -> str:
+        elapsed = time.monotonic() - self.t0
+        if not self.done_cost:
+            return f"{clock(elapsed)} elapsed"
+        left = elapsed * max(0.0, self.left_cost) / self.done_cost
+        return f"{clock(elapsed)} elapsed, about {clock(left)} left"

@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+from ..interrupts import one_line_on_interrupt
 from . import corpora, pipeline
 
 
@@ -112,6 +113,8 @@ def get_parser():
     return p
 
 
+@one_line_on_interrupt("t2r-prepare-lm", "the output folder is incomplete: rerun the same command to prepare it again "
+                                       "from the start")
 def cli_main(argv=None):
     args = get_parser().parse_args(argv)
     prepare_lm(args.out, text_file=args.text, max_lines=args.max_lines,

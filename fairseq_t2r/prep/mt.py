@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+from ..interrupts import one_line_on_interrupt
 from . import corpora, pipeline
 
 SRC, TGT = "en", "de"
@@ -117,6 +118,8 @@ def get_parser():
     return p
 
 
+@one_line_on_interrupt("t2r-prepare-mt", "the output folder is incomplete: rerun the same command to prepare it again "
+                                       "from the start")
 def cli_main(argv=None):
     args = get_parser().parse_args(argv)
     prepare_mt(args.out, src_file=args.src, tgt_file=args.tgt, max_pairs=args.max_pairs,

@@ -6,14 +6,17 @@ import math
 import pytest
 import torch
 from quick_demo import QUICK, demo, quick_demo
-from utils import DATA, lm_args
+from tool_server import tools
+from utils import DATA, REPO, lm_args
 
-from fairseq_t2r.demo import cli
+from fairseq_t2r.demo import cli, takeaway
+from fairseq_t2r.demo import runner as runner_module
 from fairseq_t2r.demo.plan import VARIANTS, flags_from_checkpoint
 from fairseq_t2r.demo.runner import Runner, Step
 from fairseq_t2r.errors import T2RUserError
 
 RUNS = ["teacher", "swapped", *VARIANTS]
+SIGINT_DEFAULT = f"{REPO}/tests/sigint_default.py"  # Ctrl-C as at a terminal, whatever pytest inherited
 
 
 def pipeline(root):
@@ -58,6 +61,80 @@ def test_quick_demo_writes_the_report(quick):
     for png in ("curves.png", "speed.png"):
         data = (out / "report" / png).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
+
+
+def test_quick_demo_shows_its_position_and_ends_with_a_takeaway(quick):
+    out, res = quick
+    lines = res.stdout.splitlines()
+    starts = [line for line in lines if " -- step " in line]
+    total = len(list((out / "steps").iterdir()))
+    assert f" -- step 1 of {total}, " in starts[0] and starts[0].endswith(" elapsed")  # nothing finished: no estimate
+    assert f"step {total} of {total}, " in starts[-1] and "left" in starts[-1]
+    done = [line for line in lines if " done in " in line]
+    assert all(" elapsed" in line for line in done) and "about 0:00 left" in done[-1]
+    lm, mt = lines[-4], lines[-3]
+    assert lm.startswith("LM: T2R (the teacher's attention swapped, finetuned for 30 updates (50% of the teacher's 60)")
+    assert "test perplexity" in lm and ("x faster at context 256" in lm or "x slower at context 256" in lm)
+    assert mt.startswith("MT: T2R") and "test BLEU" in mt
+    assert lines[-2].startswith("(--quick:")
+    report = (out / "report" / "report.md").read_text()
+    assert f"**{lm}**" in report and f"**{mt}**" in report
+    assert not any(n in res.stderr + res.stdout for n in ("ConfigStore schema", "hydra.experimental"))
+
+
+def test_ctrl_c_stops_the_demo_with_one_line(tmp_path):
+    """Ctrl-C while a step runs: one line, exit status 130, the running step ended (and waited for),
+    no marker for it; what finished stays for the rerun (test_rerun_reuses_every_finished_step)."""
+    import signal
+    import time
+
+    job = tools().start(None, "fairseq_t2r.demo", *QUICK, "--tasks", "lm", "--out", tmp_path / "run",
+                        script=SIGINT_DEFAULT, cwd=REPO, env={"OMP_NUM_THREADS": "1"})
+    log = tmp_path / "run" / "logs" / "lm__data.log"
+    deadline = time.monotonic() + 120
+    while not (log.exists() and log.stat().st_size):  # the step's child runs (its banner is written)
+        assert time.monotonic() < deadline, job.read_output()
+        time.sleep(0.05)
+    # (a Ctrl-C that lands while the demo forks a step is lost in os.fork's handlers: Python prints
+    # "Exception ignored"; at a terminal the step gets it too, fails, and the demo stops naming it)
+    time.sleep(0.2)
+    job.kill(signal.SIGINT)
+    res = job.wait(timeout=60)
+    assert res.returncode == 130, res.stderr[-3000:]
+    assert "Traceback" not in res.stderr and "KeyboardInterrupt" not in res.stderr, res.stderr[-3000:]
+    assert res.stderr.strip().splitlines()[-1] == (
+        "t2r-demo: interrupted; finished steps are kept and an interrupted training goes on from its last "
+        "checkpoint: rerun the same command to resume")
+    assert list((tmp_path / "run" / "steps").iterdir()) == []
+
+
+def test_takeaway_says_what_the_figures_say():
+    task = {"runs": {"teacher": {"updates": 600, "test_ppl": 40.0}, "t2r": {"updates": 150, "test_ppl": 44.0}},
+            "speed": {"teacher": [{"context": 2048, "ms_per_token": 9.0, "state_bytes": 2 * 2**20}],
+                      "t2r": [{"context": 2048, "ms_per_token": 3.0, "state_bytes": 2**19}]}}
+    assert takeaway.sentence("lm", task) == (
+        "LM: T2R (the teacher's attention swapped, finetuned for 150 updates (25% of the teacher's 600)) reaches "
+        "test perplexity 44.0 against the softmax teacher's 40.0 (+10%), and decodes a token 3.0x faster at "
+        "context 2048 with a state of 0.50 MiB that does not grow (the teacher's: 2.00 MiB).")
+    del task["speed"]
+    task["runs"]["teacher"].update(updates=None)  # the user's own teacher: its budget is unknown
+    assert takeaway.sentence("lm", task).endswith("finetuned for 150 updates) reaches test perplexity 44.0 "
+                                                  "against the softmax teacher's 40.0 (+10%).")
+    task["runs"]["t2r"]["test_ppl"] = None
+    assert takeaway.sentence("lm", task) is None and takeaway.sentences({"lm": task}, "quick") == []
+
+
+def test_progress_estimates_the_time_left_from_this_runs_pace(monkeypatch):
+    now = [100.0]
+    monkeypatch.setattr(runner_module.time, "monotonic", lambda: now[0])
+    steps = [Step("data", "d", func=print), Step("train", "t", "fairseq_cli.train", ["--max-update", "30"]),
+             Step("eval", "e", func=print)]
+    p = runner_module.Progress(total=3, costs={s.name: runner_module.cost(s) for s in steps})
+    p.reused("data")
+    assert p.start() == 2 and p.times() == "0:00 elapsed"
+    now[0] += 90
+    p.finished("train")  # 30 cost units in 90 s: the evaluation's 10 take about 30 s
+    assert p.times() == "1:30 elapsed, about 0:30 left"
 
 
 def test_rerun_reuses_every_finished_step(quick):

@@ -98,7 +98,11 @@ def test_denominator_is_clamped_in_every_form(feature_map, scale):
     "performer (modules/feature_maps.py) underflows at large activations: every key feature "
     "exp(W k - |k|^2/2) is 0 in fp32, so every denominator is 0 (clamped to eps), the "
     "attention output is identically 0 and its gradients are 0 (a dead layer). The exponent is "
-    "only capped from above (MAX_KEY_EXPONENT), never shifted up."))
+    "only capped from above (MAX_KEY_EXPONENT), never shifted up. Not fixed on purpose: a per-key "
+    "shift (per-row max) changes which keys the estimate weights; the exact fix, one shift for all "
+    "keys of a head, must be a running maximum kept in the recurrent state (S and z rescaled when it "
+    "grows), a change to every attention form (ops/, modules/decoding.py). Documented instead in the "
+    "--t2r-feature-map help (config.py) and the README's option table."))
 def test_performer_attention_stays_alive_at_large_activations():
     attn = make_attention("performer", training=True)
     gen = torch.Generator().manual_seed(4)
