@@ -5,7 +5,8 @@ Incremental state (batch-major, so beam search reorders it with index_select on 
   side by side, so that one matmul with phi(q) gives numerator and denominator; its size never
   depends on how many tokens were consumed. A gated or decayed state (``state_update.py``)
   scales [S | z] by its gate before each token adds (z forgets with S); a padded token neither
-  adds nor decays. With ``--t2r-norm rms`` z is kept but unused.
+  adds nor decays. With ``--t2r-norm rms`` z is kept but unused. A delta rule keeps ``S``
+  (B, H, F, D) alone (no z to carry), updated in place by ``ops.delta_step`` at inference.
 - cross-attention: ``Sz_src`` (same layout), the source summary, computed once at the first step
   and reused; one per sentence rather than per hypothesis when ``set_beam_size`` was called
   (``src_group`` rows read each summary, see ``beam_groups.py``).
@@ -75,6 +76,9 @@ class IncrementalDecoding:
         v1 = y[:, nqk:].view(B, H, 1, D + 1)
         if key_padding_mask is not None:
             phi_k = phi_k.masked_fill(key_padding_mask[:, -1:].to(torch.bool).view(B, 1, 1), 0.0)
+        if self.state_update.is_delta:
+            return self._out_proj_step(self._delta_step(query, phi_q, phi_k, v1[..., :D], key_padding_mask,
+                                                        incremental_state), B)
         ct = ops.compute_dtype(query.dtype)
         if v1.dtype != ct:
             phi_k, v1 = phi_k.to(ct), v1.to(ct)
@@ -95,6 +99,20 @@ class IncrementalDecoding:
         if not su.normalize:
             out = su.finish(out.view(B, H, 1, D))
         return self._out_proj_step(out, B)
+
+    def _delta_step(self, query, phi_q, phi_k, v, key_padding_mask, incremental_state) -> Tensor:
+        """One token of a delta rule: phi_q (B, H, 1, F), phi_k (B, H, F), v (B, H, 1, D) -> the
+        normalised output (B, H, 1, D); the state ``S`` (B, H, F, D) updated in place."""
+        su = self.state_update
+        kpm = None if key_padding_mask is None else key_padding_mask[:, -1:]
+        beta, gate = su.delta_gates(query, self.k_proj, kpm)
+        buf = self._get_input_buffer(incremental_state)
+        out, S = ops.delta_step(phi_q, phi_k.unsqueeze(2), v, beta, gate, eps=ops.DEFAULT_NORM_EPS,
+                                state=buf.get("S"), inplace=True)
+        if "S" not in buf:
+            buf["S"] = S
+            self._set_input_buffer(incremental_state, buf)
+        return su.finish(out)
 
     def _step_gate(self, query: Tensor, key_padding_mask: Optional[Tensor], dtype) -> Tensor:
         """The factor (B, H, 1, 1) or (B, H, F, 1) that scales [S | z] before the token adds: the
@@ -135,6 +153,11 @@ class IncrementalDecoding:
         phi_q, phi_k = self._phi_queries_keys(query, key, key_padding_mask)
         v = self._heads(self.v_proj(value))
         buf = self._get_input_buffer(incremental_state)
+        if self.state_update.is_delta:  # the state is S alone (a delta rule has no z)
+            out, buf["S"] = self.state_update.parallel(phi_q, phi_k, v, query, self.k_proj, key_padding_mask,
+                                                       self.eps, initial_state=buf.get("S"), return_state=True)
+            self._set_input_buffer(incremental_state, buf)
+            return out
         state = split_state(buf["Sz"]) if "Sz" in buf else ops.empty_state(phi_k, v)
         if not self.state_update.is_paper:
             out, (S, z) = self.state_update.parallel(

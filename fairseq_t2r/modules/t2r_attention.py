@@ -11,8 +11,9 @@ The math is in ``fairseq_t2r.ops``; the module's jobs live in these files:
   relu and attention with the memory of one projection); other maps and short sequences project
   first and call ``ops.causal_parallel``; cross-attention calls ``ops.noncausal``.
 - ``state_update.py``: the state update of causal self-attention (``--t2r-state``: additive,
-  decay, gate) and its normaliser (``--t2r-norm``), with their new tensors; every state but the
-  paper's (additive, sum) trains through ``ops.causal_gated``.
+  decay, gate, delta, gated-delta) and its normaliser (``--t2r-norm``), with their new tensors;
+  every state but the paper's (additive, sum) trains through ``ops.causal_gated``, the delta
+  rules through ``ops.delta_chunked``.
 - ``decoding.py``: every call with an incremental state (one-token inference step, the [S | z]
   state layout per head, ``reorder_incremental_state``, ``set_beam_size``);
   ``beam_groups.py``: one cross-attention source summary per sentence under beam search.
