@@ -15,5 +15,5 @@ import sys
 if "fairseq" in sys.modules:
     from . import (
         criterions,  # noqa: F401  (registers t2r_attention_transfer, t2r_distillation)
-        models,  # noqa: F401  (registers models and architectures; applies patches.py)
+        models,  # noqa: F401  (registers models and architectures; applies patches)
     )

@@ -20,7 +20,7 @@ from fairseq.models.transformer_lm import TransformerLanguageModel, base_lm_arch
 from tool_server import tools
 from utils import REPO, FakeTask, dictionary
 
-import fairseq_t2r.models  # noqa: F401  registers the models, applies patches.py
+import fairseq_t2r.models  # noqa: F401  registers the models, applies the patches
 from fairseq_t2r import recipes
 from fairseq_t2r.command_line import rebuild_flags
 from fairseq_t2r.errors import T2RUserError

@@ -5,7 +5,7 @@ from argparse import Namespace
 from fairseq.data import Dictionary
 from fairseq.models.transformer_lm import TransformerLanguageModel, base_lm_architecture
 
-import fairseq_t2r.criterions  # noqa: F401  registers the criteria (and patches.py)
+import fairseq_t2r.criterions  # noqa: F401  registers the criteria (and the patches)
 import fairseq_t2r.models  # noqa: F401  registers the models
 from fairseq_t2r.models.t2r_transformer_lm import T2RTransformerLanguageModel
 

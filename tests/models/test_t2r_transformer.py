@@ -11,7 +11,7 @@ from fairseq.data import Dictionary
 from fairseq.models import ARCH_MODEL_NAME_REGISTRY
 from fairseq.sequence_generator import SequenceGenerator
 
-import fairseq_t2r.models  # noqa: F401  (registers the models, applies patches.py)
+import fairseq_t2r.models  # noqa: F401  (registers the models, applies patches)
 from fairseq_t2r.errors import T2RUserError
 from fairseq_t2r.modules.t2r_attention import T2RAttention
 
