@@ -188,16 +188,17 @@ def fill_options(args, ck_args, base_arch_fn):
 def hint(arch) -> str:
     """For a checkpoint that does not fit: the exact flags that rebuild the --finetune-from-model
     checkpoint the command line named (empty when it named none, or they cannot be spelt)."""
-    if not SOURCE:
+    source = dict(SOURCE)  # (rebuild_flags parses command lines, which resets SOURCE)
+    if not source:
         return ""
     from ..command_line import rebuild_flags
 
-    twin = twin_of(SOURCE["arch"])
+    twin = twin_of(source["arch"])
     task = FAMILY_TASKS.get(family_of(twin))
     try:
-        flags = rebuild_flags(SOURCE["args"], SOURCE["arch"], [os.curdir, "--task", task, "--arch", twin])
+        flags = rebuild_flags(source["args"], source["arch"], [os.curdir, "--task", task, "--arch", twin])
     except T2RUserError:
         return ""
     shown = " ".join(["--arch", twin, *flags])
-    return (f"; {shown} rebuilds {SOURCE['path']}: leave the size flags out (with --finetune-from-model "
+    return (f"; {shown} rebuilds {source['path']}: leave the size flags out (with --finetune-from-model "
             f"they are the checkpoint's) or pass exactly these")
