@@ -52,10 +52,19 @@ _reading = []  # non-empty while a checkpoint's own config runs through the arch
 SOURCE: Dict[str, object] = {}
 
 
+# set on a parse once its checkpoint was seen: fairseq runs a translation architecture's function
+# again when it builds the model from that same Namespace (in-process builders such as the recipes'
+# checks do), and on a saved config at every load
+SEEN = "_t2r_finetune_checked"
+
+
 def from_command_line(args) -> bool:
-    """True for fairseq's parse of a command line: a config rebuilt from a saved checkpoint (or
-    fairseq's own ``cfg.model``) carries ``_name``; the parse does not."""
-    return not hasattr(args, "_name") and not _reading
+    """True, once, for fairseq's parse of a command line: a config rebuilt from a saved checkpoint
+    (or fairseq's own ``cfg.model``) carries ``_name``; the parse does not."""
+    if hasattr(args, "_name") or getattr(args, SEEN, False):
+        return False
+    setattr(args, SEEN, True)
+    return not _reading
 
 
 def family_of(arch: Optional[str]) -> Optional[str]:
@@ -76,6 +85,11 @@ def _busy():
         yield
     finally:
         _reading.pop()
+
+
+# parses of command lines that run later (plans, rebuild flags): the checkpoint a plan names may
+# not exist yet or be replaced before its run, so its flags alone must give the model
+command_line_only = _busy
 
 
 def take_from_checkpoint(args, base_arch_fn):
