@@ -63,7 +63,8 @@ def from_command_line(args) -> bool:
     (or fairseq's own ``cfg.model``) carries ``_name``; the parse does not."""
     if hasattr(args, "_name") or getattr(args, SEEN, False):
         return False
-    setattr(args, SEEN, True)
+    if getattr(args, "finetune_from_model", None):  # (only then: other Namespaces stay as they are)
+        setattr(args, SEEN, True)
     return not _reading
 
 
@@ -202,7 +203,7 @@ def fill_options(args, ck_args, base_arch_fn):
 def hint(arch) -> str:
     """For a checkpoint that does not fit: the exact flags that rebuild the --finetune-from-model
     checkpoint the command line named (empty when it named none, or they cannot be spelt)."""
-    source = dict(SOURCE)  # (rebuild_flags parses command lines, which resets SOURCE)
+    source = dict(SOURCE)
     if not source:
         return ""
     from ..command_line import rebuild_flags
