@@ -13,7 +13,9 @@ from .errors import T2RUserError
 
 
 def parse_tool_args(name: str, argv: List[str]):
-    """Parse ``argv`` (without the tool itself) with the parser of fairseq tool ``name``."""
+    """Parse ``argv`` (without the tool itself) with the parser of fairseq tool ``name``, for a
+    command line that runs later: model options are what its flags and --arch give (not filled in
+    from its --finetune-from-model checkpoint, which the real run will do: models/from_checkpoint.py)."""
     from fairseq import options
 
     parsers = {
@@ -27,7 +29,10 @@ def parse_tool_args(name: str, argv: List[str]):
         raise T2RUserError(f"{name} would reject its arguments: {message}")
 
     parser.error = error
-    return options.parse_args_and_arch(parser, argv)
+    from .models.from_checkpoint import command_line_only
+
+    with command_line_only():  # the flags alone, never a --finetune-from-model checkpoint's options
+        return options.parse_args_and_arch(parser, argv)
 
 
 def _norm(value):

@@ -101,6 +101,13 @@ class T2RConfig(SwapConfig):
                   "modules: q/k/v/out projections and feature maps, the original code's --attn-only-training); "
                   "feature-map (only the feature maps). The rest is frozen when the model is built"},
     )
+    t2r_reconvert: bool = field(
+        default=False,
+        metadata={"help": "with --finetune-from-model of a T2R checkpoint: the --t2r-* options given may differ "
+                  "from the checkpoint's; its feature maps that no longer fit are discarded and initialised "
+                  "afresh (without it, a --t2r-* option that contradicts the checkpoint is refused; the options "
+                  "not given are the checkpoint's)"},
+    )
 
 
 @dataclass

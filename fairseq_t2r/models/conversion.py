@@ -130,7 +130,8 @@ def fill_new_tensors(model, state_dict, name: str = ""):
     Called from the model's ``upgrade_state_dict_named``, which fairseq runs on every checkpoint
     before its strict ``load_state_dict``: a softmax checkpoint then loads into a T2R model with
     every tensor copied unchanged and only the feature maps newly initialised. Anything else that
-    does not fit stops with one line naming the first offending tensor.
+    does not fit stops with one line naming the first offending tensor (and, when fairseq-train
+    finetunes, the flags that rebuild the checkpoint's model).
     """
     prefix = name + "." if name else ""
     args = getattr(model.decoder, "args", None) or getattr(model, "args", None)  # translation: model.args
@@ -142,33 +143,75 @@ def fill_new_tensors(model, state_dict, name: str = ""):
             f"checkpoint is not a fairseq transformer: it has no attention tensors (*.self_attn.*), "
             f"its tensors are {sample}, ...; T2R converts transformer_lm and transformer checkpoints only"
         )
-    for k, t in own.items():
-        ck = state_dict.get(prefix + k)
-        if ck is not None and tuple(ck.shape) != tuple(t.shape):
-            raise T2RUserError(
-                f"checkpoint does not fit --arch {arch}: tensor {k} has shape {tuple(ck.shape)} in the "
-                f"checkpoint but {tuple(t.shape)} in the model; choose the architecture, sizes and "
-                f"dictionary the checkpoint was trained with"
-            )
-    missing = [k for k in own if prefix + k not in state_dict]
-    new = [k for k in missing if is_new_tensor(k)]
-    lacking = [k for k in missing if not is_new_tensor(k)]
-    if lacking:
-        raise T2RUserError(
-            f"checkpoint does not fit --arch {arch}: it has no tensor {lacking[0]} "
-            f"({len(lacking)} model tensors missing); is it a fairseq transformer of this architecture and layer count?"
-        )
-    if not safe_getattr(args, "decoder_layers_to_keep", None):
-        extra = [k for k in state_dict if k.startswith(prefix) and k[len(prefix):] not in own]
-        if extra:
-            raise T2RUserError(
-                f"checkpoint does not fit --arch {arch}: its tensor {extra[0][len(prefix):]} has no place in the "
-                f"model ({len(extra)} such tensors); check the layer count, --t2r-layers and --t2r-feature-map"
-            )
+    if t2r_option(args, "t2r_reconvert"):
+        drop_unfitting_feature_maps(own, state_dict, prefix)
+    check_fit(own, state_dict, prefix, arch, args)
+    new = [k for k in own if prefix + k not in state_dict]  # (check_fit: only feature maps)
     if new:
         for k in new:
             state_dict[prefix + k] = own[k].detach().clone()
         logger.info(
             f"T2R swap: copied {len(own) - len(new)} tensors from the checkpoint unchanged; "
             f"initialised {len(new)} new tensors: {summarize_names(new)}"
+        )
+
+
+def _misfit(arch, problem) -> T2RUserError:
+    from .from_checkpoint import hint  # (a function-level import: from_checkpoint imports this module)
+
+    return T2RUserError(f"checkpoint does not fit --arch {arch}: {problem}{hint(arch)}")
+
+
+def check_fit(own, state_dict, prefix, arch, args):
+    """Every tensor of ``own`` (the model's) is in the checkpoint with its shape, or is a new
+    feature-map tensor; the checkpoint has no tensor the model lacks."""
+    for k, t in own.items():
+        ck = state_dict.get(prefix + k)
+        if ck is not None and tuple(ck.shape) != tuple(t.shape):
+            raise _misfit(arch, f"tensor {k} has shape {tuple(ck.shape)} in the checkpoint but {tuple(t.shape)} in "
+                                f"the model; choose the architecture, sizes and dictionary the checkpoint was trained with")
+    lacking = [k for k in own if prefix + k not in state_dict and not is_new_tensor(k)]
+    if lacking:
+        raise _misfit(arch, f"it has no tensor {lacking[0]} ({len(lacking)} model tensors missing); is it a fairseq "
+                            f"transformer of this architecture and layer count?")
+    if not safe_getattr(args, "decoder_layers_to_keep", None):
+        extra = [k for k in state_dict if k.startswith(prefix) and k[len(prefix):] not in own]
+        if extra:
+            raise _misfit(arch, f"its tensor {extra[0][len(prefix):]} has no place in the model ({len(extra)} such "
+                                f"tensors); check the layer count, --t2r-layers and --t2r-feature-map (or "
+                                f"--t2r-reconvert to replace the checkpoint's feature maps)")
+
+
+def drop_unfitting_feature_maps(own, state_dict, prefix):
+    """``--t2r-reconvert``: the checkpoint's feature maps, unless they are exactly the model's
+    (names and shapes: then this is the model's own checkpoint, e.g. loaded for generation, and
+    they stay), are discarded, so the swap initialises the model's afresh. Returns their number."""
+    theirs = {k[len(prefix):]: tuple(t.shape) for k, t in state_dict.items() if k.startswith(prefix) and is_new_tensor(k)}
+    mine = {k: tuple(t.shape) for k, t in own.items() if is_new_tensor(k)}
+    if not theirs or theirs == mine:
+        return 0  # none to discard (e.g. elu has no tensors), or the model's own
+    for k in theirs:
+        del state_dict[prefix + k]
+    logger.info(f"T2R --t2r-reconvert: discarded the checkpoint's {len(theirs)} feature-map tensors "
+                f"({summarize_names(list(theirs))})")
+    return len(theirs)
+
+
+def check_task(translation: bool, args, task):
+    """A translation model under a language-modeling task (fairseq-eval-lm, or --task
+    language_modeling) or the reverse: one line naming the task and architecture to use."""
+    from fairseq.tasks.language_modeling import LanguageModelingTask
+    from fairseq.tasks.translation import TranslationTask
+
+    arch = safe_getattr(args, "arch", None) or safe_getattr(args, "_name", None)
+    if translation and isinstance(task, LanguageModelingTask):
+        raise T2RUserError(
+            f"this is a translation model (arch {arch}), but the task is language_modeling: use --task "
+            f"translation (fairseq-generate, fairseq-interactive, fairseq-train --arch {arch}); fairseq-eval-lm "
+            f"scores language models only"
+        )
+    if not translation and isinstance(task, TranslationTask):
+        raise T2RUserError(
+            f"this is a language model (arch {arch}), but the task is translation: use --task language_modeling "
+            f"(fairseq-eval-lm, fairseq-generate, fairseq-train --arch {arch})"
         )

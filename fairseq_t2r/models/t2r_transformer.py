@@ -25,7 +25,7 @@ from .. import patches
 from ..config import T2RCrossConfig, set_t2r_defaults
 from ..modules.t2r_attention import T2RAttention
 from . import trainable
-from .conversion import convert_decoder, fill_new_tensors
+from .conversion import check_task, convert_decoder, fill_new_tensors
 from .twins import register_twins
 
 
@@ -45,6 +45,7 @@ class T2RTransformerModel(TransformerModel):
     @classmethod
     def build_model(cls, args, task):
         set_t2r_defaults(args)
+        check_task(True, args, task)
         model = super().build_model(args, task)
         model = convert_decoder(model, args, with_cross=True)
         if all(isinstance(getattr(layer, "encoder_attn", None), T2RAttention) for layer in model.decoder.layers):

@@ -7,7 +7,7 @@ from fairseq.models.transformer_lm import TransformerLanguageModel, TransformerL
 
 from ..config import T2RConfig
 from . import trainable
-from .conversion import convert_decoder, fill_new_tensors
+from .conversion import check_task, convert_decoder, fill_new_tensors
 from .twins import register_twins
 
 
@@ -20,6 +20,7 @@ class T2RTransformerLanguageModelConfig(TransformerLanguageModelConfig, T2RConfi
 class T2RTransformerLanguageModel(TransformerLanguageModel):
     @classmethod
     def build_model(cls, args, task):
+        check_task(False, args, task)
         model = super().build_model(args, task)
         convert_decoder(model, args, with_cross=False)
         return trainable.prepare(model, args, task)  # --t2r-trainable; lets criteria find the model

@@ -17,13 +17,49 @@ T2R = ["--user-dir", USER_DIR, "--arch", "t2r_transformer_lm", *TINY_TRAIN, "--m
 EVAL = ["--user-dir", USER_DIR, "--tokens-per-sample", "32", "--max-tokens", "256"]
 
 
+def translation_checkpoint(root, lm):
+    """A tiny softmax translation transformer (pre-hydra format, untrained) and a data directory
+    with only its dictionaries (the LM corpus's): enough for every tool to reach the model."""
+    import shutil
+
+    from fairseq import options, tasks
+    from utils import USER_DIR as user_dir
+
+    dicts = root / "mt_dicts"
+    dicts.mkdir()
+    for lang in ("en", "de"):
+        shutil.copy(f"{lm['data']}/dict.txt", dicts / f"dict.{lang}.txt")
+    args = options.parse_args_and_arch(options.get_training_parser(), [
+        str(dicts), "--user-dir", user_dir, "--task", "translation", "-s", "en", "-t", "de", "--arch", "transformer",
+        "--share-all-embeddings", "--encoder-layers", "1", "--decoder-layers", "1", "--encoder-embed-dim", "32",
+        "--decoder-embed-dim", "32", "--encoder-ffn-embed-dim", "64", "--decoder-ffn-embed-dim", "64",
+        "--encoder-attention-heads", "4", "--decoder-attention-heads", "4"])
+    model = tasks.setup_task(args).build_model(args)
+    history = [{"criterion_name": "LabelSmoothedCrossEntropyCriterion", "optimizer_name": "FairseqAdam",
+                "lr_scheduler_state": {"best": 9.9}, "num_updates": 1}]
+    torch.save({"args": args, "model": model.state_dict(), "optimizer_history": history, "extra_state": {},
+                "last_optimizer_state": None}, root / "mt.pt")
+    return dicts, root / "mt.pt"
+
+
+FROM_ELU = [USER_DIR, "--arch", "t2r_transformer_lm", *TINY_TRAIN, "--max-update", "1"]  # no model flags
+
+
 @pytest.fixture(scope="module")
 def w(tmp_path_factory, tiny_lm_teacher):
     """Inputs: the shared softmax teacher, an lstm_lm checkpoint, a T2R checkpoint finetuned by
-    fairseq-train, one written by t2r-convert, a truncated checkpoint and random bytes."""
+    fairseq-train, one written by t2r-convert (and one converted with elu in layer 0 only, and the
+    two finetuned from it without model flags, and with --t2r-reconvert), a tiny translation
+    checkpoint and its T2R conversion, a truncated checkpoint and random bytes."""
     lm = tiny_lm_teacher
     root = tmp_path_factory.mktemp("bad_input")
     server = tools()
+    mt_dicts, mt = translation_checkpoint(root, lm)
+    server.run("fairseq_t2r.convert", lm["teacher"], root / "converted_elu.pt", "--t2r-feature-map", "elu",
+               "--t2r-layers", "0", cwd=root, threads=1)
+    from_elu = {name: server.start("fairseq_cli.train", lm["data"], "--user-dir", *FROM_ELU, *extra, "--finetune-from-model",
+                                   root / "converted_elu.pt", "--save-dir", root / name, cwd=root, threads=1)
+                for name, extra in (("ft_elu", []), ("ft_reconvert", ["--t2r-reconvert", "--t2r-feature-map", "t2r"]))}
     lstm = server.start(
         "fairseq_cli.train", lm["data"], "--arch", "lstm_lm", "--decoder-layers", "1", "--decoder-embed-dim", "32",
         "--decoder-hidden-size", "32", "--decoder-out-embed-dim", "32", *TINY_TRAIN, "--max-update", "1",
@@ -31,6 +67,7 @@ def w(tmp_path_factory, tiny_lm_teacher):
     finetuned = server.start("fairseq_cli.train", lm["data"], *T2R, *TINY_MODEL, "--finetune-from-model",
                              lm["teacher"], "--save-dir", root / "t2r", cwd=root, threads=1)
     server.run("fairseq_t2r.convert", lm["teacher"], root / "converted.pt", cwd=root, threads=1)
+    server.run("fairseq_t2r.convert", mt, root / "mt_t2r.pt", cwd=root, threads=1)
     blob = open(lm["teacher"], "rb").read()
     (root / "truncated.pt").write_bytes(blob[: len(blob) // 2])
     (root / "junk.pt").write_bytes(random.Random(0).randbytes(4096))
@@ -41,6 +78,8 @@ def w(tmp_path_factory, tiny_lm_teacher):
         "root": root, "data": lm["data"], "teacher": lm["teacher"], "lstm": root / "lstm" / "checkpoint_last.pt",
         "finetuned": root / "t2r" / "checkpoint_last.pt", "converted": root / "converted.pt",
         "truncated": root / "truncated.pt", "junk": root / "junk.pt", "existing": root / "existing.pt",
+        "converted_elu": root / "converted_elu.pt", "mt": mt, "mt_t2r": root / "mt_t2r.pt", "mt_dicts": mt_dicts,
+        **{name: job.wait(check=True) for name, job in from_elu.items()},
     }
 
 
@@ -54,6 +93,17 @@ def eval_lm(w, path, user_dir=True):
 
 def convert(*args):
     return ("fairseq_t2r.convert", [*args])
+
+
+def train_arch(w, arch, *extra, task="language_modeling"):
+    """fairseq-train with another --arch or --task than train()'s, no model flags."""
+    flags = list(TINY_TRAIN)
+    flags[flags.index("--task") + 1] = task
+    if task != "language_modeling":  # an LM task option
+        i = flags.index("--tokens-per-sample")
+        del flags[i:i + 2]
+    return ("fairseq_cli.train", [w["data"], "--user-dir", USER_DIR, "--arch", arch, *flags, "--max-update", "1",
+                                  *extra, "--save-dir", "ckpt"])
 
 
 def resized(option, value):
@@ -78,7 +128,38 @@ USER_ERRORS = {
     "convert_truncated": (lambda w: convert(w["truncated"], "out.pt"), ["is not a readable fairseq checkpoint"]),
     # sizes that do not fit the t2r_ architecture
     "train_more_layers": (lambda w: train(w, "--finetune-from-model", w["teacher"], model=resized("--decoder-layers", "3")),
-                          ["does not fit --arch t2r_transformer_lm", "decoder.layers.2."]),
+                          ["does not fit --arch t2r_transformer_lm", "decoder.layers.2.",
+                           # the exact flags that rebuild the checkpoint
+                           "--arch t2r_transformer_lm --decoder-embed-dim 32", "--decoder-layers 2 ",
+                           "--share-decoder-input-output-embed rebuilds", "leave the size flags out"]),
+    # the model family and architecture of the --finetune-from-model checkpoint, checked before the build
+    "train_lm_arch_from_translation": (lambda w: train(w, "--finetune-from-model", w["mt"]),
+                                       ["mt.pt is a translation checkpoint (arch transformer)",
+                                        "use --task translation --arch t2r_transformer"]),
+    "train_translation_arch_from_lm": (lambda w: train_arch(w, "t2r_transformer", "--finetune-from-model", w["teacher"],
+                                                            task="translation"),
+                                       ["is a language-model checkpoint (arch transformer_lm)",
+                                        "use --task language_modeling --arch t2r_transformer_lm"]),
+    "train_wiki103_arch_on_plain_lm": (lambda w: train_arch(w, "t2r_transformer_lm_wiki103", "--finetune-from-model",
+                                                            w["teacher"]),
+                                       ["--arch t2r_transformer_lm_wiki103 does not match", "adaptive input",
+                                        "use --arch t2r_transformer_lm"]),
+    # a T2R option that contradicts the converted checkpoint's (elu, layer 0 only)
+    "train_contradicts_converted_map": (lambda w: train_arch(w, "t2r_transformer_lm", "--t2r-feature-map", "t2r",
+                                                             "--finetune-from-model", w["converted_elu"]),
+                                        ["--t2r-feature-map t2r contradicts", "converted with --t2r-feature-map elu",
+                                         "leave --t2r-feature-map out", "--t2r-reconvert"]),
+    "train_contradicts_converted_layers": (lambda w: train(w, "--t2r-layers", "1", "--finetune-from-model",
+                                                           w["converted_elu"]),
+                                           ["--t2r-layers 1 contradicts", "converted with --t2r-layers 0"]),
+    # a model of one family under the other family's task (the tools build it from the checkpoint)
+    "eval_lm_translation_checkpoint": (lambda w: eval_lm(w, w["mt_t2r"]),
+                                       ["this is a translation model (arch t2r_transformer)", "--task translation",
+                                        "fairseq-eval-lm scores language models only"]),
+    "generate_lm_checkpoint_as_translation": (
+        lambda w: ("fairseq_cli.generate", [w["mt_dicts"], "--user-dir", USER_DIR, "--task", "translation", "-s", "en",
+                                            "-t", "de", "--path", w["converted"], "--cpu"]),
+        ["this is a language model (arch t2r_transformer_lm)", "use --task language_modeling"]),
     # not a transformer
     "train_from_lstm": (lambda w: train(w, "--finetune-from-model", w["lstm"]),
                         ["not a fairseq transformer", "decoder.layers.0.weight_ih", "transformer_lm and transformer"]),
@@ -123,7 +204,8 @@ def sha(path):
 @pytest.fixture(scope="module")
 def results(w):
     """Run every case (3 at a time), each in its own empty working directory."""
-    inputs = [w[k] for k in ("teacher", "lstm", "finetuned", "converted", "truncated", "junk", "existing")]
+    inputs = [w[k] for k in ("teacher", "lstm", "finetuned", "converted", "truncated", "junk", "existing",
+                             "converted_elu", "mt", "mt_t2r")]
     before = {p: sha(p) for p in inputs}
     (w["root"] / "full_unpickle.py").write_text(FULL_UNPICKLE_EVAL)
     cases = {name: spec(w) for name, (spec, _) in USER_ERRORS.items()}
@@ -224,3 +306,50 @@ def test_killed_convert_leaves_no_partial_output(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["softmax.pt", "t2r.pt"]
     state = torch.load(out, weights_only=False)
     assert torch.equal(state["model"]["decoder.embed_tokens.weight"], big.state_dict()["decoder.embed_tokens.weight"])
+
+
+# ------------------------------------------------------------------ what a converted checkpoint remembers
+def load_finetuned(w, name):
+    """(model as every loading tool builds it from the checkpoint's own cfg, saved model cfg)."""
+    from fairseq import checkpoint_utils
+    from utils import load_checkpoint
+
+    import fairseq_t2r.models  # noqa: F401  registers the models
+
+    path = str(w["root"] / name / "checkpoint_last.pt")
+    models, _ = checkpoint_utils.load_model_ensemble([path], arg_overrides={"data": w["data"]})
+    return models[0], load_checkpoint(path)["cfg"]["model"]
+
+
+def test_finetune_without_flags_trains_the_converted_model(w):
+    """t2r-convert --t2r-feature-map elu --t2r-layers 0, then fairseq-train --finetune-from-model
+    with no model flag at all: the elu map in layer 0 only, the teacher's sizes, said in one log
+    line; the finetuned checkpoint records them, and loading it (fairseq-eval-lm/-generate,
+    from_pretrained) builds that model again."""
+    from fairseq.modules import MultiheadAttention
+
+    from fairseq_t2r.modules import T2RAttention
+
+    log = w["ft_elu"].output
+    took = [line for line in log.splitlines() if "model options from --finetune-from-model" in line]
+    assert len(took) == 1, log[-3000:]
+    for flag in ("--t2r-feature-map elu", "--t2r-layers 0", "--decoder-layers 2", "--decoder-embed-dim 32",
+                 "--decoder-ffn-embed-dim 64", "--decoder-attention-heads 4", "--share-decoder-input-output-embed"):
+        assert flag in took[0], (flag, took[0])
+    model, cfg = load_finetuned(w, "ft_elu")
+    assert (cfg["t2r_feature_map"], cfg["t2r_layers"], cfg["decoder_layers"], cfg["decoder_embed_dim"]) == ("elu", "0", 2, 32)
+    first, second = (layer.self_attn for layer in model.decoder.layers)
+    assert isinstance(first, T2RAttention) and type(first.feature_map).__name__ == "EluFeatureMap"
+    assert isinstance(second, MultiheadAttention) and not isinstance(second, T2RAttention)
+
+
+def test_reconvert_replaces_the_feature_map_deliberately(w):
+    """--t2r-reconvert --t2r-feature-map t2r on the elu checkpoint: the t2r map, in the layers the
+    checkpoint converted (the options not given stay the checkpoint's), freshly initialised."""
+    log = w["ft_reconvert"].output
+    assert "initialised 2 new tensors: decoder.layers.{0}.self_attn.feature_map.weight" in log, log[-3000:]
+    model, cfg = load_finetuned(w, "ft_reconvert")
+    assert (cfg["t2r_feature_map"], cfg["t2r_layers"]) == ("t2r", "0")
+    assert type(model.decoder.layers[0].self_attn.feature_map).__name__ == "T2RFeatureMap"
+    assert sorted(k for k in model.state_dict() if ".feature_map." in k) == [
+        "decoder.layers.0.self_attn.feature_map.bias", "decoder.layers.0.self_attn.feature_map.weight"]
