@@ -6,10 +6,30 @@ finetunes from, so every setting where a teacher differs from what ``--arch`` gi
 out on the command line.
 """
 import argparse
+import contextlib
 import dataclasses
 from typing import Dict, List, Optional, Sequence
 
 from .errors import T2RUserError
+
+_flags_only = []  # non-empty inside ``command_line_only``
+
+
+@contextlib.contextmanager
+def command_line_only():
+    """Within the block, the t2r_ architecture functions take a parse's model options from its flags
+    alone and never from its --finetune-from-model checkpoint (models/from_checkpoint.py): for
+    command lines that run later (plans, rebuild flags: the checkpoint they name may not exist yet
+    or be replaced before the run), and while a checkpoint's own config runs through them."""
+    _flags_only.append(1)
+    try:
+        yield
+    finally:
+        _flags_only.pop()
+
+
+def flags_only() -> bool:
+    return bool(_flags_only)
 
 
 def parse_tool_args(name: str, argv: List[str]):
@@ -29,8 +49,6 @@ def parse_tool_args(name: str, argv: List[str]):
         raise T2RUserError(f"{name} would reject its arguments: {message}")
 
     parser.error = error
-    from .models.from_checkpoint import command_line_only
-
     with command_line_only():  # the flags alone, never a --finetune-from-model checkpoint's options
         return options.parse_args_and_arch(parser, argv)
 

@@ -18,7 +18,6 @@ call :func:`take_from_checkpoint` there, before they fill in their own defaults.
   family other than the checkpoint's own (``t2r_transformer_lm_wiki103`` on a plain
   ``transformer_lm``), stops with one line naming the ``--task``/``--arch`` to use.
 """
-import contextlib
 import copy
 import logging
 import os
@@ -29,7 +28,7 @@ from typing import Dict, Optional
 from fairseq.models import ARCH_MODEL_NAME_REGISTRY, MODEL_DATACLASS_REGISTRY
 
 from .. import checkpoint
-from ..command_line import _norm, _spell, model_options
+from ..command_line import _norm, _spell, command_line_only, flags_only, model_options
 from ..config import CrossSwapConfig, t2r_option
 from ..errors import T2RUserError
 from .conversion import parse_layers
@@ -46,7 +45,6 @@ NOT_TAKEN_PARTS = ("dropout", "layerdrop", "quant_noise", "layers_to_keep", "act
 # the swap options compared with a T2R checkpoint's (their dests)
 SWAP_KEYS = tuple(f.name for f in fields(CrossSwapConfig) if f.name.startswith("t2r_"))
 
-_reading = []  # non-empty while a checkpoint's own config runs through the architecture functions
 
 # what the last command line finetunes from: (path, checkpoint args, arch), for the fit error's hint
 SOURCE: Dict[str, object] = {}
@@ -65,7 +63,7 @@ def from_command_line(args) -> bool:
         return False
     if getattr(args, "finetune_from_model", None):  # (only then: other Namespaces stay as they are)
         setattr(args, SEEN, True)
-    return not _reading
+    return not flags_only()
 
 
 def family_of(arch: Optional[str]) -> Optional[str]:
@@ -74,23 +72,11 @@ def family_of(arch: Optional[str]) -> Optional[str]:
 
 def read_checkpoint_config(path):
     """(args, arch) of the checkpoint at ``path``; its tensors stay on disk where torch allows."""
-    with _busy():
+    with command_line_only():
         state = checkpoint.load(path, mmap=zipfile.is_zipfile(path))
         return checkpoint.model_config(state)
 
 
-@contextlib.contextmanager
-def _busy():
-    _reading.append(1)
-    try:
-        yield
-    finally:
-        _reading.pop()
-
-
-# parses of command lines that run later (plans, rebuild flags): the checkpoint a plan names may
-# not exist yet or be replaced before its run, so its flags alone must give the model
-command_line_only = _busy
 
 
 def take_from_checkpoint(args, base_arch_fn):
