@@ -13,12 +13,13 @@
 live in ``demo/presets.py``.
 """
 from dataclasses import dataclass, field, fields
-from typing import Optional
+from typing import List, Optional
 
 from fairseq.dataclass import ChoiceEnum, FairseqDataclass
 from fairseq.dataclass.utils import gen_parser_from_dataclass
 from fairseq.utils import safe_getattr
 
+from .errors import T2RUserError
 from .modules.feature_maps import FEATURE_MAPS
 from .modules.state_update import DECAY_INITS, GATE_SHAPES, GATE_SOURCES, NORMS, STATES
 
@@ -186,3 +187,20 @@ def fill_defaults(args, config_class):
         if f.name != "_name" and getattr(args, f.name, None) is None:
             setattr(args, f.name, f.default)
     return args
+
+
+def parse_layers(spec, num_layers: int) -> List[int]:
+    """The decoder layers --t2r-layers names (all of them when unset), checked against ``num_layers``."""
+    if spec is None or str(spec).strip() in ("", "all"):
+        return list(range(num_layers))
+    try:
+        layers = sorted({int(x) for x in str(spec).split(",") if x.strip()})
+    except ValueError:
+        raise T2RUserError(f"--t2r-layers {spec!r} is not a comma-separated list of layer indices: pass e.g. --t2r-layers 0,2,4") from None
+    bad = [i for i in layers if not 0 <= i < num_layers]
+    if bad or not layers:
+        raise T2RUserError(
+            f"--t2r-layers names layer {bad[0] if bad else spec!r}, but the decoder has {num_layers} "
+            f"layers (0..{num_layers - 1}): pass indices in that range"
+        )
+    return layers

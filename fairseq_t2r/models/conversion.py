@@ -13,11 +13,12 @@ from fairseq.utils import safe_getattr
 
 from .. import patches
 from ..checkpoint import is_new_tensor, mark_state_dict
-from ..config import t2r_option
+from ..config import parse_layers, t2r_option
 from ..errors import T2RUserError
 from ..modules.feature_maps import build_feature_map
 from ..modules.state_update import StateUpdate
 from ..modules.t2r_attention import T2RAttention
+from .from_checkpoint import hint
 
 logger = logging.getLogger("fairseq_t2r")
 
@@ -47,22 +48,6 @@ STATE_OPTIONS = ("state", "norm", "decay_init", "decay_fixed", "gate_source", "g
 def state_options(args) -> dict:
     """--t2r-state and its sub-options as StateUpdate's keyword arguments."""
     return {name: t2r_option(args, "t2r_" + name) for name in STATE_OPTIONS}
-
-
-def parse_layers(spec, num_layers: int) -> List[int]:
-    if spec is None or str(spec).strip() in ("", "all"):
-        return list(range(num_layers))
-    try:
-        layers = sorted({int(x) for x in str(spec).split(",") if x.strip()})
-    except ValueError:
-        raise T2RUserError(f"--t2r-layers {spec!r} is not a comma-separated list of layer indices: pass e.g. --t2r-layers 0,2,4") from None
-    bad = [i for i in layers if not 0 <= i < num_layers]
-    if bad or not layers:
-        raise T2RUserError(
-            f"--t2r-layers names layer {bad[0] if bad else spec!r}, but the decoder has {num_layers} "
-            f"layers (0..{num_layers - 1}): pass indices in that range"
-        )
-    return layers
 
 
 def attention_specs(args, with_cross: bool) -> List[AttentionSpec]:
@@ -157,7 +142,6 @@ def fill_new_tensors(model, state_dict, name: str = ""):
 
 
 def _misfit(arch, problem) -> T2RUserError:
-    from .from_checkpoint import hint  # (a function-level import: from_checkpoint imports this module)
 
     return T2RUserError(f"checkpoint does not fit --arch {arch}: {problem}{hint(arch)}")
 

@@ -29,9 +29,8 @@ from fairseq.models import ARCH_MODEL_NAME_REGISTRY, MODEL_DATACLASS_REGISTRY
 
 from .. import checkpoint
 from ..command_line import _norm, _spell, command_line_only, flags_only, model_options
-from ..config import CrossSwapConfig, t2r_option
+from ..config import CrossSwapConfig, parse_layers, t2r_option
 from ..errors import T2RUserError
-from .conversion import parse_layers
 
 logger = logging.getLogger("fairseq_t2r")
 
