@@ -33,16 +33,9 @@ def build_parser():
     size.add_argument("--full", dest="preset", action="store_const", const="full",
                       help="the whole corpora and longer training (hours on 2 cores)")
     p.set_defaults(preset="default")
-    p.add_argument("--out", help="working and report folder (default: runs/demo-PRESET)")
-    p.add_argument("--tasks", default="lm,mt", help="comma-separated: lm, mt (default both)")
-    p.add_argument("--lm-text", help="English text, one sentence or paragraph per line, instead of SOTU + Brown")
-    p.add_argument("--mt-src", help="English side of a parallel corpus (with --mt-tgt) instead of LibreOffice help")
-    p.add_argument("--mt-tgt", help="German side, line-aligned with --mt-src")
-    p.add_argument("--lm-teacher", help="your softmax transformer_lm checkpoint (trained on --lm-text with the "
-                                        "same dictionary) instead of training one")
-    p.add_argument("--mt-teacher", help="your softmax transformer checkpoint, likewise")
-    p.add_argument("--jobs", type=int, default=2, help="runs side by side, one thread each (default 2)")
-    p.add_argument("--seed", type=int, default=1)
+    from ..config import DemoConfig, add_options
+
+    add_options(p, DemoConfig)
     return p
 
 
