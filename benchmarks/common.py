@@ -1,8 +1,10 @@
 """What the benchmarks share: the machine description the demo's report uses too
 (``fairseq_t2r/machine.py``), the decoding-state measure the demo uses too
-(``fairseq_t2r/demo/measure.py``), a stand-in fairseq task, and the model-size options."""
+(``fairseq_t2r/demo/measure.py``), a stand-in fairseq task, the model-size options, the clock and
+the start-up line."""
 import os
 import sys
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -35,3 +37,21 @@ def add_model_options(p):
     p.add_argument("--vocab", type=int, default=10000)
     p.add_argument("--feature-map", default="t2r")
     p.add_argument("--feature-dim", type=int, default=32)
+
+
+def clock(name: str):
+    """The timer ``--clock`` names: wall (perf_counter, the figure to report) or cpu (process time)."""
+    return time.perf_counter if name == "wall" else time.process_time
+
+
+def set_up_torch(a):
+    """Torch threads and seed as asked (``a.threads``, ``a.seed``); prints and returns the machine
+    description."""
+    import torch
+
+    torch.set_num_threads(a.threads)
+    torch.manual_seed(a.seed)
+    mach = machine()
+    print(f"torch {torch.__version__}, threads {torch.get_num_threads()} (cpu_count {os.cpu_count()}), "
+          f"{mach['platform']}, {mach['cpu']}", flush=True)
+    return mach

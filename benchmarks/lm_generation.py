@@ -48,7 +48,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 import torch  # noqa: E402
-from common import FakeTask, add_model_options, machine, make_dictionary, state_bytes  # noqa: E402
+from common import FakeTask, add_model_options, clock, make_dictionary, set_up_torch, state_bytes  # noqa: E402
 from fairseq.models import (  # noqa: E402
     ARCH_CONFIG_REGISTRY,
     ARCH_MODEL_NAME_REGISTRY,
@@ -268,7 +268,10 @@ def plot(rows, path, title):
     plt.close(fig)
 
 
-def main(argv=None):
+STATEFUL = {"softmax": "softmax", "t2r": "t2r", "t2r_unmerged": "t2r"}  # variant -> whose state it uses
+
+
+def build_parser():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--contexts", default="128,512,1024,2048,4096,8192", help="comma-separated context lengths")
     p.add_argument("--batch", type=int, default=8)
@@ -293,6 +296,13 @@ def main(argv=None):
     p.add_argument("--out", default=None,
                    help="output prefix for .json/.png (default benchmarks/results/lm_generation; "
                         "--quick writes nothing unless given)")
+    return p
+
+
+def parse_args(argv):
+    """The options, with --quick's tiny model; ``a.contexts`` (sorted ints), ``a.variants`` (a list)
+    and ``a.out`` (the output prefix, None: write nothing) resolved."""
+    p = build_parser()
     a = p.parse_args(argv)
     if a.quick:
         a.layers, a.dim, a.heads, a.ffn, a.vocab = 2, 64, 4, 128, 1000
@@ -300,22 +310,25 @@ def main(argv=None):
         if a.contexts == p.get_default("contexts"):
             a.contexts = "16,64"
         a.softmax_prefill_max = min(a.softmax_prefill_max, 16)
-    out = a.out if a.out is not None else (None if a.quick else os.path.join(REPO, "benchmarks", "results", "lm_generation"))
-    contexts = sorted(int(c) for c in a.contexts.split(","))
-    variants = [v for v in a.variants.split(",") if v]
+    if a.out is None and not a.quick:
+        a.out = os.path.join(REPO, "benchmarks", "results", "lm_generation")
+    a.contexts = sorted(int(c) for c in a.contexts.split(","))
+    a.variants = [v for v in a.variants.split(",") if v]
+    return a
 
+
+def set_up(a):
+    """Clock, threads and seed as asked; returns the machine description (also printed)."""
     global CLOCK
-    CLOCK = time.perf_counter if a.clock == "wall" else time.process_time
-    torch.set_num_threads(a.threads)
-    torch.manual_seed(a.seed)
-    mach = machine()
-    print(f"torch {torch.__version__}, threads {torch.get_num_threads()} (cpu_count {os.cpu_count()}), "
-          f"{mach['platform']}, {mach['cpu']}", flush=True)
-    t_start = time.perf_counter()
+    CLOCK = clock(a.clock)
+    return set_up_torch(a)
 
-    dictionary = make_dictionary(a.vocab)
+
+def build_models(a, dictionary):
+    """The softmax model, its T2R twin (same weights) and the floors asked for: ({variant: model}
+    in the table's order, softmax, t2r, (softmax params, T2R params)); the model is printed."""
     task = FakeTask(dictionary)
-    max_pos = max(contexts) + a.warmup + a.steps + 8
+    max_pos = max(a.contexts) + a.warmup + a.steps + 8
     soft = build("transformer_lm", task, a, max_pos)
     t2r = build("t2r_transformer_lm", task, a, max_pos)
     t2r.load_state_dict(copy.deepcopy(soft.state_dict()))  # fills the feature-map tensors itself
@@ -324,119 +337,171 @@ def main(argv=None):
     print(f"model: {a.layers} layers, {a.dim} dims, {a.heads} heads, FFN {a.ffn}, vocab {len(dictionary)}; "
           f"params softmax {n_soft / 1e6:.2f}M, T2R {n_t2r / 1e6:.2f}M "
           f"(+{n_t2r - n_soft} feature map, {a.feature_map} k={a.feature_dim}); batch {a.batch}", flush=True)
-
     models = {"softmax": soft, "t2r": t2r, "t2r_unmerged": t2r}
-    if "floor_none" in variants:
+    if "floor_none" in a.variants:
         models["floor_none"] = with_self_attention(t2r, lambda attn: NoAttention())
-    if "floor_proj" in variants:
+    if "floor_proj" in a.variants:
         models["floor_proj"] = with_self_attention(t2r, ProjectionsOnly)
-    models = {k: m for k, m in models.items() if k in variants}
-    stateful = {"softmax": "softmax", "t2r": "t2r", "t2r_unmerged": "t2r"}  # variant -> whose state it uses
-    rows = []
-    with torch.no_grad():
-        probe = torch.randint(dictionary.nspecial, len(dictionary), (2, 33))
-        checks = {name: check_prefill(m, probe, chunk=8) for name, m in (("softmax", soft), ("t2r", t2r))}
-        real = {}
-        prefill(soft.decoder, probe[:, :9], real, 8)
-        synth_ok = describe_state(real) == describe_state(synthetic_softmax_state(soft, 2, 9))
-        assert synth_ok, "synthetic softmax cache differs from a real prefill's"
-        print("prefill check (max |log-prob diff| vs full forward): "
-              + ", ".join(f"{k} {v:.1e}" for k, v in checks.items())
-              + "; synthetic softmax cache has the real one's layout", flush=True)
+    return {k: m for k, m in models.items() if k in a.variants}, soft, t2r, (n_soft, n_t2r)
 
+
+def check_prefills(soft, t2r, dictionary):
+    """Prefill + one step == the full forward for both models, and the synthetic softmax cache has a
+    real prefill's layout: {model: max |log-prob diff|} (also printed)."""
+    probe = torch.randint(dictionary.nspecial, len(dictionary), (2, 33))
+    checks = {name: check_prefill(m, probe, chunk=8) for name, m in (("softmax", soft), ("t2r", t2r))}
+    real = {}
+    prefill(soft.decoder, probe[:, :9], real, 8)
+    synth_ok = describe_state(real) == describe_state(synthetic_softmax_state(soft, 2, 9))
+    assert synth_ok, "synthetic softmax cache differs from a real prefill's"
+    print("prefill check (max |log-prob diff| vs full forward): "
+          + ", ".join(f"{k} {v:.1e}" for k, v in checks.items())
+          + "; synthetic softmax cache has the real one's layout", flush=True)
+    return checks
+
+
+def prefill_states(sources, models, tokens, ctx, a):
+    """The state of each model in ``sources`` ({name: model}) that a timed variant reads, filled with
+    the first ``ctx`` of ``tokens`` (B, >ctx): ({name: state}, {name: bytes}, {name: seconds}). The
+    softmax cache above --softmax-prefill-max is synthesised (see the module docstring)."""
+    base, nbytes, prefill_s = {}, {}, {}
+    for name, m in sources.items():
+        if not any(STATEFUL.get(v) == name for v in models):
+            continue
+        t0 = time.perf_counter()
+        if name == "softmax" and ctx > a.softmax_prefill_max:
+            base[name] = synthetic_softmax_state(m, a.batch, ctx)
+        else:
+            base[name] = {}
+            prefill(m.decoder, tokens[:, :ctx], base[name], a.prefill_chunk)
+        prefill_s[name] = time.perf_counter() - t0
+        nbytes[name] = state_bytes(base[name])
+    return base, nbytes, prefill_s
+
+
+def time_variants(models, t2r, base, tokens, ctx, a):
+    """{variant: [seconds per step]}: every variant's steps from its state in ``base``, the variants
+    interleaved per repeat, the order alternating."""
+    times = {n: [] for n in models}
+    for r in range(a.repeats):
+        order = list(models) if r % 2 == 0 else list(models)[::-1]
+        for name in order:
+            steps = a.softmax_steps if name == "softmax" and ctx > a.softmax_prefill_max else a.steps
+            set_merge(t2r, name != "t2r_unmerged")
+            st = base.get(STATEFUL.get(name))
+            times[name] += time_steps(models[name], tokens, st, ctx, steps, a.warmup)
+    set_merge(t2r, True)
+    return times
+
+
+def context_row(ctx, times, nbytes, prefill_s, a):
+    """The table's row of one context: medians, state sizes, ratios."""
+    ms = {n: 1000 * statistics.median(t) for n, t in times.items()}
+    row = {
+        "context": ctx,
+        "ms_per_token": ms,
+        "softmax_state_MB": nbytes.get("softmax", 0) / 2**20,
+        "t2r_state_MB": nbytes.get("t2r", 0) / 2**20,
+        "softmax_state_bytes": nbytes.get("softmax"),
+        "t2r_state_bytes": nbytes.get("t2r"),
+        "softmax_cache": "synthetic" if ctx > a.softmax_prefill_max else "prefilled",
+        "prefill_s": prefill_s,
+        "step_ms": {n: [1000 * t for t in ts] for n, ts in times.items()},
+    }
+    if "softmax" in ms and "t2r" in ms:
+        row["speedup"] = ms["softmax"] / ms["t2r"]
+    if "t2r" in ms:
+        for f in ("floor_none", "floor_proj"):
+            if f in ms:
+                row[f"t2r_over_{f}"] = ms["t2r"] / ms[f]
+        if "t2r_unmerged" in ms:
+            row["merged_speedup"] = ms["t2r_unmerged"] / ms["t2r"]
+    return row
+
+
+def measure_context(models, sources, dictionary, ctx, a, kept):
+    """Prefill, time and print one context's row; keeps T2R's (tokens, state) at the first and the
+    last context in ``kept`` for flatness()."""
+    tokens = torch.full((a.batch, ctx + a.warmup + a.steps + 1), dictionary.pad(), dtype=torch.long)
+    tokens[:, :ctx] = torch.randint(dictionary.nspecial, len(dictionary), (a.batch, ctx))
+    base, nbytes, prefill_s = prefill_states(sources, models, tokens, ctx, a)
+    if "t2r" in base and ctx in (a.contexts[0], a.contexts[-1]):
+        kept[ctx] = (tokens, base["t2r"])  # 3 MB each
+    row = context_row(ctx, time_variants(models, sources["t2r"], base, tokens, ctx, a), nbytes, prefill_s, a)
+    cells = " ".join(f"{row['ms_per_token'][v]:>13.2f}" for v in models)
+    print(f"{ctx:>8} {cells}  {row['softmax_state_MB']:>21.2f} {row['t2r_state_MB']:>7.2f}", flush=True)
+    return row
+
+
+def measure(models, soft, t2r, dictionary, a):
+    """The checks, the table's rows and T2R's flatness (None with one context or without T2R)."""
+    sources = {"softmax": soft, "t2r": t2r}
+    with torch.no_grad():
+        checks = check_prefills(soft, t2r, dictionary)
         header = " ".join(f"{v:>13}" for v in models)
         print(f"\n{'context':>8} {header}  (ms/token)  {'softmax MB':>10} {'t2r MB':>7}", flush=True)
         kept = {}  # context -> (tokens, T2R state as prefilled), first and last context
-        for ctx in contexts:
-            base_tokens = torch.full((a.batch, ctx + a.warmup + a.steps + 1), dictionary.pad(), dtype=torch.long)
-            base_tokens[:, :ctx] = torch.randint(dictionary.nspecial, len(dictionary), (a.batch, ctx))
-            base, nbytes, prefill_s = {}, {}, {}
-            for name, m in (("softmax", soft), ("t2r", t2r)):
-                if not any(stateful.get(v) == name for v in models):
-                    continue
-                t0 = time.perf_counter()
-                if name == "softmax" and ctx > a.softmax_prefill_max:
-                    base[name] = synthetic_softmax_state(m, a.batch, ctx)
-                else:
-                    base[name] = {}
-                    prefill(m.decoder, base_tokens[:, :ctx], base[name], a.prefill_chunk)
-                prefill_s[name] = time.perf_counter() - t0
-                nbytes[name] = state_bytes(base[name])
-            if "t2r" in base and ctx in (contexts[0], contexts[-1]):
-                kept[ctx] = (base_tokens, base["t2r"])  # for flatness(); 3 MB each
-            times = {n: [] for n in models}
-            for r in range(a.repeats):
-                order = list(models) if r % 2 == 0 else list(models)[::-1]
-                for name in order:
-                    steps = a.softmax_steps if name == "softmax" and ctx > a.softmax_prefill_max else a.steps
-                    set_merge(t2r, name != "t2r_unmerged")
-                    st = base.get(stateful.get(name))
-                    times[name] += time_steps(models[name], base_tokens, st, ctx, steps, a.warmup)
-            set_merge(t2r, True)
-            ms = {n: 1000 * statistics.median(t) for n, t in times.items()}
-            row = {
-                "context": ctx,
-                "ms_per_token": ms,
-                "softmax_state_MB": nbytes.get("softmax", 0) / 2**20,
-                "t2r_state_MB": nbytes.get("t2r", 0) / 2**20,
-                "softmax_state_bytes": nbytes.get("softmax"),
-                "t2r_state_bytes": nbytes.get("t2r"),
-                "softmax_cache": "synthetic" if ctx > a.softmax_prefill_max else "prefilled",
-                "prefill_s": prefill_s,
-                "step_ms": {n: [1000 * t for t in ts] for n, ts in times.items()},
-            }
-            if "softmax" in ms and "t2r" in ms:
-                row["speedup"] = ms["softmax"] / ms["t2r"]
-            if "t2r" in ms:
-                for f in ("floor_none", "floor_proj"):
-                    if f in ms:
-                        row[f"t2r_over_{f}"] = ms["t2r"] / ms[f]
-                if "t2r_unmerged" in ms:
-                    row["merged_speedup"] = ms["t2r_unmerged"] / ms["t2r"]
-            rows.append(row)
-            cells = " ".join(f"{ms[v]:>13.2f}" for v in models)
-            print(f"{ctx:>8} {cells}  {row['softmax_state_MB']:>21.2f} {row['t2r_state_MB']:>7.2f}", flush=True)
-            del base
+        rows = [measure_context(models, sources, dictionary, ctx, a, kept) for ctx in a.contexts]
         flat = None
-        if "t2r" in models and len(contexts) > 1:
+        if "t2r" in models and len(a.contexts) > 1:
             flat = flatness(t2r, kept, a)
             print(f"T2R side by side, contexts interleaved: {flat['ms'][0]:.2f} ms at {flat['contexts'][0]}, "
                   f"{flat['ms'][1]:.2f} ms at {flat['contexts'][1]}", flush=True)
+    return checks, rows, flat
+
+
+def run_config(a, dictionary, models, counts, wall):
+    n_soft, n_t2r = counts
+    return {
+        "layers": a.layers, "dim": a.dim, "heads": a.heads, "ffn": a.ffn, "vocab": len(dictionary),
+        "feature_map": a.feature_map, "feature_dim": a.feature_dim, "batch": a.batch,
+        "steps": a.steps, "softmax_steps_synthetic": a.softmax_steps, "warmup": a.warmup, "repeats": a.repeats,
+        "prefill_chunk": a.prefill_chunk, "softmax_prefill_max": a.softmax_prefill_max,
+        "variants": list(models), "dtype": "float32",
+        "weights": "random (seed %d), shared tensors identical" % a.seed,
+        "params_softmax": n_soft, "params_t2r": n_t2r,
+        "timed": "model.decoder(tokens, incremental_state) + get_normalized_probs(log_probs=True) + argmax",
+        "statistic": f"median over repeats x steps of per-step {a.clock} time",
+        "clock": a.clock,
+        "wall_s": wall,
+    }
+
+
+def save(result, a):
+    """OUT.json and OUT.png (``a.out`` the prefix)."""
+    out, mach = a.out, result["machine"]
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    with open(out + ".json", "w") as f:
+        json.dump(result, f, indent=1)
+    title = (f"{a.layers}L/{a.dim}d/{a.heads}h LM, batch {a.batch}, fp32, {mach['cpu']} x{mach['threads']} threads, "
+             f"torch {torch.__version__}; T2R k={a.feature_dim}")
+    plot(result["results"], out + ".png", title)
+    print(f"\nwrote {out}.json and {out}.png")
+
+
+def main(argv=None):
+    a = parse_args(argv)
+    mach = set_up(a)
+    t_start = time.perf_counter()
+    dictionary = make_dictionary(a.vocab)
+    models, soft, t2r, counts = build_models(a, dictionary)
+    checks, rows, flat = measure(models, soft, t2r, dictionary, a)
     wall = time.perf_counter() - t_start
     summary = summarize(rows, flat)
     for line in summary["lines"]:
         print(line)
     print(f"measured in {wall:.0f} s", flush=True)
-
     result = {
         "benchmark": "lm_generation: per-token incremental decoding, softmax transformer_lm vs T2R twin and floors",
         "machine": mach,
-        "config": {
-            "layers": a.layers, "dim": a.dim, "heads": a.heads, "ffn": a.ffn, "vocab": len(dictionary),
-            "feature_map": a.feature_map, "feature_dim": a.feature_dim, "batch": a.batch,
-            "steps": a.steps, "softmax_steps_synthetic": a.softmax_steps, "warmup": a.warmup, "repeats": a.repeats,
-            "prefill_chunk": a.prefill_chunk, "softmax_prefill_max": a.softmax_prefill_max,
-            "variants": list(models), "dtype": "float32",
-            "weights": "random (seed %d), shared tensors identical" % a.seed,
-            "params_softmax": n_soft, "params_t2r": n_t2r,
-            "timed": "model.decoder(tokens, incremental_state) + get_normalized_probs(log_probs=True) + argmax",
-            "statistic": f"median over repeats x steps of per-step {a.clock} time",
-            "clock": a.clock,
-            "wall_s": wall,
-        },
+        "config": run_config(a, dictionary, models, counts, wall),
         "prefill_check_max_abs_diff": checks,
         "summary": summary,
         "results": rows,
         "flatness": flat,
     }
-    if out:
-        os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-        with open(out + ".json", "w") as f:
-            json.dump(result, f, indent=1)
-        title = (f"{a.layers}L/{a.dim}d/{a.heads}h LM, batch {a.batch}, fp32, {mach['cpu']} x{mach['threads']} threads, "
-                 f"torch {torch.__version__}; T2R k={a.feature_dim}")
-        plot(rows, out + ".png", title)
-        print(f"\nwrote {out}.json and {out}.png")
+    if a.out:
+        save(result, a)
     return result
 
 
