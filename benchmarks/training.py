@@ -39,7 +39,7 @@ sys.path.insert(0, REPO)
 sys.path.insert(0, HERE)
 
 import torch  # noqa: E402
-from common import FakeTask, machine, make_dictionary  # noqa: E402
+from common import FakeTask, clock, machine, make_dictionary  # noqa: E402
 
 
 def _mha_and_t2r(dim, heads, feature_dim, seed=0):
@@ -82,6 +82,17 @@ def interleaved(fns, repeats):
     return times
 
 
+def tune_row(T, fns, repeats, digits):
+    """One warm-up call of each fn, then the fns interleaved: {"length": T, "ms": {name: median ms}}
+    (printed with ``digits`` decimals)."""
+    for f in fns.values():
+        f()
+    t = interleaved(fns, repeats)
+    row = {"length": T, "ms": {n: 1000 * statistics.median(x) for n, x in t.items()}}
+    print(f"tune T={T:>5}: " + ", ".join(f"{n} {m:.{digits}f} ms" for n, m in row["ms"].items()), flush=True)
+    return row
+
+
 # ------------------------------------------------------------------ tune: the core alone
 def part_tune(a):
     from fairseq_t2r import ops
@@ -108,23 +119,13 @@ def part_tune(a):
         fns = {"quadratic": fwd_bwd(lambda q, k, v: ops.causal_quadratic(q, k, v), q, k, v),
                "chunked": fwd_bwd(lambda q, k, v: ops.causal_chunked(q, k, v), q, k, v),
                "chunked C=T": fwd_bwd(lambda q, k, v: ops.causal_chunked(q, k, v, chunk_size=T), q, k, v)}
-        for f in fns.values():
-            f()
-        t = interleaved(fns, a.tune_repeats)
-        row = {"length": T, "ms": {n: 1000 * statistics.median(x) for n, x in t.items()}}
-        rows.append(row)
-        print(f"tune T={T:>5}: " + ", ".join(f"{n} {m:.2f} ms" for n, m in row["ms"].items()), flush=True)
+        rows.append(tune_row(T, fns, a.tune_repeats, 2))
     chunk_rows = []
     for T in a.tune_long:
         q, k, v = inputs(T)
         fns = {f"C={C}": fwd_bwd(lambda q, k, v, C=C: ops.causal_chunked(q, k, v, chunk_size=C), q, k, v)
                for C in a.tune_chunks if C <= T}
-        for f in fns.values():
-            f()
-        t = interleaved(fns, a.tune_repeats)
-        row = {"length": T, "ms": {n: 1000 * statistics.median(x) for n, x in t.items()}}
-        chunk_rows.append(row)
-        print(f"tune T={T:>5}: " + ", ".join(f"{n} {m:.1f} ms" for n, m in row["ms"].items()), flush=True)
+        chunk_rows.append(tune_row(T, fns, a.tune_repeats, 1))
     return {"quadratic_vs_chunked": rows, "chunk_sizes": chunk_rows,
             "current": {"QUADRATIC_MAX_LEN": ops.QUADRATIC_MAX_LEN, "DEFAULT_CHUNK_SIZE": ops.DEFAULT_CHUNK_SIZE}}
 
@@ -292,7 +293,7 @@ def ints(s):
     return [int(x) for x in s.split(",") if x.strip()]
 
 
-def main(argv=None):
+def build_parser():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--parts", default="tune,layer,lm")
     p.add_argument("--lengths", default="256,512,1024,2048,4096,8192", help="layer sequence lengths")
@@ -318,50 +319,74 @@ def main(argv=None):
     p.add_argument("--out", default=None, help="output prefix (default benchmarks/results/training; "
                    "--quick writes nothing unless given)")
     p.add_argument("--_memory-child", nargs=2, default=None, help=argparse.SUPPRESS)
-    a = p.parse_args(argv)
+    return p
+
+
+def parse_args(argv):
+    """The options, with --quick's small sizes; the length lists as ints, ``a.mem_lengths`` a set,
+    ``a.parts`` a list and ``a.out`` the output prefix (None: write nothing)."""
+    a = build_parser().parse_args(argv)
     if a._memory_child:
-        return memory_child(a._memory_child[0], int(a._memory_child[1]), a)
+        return a
     if a.quick:
         a.lengths, a.mem_lengths, a.repeats = "256,1024", "1024", 2
         a.layers, a.ffn, a.vocab, a.lm_len, a.lm_repeats = 2, 512, 1000, 256, 2
         a.tune_short, a.tune_long, a.tune_chunks, a.tune_repeats = "64,256", "512", "32,64", 3
     a.lengths, a.mem_lengths = ints(a.lengths), set(ints(a.mem_lengths))
     a.tune_short, a.tune_long, a.tune_chunks = ints(a.tune_short), ints(a.tune_long), ints(a.tune_chunks)
-    out = a.out if a.out is not None else (None if a.quick else os.path.join(REPO, "benchmarks", "results", "training"))
-    parts = [x for x in a.parts.split(",") if x]
+    if a.out is None and not a.quick:
+        a.out = os.path.join(REPO, "benchmarks", "results", "training")
+    a.parts = [x for x in a.parts.split(",") if x]
+    return a
 
+
+def set_up(a):
+    """Clock and threads as asked; returns the machine description (also printed)."""
     global CLOCK
-    CLOCK = time.perf_counter if a.clock == "wall" else time.process_time
+    CLOCK = clock(a.clock)
     torch.set_num_threads(a.threads)
     mach = machine()
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, {mach['cpu']}", flush=True)
+    return mach
+
+
+def run_config(a):
+    return {"dim": a.dim, "heads": a.heads, "feature_dim": a.feature_dim, "layers": a.layers,
+            "ffn": a.ffn, "vocab": a.vocab, "batch": 1, "dtype": "float32", "repeats": a.repeats,
+            "layer_call": "attn(x, x, x, attn_mask=causal float mask, need_weights=False); "
+                          "out.backward(g) with g allocated beforehand",
+            "memory": "peak RSS increase over one fwd+bwd step in a fresh subprocess after a "
+                      "256-token warm-up; softmax's causal mask allocated before the step",
+            "statistic": f"median {a.clock} time over interleaved repeats", "clock": a.clock}
+
+
+def save(result, out):
+    """OUT.json, and OUT.png when there is a layer part to plot."""
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    with open(out + ".json", "w") as f:
+        json.dump(result, f, indent=1)
+    wrote = [out + ".json"]
+    if plot(result, out + ".png"):
+        wrote.append(out + ".png")
+    print("wrote " + ", ".join(wrote))
+
+
+def main(argv=None):
+    a = parse_args(argv)
+    if a._memory_child:
+        return memory_child(a._memory_child[0], int(a._memory_child[1]), a)
+    mach = set_up(a)
     t0 = time.perf_counter()
     result = {"benchmark": "training: attention layer and whole LM, forward + backward, fp32 CPU",
-              "machine": mach,
-              "config": {"dim": a.dim, "heads": a.heads, "feature_dim": a.feature_dim, "layers": a.layers,
-                         "ffn": a.ffn, "vocab": a.vocab, "batch": 1, "dtype": "float32", "repeats": a.repeats,
-                         "layer_call": "attn(x, x, x, attn_mask=causal float mask, need_weights=False); "
-                                       "out.backward(g) with g allocated beforehand",
-                         "memory": "peak RSS increase over one fwd+bwd step in a fresh subprocess after a "
-                                   "256-token warm-up; softmax's causal mask allocated before the step",
-                         "statistic": f"median {a.clock} time over interleaved repeats", "clock": a.clock}}
+              "machine": mach, "config": run_config(a)}
     with torch.enable_grad():
-        if "tune" in parts:
-            result["tune"] = part_tune(a)
-        if "layer" in parts:
-            result["layer"] = part_layer(a)
-        if "lm" in parts:
-            result["lm"] = part_lm(a)
+        for name, part in (("tune", part_tune), ("layer", part_layer), ("lm", part_lm)):
+            if name in a.parts:
+                result[name] = part(a)
     result["config"]["wall_s"] = time.perf_counter() - t0
     print(f"measured in {result['config']['wall_s']:.0f} s", flush=True)
-    if out:
-        os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-        with open(out + ".json", "w") as f:
-            json.dump(result, f, indent=1)
-        wrote = [out + ".json"]
-        if plot(result, out + ".png"):
-            wrote.append(out + ".png")
-        print("wrote " + ", ".join(wrote))
+    if a.out:
+        save(result, a.out)
     return result
 
 
