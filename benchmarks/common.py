@@ -55,3 +55,25 @@ def set_up_torch(a):
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()} (cpu_count {os.cpu_count()}), "
           f"{mach['platform']}, {mach['cpu']}", flush=True)
     return mach
+
+
+STATE_NORMS = {"delta": "rms", "gated-delta": "rms"}  # the norm a state needs (else T2R's sum)
+
+
+def parse_states(spec: str):
+    """``--states`` 'additive,decay,gate,delta:rms' -> [(variant, state, norm)]: each state with the
+    norm it names after ':' (default rms for delta and gated-delta, sum otherwise). The additive
+    state with the sum norm, the paper's T2R, is variant ``t2r`` and always comes first (the
+    states are timed against it); another is ``t2r_STATE`` (``t2r_STATE_NORM`` with a norm other
+    than its default). The names are not checked here: the model build refuses what it lacks."""
+    out = [("t2r", "additive", "sum")]
+    for item in (x.strip() for x in spec.split(",")):
+        if not item:
+            continue
+        state, _, norm = item.partition(":")
+        default = STATE_NORMS.get(state, "sum")
+        norm = norm or default
+        variant = "t2r_" + state + ("" if norm == default else "_" + norm)
+        if (state, norm) != ("additive", "sum") and variant not in [v for v, _, _ in out]:
+            out.append((variant, state, norm))
+    return out

@@ -32,8 +32,15 @@ Variants, all timed side by side in one process, interleaved per context and per
   and nothing else: what stands above it is the recurrent state update and read-out and our
   Python.
 
+State updates (``--states additive,decay,gate,delta,gated-delta``): one T2R model per state
+(``--t2r-state``/``--t2r-norm``, see fairseq_t2r/config.py), every shared tensor the additive
+twin's, each prefilled with its own state and timed side by side with the additive ``t2r``
+(interleaved per repeat); a state whose model build refuses it is skipped and the reason recorded.
+Results go to benchmarks/results/states_lm_generation.* by default, not the speed table's files.
+
     python benchmarks/lm_generation.py            # default: 6 layers, 512 dims, contexts 128..8192
     python benchmarks/lm_generation.py --quick    # tiny model, contexts 16,64 (smoke test)
+    python benchmarks/lm_generation.py --states additive,decay,gate --contexts 128,2048
 """
 import argparse
 import copy
@@ -48,7 +55,15 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 import torch  # noqa: E402
-from common import FakeTask, add_model_options, clock, make_dictionary, set_up_torch, state_bytes  # noqa: E402
+from common import (  # noqa: E402
+    FakeTask,
+    add_model_options,
+    clock,
+    make_dictionary,
+    parse_states,
+    set_up_torch,
+    state_bytes,
+)
 from fairseq.models import (  # noqa: E402
     ARCH_CONFIG_REGISTRY,
     ARCH_MODEL_NAME_REGISTRY,
@@ -57,9 +72,12 @@ from fairseq.models import (  # noqa: E402
 )
 
 import fairseq_t2r.models  # noqa: E402,F401  (registers t2r_transformer_lm)
+from fairseq_t2r.errors import T2RUserError  # noqa: E402
 
 
-def build(arch: str, task, a, max_positions: int):
+def build(arch: str, task, a, max_positions: int, **options):
+    """The model of ``arch`` at the size ``a`` asks for; ``options`` (e.g. t2r_state) set before the
+    arch's defaults."""
     args = argparse.Namespace(
         arch=arch,
         decoder_layers=a.layers,
@@ -77,6 +95,7 @@ def build(arch: str, task, a, max_positions: int):
         activation_dropout=0.0,
         t2r_feature_map=a.feature_map,
         t2r_feature_dim=a.feature_dim,
+        **options,
     )
     ARCH_CONFIG_REGISTRY[arch](args)
     # options the arch fn leaves unset: the model config dataclass defaults (as fairseq-train)
@@ -294,8 +313,13 @@ def build_parser():
                         "shared machine for comparing variants with --threads 1")
     p.add_argument("--quick", action="store_true", help="tiny model, contexts 16,64, few repeats (smoke test)")
     p.add_argument("--out", default=None,
-                   help="output prefix for .json/.png (default benchmarks/results/lm_generation; "
-                        "--quick writes nothing unless given)")
+                   help="output prefix for .json/.png (default benchmarks/results/lm_generation, with "
+                        "--states benchmarks/results/states_lm_generation; --quick writes nothing unless given)")
+    p.add_argument("--states", default=None,
+                   help="comma-separated state updates STATE[:NORM] (additive, decay, gate, delta, gated-delta; "
+                        "norm sum or rms, default rms for delta and gated-delta, else sum): one T2R model per "
+                        "state, timed side by side with the additive t2r (with --variants left at its default, "
+                        "the only other variant)")
     return p
 
 
@@ -310,10 +334,15 @@ def parse_args(argv):
         if a.contexts == p.get_default("contexts"):
             a.contexts = "16,64"
         a.softmax_prefill_max = min(a.softmax_prefill_max, 16)
+    if a.states is not None:
+        a.states = parse_states(a.states)
+        if a.variants == p.get_default("variants"):
+            a.variants = "t2r"
+        a.variants += "," + ",".join(v for v, _, _ in a.states)
     if a.out is None and not a.quick:
-        a.out = os.path.join(REPO, "benchmarks", "results", "lm_generation")
+        a.out = os.path.join(REPO, "benchmarks", "results", "states_lm_generation" if a.states else "lm_generation")
     a.contexts = sorted(int(c) for c in a.contexts.split(","))
-    a.variants = [v for v in a.variants.split(",") if v]
+    a.variants = list(dict.fromkeys(v for v in a.variants.split(",") if v))
     return a
 
 
@@ -328,7 +357,7 @@ def build_models(a, dictionary):
     """The softmax model, its T2R twin (same weights) and the floors asked for: ({variant: model}
     in the table's order, softmax, t2r, (softmax params, T2R params)); the model is printed."""
     task = FakeTask(dictionary)
-    max_pos = max(a.contexts) + a.warmup + a.steps + 8
+    max_pos = max_positions(a)
     soft = build("transformer_lm", task, a, max_pos)
     t2r = build("t2r_transformer_lm", task, a, max_pos)
     t2r.load_state_dict(copy.deepcopy(soft.state_dict()))  # fills the feature-map tensors itself
@@ -345,11 +374,34 @@ def build_models(a, dictionary):
     return {k: m for k, m in models.items() if k in a.variants}, soft, t2r, (n_soft, n_t2r)
 
 
-def check_prefills(soft, t2r, dictionary):
-    """Prefill + one step == the full forward for both models, and the synthetic softmax cache has a
-    real prefill's layout: {model: max |log-prob diff|} (also printed)."""
+def max_positions(a):
+    return max(a.contexts) + a.warmup + a.steps + 8
+
+
+def build_state_models(a, dictionary, t2r):
+    """One T2R model per state of ``a.states`` but the additive one, every shared tensor ``t2r``'s
+    (its state dict loaded: the new state tensors take their swap initialisation): ({variant:
+    model}, {variant: why its build refused it})."""
+    models, skipped = {}, {}
+    for variant, state, norm in a.states[1:]:
+        try:
+            m = build("t2r_transformer_lm", FakeTask(dictionary), a, max_positions(a), t2r_state=state, t2r_norm=norm)
+        except (ValueError, T2RUserError) as e:
+            skipped[variant] = str(e)
+            print(f"{variant} skipped: --t2r-state {state} --t2r-norm {norm} refused: {e}", flush=True)
+            continue
+        m.load_state_dict(copy.deepcopy(t2r.state_dict()))
+        models[variant] = m
+    return models, skipped
+
+
+def check_prefills(sources, dictionary):
+    """Prefill + one step == the full forward for every model of ``sources`` ({name: model},
+    softmax first), and the synthetic softmax cache has a real prefill's layout: {model: max
+    |log-prob diff|} (also printed)."""
+    soft = sources["softmax"]
     probe = torch.randint(dictionary.nspecial, len(dictionary), (2, 33))
-    checks = {name: check_prefill(m, probe, chunk=8) for name, m in (("softmax", soft), ("t2r", t2r))}
+    checks = {name: check_prefill(m, probe, chunk=8) for name, m in sources.items()}
     real = {}
     prefill(soft.decoder, probe[:, :9], real, 8)
     synth_ok = describe_state(real) == describe_state(synthetic_softmax_state(soft, 2, 9))
@@ -366,7 +418,7 @@ def prefill_states(sources, models, tokens, ctx, a):
     softmax cache above --softmax-prefill-max is synthesised (see the module docstring)."""
     base, nbytes, prefill_s = {}, {}, {}
     for name, m in sources.items():
-        if not any(STATEFUL.get(v) == name for v in models):
+        if not any(STATEFUL.get(v, v) == name for v in models):
             continue
         t0 = time.perf_counter()
         if name == "softmax" and ctx > a.softmax_prefill_max:
@@ -388,7 +440,7 @@ def time_variants(models, t2r, base, tokens, ctx, a):
         for name in order:
             steps = a.softmax_steps if name == "softmax" and ctx > a.softmax_prefill_max else a.steps
             set_merge(t2r, name != "t2r_unmerged")
-            st = base.get(STATEFUL.get(name))
+            st = base.get(STATEFUL.get(name, name))
             times[name] += time_steps(models[name], tokens, st, ctx, steps, a.warmup)
     set_merge(t2r, True)
     return times
@@ -416,6 +468,10 @@ def context_row(ctx, times, nbytes, prefill_s, a):
                 row[f"t2r_over_{f}"] = ms["t2r"] / ms[f]
         if "t2r_unmerged" in ms:
             row["merged_speedup"] = ms["t2r_unmerged"] / ms["t2r"]
+    states = [v for v, _, _ in a.states[1:] if v in ms] if a.states else []
+    if states:
+        row["state_bytes"] = {v: nbytes.get(v) for v in ["t2r"] + states}
+        row["over_additive"] = {v: ms[v] / ms["t2r"] for v in states}
     return row
 
 
@@ -428,17 +484,18 @@ def measure_context(models, sources, dictionary, ctx, a, kept):
     if "t2r" in base and ctx in (a.contexts[0], a.contexts[-1]):
         kept[ctx] = (tokens, base["t2r"])  # 3 MB each
     row = context_row(ctx, time_variants(models, sources["t2r"], base, tokens, ctx, a), nbytes, prefill_s, a)
-    cells = " ".join(f"{row['ms_per_token'][v]:>13.2f}" for v in models)
+    cells = " ".join(f"{row['ms_per_token'][v]:>{max(13, len(v))}.2f}" for v in models)
     print(f"{ctx:>8} {cells}  {row['softmax_state_MB']:>21.2f} {row['t2r_state_MB']:>7.2f}", flush=True)
     return row
 
 
-def measure(models, soft, t2r, dictionary, a):
-    """The checks, the table's rows and T2R's flatness (None with one context or without T2R)."""
-    sources = {"softmax": soft, "t2r": t2r}
+def measure(models, soft, t2r, dictionary, a, states=None):
+    """The checks, the table's rows and T2R's flatness (None with one context or without T2R);
+    ``states``: {variant: model} of the other state updates."""
+    sources = {"softmax": soft, "t2r": t2r, **(states or {})}
     with torch.no_grad():
-        checks = check_prefills(soft, t2r, dictionary)
-        header = " ".join(f"{v:>13}" for v in models)
+        checks = check_prefills(sources, dictionary)
+        header = " ".join(f"{v:>{max(13, len(v))}}" for v in models)
         print(f"\n{'context':>8} {header}  (ms/token)  {'softmax MB':>10} {'t2r MB':>7}", flush=True)
         kept = {}  # context -> (tokens, T2R state as prefilled), first and last context
         rows = [measure_context(models, sources, dictionary, ctx, a, kept) for ctx in a.contexts]
@@ -450,9 +507,9 @@ def measure(models, soft, t2r, dictionary, a):
     return checks, rows, flat
 
 
-def run_config(a, dictionary, models, counts, wall):
+def run_config(a, dictionary, models, counts, wall, skipped=None):
     n_soft, n_t2r = counts
-    return {
+    config = {
         "layers": a.layers, "dim": a.dim, "heads": a.heads, "ffn": a.ffn, "vocab": len(dictionary),
         "feature_map": a.feature_map, "feature_dim": a.feature_dim, "batch": a.batch,
         "steps": a.steps, "softmax_steps_synthetic": a.softmax_steps, "warmup": a.warmup, "repeats": a.repeats,
@@ -465,6 +522,10 @@ def run_config(a, dictionary, models, counts, wall):
         "clock": a.clock,
         "wall_s": wall,
     }
+    if a.states:
+        config["states"] = [{"variant": v, "state": s, "norm": n} for v, s, n in a.states]
+        config["states_skipped"] = skipped or {}
+    return config
 
 
 def save(result, a):
@@ -475,8 +536,42 @@ def save(result, a):
         json.dump(result, f, indent=1)
     title = (f"{a.layers}L/{a.dim}d/{a.heads}h LM, batch {a.batch}, fp32, {mach['cpu']} x{mach['threads']} threads, "
              f"torch {torch.__version__}; T2R k={a.feature_dim}")
-    plot(result["results"], out + ".png", title)
+    (plot_states if a.states else plot)(result["results"], out + ".png", title)
     print(f"\nwrote {out}.json and {out}.png")
+
+
+def plot_states(rows, path, title):
+    """Time per token of each state update by context, and its ratio over the additive t2r."""
+    import logging
+
+    logging.getLogger("matplotlib").setLevel(logging.WARNING)  # fairseq sets the root logger to DEBUG
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ctx = [r["context"] for r in rows]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.4))
+    for name in rows[0]["ms_per_token"]:
+        ax1.plot(ctx, [r["ms_per_token"][name] for r in rows], "s-", label=name)
+    for name in rows[0].get("over_additive", {}):
+        ax2.plot(ctx, [r["over_additive"][name] for r in rows], "s-", label=name)
+    ax2.axhline(1.15, color="k", ls=":", label="target 1.15")
+    ax1.set_ylabel("ms / token (median)")
+    ax1.set_title("time per generated token")
+    ax2.set_ylabel("state / additive t2r, per token")
+    ax2.set_title("side by side with the additive state")
+    for ax in (ax1, ax2):
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(ctx)
+        ax.set_xticklabels([str(c) for c in ctx])
+        ax.set_xlabel("context length (tokens)")
+        ax.legend(fontsize=7)
+        ax.grid(alpha=0.3)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
 
 
 def main(argv=None):
@@ -485,7 +580,9 @@ def main(argv=None):
     t_start = time.perf_counter()
     dictionary = make_dictionary(a.vocab)
     models, soft, t2r, counts = build_models(a, dictionary)
-    checks, rows, flat = measure(models, soft, t2r, dictionary, a)
+    states, skipped = build_state_models(a, dictionary, t2r) if a.states else ({}, {})
+    models.update(states)
+    checks, rows, flat = measure(models, soft, t2r, dictionary, a, states)
     wall = time.perf_counter() - t_start
     summary = summarize(rows, flat)
     for line in summary["lines"]:
@@ -494,7 +591,7 @@ def main(argv=None):
     result = {
         "benchmark": "lm_generation: per-token incremental decoding, softmax transformer_lm vs T2R twin and floors",
         "machine": mach,
-        "config": run_config(a, dictionary, models, counts, wall),
+        "config": run_config(a, dictionary, models, counts, wall, skipped),
         "prefill_check_max_abs_diff": checks,
         "summary": summary,
         "results": rows,
@@ -549,7 +646,18 @@ def summarize(rows, flat=None):
     if have("t2r") and have("t2r_unmerged"):
         s["merged_speedup"] = statistics.median(r["merged_speedup"] for r in rows)
         s["lines"].append(f"merged vs unmerged projections: {s['merged_speedup']:.3f}x per token (median over contexts)")
+    summarize_states(rows, s)
     return s
+
+
+def summarize_states(rows, s):
+    """Each other state's time per token over the additive t2r's, by context (timed side by side)."""
+    for v in rows[0].get("over_additive", {}):
+        by_ctx = {str(r["context"]): r["over_additive"][v] for r in rows}
+        worst = max(by_ctx.values())
+        s.setdefault("states_over_additive", {})[v] = {"by_context": by_ctx, "max": worst}
+        s["lines"].append(f"{v} / t2r (additive) per token: " + ", ".join(f"{c}: {x:.3f}" for c, x in by_ctx.items())
+                          + f" (max {worst:.3f}; target <= 1.15)")
 
 
 if __name__ == "__main__":
