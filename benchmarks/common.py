@@ -77,3 +77,13 @@ def parse_states(spec: str):
         if (state, norm) != ("additive", "sum") and variant not in [v for v, _, _ in out]:
             out.append((variant, state, norm))
     return out
+
+
+def save_figure(fig, title, path):
+    """Title, tight layout, PNG at 120 dpi, figure closed (matplotlib)."""
+    import matplotlib.pyplot as plt
+
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

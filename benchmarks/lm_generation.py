@@ -61,6 +61,7 @@ from common import (  # noqa: E402
     clock,
     make_dictionary,
     parse_states,
+    save_figure,
     set_up_torch,
     state_bytes,
 )
@@ -568,10 +569,7 @@ def plot_states(rows, path, title):
         ax.set_xlabel("context length (tokens)")
         ax.legend(fontsize=7)
         ax.grid(alpha=0.3)
-    fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, title, path)
 
 
 def main(argv=None):

@@ -320,6 +320,8 @@ def plot(result, path):
         ax2.set_title("memory of one fwd + bwd step")
         ax2.legend(fontsize=8)
         ax2.grid(alpha=0.3, which="both")
+    else:
+        ax2.axis("off")  # no memory measured (--mem-lengths)
     m = result["machine"]
     fig.suptitle(f"{result['config']['dim']}d/{result['config']['heads']}h, T2R k={result['config']['feature_dim']}, "
                  f"fp32, {m['cpu']} x{m['threads']} threads, torch {m['torch']}", fontsize=9)
