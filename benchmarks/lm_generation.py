@@ -553,10 +553,12 @@ def plot_states(rows, path, title):
 
     ctx = [r["context"] for r in rows]
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.4))
+    color = {}  # one colour per state in both panels
     for name in rows[0]["ms_per_token"]:
-        ax1.plot(ctx, [r["ms_per_token"][name] for r in rows], "s-", label=name)
+        line, = ax1.plot(ctx, [r["ms_per_token"][name] for r in rows], "s-", label=name)
+        color[name] = line.get_color()
     for name in rows[0].get("over_additive", {}):
-        ax2.plot(ctx, [r["over_additive"][name] for r in rows], "s-", label=name)
+        ax2.plot(ctx, [r["over_additive"][name] for r in rows], "s-", label=name, color=color[name])
     ax2.axhline(1.15, color="k", ls=":", label="target 1.15")
     ax1.set_ylabel("ms / token (median)")
     ax1.set_title("time per generated token")
