@@ -1,8 +1,10 @@
 """What the benchmarks share: the machine description the demo's report uses too
 (``fairseq_t2r/machine.py``), the decoding-state measure the demo uses too
-(``fairseq_t2r/demo/measure.py``), a stand-in fairseq task, and the model-size options."""
+(``fairseq_t2r/demo/measure.py``), a stand-in fairseq task, the model-size options, the clock and
+the start-up line."""
 import os
 import sys
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -35,3 +37,53 @@ def add_model_options(p):
     p.add_argument("--vocab", type=int, default=10000)
     p.add_argument("--feature-map", default="t2r")
     p.add_argument("--feature-dim", type=int, default=32)
+
+
+def clock(name: str):
+    """The timer ``--clock`` names: wall (perf_counter, the figure to report) or cpu (process time)."""
+    return time.perf_counter if name == "wall" else time.process_time
+
+
+def set_up_torch(a):
+    """Torch threads and seed as asked (``a.threads``, ``a.seed``); prints and returns the machine
+    description."""
+    import torch
+
+    torch.set_num_threads(a.threads)
+    torch.manual_seed(a.seed)
+    mach = machine()
+    print(f"torch {torch.__version__}, threads {torch.get_num_threads()} (cpu_count {os.cpu_count()}), "
+          f"{mach['platform']}, {mach['cpu']}", flush=True)
+    return mach
+
+
+STATE_NORMS = {"delta": "rms", "gated-delta": "rms"}  # the norm a state needs (else T2R's sum)
+
+
+def parse_states(spec: str):
+    """``--states`` 'additive,decay,gate,delta:rms' -> [(variant, state, norm)]: each state with the
+    norm it names after ':' (default rms for delta and gated-delta, sum otherwise). The additive
+    state with the sum norm, the paper's T2R, is variant ``t2r`` and always comes first (the
+    states are timed against it); another is ``t2r_STATE`` (``t2r_STATE_NORM`` with a norm other
+    than its default). The names are not checked here: the model build refuses what it lacks."""
+    out = [("t2r", "additive", "sum")]
+    for item in (x.strip() for x in spec.split(",")):
+        if not item:
+            continue
+        state, _, norm = item.partition(":")
+        default = STATE_NORMS.get(state, "sum")
+        norm = norm or default
+        variant = "t2r_" + state + ("" if norm == default else "_" + norm)
+        if (state, norm) != ("additive", "sum") and variant not in [v for v, _, _ in out]:
+            out.append((variant, state, norm))
+    return out
+
+
+def save_figure(fig, title, path):
+    """Title, tight layout, PNG at 120 dpi, figure closed (matplotlib)."""
+    import matplotlib.pyplot as plt
+
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

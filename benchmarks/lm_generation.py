@@ -32,8 +32,15 @@ Variants, all timed side by side in one process, interleaved per context and per
   and nothing else: what stands above it is the recurrent state update and read-out and our
   Python.
 
+State updates (``--states additive,decay,gate,delta,gated-delta``): one T2R model per state
+(``--t2r-state``/``--t2r-norm``, see fairseq_t2r/config.py), every shared tensor the additive
+twin's, each prefilled with its own state and timed side by side with the additive ``t2r``
+(interleaved per repeat); a state whose model build refuses it is skipped and the reason recorded.
+Results go to benchmarks/results/states_lm_generation.* by default, not the speed table's files.
+
     python benchmarks/lm_generation.py            # default: 6 layers, 512 dims, contexts 128..8192
     python benchmarks/lm_generation.py --quick    # tiny model, contexts 16,64 (smoke test)
+    python benchmarks/lm_generation.py --states additive,decay,gate --contexts 128,2048
 """
 import argparse
 import copy
@@ -48,7 +55,16 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 import torch  # noqa: E402
-from common import FakeTask, add_model_options, machine, make_dictionary, state_bytes  # noqa: E402
+from common import (  # noqa: E402
+    FakeTask,
+    add_model_options,
+    clock,
+    make_dictionary,
+    parse_states,
+    save_figure,
+    set_up_torch,
+    state_bytes,
+)
 from fairseq.models import (  # noqa: E402
     ARCH_CONFIG_REGISTRY,
     ARCH_MODEL_NAME_REGISTRY,
@@ -57,9 +73,12 @@ from fairseq.models import (  # noqa: E402
 )
 
 import fairseq_t2r.models  # noqa: E402,F401  (registers t2r_transformer_lm)
+from fairseq_t2r.errors import T2RUserError  # noqa: E402
 
 
-def build(arch: str, task, a, max_positions: int):
+def build(arch: str, task, a, max_positions: int, **options):
+    """The model of ``arch`` at the size ``a`` asks for; ``options`` (e.g. t2r_state) set before the
+    arch's defaults."""
     args = argparse.Namespace(
         arch=arch,
         decoder_layers=a.layers,
@@ -77,6 +96,7 @@ def build(arch: str, task, a, max_positions: int):
         activation_dropout=0.0,
         t2r_feature_map=a.feature_map,
         t2r_feature_dim=a.feature_dim,
+        **options,
     )
     ARCH_CONFIG_REGISTRY[arch](args)
     # options the arch fn leaves unset: the model config dataclass defaults (as fairseq-train)
@@ -268,7 +288,10 @@ def plot(rows, path, title):
     plt.close(fig)
 
 
-def main(argv=None):
+STATEFUL = {"softmax": "softmax", "t2r": "t2r", "t2r_unmerged": "t2r"}  # variant -> whose state it uses
+
+
+def build_parser():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--contexts", default="128,512,1024,2048,4096,8192", help="comma-separated context lengths")
     p.add_argument("--batch", type=int, default=8)
@@ -291,8 +314,20 @@ def main(argv=None):
                         "shared machine for comparing variants with --threads 1")
     p.add_argument("--quick", action="store_true", help="tiny model, contexts 16,64, few repeats (smoke test)")
     p.add_argument("--out", default=None,
-                   help="output prefix for .json/.png (default benchmarks/results/lm_generation; "
-                        "--quick writes nothing unless given)")
+                   help="output prefix for .json/.png (default benchmarks/results/lm_generation, with "
+                        "--states benchmarks/results/states_lm_generation; --quick writes nothing unless given)")
+    p.add_argument("--states", default=None,
+                   help="comma-separated state updates STATE[:NORM] (additive, decay, gate, delta, gated-delta; "
+                        "norm sum or rms, default rms for delta and gated-delta, else sum): one T2R model per "
+                        "state, timed side by side with the additive t2r (with --variants left at its default, "
+                        "the only other variant)")
+    return p
+
+
+def parse_args(argv):
+    """The options, with --quick's tiny model; ``a.contexts`` (sorted ints), ``a.variants`` (a list)
+    and ``a.out`` (the output prefix, None: write nothing) resolved."""
+    p = build_parser()
     a = p.parse_args(argv)
     if a.quick:
         a.layers, a.dim, a.heads, a.ffn, a.vocab = 2, 64, 4, 128, 1000
@@ -300,22 +335,30 @@ def main(argv=None):
         if a.contexts == p.get_default("contexts"):
             a.contexts = "16,64"
         a.softmax_prefill_max = min(a.softmax_prefill_max, 16)
-    out = a.out if a.out is not None else (None if a.quick else os.path.join(REPO, "benchmarks", "results", "lm_generation"))
-    contexts = sorted(int(c) for c in a.contexts.split(","))
-    variants = [v for v in a.variants.split(",") if v]
+    if a.states is not None:
+        a.states = parse_states(a.states)
+        if a.variants == p.get_default("variants"):
+            a.variants = "t2r"
+        a.variants += "," + ",".join(v for v, _, _ in a.states)
+    if a.out is None and not a.quick:
+        a.out = os.path.join(REPO, "benchmarks", "results", "states_lm_generation" if a.states else "lm_generation")
+    a.contexts = sorted(int(c) for c in a.contexts.split(","))
+    a.variants = list(dict.fromkeys(v for v in a.variants.split(",") if v))
+    return a
 
+
+def set_up(a):
+    """Clock, threads and seed as asked; returns the machine description (also printed)."""
     global CLOCK
-    CLOCK = time.perf_counter if a.clock == "wall" else time.process_time
-    torch.set_num_threads(a.threads)
-    torch.manual_seed(a.seed)
-    mach = machine()
-    print(f"torch {torch.__version__}, threads {torch.get_num_threads()} (cpu_count {os.cpu_count()}), "
-          f"{mach['platform']}, {mach['cpu']}", flush=True)
-    t_start = time.perf_counter()
+    CLOCK = clock(a.clock)
+    return set_up_torch(a)
 
-    dictionary = make_dictionary(a.vocab)
+
+def build_models(a, dictionary):
+    """The softmax model, its T2R twin (same weights) and the floors asked for: ({variant: model}
+    in the table's order, softmax, t2r, (softmax params, T2R params)); the model is printed."""
     task = FakeTask(dictionary)
-    max_pos = max(contexts) + a.warmup + a.steps + 8
+    max_pos = max_positions(a)
     soft = build("transformer_lm", task, a, max_pos)
     t2r = build("t2r_transformer_lm", task, a, max_pos)
     t2r.load_state_dict(copy.deepcopy(soft.state_dict()))  # fills the feature-map tensors itself
@@ -324,119 +367,238 @@ def main(argv=None):
     print(f"model: {a.layers} layers, {a.dim} dims, {a.heads} heads, FFN {a.ffn}, vocab {len(dictionary)}; "
           f"params softmax {n_soft / 1e6:.2f}M, T2R {n_t2r / 1e6:.2f}M "
           f"(+{n_t2r - n_soft} feature map, {a.feature_map} k={a.feature_dim}); batch {a.batch}", flush=True)
-
     models = {"softmax": soft, "t2r": t2r, "t2r_unmerged": t2r}
-    if "floor_none" in variants:
+    if "floor_none" in a.variants:
         models["floor_none"] = with_self_attention(t2r, lambda attn: NoAttention())
-    if "floor_proj" in variants:
+    if "floor_proj" in a.variants:
         models["floor_proj"] = with_self_attention(t2r, ProjectionsOnly)
-    models = {k: m for k, m in models.items() if k in variants}
-    stateful = {"softmax": "softmax", "t2r": "t2r", "t2r_unmerged": "t2r"}  # variant -> whose state it uses
-    rows = []
-    with torch.no_grad():
-        probe = torch.randint(dictionary.nspecial, len(dictionary), (2, 33))
-        checks = {name: check_prefill(m, probe, chunk=8) for name, m in (("softmax", soft), ("t2r", t2r))}
-        real = {}
-        prefill(soft.decoder, probe[:, :9], real, 8)
-        synth_ok = describe_state(real) == describe_state(synthetic_softmax_state(soft, 2, 9))
-        assert synth_ok, "synthetic softmax cache differs from a real prefill's"
-        print("prefill check (max |log-prob diff| vs full forward): "
-              + ", ".join(f"{k} {v:.1e}" for k, v in checks.items())
-              + "; synthetic softmax cache has the real one's layout", flush=True)
+    return {k: m for k, m in models.items() if k in a.variants}, soft, t2r, (n_soft, n_t2r)
 
-        header = " ".join(f"{v:>13}" for v in models)
+
+def max_positions(a):
+    return max(a.contexts) + a.warmup + a.steps + 8
+
+
+def build_state_models(a, dictionary, t2r):
+    """One T2R model per state of ``a.states`` but the additive one, every shared tensor ``t2r``'s
+    (its state dict loaded: the new state tensors take their swap initialisation): ({variant:
+    model}, {variant: why its build refused it})."""
+    models, skipped = {}, {}
+    for variant, state, norm in a.states[1:]:
+        try:
+            m = build("t2r_transformer_lm", FakeTask(dictionary), a, max_positions(a), t2r_state=state, t2r_norm=norm)
+        except (ValueError, T2RUserError) as e:
+            skipped[variant] = str(e)
+            print(f"{variant} skipped: --t2r-state {state} --t2r-norm {norm} refused: {e}", flush=True)
+            continue
+        m.load_state_dict(copy.deepcopy(t2r.state_dict()))
+        models[variant] = m
+    return models, skipped
+
+
+def check_prefills(sources, dictionary):
+    """Prefill + one step == the full forward for every model of ``sources`` ({name: model},
+    softmax first), and the synthetic softmax cache has a real prefill's layout: {model: max
+    |log-prob diff|} (also printed)."""
+    soft = sources["softmax"]
+    probe = torch.randint(dictionary.nspecial, len(dictionary), (2, 33))
+    checks = {name: check_prefill(m, probe, chunk=8) for name, m in sources.items()}
+    real = {}
+    prefill(soft.decoder, probe[:, :9], real, 8)
+    synth_ok = describe_state(real) == describe_state(synthetic_softmax_state(soft, 2, 9))
+    assert synth_ok, "synthetic softmax cache differs from a real prefill's"
+    print("prefill check (max |log-prob diff| vs full forward): "
+          + ", ".join(f"{k} {v:.1e}" for k, v in checks.items())
+          + "; synthetic softmax cache has the real one's layout", flush=True)
+    return checks
+
+
+def prefill_states(sources, models, tokens, ctx, a):
+    """The state of each model in ``sources`` ({name: model}) that a timed variant reads, filled with
+    the first ``ctx`` of ``tokens`` (B, >ctx): ({name: state}, {name: bytes}, {name: seconds}). The
+    softmax cache above --softmax-prefill-max is synthesised (see the module docstring)."""
+    base, nbytes, prefill_s = {}, {}, {}
+    for name, m in sources.items():
+        if not any(STATEFUL.get(v, v) == name for v in models):
+            continue
+        t0 = time.perf_counter()
+        if name == "softmax" and ctx > a.softmax_prefill_max:
+            base[name] = synthetic_softmax_state(m, a.batch, ctx)
+        else:
+            base[name] = {}
+            prefill(m.decoder, tokens[:, :ctx], base[name], a.prefill_chunk)
+        prefill_s[name] = time.perf_counter() - t0
+        nbytes[name] = state_bytes(base[name])
+    return base, nbytes, prefill_s
+
+
+def time_variants(models, t2r, base, tokens, ctx, a):
+    """{variant: [seconds per step]}: every variant's steps from its state in ``base``, the variants
+    interleaved per repeat, the order alternating."""
+    times = {n: [] for n in models}
+    for r in range(a.repeats):
+        order = list(models) if r % 2 == 0 else list(models)[::-1]
+        for name in order:
+            steps = a.softmax_steps if name == "softmax" and ctx > a.softmax_prefill_max else a.steps
+            set_merge(t2r, name != "t2r_unmerged")
+            st = base.get(STATEFUL.get(name, name))
+            times[name] += time_steps(models[name], tokens, st, ctx, steps, a.warmup)
+    set_merge(t2r, True)
+    return times
+
+
+def context_row(ctx, times, nbytes, prefill_s, a):
+    """The table's row of one context: medians, state sizes, ratios."""
+    ms = {n: 1000 * statistics.median(t) for n, t in times.items()}
+    row = {
+        "context": ctx,
+        "ms_per_token": ms,
+        "softmax_state_MB": nbytes.get("softmax", 0) / 2**20,
+        "t2r_state_MB": nbytes.get("t2r", 0) / 2**20,
+        "softmax_state_bytes": nbytes.get("softmax"),
+        "t2r_state_bytes": nbytes.get("t2r"),
+        "softmax_cache": "synthetic" if ctx > a.softmax_prefill_max else "prefilled",
+        "prefill_s": prefill_s,
+        "step_ms": {n: [1000 * t for t in ts] for n, ts in times.items()},
+    }
+    if "softmax" in ms and "t2r" in ms:
+        row["speedup"] = ms["softmax"] / ms["t2r"]
+    if "t2r" in ms:
+        for f in ("floor_none", "floor_proj"):
+            if f in ms:
+                row[f"t2r_over_{f}"] = ms["t2r"] / ms[f]
+        if "t2r_unmerged" in ms:
+            row["merged_speedup"] = ms["t2r_unmerged"] / ms["t2r"]
+    states = [v for v, _, _ in a.states[1:] if v in ms] if a.states else []
+    if states:
+        row["state_bytes"] = {v: nbytes.get(v) for v in ["t2r"] + states}
+        row["over_additive"] = {v: ms[v] / ms["t2r"] for v in states}
+    return row
+
+
+def measure_context(models, sources, dictionary, ctx, a, kept):
+    """Prefill, time and print one context's row; keeps T2R's (tokens, state) at the first and the
+    last context in ``kept`` for flatness()."""
+    tokens = torch.full((a.batch, ctx + a.warmup + a.steps + 1), dictionary.pad(), dtype=torch.long)
+    tokens[:, :ctx] = torch.randint(dictionary.nspecial, len(dictionary), (a.batch, ctx))
+    base, nbytes, prefill_s = prefill_states(sources, models, tokens, ctx, a)
+    if "t2r" in base and ctx in (a.contexts[0], a.contexts[-1]):
+        kept[ctx] = (tokens, base["t2r"])  # 3 MB each
+    row = context_row(ctx, time_variants(models, sources["t2r"], base, tokens, ctx, a), nbytes, prefill_s, a)
+    cells = " ".join(f"{row['ms_per_token'][v]:>{max(13, len(v))}.2f}" for v in models)
+    print(f"{ctx:>8} {cells}  {row['softmax_state_MB']:>21.2f} {row['t2r_state_MB']:>7.2f}", flush=True)
+    return row
+
+
+def measure(models, soft, t2r, dictionary, a, states=None):
+    """The checks, the table's rows and T2R's flatness (None with one context or without T2R);
+    ``states``: {variant: model} of the other state updates."""
+    sources = {"softmax": soft, "t2r": t2r, **(states or {})}
+    with torch.no_grad():
+        checks = check_prefills(sources, dictionary)
+        header = " ".join(f"{v:>{max(13, len(v))}}" for v in models)
         print(f"\n{'context':>8} {header}  (ms/token)  {'softmax MB':>10} {'t2r MB':>7}", flush=True)
         kept = {}  # context -> (tokens, T2R state as prefilled), first and last context
-        for ctx in contexts:
-            base_tokens = torch.full((a.batch, ctx + a.warmup + a.steps + 1), dictionary.pad(), dtype=torch.long)
-            base_tokens[:, :ctx] = torch.randint(dictionary.nspecial, len(dictionary), (a.batch, ctx))
-            base, nbytes, prefill_s = {}, {}, {}
-            for name, m in (("softmax", soft), ("t2r", t2r)):
-                if not any(stateful.get(v) == name for v in models):
-                    continue
-                t0 = time.perf_counter()
-                if name == "softmax" and ctx > a.softmax_prefill_max:
-                    base[name] = synthetic_softmax_state(m, a.batch, ctx)
-                else:
-                    base[name] = {}
-                    prefill(m.decoder, base_tokens[:, :ctx], base[name], a.prefill_chunk)
-                prefill_s[name] = time.perf_counter() - t0
-                nbytes[name] = state_bytes(base[name])
-            if "t2r" in base and ctx in (contexts[0], contexts[-1]):
-                kept[ctx] = (base_tokens, base["t2r"])  # for flatness(); 3 MB each
-            times = {n: [] for n in models}
-            for r in range(a.repeats):
-                order = list(models) if r % 2 == 0 else list(models)[::-1]
-                for name in order:
-                    steps = a.softmax_steps if name == "softmax" and ctx > a.softmax_prefill_max else a.steps
-                    set_merge(t2r, name != "t2r_unmerged")
-                    st = base.get(stateful.get(name))
-                    times[name] += time_steps(models[name], base_tokens, st, ctx, steps, a.warmup)
-            set_merge(t2r, True)
-            ms = {n: 1000 * statistics.median(t) for n, t in times.items()}
-            row = {
-                "context": ctx,
-                "ms_per_token": ms,
-                "softmax_state_MB": nbytes.get("softmax", 0) / 2**20,
-                "t2r_state_MB": nbytes.get("t2r", 0) / 2**20,
-                "softmax_state_bytes": nbytes.get("softmax"),
-                "t2r_state_bytes": nbytes.get("t2r"),
-                "softmax_cache": "synthetic" if ctx > a.softmax_prefill_max else "prefilled",
-                "prefill_s": prefill_s,
-                "step_ms": {n: [1000 * t for t in ts] for n, ts in times.items()},
-            }
-            if "softmax" in ms and "t2r" in ms:
-                row["speedup"] = ms["softmax"] / ms["t2r"]
-            if "t2r" in ms:
-                for f in ("floor_none", "floor_proj"):
-                    if f in ms:
-                        row[f"t2r_over_{f}"] = ms["t2r"] / ms[f]
-                if "t2r_unmerged" in ms:
-                    row["merged_speedup"] = ms["t2r_unmerged"] / ms["t2r"]
-            rows.append(row)
-            cells = " ".join(f"{ms[v]:>13.2f}" for v in models)
-            print(f"{ctx:>8} {cells}  {row['softmax_state_MB']:>21.2f} {row['t2r_state_MB']:>7.2f}", flush=True)
-            del base
+        rows = [measure_context(models, sources, dictionary, ctx, a, kept) for ctx in a.contexts]
         flat = None
-        if "t2r" in models and len(contexts) > 1:
+        if "t2r" in models and len(a.contexts) > 1:
             flat = flatness(t2r, kept, a)
             print(f"T2R side by side, contexts interleaved: {flat['ms'][0]:.2f} ms at {flat['contexts'][0]}, "
                   f"{flat['ms'][1]:.2f} ms at {flat['contexts'][1]}", flush=True)
+    return checks, rows, flat
+
+
+def run_config(a, dictionary, models, counts, wall, skipped=None):
+    n_soft, n_t2r = counts
+    config = {
+        "layers": a.layers, "dim": a.dim, "heads": a.heads, "ffn": a.ffn, "vocab": len(dictionary),
+        "feature_map": a.feature_map, "feature_dim": a.feature_dim, "batch": a.batch,
+        "steps": a.steps, "softmax_steps_synthetic": a.softmax_steps, "warmup": a.warmup, "repeats": a.repeats,
+        "prefill_chunk": a.prefill_chunk, "softmax_prefill_max": a.softmax_prefill_max,
+        "variants": list(models), "dtype": "float32",
+        "weights": "random (seed %d), shared tensors identical" % a.seed,
+        "params_softmax": n_soft, "params_t2r": n_t2r,
+        "timed": "model.decoder(tokens, incremental_state) + get_normalized_probs(log_probs=True) + argmax",
+        "statistic": f"median over repeats x steps of per-step {a.clock} time",
+        "clock": a.clock,
+        "wall_s": wall,
+    }
+    if a.states:
+        config["states"] = [{"variant": v, "state": s, "norm": n} for v, s, n in a.states]
+        config["states_skipped"] = skipped or {}
+    return config
+
+
+def save(result, a):
+    """OUT.json and OUT.png (``a.out`` the prefix)."""
+    out, mach = a.out, result["machine"]
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    with open(out + ".json", "w") as f:
+        json.dump(result, f, indent=1)
+    title = (f"{a.layers}L/{a.dim}d/{a.heads}h LM, batch {a.batch}, fp32, {mach['cpu']} x{mach['threads']} threads, "
+             f"torch {torch.__version__}; T2R k={a.feature_dim}")
+    (plot_states if a.states else plot)(result["results"], out + ".png", title)
+    print(f"\nwrote {out}.json and {out}.png")
+
+
+def plot_states(rows, path, title):
+    """Time per token of each state update by context, and its ratio over the additive t2r."""
+    import logging
+
+    logging.getLogger("matplotlib").setLevel(logging.WARNING)  # fairseq sets the root logger to DEBUG
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ctx = [r["context"] for r in rows]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.4))
+    color = {}  # one colour per state in both panels
+    for name in rows[0]["ms_per_token"]:
+        line, = ax1.plot(ctx, [r["ms_per_token"][name] for r in rows], "s-", label=name)
+        color[name] = line.get_color()
+    for name in rows[0].get("over_additive", {}):
+        ax2.plot(ctx, [r["over_additive"][name] for r in rows], "s-", label=name, color=color[name])
+    ax2.axhline(1.15, color="k", ls=":", label="target 1.15")
+    ax1.set_ylabel("ms / token (median)")
+    ax1.set_title("time per generated token")
+    ax2.set_ylabel("state / additive t2r, per token")
+    ax2.set_title("side by side with the additive state")
+    for ax in (ax1, ax2):
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(ctx)
+        ax.set_xticklabels([str(c) for c in ctx])
+        ax.set_xlabel("context length (tokens)")
+        ax.legend(fontsize=7)
+        ax.grid(alpha=0.3)
+    save_figure(fig, title, path)
+
+
+def main(argv=None):
+    a = parse_args(argv)
+    mach = set_up(a)
+    t_start = time.perf_counter()
+    dictionary = make_dictionary(a.vocab)
+    models, soft, t2r, counts = build_models(a, dictionary)
+    states, skipped = build_state_models(a, dictionary, t2r) if a.states else ({}, {})
+    models.update(states)
+    checks, rows, flat = measure(models, soft, t2r, dictionary, a, states)
     wall = time.perf_counter() - t_start
     summary = summarize(rows, flat)
     for line in summary["lines"]:
         print(line)
     print(f"measured in {wall:.0f} s", flush=True)
-
     result = {
         "benchmark": "lm_generation: per-token incremental decoding, softmax transformer_lm vs T2R twin and floors",
         "machine": mach,
-        "config": {
-            "layers": a.layers, "dim": a.dim, "heads": a.heads, "ffn": a.ffn, "vocab": len(dictionary),
-            "feature_map": a.feature_map, "feature_dim": a.feature_dim, "batch": a.batch,
-            "steps": a.steps, "softmax_steps_synthetic": a.softmax_steps, "warmup": a.warmup, "repeats": a.repeats,
-            "prefill_chunk": a.prefill_chunk, "softmax_prefill_max": a.softmax_prefill_max,
-            "variants": list(models), "dtype": "float32",
-            "weights": "random (seed %d), shared tensors identical" % a.seed,
-            "params_softmax": n_soft, "params_t2r": n_t2r,
-            "timed": "model.decoder(tokens, incremental_state) + get_normalized_probs(log_probs=True) + argmax",
-            "statistic": f"median over repeats x steps of per-step {a.clock} time",
-            "clock": a.clock,
-            "wall_s": wall,
-        },
+        "config": run_config(a, dictionary, models, counts, wall, skipped),
         "prefill_check_max_abs_diff": checks,
         "summary": summary,
         "results": rows,
         "flatness": flat,
     }
-    if out:
-        os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-        with open(out + ".json", "w") as f:
-            json.dump(result, f, indent=1)
-        title = (f"{a.layers}L/{a.dim}d/{a.heads}h LM, batch {a.batch}, fp32, {mach['cpu']} x{mach['threads']} threads, "
-                 f"torch {torch.__version__}; T2R k={a.feature_dim}")
-        plot(rows, out + ".png", title)
-        print(f"\nwrote {out}.json and {out}.png")
+    if a.out:
+        save(result, a)
     return result
 
 
@@ -484,7 +646,18 @@ def summarize(rows, flat=None):
     if have("t2r") and have("t2r_unmerged"):
         s["merged_speedup"] = statistics.median(r["merged_speedup"] for r in rows)
         s["lines"].append(f"merged vs unmerged projections: {s['merged_speedup']:.3f}x per token (median over contexts)")
+    summarize_states(rows, s)
     return s
+
+
+def summarize_states(rows, s):
+    """Each other state's time per token over the additive t2r's, by context (timed side by side)."""
+    for v in rows[0].get("over_additive", {}):
+        by_ctx = {str(r["context"]): r["over_additive"][v] for r in rows}
+        worst = max(by_ctx.values())
+        s.setdefault("states_over_additive", {})[v] = {"by_context": by_ctx, "max": worst}
+        s["lines"].append(f"{v} / t2r (additive) per token: " + ", ".join(f"{c}: {x:.3f}" for c, x in by_ctx.items())
+                          + f" (max {worst:.3f}; target <= 1.15)")
 
 
 if __name__ == "__main__":

@@ -34,7 +34,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 import torch  # noqa: E402
-from common import FakeTask, add_model_options, machine, make_dictionary  # noqa: E402
+from common import FakeTask, add_model_options, clock, make_dictionary, set_up_torch  # noqa: E402
 from fairseq.models import ARCH_CONFIG_REGISTRY, ARCH_MODEL_REGISTRY  # noqa: E402
 from fairseq.sequence_generator import SequenceGenerator  # noqa: E402
 
@@ -220,13 +220,8 @@ def sweep_points(a):
 def set_up(a):
     """Clock, threads and seed as asked; returns the machine description (also printed)."""
     global CLOCK
-    CLOCK = time.perf_counter if a.clock == "wall" else time.process_time
-    torch.set_num_threads(a.threads)
-    torch.manual_seed(a.seed)
-    mach = machine()
-    print(f"torch {torch.__version__}, threads {torch.get_num_threads()} (cpu_count {os.cpu_count()}), "
-          f"{mach['platform']}, {mach['cpu']}", flush=True)
-    return mach
+    CLOCK = clock(a.clock)
+    return set_up_torch(a)
 
 
 def build_twins(a, dictionary, points):

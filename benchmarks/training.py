@@ -18,12 +18,17 @@ repeat, the order alternating), medians reported:
   64 KB so that every tensor is its own mapping and RSS follows the live tensors exactly). The causal mask softmax needs (T x T fp32, built by
   fairseq's decoder and cached there) is allocated before the step, so it is *not* in softmax's
   step figure; it is reported beside it.
+  With ``--states additive,decay,gate[,delta,gated-delta]`` the layer part also times one
+  ``T2RAttention`` per state update (``state_options``, the same weights: same seed), side by side
+  with the rest; a state the module refuses is skipped and the reason recorded; parts default to
+  ``layer``, memory to none, the output to benchmarks/results/states_training.*.
 - ``lm``: the whole 6-layer LM (``transformer_lm`` vs its ``t2r_transformer_lm`` twin, same
   weights), one sequence of ``--lm-len`` tokens, cross-entropy over the vocabulary, fwd + bwd.
 
     python benchmarks/training.py                 # everything (~6 min on 2 quiet cores)
     python benchmarks/training.py --quick         # smoke test (small lengths, < 1 min)
     python benchmarks/training.py --parts layer --lengths 1024,4096
+    python benchmarks/training.py --states additive,decay,gate --lengths 1024,4096,8192
 """
 import argparse
 import json
@@ -39,7 +44,7 @@ sys.path.insert(0, REPO)
 sys.path.insert(0, HERE)
 
 import torch  # noqa: E402
-from common import FakeTask, machine, make_dictionary  # noqa: E402
+from common import FakeTask, clock, machine, make_dictionary, parse_states  # noqa: E402
 
 
 def _mha_and_t2r(dim, heads, feature_dim, seed=0):
@@ -53,6 +58,32 @@ def _mha_and_t2r(dim, heads, feature_dim, seed=0):
     torch.manual_seed(seed)
     t2r = T2RAttention.from_softmax(MultiheadAttention(dim, heads, self_attention=True), "t2r", feature_dim)
     return {"softmax": mha.train(), "t2r": t2r.train()}
+
+
+def state_layers(a):
+    """One T2RAttention per state of ``a.states`` but the additive one, each on the weights
+    _mha_and_t2r gives (same seed): ({variant: module}, {variant: why the module refused it})."""
+    from fairseq.modules import MultiheadAttention
+
+    from fairseq_t2r.modules import T2RAttention
+
+    mods, skipped = {}, {}
+    for variant, state, norm in a.states[1:]:
+        torch.manual_seed(0)
+        try:
+            mods[variant] = T2RAttention.from_softmax(MultiheadAttention(a.dim, a.heads, self_attention=True), "t2r",
+                                                      a.feature_dim, state_options={"state": state, "norm": norm}).train()
+        except ValueError as e:
+            skipped[variant] = str(e)
+    return mods, skipped
+
+
+def layer_modules(a):
+    """{name: attention layer}: softmax, t2r, and with --states one per other state update."""
+    mods = _mha_and_t2r(a.dim, a.heads, a.feature_dim)
+    if a.states:
+        mods.update(state_layers(a)[0])
+    return mods
 
 
 def causal_mask(T):
@@ -82,6 +113,17 @@ def interleaved(fns, repeats):
     return times
 
 
+def tune_row(T, fns, repeats, digits):
+    """One warm-up call of each fn, then the fns interleaved: {"length": T, "ms": {name: median ms}}
+    (printed with ``digits`` decimals)."""
+    for f in fns.values():
+        f()
+    t = interleaved(fns, repeats)
+    row = {"length": T, "ms": {n: 1000 * statistics.median(x) for n, x in t.items()}}
+    print(f"tune T={T:>5}: " + ", ".join(f"{n} {m:.{digits}f} ms" for n, m in row["ms"].items()), flush=True)
+    return row
+
+
 # ------------------------------------------------------------------ tune: the core alone
 def part_tune(a):
     from fairseq_t2r import ops
@@ -108,30 +150,20 @@ def part_tune(a):
         fns = {"quadratic": fwd_bwd(lambda q, k, v: ops.causal_quadratic(q, k, v), q, k, v),
                "chunked": fwd_bwd(lambda q, k, v: ops.causal_chunked(q, k, v), q, k, v),
                "chunked C=T": fwd_bwd(lambda q, k, v: ops.causal_chunked(q, k, v, chunk_size=T), q, k, v)}
-        for f in fns.values():
-            f()
-        t = interleaved(fns, a.tune_repeats)
-        row = {"length": T, "ms": {n: 1000 * statistics.median(x) for n, x in t.items()}}
-        rows.append(row)
-        print(f"tune T={T:>5}: " + ", ".join(f"{n} {m:.2f} ms" for n, m in row["ms"].items()), flush=True)
+        rows.append(tune_row(T, fns, a.tune_repeats, 2))
     chunk_rows = []
     for T in a.tune_long:
         q, k, v = inputs(T)
         fns = {f"C={C}": fwd_bwd(lambda q, k, v, C=C: ops.causal_chunked(q, k, v, chunk_size=C), q, k, v)
                for C in a.tune_chunks if C <= T}
-        for f in fns.values():
-            f()
-        t = interleaved(fns, a.tune_repeats)
-        row = {"length": T, "ms": {n: 1000 * statistics.median(x) for n, x in t.items()}}
-        chunk_rows.append(row)
-        print(f"tune T={T:>5}: " + ", ".join(f"{n} {m:.1f} ms" for n, m in row["ms"].items()), flush=True)
+        chunk_rows.append(tune_row(T, fns, a.tune_repeats, 1))
     return {"quadratic_vs_chunked": rows, "chunk_sizes": chunk_rows,
             "current": {"QUADRATIC_MAX_LEN": ops.QUADRATIC_MAX_LEN, "DEFAULT_CHUNK_SIZE": ops.DEFAULT_CHUNK_SIZE}}
 
 
 # ------------------------------------------------------------------ layer: time and memory
 def part_layer(a):
-    mods = _mha_and_t2r(a.dim, a.heads, a.feature_dim)
+    mods = layer_modules(a)
     rows = []
     for T in a.lengths:
         x = torch.randn(T, 1, a.dim, requires_grad=True)
@@ -145,6 +177,8 @@ def part_layer(a):
         ms = {n: 1000 * statistics.median(v) for n, v in t.items()}
         row = {"length": T, "ms": ms, "runs_ms": {n: [1000 * s for s in v] for n, v in t.items()},
                "speedup": ms["softmax"] / ms["t2r"]}
+        if a.states:
+            row["over_additive"] = {n: ms[n] / ms["t2r"] for n in mods if n not in ("softmax", "t2r")}
         if T in a.mem_lengths:
             row["peak_MB"] = {n: measure_memory(n, T, a) for n in mods}
             row["softmax_mask_MB"] = T * T * 4 / 2**20
@@ -157,6 +191,9 @@ def part_layer(a):
                    f"t2r {row['peak_MB']['t2r']:.0f}")
         print(f"layer T={T:>5}: softmax {ms['softmax']:8.1f} ms, t2r {ms['t2r']:7.1f} ms, "
               f"{row['speedup']:5.2f}x{mem}", flush=True)
+        if row.get("over_additive"):
+            print("  state / additive t2r: " + ", ".join(f"{n} {ms[n]:.1f} ms {x:.2f}x" for n, x in
+                                                       row["over_additive"].items()), flush=True)
     return rows
 
 
@@ -166,6 +203,8 @@ def measure_memory(name, T, a):
     cmd = [sys.executable, os.path.abspath(__file__), "--_memory-child", name, str(T),
            "--dim", str(a.dim), "--heads", str(a.heads), "--feature-dim", str(a.feature_dim),
            "--threads", str(a.threads)]
+    if a.states:
+        cmd += ["--states", ",".join(f"{st}:{norm}" for _, st, norm in a.states)]
     res = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, env=env)
     lines = [ln for ln in res.stdout.splitlines() if ln.startswith("PEAK_MB ")]
     if res.returncode != 0 or not lines:
@@ -175,7 +214,7 @@ def measure_memory(name, T, a):
 
 def memory_child(name, T, a):
     torch.set_num_threads(a.threads)
-    mod = _mha_and_t2r(a.dim, a.heads, a.feature_dim)[name]
+    mod = layer_modules(a)[name]
     xw = torch.randn(256, 1, a.dim, requires_grad=True)
     layer_step(mod, xw, causal_mask(256), torch.randn(256, 1, a.dim))  # warm-up: thread pools, kernels
     mod.zero_grad(set_to_none=False)  # gradient buffers exist before the measured step
@@ -254,6 +293,8 @@ def plot(result, path):
     L = [r["length"] for r in layer]
     ax1.plot(L, [r["ms"]["softmax"] for r in layer], "o-", label="fairseq MultiheadAttention (SDPA)")
     ax1.plot(L, [r["ms"]["t2r"] for r in layer], "s-", label="T2RAttention")
+    for n in layer[0].get("over_additive", {}):
+        ax1.plot(L, [r["ms"][n] for r in layer], "d--", label=f"T2RAttention, {n}")
     ax1.set_xscale("log", base=2)
     ax1.set_yscale("log")
     ax1.set_xlabel("sequence length (tokens, batch 1)")
@@ -279,6 +320,8 @@ def plot(result, path):
         ax2.set_title("memory of one fwd + bwd step")
         ax2.legend(fontsize=8)
         ax2.grid(alpha=0.3, which="both")
+    else:
+        ax2.axis("off")  # no memory measured (--mem-lengths)
     m = result["machine"]
     fig.suptitle(f"{result['config']['dim']}d/{result['config']['heads']}h, T2R k={result['config']['feature_dim']}, "
                  f"fp32, {m['cpu']} x{m['threads']} threads, torch {m['torch']}", fontsize=9)
@@ -292,7 +335,7 @@ def ints(s):
     return [int(x) for x in s.split(",") if x.strip()]
 
 
-def main(argv=None):
+def build_parser():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--parts", default="tune,layer,lm")
     p.add_argument("--lengths", default="256,512,1024,2048,4096,8192", help="layer sequence lengths")
@@ -315,53 +358,105 @@ def main(argv=None):
                    help="wall: perf_counter (the figure to report); cpu: process CPU time, steadier on a "
                         "shared machine for comparing variants with --threads 1")
     p.add_argument("--quick", action="store_true", help="small lengths and model, few repeats (< 1 min)")
-    p.add_argument("--out", default=None, help="output prefix (default benchmarks/results/training; "
-                   "--quick writes nothing unless given)")
+    p.add_argument("--out", default=None, help="output prefix (default benchmarks/results/training, with "
+                   "--states benchmarks/results/states_training; --quick writes nothing unless given)")
+    p.add_argument("--states", default=None,
+                   help="comma-separated state updates STATE[:NORM] (additive, decay, gate, delta, gated-delta; "
+                        "norm default rms for delta and gated-delta, else sum): the layer part times one "
+                        "T2RAttention per state beside the additive one")
     p.add_argument("--_memory-child", nargs=2, default=None, help=argparse.SUPPRESS)
+    return p
+
+
+def parse_args(argv):
+    """The options, with --quick's small sizes; the length lists as ints, ``a.mem_lengths`` a set,
+    ``a.parts`` a list and ``a.out`` the output prefix (None: write nothing)."""
+    p = build_parser()
     a = p.parse_args(argv)
+    if a.states is not None:
+        a.states = parse_states(a.states)
     if a._memory_child:
-        return memory_child(a._memory_child[0], int(a._memory_child[1]), a)
+        return a
+    if a.states:
+        a.parts = "layer" if a.parts == p.get_default("parts") else a.parts
+        a.mem_lengths = "" if a.mem_lengths == p.get_default("mem_lengths") else a.mem_lengths
     if a.quick:
         a.lengths, a.mem_lengths, a.repeats = "256,1024", "1024", 2
         a.layers, a.ffn, a.vocab, a.lm_len, a.lm_repeats = 2, 512, 1000, 256, 2
         a.tune_short, a.tune_long, a.tune_chunks, a.tune_repeats = "64,256", "512", "32,64", 3
     a.lengths, a.mem_lengths = ints(a.lengths), set(ints(a.mem_lengths))
     a.tune_short, a.tune_long, a.tune_chunks = ints(a.tune_short), ints(a.tune_long), ints(a.tune_chunks)
-    out = a.out if a.out is not None else (None if a.quick else os.path.join(REPO, "benchmarks", "results", "training"))
-    parts = [x for x in a.parts.split(",") if x]
+    if a.out is None and not a.quick:
+        a.out = os.path.join(REPO, "benchmarks", "results", "states_training" if a.states else "training")
+    a.parts = [x for x in a.parts.split(",") if x]
+    return a
 
+
+def set_up(a):
+    """Clock and threads as asked; returns the machine description (also printed)."""
     global CLOCK
-    CLOCK = time.perf_counter if a.clock == "wall" else time.process_time
+    CLOCK = clock(a.clock)
     torch.set_num_threads(a.threads)
     mach = machine()
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, {mach['cpu']}", flush=True)
+    return mach
+
+
+def run_config(a):
+    return {"dim": a.dim, "heads": a.heads, "feature_dim": a.feature_dim, "layers": a.layers,
+            "ffn": a.ffn, "vocab": a.vocab, "batch": 1, "dtype": "float32", "repeats": a.repeats,
+            "layer_call": "attn(x, x, x, attn_mask=causal float mask, need_weights=False); "
+                          "out.backward(g) with g allocated beforehand",
+            "memory": "peak RSS increase over one fwd+bwd step in a fresh subprocess after a "
+                      "256-token warm-up; softmax's causal mask allocated before the step",
+            "statistic": f"median {a.clock} time over interleaved repeats", "clock": a.clock,
+            **({"states": [{"variant": v, "state": s, "norm": n} for v, s, n in a.states],
+                "states_skipped": state_layers(a)[1]} if a.states else {})}
+
+
+def summarize_states(layer):
+    """{variant: {"by_length": {T: ratio}, "max": worst}}: each state's fwd + bwd time over the
+    additive t2r's (timed side by side); printed."""
+    out = {}
+    for n in layer[0].get("over_additive", {}):
+        by_len = {str(r["length"]): r["over_additive"][n] for r in layer}
+        out[n] = {"by_length": by_len, "max": max(by_len.values())}
+        print(f"{n} / t2r (additive), layer fwd+bwd: " + ", ".join(f"{T}: {x:.3f}" for T, x in by_len.items())
+              + f" (max {out[n]['max']:.3f}; target <= 1.5)", flush=True)
+    return out
+
+
+def save(result, out):
+    """OUT.json, and OUT.png when there is a layer part to plot."""
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    with open(out + ".json", "w") as f:
+        json.dump(result, f, indent=1)
+    wrote = [out + ".json"]
+    if plot(result, out + ".png"):
+        wrote.append(out + ".png")
+    print("wrote " + ", ".join(wrote))
+
+
+def main(argv=None):
+    a = parse_args(argv)
+    if a._memory_child:
+        return memory_child(a._memory_child[0], int(a._memory_child[1]), a)
+    mach = set_up(a)
     t0 = time.perf_counter()
     result = {"benchmark": "training: attention layer and whole LM, forward + backward, fp32 CPU",
-              "machine": mach,
-              "config": {"dim": a.dim, "heads": a.heads, "feature_dim": a.feature_dim, "layers": a.layers,
-                         "ffn": a.ffn, "vocab": a.vocab, "batch": 1, "dtype": "float32", "repeats": a.repeats,
-                         "layer_call": "attn(x, x, x, attn_mask=causal float mask, need_weights=False); "
-                                       "out.backward(g) with g allocated beforehand",
-                         "memory": "peak RSS increase over one fwd+bwd step in a fresh subprocess after a "
-                                   "256-token warm-up; softmax's causal mask allocated before the step",
-                         "statistic": f"median {a.clock} time over interleaved repeats", "clock": a.clock}}
+              "machine": mach, "config": run_config(a)}
+    for n, why in result["config"].get("states_skipped", {}).items():
+        print(f"{n} skipped: {why}", flush=True)
     with torch.enable_grad():
-        if "tune" in parts:
-            result["tune"] = part_tune(a)
-        if "layer" in parts:
-            result["layer"] = part_layer(a)
-        if "lm" in parts:
-            result["lm"] = part_lm(a)
+        for name, part in (("tune", part_tune), ("layer", part_layer), ("lm", part_lm)):
+            if name in a.parts:
+                result[name] = part(a)
+    if a.states and result.get("layer"):
+        result["states_over_additive"] = summarize_states(result["layer"])
     result["config"]["wall_s"] = time.perf_counter() - t0
     print(f"measured in {result['config']['wall_s']:.0f} s", flush=True)
-    if out:
-        os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-        with open(out + ".json", "w") as f:
-            json.dump(result, f, indent=1)
-        wrote = [out + ".json"]
-        if plot(result, out + ".png"):
-            wrote.append(out + ".png")
-        print("wrote " + ", ".join(wrote))
+    if a.out:
+        save(result, a.out)
     return result
 
 
