@@ -3,6 +3,7 @@ checkpoint code sees it, and the guards on fairseq's checkpoint loaders and on f
 import functools
 import os
 import types
+import zipfile
 
 import torch
 
@@ -49,6 +50,7 @@ def guard_load_ensemble(load_ensemble):
 
     @functools.wraps(load_ensemble)
     def guarded(filenames, *args, **kwargs):
+        _check_family(filenames, kwargs.get("task"))
         try:
             return load_ensemble(filenames, *args, **kwargs)
         except OSError as e:
@@ -62,6 +64,42 @@ def guard_load_ensemble(load_ensemble):
             raise
 
     return guarded
+
+
+# softmax model families by the name fairseq registers their models under (T2R models check their
+# task themselves when they are built: models/from_checkpoint.py), and the task each needs
+_FAMILIES = {"transformer_lm": "language model", "transformer": "translation model"}
+_TASK_OF = {"language model": ("language_modeling", "fairseq-eval-lm / --task language_modeling"),
+            "translation model": ("translation", "fairseq-generate / --task translation")}
+
+
+def _check_family(filenames, task):
+    """A checkpoint of one family loaded into a task of the other (a translation checkpoint in
+    fairseq-eval-lm, a language model under --task translation) -> one line, before fairseq builds
+    the model and fails deep inside with a traceback. T2R models check this themselves at build
+    time; this catches softmax checkpoints. Only local files, only a task the tool set up."""
+    if task is None:
+        return
+    from fairseq.models import ARCH_MODEL_NAME_REGISTRY
+    from fairseq.tasks.language_modeling import LanguageModelingTask
+    from fairseq.tasks.translation import TranslationTask
+
+    from ..checkpoint import load, model_config
+
+    wanted = ("language model" if isinstance(task, LanguageModelingTask) else
+              "translation model" if isinstance(task, TranslationTask) else None)
+    for path in filenames if wanted else ():
+        if not (is_local(path) and os.path.isfile(path)):
+            continue
+        try:
+            _, arch = model_config(load(path, mmap=zipfile.is_zipfile(path)))
+        except (T2RUserError, Exception):  # unreadable: fairseq's own loader reports it (guarded)
+            continue
+        family = _FAMILIES.get(ARCH_MODEL_NAME_REGISTRY.get(arch))
+        if family and family != wanted:
+            task_name, tools = _TASK_OF[family]
+            raise T2RUserError(f"{path} is a {family} checkpoint (arch {arch}), but this run's task builds a "
+                               f"{wanted}: use {tools} (--task {task_name})")
 
 
 def _is_t2r_trainer(trainer) -> bool:
