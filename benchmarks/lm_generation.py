@@ -269,7 +269,8 @@ def plot(rows, path, title):
     ax1.set_title("time per generated token")
     ax1.legend(fontsize=7)
     ax1.grid(alpha=0.3, which="both")
-    ax2.plot(ctx, [r["softmax_state_MB"] for r in rows], "o-", label="softmax (KV cache)")
+    if all(r["softmax_state_bytes"] is not None for r in rows):  # measured (not in a --states run)
+        ax2.plot(ctx, [r["softmax_state_MB"] for r in rows], "o-", label="softmax (KV cache)")
     ax2.plot(ctx, [r["t2r_state_MB"] for r in rows], "s-", label="T2R [S | z]")
     ax2.set_xscale("log", base=2)
     ax2.set_yscale("log")
@@ -486,7 +487,9 @@ def measure_context(models, sources, dictionary, ctx, a, kept):
         kept[ctx] = (tokens, base["t2r"])  # 3 MB each
     row = context_row(ctx, time_variants(models, sources["t2r"], base, tokens, ctx, a), nbytes, prefill_s, a)
     cells = " ".join(f"{row['ms_per_token'][v]:>{max(13, len(v))}.2f}" for v in models)
-    print(f"{ctx:>8} {cells}  {row['softmax_state_MB']:>21.2f} {row['t2r_state_MB']:>7.2f}", flush=True)
+    # a --states run times no softmax model: its cache is not measured (not 0 MB)
+    soft = "-" if row["softmax_state_bytes"] is None else f"{row['softmax_state_MB']:.2f}"
+    print(f"{ctx:>8} {cells}  {soft:>21} {row['t2r_state_MB']:>7.2f}", flush=True)
     return row
 
 
