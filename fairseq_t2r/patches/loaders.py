@@ -1,9 +1,9 @@
 """The module-level rows of the table in ``patches/__init__.py``: torch's loader as fairseq's
 checkpoint code sees it, and the guards on fairseq's checkpoint loaders and on fairseq-eval-lm."""
+import contextvars
 import functools
 import os
 import types
-import zipfile
 
 import torch
 
@@ -35,12 +35,14 @@ def guard_load_to_cpu(load_to_cpu):
         if is_local(path) and not os.path.exists(path):
             raise T2RUserError(f"checkpoint {path} does not exist: check the path")
         try:
-            return load_to_cpu(path, *args, **kwargs)
+            state = load_to_cpu(path, *args, **kwargs)
         except Exception:  # only failures are inspected: a good load runs fairseq's code unchanged
             reason = unreadable_reason(path) if is_local(path) and os.path.isfile(path) else None
             if reason is not None:
                 raise not_a_checkpoint(path, reason) from None
             raise
+        _check_family(path, state, _ENSEMBLE_TASK.get())
+        return state
 
     return guarded
 
@@ -50,7 +52,8 @@ def guard_load_ensemble(load_ensemble):
 
     @functools.wraps(load_ensemble)
     def guarded(filenames, *args, **kwargs):
-        _check_family(filenames, kwargs.get("task"))
+        # the task the tool set up, for the family check of each checkpoint fairseq loads inside
+        token = _ENSEMBLE_TASK.set(kwargs.get("task"))
         try:
             return load_ensemble(filenames, *args, **kwargs)
         except OSError as e:
@@ -62,9 +65,14 @@ def guard_load_ensemble(load_ensemble):
                     f"separated by '{os.pathsep}')"
                 ) from None
             raise
+        finally:
+            _ENSEMBLE_TASK.reset(token)
 
     return guarded
 
+
+# the task ``load_model_ensemble_and_task`` was given, while it runs (None: it sets up the checkpoint's own)
+_ENSEMBLE_TASK = contextvars.ContextVar("fairseq_t2r_ensemble_task", default=None)
 
 # softmax model families by the name fairseq registers their models under (T2R models check their
 # task themselves when they are built: models/from_checkpoint.py), and the task each needs
@@ -73,33 +81,33 @@ _TASK_OF = {"language model": ("language_modeling", "fairseq-eval-lm / --task la
             "translation model": ("translation", "fairseq-generate / --task translation")}
 
 
-def _check_family(filenames, task):
+def _check_family(path, state, task):
     """A checkpoint of one family loaded into a task of the other (a translation checkpoint in
     fairseq-eval-lm, a language model under --task translation) -> one line, before fairseq builds
-    the model and fails deep inside with a traceback. T2R models check this themselves at build
-    time; this catches softmax checkpoints. Only local files, only a task the tool set up."""
+    the model and fails deep inside with a traceback. Reads the state fairseq has just loaded. T2R
+    models check this themselves at build time; this catches softmax checkpoints. Only for a task
+    the tool set up (``task`` None: fairseq builds the checkpoint's own, which always fits)."""
     if task is None:
         return
     from fairseq.models import ARCH_MODEL_NAME_REGISTRY
     from fairseq.tasks.language_modeling import LanguageModelingTask
     from fairseq.tasks.translation import TranslationTask
 
-    from ..checkpoint import load, model_config
+    from ..checkpoint import model_config
 
     wanted = ("language model" if isinstance(task, LanguageModelingTask) else
               "translation model" if isinstance(task, TranslationTask) else None)
-    for path in filenames if wanted else ():
-        if not (is_local(path) and os.path.isfile(path)):
-            continue
-        try:
-            _, arch = model_config(load(path, mmap=zipfile.is_zipfile(path)))
-        except (T2RUserError, Exception):  # unreadable: fairseq's own loader reports it (guarded)
-            continue
-        family = _FAMILIES.get(ARCH_MODEL_NAME_REGISTRY.get(arch))
-        if family and family != wanted:
-            task_name, tools = _TASK_OF[family]
-            raise T2RUserError(f"{path} is a {family} checkpoint (arch {arch}), but this run's task builds a "
-                               f"{wanted}: use {tools} (--task {task_name})")
+    if wanted is None:
+        return
+    try:
+        _, arch = model_config(state)
+    except T2RUserError:  # neither cfg nor args: fairseq's own loading reports it
+        return
+    family = _FAMILIES.get(ARCH_MODEL_NAME_REGISTRY.get(arch))
+    if family and family != wanted:
+        task_name, tools = _TASK_OF[family]
+        raise T2RUserError(f"{path} is a {family} checkpoint (arch {arch}), but this run's task builds a "
+                           f"{wanted}: use {tools} (--task {task_name})")
 
 
 def _is_t2r_trainer(trainer) -> bool:
