@@ -190,11 +190,9 @@ class StateUpdate(nn.Module):
             beta, gate = self.delta_gates(x, k_proj, key_padding_mask)
             res = ops.delta_chunked(phi_q, phi_k, v, beta, gate, eps=ops.DEFAULT_NORM_EPS,
                                     initial_state=initial_state, return_state=return_state)
-            out, state = res if return_state else (res, None)
-            return (self.finish(out), state) if return_state else self.finish(out)
-        log_g = self.log_gates(x, k_proj, key_padding_mask)
-        res = ops.causal_gated(phi_q, phi_k, v, log_g, eps, initial_state=initial_state,
-                               return_state=return_state, normalize=self.normalize)
+        else:
+            res = ops.causal_gated(phi_q, phi_k, v, self.log_gates(x, k_proj, key_padding_mask), eps,
+                                   initial_state=initial_state, return_state=return_state, normalize=self.normalize)
         out, state = res if return_state else (res, None)
         out = self.finish(out)
         return (out, state) if return_state else out
@@ -204,7 +202,5 @@ class StateUpdate(nn.Module):
         in ``compute_dtype`` (fp32 for half x), the gate 1 at padded positions (beta there does not matter: their features are 0)."""
         logits = nn.functional.linear(x, self.beta_proj.weight, self.beta_proj.bias)
         beta = torch.sigmoid(logits.to(ops.compute_dtype(x.dtype)))
-        log_g = self.log_gates(x, k_proj, key_padding_mask)
-        gate = None if log_g is None else log_g.exp()
-        kpm = None if key_padding_mask is None else key_padding_mask[:, -x.size(0):]
-        return beta.permute(1, 2, 0), ops.mask_padded_gate(gate, kpm)
+        log_g = self.log_gates(x, k_proj, key_padding_mask)  # already 0 (g = 1) at padded positions
+        return beta.permute(1, 2, 0), None if log_g is None else log_g.exp()
