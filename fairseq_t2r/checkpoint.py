@@ -136,6 +136,20 @@ def model_config(state):
     return args, arch
 
 
+# model family of a checkpoint's (or --arch's) model, by the name fairseq registers the model under,
+# and the task a family runs with
+FAMILIES = {"transformer_lm": "lm", "t2r_transformer_lm": "lm", "transformer": "mt", "t2r_transformer": "mt"}
+FAMILY_TASKS = {"lm": "language_modeling", "mt": "translation"}
+FAMILY_NAMES = {"lm": "language-model", "mt": "translation"}
+
+
+def family_of(arch):
+    """"lm", "mt" or None (not a transformer family the plugin converts) for an architecture name."""
+    from fairseq.models import ARCH_MODEL_NAME_REGISTRY
+
+    return FAMILIES.get(ARCH_MODEL_NAME_REGISTRY.get(arch))
+
+
 def task_config(state) -> Namespace:
     """The saved task settings (``_name`` or ``task`` names the task); pre-hydra: the one flat Namespace."""
     section = _section(state, "task")

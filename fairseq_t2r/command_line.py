@@ -83,7 +83,7 @@ def model_options(arch: str) -> Dict[str, argparse.Action]:
     return {a.dest: a for a in parser._actions if a.option_strings}
 
 
-def _filled_in_later(parsed: argparse.Namespace) -> Dict[str, object]:
+def filled_in_later(parsed: argparse.Namespace) -> Dict[str, object]:
     """What fairseq-train gives the settings its parse leaves unset: the model's and the task's
     dataclass defaults, which it fills in when it turns the parse into its config. A dataclass model's
     own arch (plain transformer_lm) sets no model setting at all, so without these every setting
@@ -129,7 +129,7 @@ def rebuild_flags(args: argparse.Namespace, arch: str, base_argv: List[str], key
     # from another (decoder_output_dim from decoder_embed_dim) then follow it without a flag of their own
     for _ in range(len(keys) + 1):
         parsed = parse_tool_args("fairseq-train", base_argv + flags)
-        later = _filled_in_later(parsed)
+        later = filled_in_later(parsed)
         differing = None
         for key in keys:
             if not hasattr(args, key):

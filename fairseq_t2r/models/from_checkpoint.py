@@ -23,21 +23,16 @@ import logging
 import os
 import zipfile
 from dataclasses import fields
-from typing import Dict, Optional
-
-from fairseq.models import ARCH_MODEL_NAME_REGISTRY, MODEL_DATACLASS_REGISTRY
+from typing import Dict
 
 from .. import checkpoint
-from ..command_line import _norm, _spell, command_line_only, flags_only, model_options
+from ..checkpoint import FAMILY_NAMES, FAMILY_TASKS, family_of
+from ..command_line import _norm, _spell, command_line_only, filled_in_later, flags_only, model_options
 from ..config import CrossSwapConfig, parse_layers, t2r_option
 from ..errors import T2RUserError
 
 logger = logging.getLogger("fairseq_t2r")
 
-# model family of a checkpoint's (or --arch's) model, and the task a family runs with
-FAMILIES = {"transformer_lm": "lm", "t2r_transformer_lm": "lm", "transformer": "mt", "t2r_transformer": "mt"}
-FAMILY_TASKS = {"lm": "language_modeling", "mt": "translation"}
-FAMILY_NAMES = {"lm": "language-model", "mt": "translation"}
 # options that are not the architecture: what the finetuning run chooses, never the checkpoint
 NOT_TAKEN_PARTS = ("dropout", "layerdrop", "quant_noise", "layers_to_keep", "activations", "min_params_to_wrap",
                    "positions", "tokens_per_sample", "t2r_trainable", "t2r_reconvert")
@@ -63,10 +58,6 @@ def from_command_line(args) -> bool:
     if getattr(args, "finetune_from_model", None):  # (only then: other Namespaces stay as they are)
         setattr(args, SEEN, True)
     return not flags_only()
-
-
-def family_of(arch: Optional[str]) -> Optional[str]:
-    return FAMILIES.get(ARCH_MODEL_NAME_REGISTRY.get(arch))
 
 
 def read_checkpoint_config(path):
@@ -155,16 +146,11 @@ def _show(args, key) -> str:
 
 def _arch_gives(args, base_arch_fn) -> dict:
     """What --arch alone would set, for the log: its architecture function's values on a copy of
-    the parse, over the model dataclass's defaults (the plain t2r_transformer_lm sets none itself)."""
+    the parse, over the dataclass defaults fairseq-train fills in later (the plain
+    t2r_transformer_lm sets none itself)."""
     given = copy.copy(args)
     base_arch_fn(given)
-    defaults = {}
-    dc = MODEL_DATACLASS_REGISTRY.get(ARCH_MODEL_NAME_REGISTRY.get(args.arch))
-    if dc is not None:
-        config = dc()
-        defaults = {k: getattr(config, k) for k in dc.__dataclass_fields__ if not k.startswith("_")}
-    defaults.update(vars(given))
-    return defaults
+    return {**filled_in_later(args), **vars(given)}
 
 
 def fill_options(args, ck_args, base_arch_fn):

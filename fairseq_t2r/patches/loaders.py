@@ -74,11 +74,8 @@ def guard_load_ensemble(load_ensemble):
 # the task ``load_model_ensemble_and_task`` was given, while it runs (None: it sets up the checkpoint's own)
 _ENSEMBLE_TASK = contextvars.ContextVar("fairseq_t2r_ensemble_task", default=None)
 
-# softmax model families by the name fairseq registers their models under (T2R models check their
-# task themselves when they are built: models/from_checkpoint.py), and the task each needs
-_FAMILIES = {"transformer_lm": "language model", "transformer": "translation model"}
-_TASK_OF = {"language model": ("language_modeling", "fairseq-eval-lm / --task language_modeling"),
-            "translation model": ("translation", "fairseq-generate / --task translation")}
+# the tool that runs a family's checkpoints
+_TOOLS = {"lm": "fairseq-eval-lm", "mt": "fairseq-generate"}
 
 
 def _check_family(path, state, task):
@@ -89,25 +86,22 @@ def _check_family(path, state, task):
     the tool set up (``task`` None: fairseq builds the checkpoint's own, which always fits)."""
     if task is None:
         return
-    from fairseq.models import ARCH_MODEL_NAME_REGISTRY
     from fairseq.tasks.language_modeling import LanguageModelingTask
     from fairseq.tasks.translation import TranslationTask
 
-    from ..checkpoint import model_config
+    from ..checkpoint import FAMILY_NAMES, FAMILY_TASKS, family_of, model_config
 
-    wanted = ("language model" if isinstance(task, LanguageModelingTask) else
-              "translation model" if isinstance(task, TranslationTask) else None)
+    wanted = "lm" if isinstance(task, LanguageModelingTask) else "mt" if isinstance(task, TranslationTask) else None
     if wanted is None:
         return
     try:
         _, arch = model_config(state)
     except T2RUserError:  # neither cfg nor args: fairseq's own loading reports it
         return
-    family = _FAMILIES.get(ARCH_MODEL_NAME_REGISTRY.get(arch))
-    if family and family != wanted:
-        task_name, tools = _TASK_OF[family]
-        raise T2RUserError(f"{path} is a {family} checkpoint (arch {arch}), but this run's task builds a "
-                           f"{wanted}: use {tools} (--task {task_name})")
+    family = family_of(arch)
+    if family and family != wanted and not arch.startswith("t2r_"):  # T2R models check at build time
+        raise T2RUserError(f"{path} is a {FAMILY_NAMES[family]} checkpoint (arch {arch}), but this run's task builds "
+                           f"a {FAMILY_NAMES[wanted]} model: use {_TOOLS[family]} (--task {FAMILY_TASKS[family]})")
 
 
 def _is_t2r_trainer(trainer) -> bool:

@@ -157,8 +157,9 @@ USER_ERRORS = {
                                        ["this is a translation model (arch t2r_transformer)", "--task translation",
                                         "fairseq-eval-lm scores language models only"]),
     "eval_lm_softmax_translation_checkpoint": (lambda w: eval_lm(w, w["mt"]),
-                                               ["mt.pt is a translation model checkpoint (arch transformer)",
-                                                "fairseq-generate / --task translation"]),
+                                               ["mt.pt is a translation checkpoint (arch transformer)",
+                                                "builds a language-model model",
+                                                "use fairseq-generate (--task translation)"]),
     "generate_lm_checkpoint_as_translation": (
         lambda w: ("fairseq_cli.generate", [w["mt_dicts"], "--user-dir", USER_DIR, "--task", "translation", "-s", "en",
                                             "-t", "de", "--path", w["converted"], "--cpu"]),
