@@ -31,7 +31,7 @@ import torch.nn.functional as nnf
 from torch import Tensor
 
 from .common import autocast_off, compute_dtype
-from .delta import DEFAULT_DELTA_CHUNK_SIZE, DEFAULT_NORM_EPS, check_delta_inputs, l2_normalize
+from .delta import DEFAULT_DELTA_CHUNK_SIZE, DEFAULT_NORM_EPS, check_delta_inputs, empty_delta_state, l2_normalize
 
 
 @autocast_off
@@ -56,10 +56,7 @@ def delta_chunked(
     B, H, T, F = phi_k.shape
     D = v.size(-1)
     ct = compute_dtype(v.dtype)
-    if initial_state is None:
-        S = v.new_zeros(B, H, F, D, dtype=ct)
-    else:
-        S = initial_state.to(ct)
+    S = empty_delta_state(phi_k, v) if initial_state is None else initial_state.to(ct)
     if T == 0:
         out = v.new_zeros(B, H, 0, D)
         return (out, S) if return_state else out
