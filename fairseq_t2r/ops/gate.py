@@ -25,19 +25,12 @@ Half-precision inputs: every sum and the state in fp32 (``compute_dtype``).
 from typing import Optional
 
 import torch
+import torch.nn.functional as nnf
 from torch import Tensor
 
 from .common import DEFAULT_CHUNK_SIZE, DEFAULT_EPS, State, autocast_off, compute_dtype
 
 FEATURE_GATE_CHUNK_SIZE = 16  # per-feature gates hold (C, C, F) decay factors per chunk
-
-
-def _pad_time(x: Tensor, pad: int, dim: int) -> Tensor:
-    if not pad:
-        return x
-    shape = list(x.shape)
-    shape[dim] = pad
-    return torch.cat([x, x.new_zeros(shape)], dim)
 
 
 @autocast_off
@@ -65,7 +58,7 @@ def causal_gated(
     g = g if g.dim() == 4 else g.unsqueeze(-1)  # (B, H, T, G), G = 1 or F
     C = min(chunk_size if g.size(-1) == 1 else min(chunk_size, FEATURE_GATE_CHUNK_SIZE), T)
     pad = (-T) % C
-    q, k, vv, g = (_pad_time(x, pad, 2) for x in (q, k, vv, g))
+    q, k, vv, g = (nnf.pad(x, (0, 0, 0, pad)) for x in (q, k, vv, g))  # zeros after T: (B, H, T + pad, X)
     n = (T + pad) // C
     q, k, g = (x.reshape(B, H, n, C, -1) for x in (q, k, g))
     vv = vv.reshape(B, H, n, C, D)
