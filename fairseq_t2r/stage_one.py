@@ -113,6 +113,9 @@ def training_cfg(swapped_path, save_dir, args, seed):
         "--optimizer", "adam", "--lr", str(args.transfer_lr or DEFAULTS["lr"]), "--lr-scheduler", "fixed",
         "--max-update", str(updates), "--max-tokens", str(args.transfer_max_tokens or DEFAULTS["max_tokens"]),
         "--seed", str(seed), "--disable-validation", "--no-epoch-checkpoints", "--no-save-optimizer-state",
+        # no loader worker: in-process, a worker only adds a resource_sharer thread whose teardown
+        # can print a ConnectionResetError traceback when training ends (seen in CI)
+        "--num-workers", "0",
         "--log-format", "simple", "--log-interval", str(max(1, min(100, updates // 10))),
         *extra,  # last: the user's options win
     ]
