@@ -19,6 +19,7 @@ from fairseq.dataclass import ChoiceEnum, FairseqDataclass
 from fairseq.dataclass.utils import gen_parser_from_dataclass
 from fairseq.utils import safe_getattr
 
+from .demo.variants import DEMO_DEFAULT
 from .errors import T2RUserError
 from .modules.feature_maps import FEATURE_MAPS
 from .modules.state_update import DECAY_INITS, GATE_SHAPES, GATE_SOURCES, NORMS, STATES
@@ -194,6 +195,12 @@ class DemoConfig(FairseqDataclass):
     # two: the 2-core machines this project targets run two steps side by side, one thread each
     jobs: int = field(default=2, metadata={"help": "runs side by side, one thread each (default 2)"})
     seed: int = field(default=1, metadata={"help": "seed of the data split, every conversion and every training run"})
+    # the arms compared (demo/variants.py declares them): the control and the paper's recipes by default
+    variants: str = field(default=DEMO_DEFAULT, metadata={
+        "help": "comma-separated arms: control, t2r, elu, rfa, transfer, distill, hybrid, self-only (translation), "
+                "decay, gate, delta, gated-delta, scratch"})
+    no_teacher_cache: bool = field(default=False, metadata={
+        "help": "train the teachers in this run even when a teacher with the same data and settings is cached"})
 
 
 def add_options(parser, config_class, unset_is_none=False):

@@ -84,7 +84,8 @@ def main(argv=None):
     for k in tasks:
         task_plans[k] = plans.TaskPlan(
             k, out, preset, USER_DIR, seed=args.seed, text=args.lm_text, src=args.mt_src, tgt=args.mt_tgt,
-            teacher=args.lm_teacher if k == "lm" else args.mt_teacher)
+            teacher=args.lm_teacher if k == "lm" else args.mt_teacher, variants=args.variants,
+            teacher_cache=not args.no_teacher_cache)
     print(f"t2r-demo: preset {args.preset}, tasks {', '.join(tasks)}, working folder {out}", flush=True)
     preload_tools()
     steps = [s for p in task_plans.values() for s in p.steps()]

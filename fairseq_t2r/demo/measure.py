@@ -130,12 +130,13 @@ def load_model(path: str, data: str):
     return models[0].eval()
 
 
-def speed(plan, out_json: Path, rows: int = 4, window: int = 16):
-    """Time per token and state memory of the teacher and the finetuned T2R model, at each of
-    the preset's context lengths (translation: source and target both that long, beam 4)."""
-    results = {}
-    for name in ("teacher", "t2r"):
-        model = load_model(plan.checkpoint(name), str(plan.bin))
+def speed(plan, run: str, out_json: Path, rows: int = 4, window: int = 16):
+    """Time per token and state memory of the teacher and the finetuned converted model ``run``
+    (under "t2r"), at each of the preset's context lengths (translation: source and target both
+    that long, beam 4)."""
+    results = {"converted_run": run}
+    for name, path in (("teacher", plan.checkpoint("teacher")), ("t2r", plan.checkpoint(run))):
+        model = load_model(path, str(plan.bin))
         runs = []
         for c in plan.preset.contexts:
             r = decode(model, c, rows, window, source_len=c if plan.kind == "mt" else 0)

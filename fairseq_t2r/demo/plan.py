@@ -1,44 +1,55 @@
 """The demo's steps for one task (LM or MT): which fairseq commands, with which settings.
 
-Every model the demo trains is the same size; only its attention and its starting point differ:
-- ``teacher``: softmax, random init, ``teacher_updates`` (or the user's ``--lm-teacher``);
-- ``t2r`` / ``elu`` / ``rfa``: the teacher swapped to that feature map, finetuned ``ft_updates``;
-- ``transfer``: the teacher swapped to T2R, attention transfer for ``transfer_updates`` (only the
-  feature maps learn), then finetuned for the rest of the same ``ft_updates`` budget;
-- ``scratch``: T2R from random init, the teacher's budget plus the finetuning budget.
+Every model the demo trains is the same size; only its attention and its starting point differ.
+The teacher is softmax from random init (or the user's ``--lm-teacher``, or a cached one, see
+``teachers.py``); the arms that start from it are declared in ``variants.py``, each run for every
+seed of ``seeds`` (the demo: one; the quality benchmark: several).
 """
 import functools
 import json
 from pathlib import Path
 from typing import List, Optional
 
-from ..errors import T2RUserError
-from . import measure, presets
+from . import evaluation, measure, presets, teachers
 from .presets import Preset
-from .runner import Step
+from .runner import Step, logfile
+from .variants import DEMO_DEFAULT, Variant, parse, run_name
 
-VARIANTS = ["t2r", "elu", "rfa", "transfer", "scratch"]  # report order (teacher and swap first)
 # preparing a task's data takes about as long as this many of its training updates (quick preset: 18-20 s
 # against 0.1-0.2 s per update; the larger presets have more data and slower updates alike)
 DATA_STEP_COST = 150.0
 
 
-FEATURE_MAPS = {"t2r": "t2r", "elu": "elu", "rfa": "rfa", "transfer": "t2r", "scratch": "t2r"}
-
-
 class TaskPlan:
-    """Steps and paths of one task. ``kind`` is "lm" or "mt"."""
+    """Steps and paths of one task. ``kind`` is "lm" or "mt"; ``variants`` the arms (variants.py);
+    ``seeds`` the seeds every arm runs with (the first also seeds the data and the teacher)."""
 
     def __init__(self, kind: str, out: Path, preset: Preset, user_dir: str, seed: int = 1,
                  text: Optional[str] = None, src: Optional[str] = None, tgt: Optional[str] = None,
-                 teacher: Optional[str] = None):
+                 teacher: Optional[str] = None, variants: str = DEMO_DEFAULT, seeds: Optional[List[int]] = None,
+                 teacher_cache: bool = True):
         self.kind, self.preset, self.user_dir, self.seed = kind, preset, user_dir, seed
-        self.dir = Path(out) / kind
+        self.seeds = list(seeds or [seed])
+        self.variants: List[Variant] = parse(variants, kind)
+        self.out = Path(out)
+        self.dir = self.out / kind
         self.data_dir = self.dir / "data"
         self.bin = self.data_dir / "bin"
         self.text, self.src, self.tgt = text, src, tgt
         self.external_teacher = teacher
         self.teacher_path = str(Path(teacher).resolve()) if teacher else str(self.dir / "teacher" / "checkpoint_best.pt")
+        # a teacher trained in this folder before stays this folder's; otherwise a cached one is taken
+        self.cache_key = self.cached_teacher = None
+        if not teacher and teacher_cache:
+            self.cache_key = teachers.cache_key(self.data_step().args, self._teacher_flags(), self._own_paths())
+            own = (self.out / "steps" / f"{kind}__teacher.json").exists()
+            self.cached_teacher = None if own else teachers.cached(self.cache_key)
+            if self.cached_teacher:
+                self.teacher_path = str(self.cached_teacher / "checkpoint_best.pt")
+
+    def _own_paths(self) -> List[str]:
+        """Arguments that name this run's folders (left out of the teacher's cache key)."""
+        return [str(self.data_dir), str(self.bin), str(self.save_dir("teacher")), self.user_dir]
 
     # ------------------------------------------------------------------ paths
     def save_dir(self, name: str) -> Path:
@@ -49,9 +60,21 @@ class TaskPlan:
             return self.teacher_path
         if name == "swapped":
             return str(self.dir / "swapped.pt")
-        if name == "transfer_stage1":
-            return str(self.dir / "transfer_stage1" / "checkpoint_last.pt")
+        if name.startswith("transfer_stage1"):
+            return str(self.dir / name / "checkpoint_last.pt")
         return str(self.save_dir(name) / "checkpoint_best.pt")
+
+    def runs(self) -> List[tuple]:
+        """(run name, variant, seed) of every finetuning run, seed by seed."""
+        return [(run_name(v.name, s, self.seed), v, s) for s in self.seeds for v in self.variants]
+
+    def teacher_log(self) -> Optional[Path]:
+        """The teacher's fairseq-train log: this run's, the cache's, or one beside the user's checkpoint."""
+        if self.external_teacher:
+            return teachers.training_log(self.external_teacher)
+        if self.cached_teacher:
+            return self.cached_teacher / "train.log"
+        return logfile(self.out, f"{self.kind}/teacher")
 
     # ------------------------------------------------------------------ fairseq arguments
     def model_flags(self) -> List[str]:
@@ -62,7 +85,7 @@ class TaskPlan:
     def _model_flags(self) -> List[str]:
         # a user's teacher checkpoint is read once, not for every step that needs its flags
         if self.external_teacher:
-            return flags_from_checkpoint(self.external_teacher)
+            return teachers.flags_from_checkpoint(self.external_teacher)
         p = self.preset
         if self.kind == "lm":
             return ["--arch", "transformer_lm", "--decoder-layers", str(p.layers), "--decoder-embed-dim", str(p.dim),
@@ -75,11 +98,19 @@ class TaskPlan:
                 "--encoder-attention-heads", str(p.heads), "--decoder-attention-heads", str(p.heads),
                 "--share-all-embeddings"]
 
-    def student_flags(self, feature_map: str) -> List[str]:
+    def student_flags(self, variant: Variant) -> List[str]:
+        """The model flags of ``variant``: the teacher's architecture, converted as the arm says."""
         flags = self.model_flags()
+        if not variant.feature_map:  # the softmax control
+            return flags
         i = flags.index("--arch")
         flags[i + 1] = "t2r_" + flags[i + 1]
-        return flags + ["--t2r-feature-map", feature_map, "--t2r-feature-dim", str(self.preset.feature_dim)]
+        flags += ["--t2r-feature-map", variant.feature_map, "--t2r-feature-dim", str(self.preset.feature_dim),
+                  *variant.flags]
+        if variant.hybrid:  # every decoder layer but the last
+            layers = int(flags[flags.index("--decoder-layers") + 1]) if "--decoder-layers" in flags else self.preset.layers
+            flags += ["--t2r-layers", ",".join(map(str, range(layers - 1)))]
+        return flags
 
     def task_flags(self) -> List[str]:
         if self.kind == "lm":
@@ -87,7 +118,7 @@ class TaskPlan:
                     "--sample-break-mode", "none"]
         return ["--task", "translation", "--source-lang", "en", "--target-lang", "de"]
 
-    def train_flags(self, save_dir: Path, updates: int, lr: float, warmup: int) -> List[str]:
+    def train_flags(self, save_dir: Path, updates: int, lr: float, warmup: int, seed: Optional[int] = None) -> List[str]:
         p = self.preset
         flags = [str(self.bin), "--user-dir", self.user_dir, *self.task_flags(),
                  "--max-tokens", str(p.max_tokens), "--optimizer", "adam", "--adam-betas", presets.ADAM_BETAS,
@@ -97,7 +128,7 @@ class TaskPlan:
                  "--max-update", str(updates), "--validate-interval-updates", str(p.validate_every),
                  "--save-interval-updates", str(p.validate_every), "--keep-interval-updates", "1",
                  "--no-epoch-checkpoints", "--log-format", "json", "--log-interval", str(p.validate_every),
-                 "--num-workers", "0", "--seed", str(self.seed), "--save-dir", str(save_dir)]
+                 "--num-workers", "0", "--seed", str(seed or self.seed), "--save-dir", str(save_dir)]
         if self.kind == "mt":
             flags += ["--criterion", "label_smoothed_cross_entropy", "--label-smoothing", presets.LABEL_SMOOTHING]
         return flags
@@ -105,30 +136,52 @@ class TaskPlan:
     # ------------------------------------------------------------------ steps
     def steps(self) -> List[Step]:
         k = self.kind
-        teacher_dep = [f"{k}/teacher"] if not self.external_teacher else [f"{k}/data"]
+        teacher_dep = [f"{k}/data"] if self.external_teacher else [f"{k}/teacher"]
         steps = [self.data_step()]
         if not self.external_teacher:
-            steps.append(self.teacher_step())
+            steps += self.teacher_steps()
         steps.append(self.swap_step(teacher_dep))
-        steps += [self.finetune_step(v, teacher_dep) for v in ("t2r", "elu", "rfa")]
-        steps += self.transfer_steps(teacher_dep)
-        steps.append(self.scratch_step())
+        for name, variant, seed in self.runs():
+            steps += self.variant_steps(name, variant, seed, teacher_dep)
         steps.append(self.speed_step(teacher_dep))
-        for name in ["teacher", "swapped", *VARIANTS]:
+        for name in ["teacher", "swapped", *[r[0] for r in self.runs()]]:
             dep = {"teacher": teacher_dep, "swapped": [f"{k}/swap"]}.get(name, [f"{k}/{name}"])
-            steps.append(self.eval_step(name, dep))
+            steps.append(evaluation.eval_step(self, name, dep))
+            if name != "teacher":
+                steps.append(evaluation.faithfulness_step(self, name, dep + teacher_dep))
         if k == "mt":  # the BLEU the finetuning curves (validation set) are compared with
-            steps.append(self.eval_step("teacher", teacher_dep, subset="valid"))
+            steps.append(evaluation.eval_step(self, "teacher", teacher_dep, subset="valid"))
         return steps
 
     def teacher_warmup(self) -> int:
         return presets.warmup(self.preset.teacher_updates, presets.TEACHER_WARMUP_SHARE)
 
-    def teacher_step(self) -> Step:
-        k, p = self.kind, self.preset
+    def _teacher_flags(self) -> List[str]:
+        p = self.preset
         flags = self.train_flags(self.save_dir("teacher"), p.teacher_updates, presets.TEACHER_LR, self.teacher_warmup())
-        return Step(f"{k}/teacher", f"train the softmax teacher ({p.teacher_updates} updates)", "fairseq_cli.train",
-                    flags + self.model_flags(), deps=[f"{k}/data"])
+        # fairseq's early stop: no new best for this many validations ends the teacher before its cap
+        return flags + ["--patience", str(p.patience)] + self.model_flags()
+
+    def teacher_steps(self) -> List[Step]:
+        """Train the teacher (at most ``teacher_updates``, to its plateau) and keep it in the cache;
+        or take the cached one, checked against this run's dictionary."""
+        k, p = self.kind, self.preset
+        if self.cached_teacher:
+            folder = self.cached_teacher
+            return [Step(f"{k}/teacher", f"reuse the cached softmax teacher {folder.name} (same data and settings)",
+                         func=lambda: teachers.check_dictionary(folder, self.bin / "dict.txt"),
+                         describe=f"reuse {folder}/checkpoint_best.pt", deps=[f"{k}/data"])]
+        steps = [Step(f"{k}/teacher", f"train the softmax teacher (to its plateau, at most {p.teacher_updates} updates)",
+                      "fairseq_cli.train", self._teacher_flags(), deps=[f"{k}/data"])]
+        if self.cache_key:
+            command = steps[0].command()
+            log = logfile(self.out, f"{k}/teacher")
+            steps.append(Step(f"{k}/teacher_cache", "keep the teacher in the cache for later runs",
+                              func=lambda: teachers.store(self.cache_key, self.teacher_path, log,
+                                                          self.bin / "dict.txt", command),
+                              describe=f"copy the teacher to {teachers.cache_root() / self.cache_key}",
+                              deps=[f"{k}/teacher"]))
+        return steps
 
     def swap_step(self, teacher_dep: List[str]) -> Step:
         return Step(f"{self.kind}/swap", "swap the teacher's attention for T2R (t2r-convert, no training)",
@@ -136,49 +189,64 @@ class TaskPlan:
                                             str(self.preset.feature_dim), "--seed", str(self.seed), "--force"],
                     deps=teacher_dep)
 
-    def finetune_step(self, variant: str, teacher_dep: List[str]) -> Step:
-        """Swap + finetune with ``variant``'s feature map, from the teacher."""
-        p = self.preset
-        flags = self.train_flags(self.save_dir(variant), p.ft_updates, presets.FINETUNE_LR,
-                                 presets.warmup(p.ft_updates, presets.FINETUNE_WARMUP_SHARE))
-        flags += self.student_flags(FEATURE_MAPS[variant]) + ["--finetune-from-model", self.teacher_path]
-        flags += self.bleu_curve_flags() if variant == "t2r" else []
-        return Step(f"{self.kind}/{variant}", f"finetune the swapped teacher with the {variant} feature map "
-                    f"({p.ft_updates} updates)", "fairseq_cli.train", flags, deps=teacher_dep)
+    def variant_steps(self, name: str, variant: Variant, seed: int, teacher_dep: List[str]) -> List[Step]:
+        if variant.recipe == "scratch":
+            return [self.scratch_step(name, variant, seed)]
+        if variant.recipe == "transfer":
+            return self.transfer_steps(name, variant, seed, teacher_dep)
+        return [self.finetune_step(name, variant, seed, teacher_dep)]
 
-    def transfer_steps(self, teacher_dep: List[str]) -> List[Step]:
+    def finetune_step(self, name: str, variant: Variant, seed: int, teacher_dep: List[str]) -> Step:
+        """Swap + finetune as ``variant`` says, from the teacher (the control: finetune it unchanged)."""
+        p = self.preset
+        flags = self.train_flags(self.save_dir(name), p.ft_updates, presets.FINETUNE_LR,
+                                 presets.warmup(p.ft_updates, presets.FINETUNE_WARMUP_SHARE), seed)
+        flags += self.student_flags(variant) + ["--finetune-from-model", self.teacher_path]
+        if variant.recipe == "distill":  # the teacher's distribution joins the task loss
+            flags = _without_criterion(flags) + ["--criterion", "t2r_distillation", "--t2r-teacher", self.teacher_path]
+            flags += ["--label-smoothing", presets.LABEL_SMOOTHING] if self.kind == "mt" else []
+        flags += self.bleu_curve_flags() if variant.name in ("t2r", "control") else []
+        return Step(f"{self.kind}/{name}", f"{variant.label} ({p.ft_updates} updates, seed {seed})",
+                    "fairseq_cli.train", flags, deps=teacher_dep)
+
+    def transfer_steps(self, name: str, variant: Variant, seed: int, teacher_dep: List[str]) -> List[Step]:
         """Attention transfer (stage one), then finetuning for the rest of the finetuning budget."""
         k, p = self.kind, self.preset
-        stage1 = self.train_flags(self.save_dir("transfer_stage1"), p.transfer_updates, presets.TRANSFER_LR,
-                                  presets.TRANSFER_WARMUP)
-        stage1 += self.student_flags("t2r") + ["--finetune-from-model", self.teacher_path,
-                                               "--criterion", "t2r_attention_transfer"]
-        if self.kind == "mt":  # the transfer criterion replaces the label-smoothed one
-            i = stage1.index("--criterion")
-            del stage1[i:i + 4]
+        stage = name.replace(variant.name, "transfer_stage1", 1)
+        stage1 = self.train_flags(self.save_dir(stage), p.transfer_updates, presets.TRANSFER_LR,
+                                  presets.TRANSFER_WARMUP, seed)
+        stage1 = _without_criterion(stage1) + self.student_flags(variant)
+        stage1 += ["--finetune-from-model", self.teacher_path, "--criterion", "t2r_attention_transfer"]
         rest = p.ft_updates - p.transfer_updates
-        finetune = self.train_flags(self.save_dir("transfer"), rest, presets.FINETUNE_LR,
-                                    presets.warmup(rest, presets.FINETUNE_WARMUP_SHARE))
-        finetune += self.student_flags("t2r") + ["--finetune-from-model", self.checkpoint("transfer_stage1")]
+        finetune = self.train_flags(self.save_dir(name), rest, presets.FINETUNE_LR,
+                                    presets.warmup(rest, presets.FINETUNE_WARMUP_SHARE), seed)
+        finetune += self.student_flags(variant) + ["--finetune-from-model", self.checkpoint(stage)]
         finetune += self.bleu_curve_flags()
-        return [Step(f"{k}/transfer_stage1", f"attention transfer: train only the feature maps to mimic "
-                     f"softmax attention ({p.transfer_updates} updates)", "fairseq_cli.train", stage1, deps=teacher_dep),
-                Step(f"{k}/transfer", f"finetune after attention transfer ({rest} updates)", "fairseq_cli.train",
-                     finetune, deps=[f"{k}/transfer_stage1"])]
+        return [Step(f"{k}/{stage}", f"attention transfer: train only the feature maps to mimic "
+                     f"softmax attention ({p.transfer_updates} updates, seed {seed})", "fairseq_cli.train", stage1,
+                     deps=teacher_dep),
+                Step(f"{k}/{name}", f"finetune after attention transfer ({rest} updates, seed {seed})",
+                     "fairseq_cli.train", finetune, deps=[f"{k}/{stage}"])]
 
-    def scratch_step(self) -> Step:
+    def scratch_step(self, name: str, variant: Variant, seed: int) -> Step:
         k, p = self.kind, self.preset
         updates = p.teacher_updates + p.ft_updates
         # the teacher's schedule (its rate and warmup), over the longer budget
-        flags = self.train_flags(self.save_dir("scratch"), updates, presets.TEACHER_LR, self.teacher_warmup())
-        return Step(f"{k}/scratch", f"train T2R from random init ({updates} updates)", "fairseq_cli.train",
-                    flags + self.student_flags("t2r"), deps=[f"{k}/data"])
+        flags = self.train_flags(self.save_dir(name), updates, presets.TEACHER_LR, self.teacher_warmup(), seed)
+        return Step(f"{k}/{name}", f"train T2R from random init ({updates} updates, seed {seed})", "fairseq_cli.train",
+                    flags + self.student_flags(variant), deps=[f"{k}/data"])
+
+    def speed_run(self) -> Optional[str]:
+        """The converted run whose decoding is timed against the teacher's: T2R, else the first converted arm."""
+        names = [v.name for v in self.variants if v.feature_map]
+        return "t2r" if "t2r" in names else (names[0] if names else None)
 
     def speed_step(self, teacher_dep: List[str]) -> Step:
-        k = self.kind
-        return Step(f"{k}/speed", "decoding speed and state memory: teacher vs finetuned T2R",
-                    func=lambda: measure.speed(self, self.dir / "speed.json"), deps=[*teacher_dep, f"{k}/t2r"],
-                    describe=f"fairseq_t2r.demo.measure.speed: {self.teacher_path} vs {self.checkpoint('t2r')}, "
+        k, run = self.kind, self.speed_run() or "swapped"
+        dep = [f"{k}/{run}"] if run != "swapped" else [f"{k}/swap"]
+        return Step(f"{k}/speed", f"decoding speed and state memory: teacher vs {run}",
+                    func=lambda: measure.speed(self, run, self.dir / "speed.json"), deps=[*teacher_dep, *dep],
+                    describe=f"fairseq_t2r.demo.measure.speed: {self.teacher_path} vs {self.checkpoint(run)}, "
                              f"contexts {','.join(map(str, self.preset.contexts))}")
 
     def bleu_curve_flags(self) -> List[str]:
@@ -204,40 +272,10 @@ class TaskPlan:
         return Step("mt/data", "EN-DE pairs (LibreOffice help from apt, or --mt-src/--mt-tgt): tokenise, BPE, binarize",
                     "fairseq_t2r.prep.mt", args, cost=DATA_STEP_COST)
 
-    def eval_step(self, name: str, deps: List[str], subset: str = "test") -> Step:
-        ckpt = self.checkpoint(name)
-        if self.kind == "lm":
-            return Step(f"lm/eval_{name}", f"test perplexity of {name}", "fairseq_cli.eval_lm",
-                        [str(self.bin), "--user-dir", self.user_dir, "--path", ckpt, "--gen-subset", "test",
-                         "--tokens-per-sample", presets.TOKENS_PER_SAMPLE, "--max-tokens", presets.EVAL_MAX_TOKENS,
-                         "--num-workers", "0"], deps=deps)
-        suffix = "" if subset == "test" else f"_{subset}"
-        return Step(f"mt/eval_{name}{suffix}", f"translate the {subset} set with {name} (beam {presets.BEAM})",
-                    "fairseq_cli.generate",
-                    [str(self.bin), "--user-dir", self.user_dir, "--path", ckpt, "--gen-subset", subset,
-                     "--source-lang", "en", "--target-lang", "de", "--beam", str(presets.BEAM),
-                     "--batch-size", presets.GEN_BATCH_SIZE, "--required-batch-size-multiple", "1",
-                     "--tokenizer", "moses", "--bpe", "subword_nmt", "--bpe-codes", str(self.data_dir / "bpe.codes"),
-                     "--num-workers", "0"], deps=deps)
 
-
-# the task a teacher of each family is trained on
-TEACHER_TASKS = {"transformer_lm": "language_modeling", "transformer": "translation"}
-
-
-def flags_from_checkpoint(path: str) -> List[str]:
-    """The fairseq-train architecture flags that rebuild a checkpoint's model (either format),
-    checked with fairseq-train's parser before any step runs."""
-    from fairseq.models import ARCH_MODEL_NAME_REGISTRY
-
-    from .. import checkpoint
-    from ..command_line import rebuild_flags
-
-    args, arch = checkpoint.model_config(checkpoint.load(path))
-    task = TEACHER_TASKS.get(ARCH_MODEL_NAME_REGISTRY.get(arch))
-    if task is None:
-        raise T2RUserError(f"teacher {path}: architecture {arch!r} is not a fairseq transformer_lm or transformer "
-                           "model; the demo converts those two families")
-    # the parse reads no data: the data directory is only a placeholder
-    base = [str(Path(path).parent), "--task", task, "--arch", arch]
-    return ["--arch", arch] + rebuild_flags(args, arch, base, hint=f"the demo cannot rebuild teacher {path}")
+def _without_criterion(flags: List[str]) -> List[str]:
+    """``flags`` without the translation's label-smoothed criterion (another criterion replaces it)."""
+    if "--criterion" not in flags:
+        return flags
+    i = flags.index("--criterion")
+    return flags[:i] + flags[i + 4:]

@@ -20,13 +20,15 @@ class Preset:
     ffn: int                    # feed-forward inner size
     heads: int                  # attention heads: T2R's state is feature_dim x dim/heads per head
     # --- training budgets, in updates
-    teacher_updates: int        # softmax teacher from random init; scratch trains this plus ft_updates
+    teacher_updates: int        # softmax teacher from random init: at most this many (fairseq --patience may stop
+                                # it sooner, at its plateau); scratch trains this plus ft_updates
     ft_updates: int             # finetuning after the swap: the same budget for every recipe compared
     transfer_updates: int       # attention transfer, taken out of ft_updates (the transfer recipe's stage one)
     validate_every: int         # updates between validations, checkpoints and log lines (the BLEU curve's step)
     max_tokens: int             # tokens per training batch (fairseq --max-tokens)
     contexts: List[int]         # decoding speed/memory measured at these context lengths
     feature_dim: int = 32       # T2R feature size k (the paper's default, as --t2r-feature-dim)
+    patience: int = 4           # the teacher stops after this many validations without a new best (its plateau)
 
 
 PRESETS: Dict[str, Preset] = {
@@ -35,13 +37,14 @@ PRESETS: Dict[str, Preset] = {
     "quick": Preset(lm_lines=2000, lm_merges=500, mt_pairs=2000, mt_merges=500, layers=2, dim=64, ffn=128,
                     heads=4, teacher_updates=60, ft_updates=30, transfer_updates=10, validate_every=10,
                     max_tokens=1024, contexts=[32, 256], feature_dim=16),
-    # the default: enough data and updates for the recipes' differences to show, ~15-20 min on 2 cores
+    # the default: teachers trained to their plateau (at 600 updates they were still improving fast),
+    # every arm finetuned for 10% of the teacher's cap; ~35 min cold on 2 cores, ~15 with cached teachers
     "default": Preset(lm_lines=12000, lm_merges=3000, mt_pairs=12000, mt_merges=4000, layers=2, dim=128,
-                      ffn=512, heads=4, teacher_updates=600, ft_updates=150, transfer_updates=40,
-                      validate_every=50, max_tokens=1024, contexts=[128, 2048]),
+                      ffn=512, heads=4, teacher_updates=3000, ft_updates=300, transfer_updates=60,
+                      validate_every=100, max_tokens=1024, contexts=[128, 2048]),
     # --full: the whole corpora and a 512-wide model; hours on 2 cores
     "full": Preset(lm_lines=None, lm_merges=10000, mt_pairs=None, mt_merges=10000, layers=3, dim=512,
-                   ffn=1024, heads=8, teacher_updates=4000, ft_updates=1000, transfer_updates=200,
+                   ffn=1024, heads=8, teacher_updates=10000, ft_updates=1000, transfer_updates=200,
                    validate_every=250, max_tokens=4096, contexts=[128, 1024, 4096]),
 }
 

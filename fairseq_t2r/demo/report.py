@@ -4,87 +4,20 @@ import json
 from pathlib import Path
 from typing import Dict, List
 
-from . import measure
-from .plan import VARIANTS, TaskPlan
 from .presets import BEAM
+from .variants import VARIANTS, split_run_name
 
-LABELS = {"teacher": "softmax teacher", "swapped": "T2R right after swap (no training)",
-          "t2r": "T2R, swap + finetune", "elu": "ELU, swap + finetune", "rfa": "RFA, swap + finetune",
-          "transfer": "T2R, attention transfer + finetune", "scratch": "T2R from random init"}
 TASK_TITLES = {"lm": "Language model (English: State of the Union + Brown corpus)",
                "mt": "Translation EN→DE (LibreOffice help pages)"}
+FIXED_LABELS = {"teacher": "softmax teacher", "swapped": "T2R right after swap (no training)"}
 
 
-def collect(plan: TaskPlan, runner) -> Dict:
-    """Every figure of one task, read from the step logs, markers and the speed file."""
-    k = plan.kind
-    steps = {s.name: s for s in plan.steps()}
-    seconds = {name: (runner.finished(s) or {}).get("seconds") for name, s in steps.items()}
-    updates = {"teacher": plan.preset.teacher_updates, "swapped": 0, "t2r": plan.preset.ft_updates,
-               "elu": plan.preset.ft_updates, "rfa": plan.preset.ft_updates, "transfer": plan.preset.ft_updates,
-               "scratch": plan.preset.teacher_updates + plan.preset.ft_updates}
-    if plan.external_teacher:
-        updates["teacher"] = None
-    runs = {}
-    for name in ["teacher", "swapped", *VARIANTS]:
-        r = {"updates": updates[name], "checkpoint": plan.checkpoint(name)}
-        train_step = f"{k}/{name}"
-        if name == "transfer":
-            r["train_seconds"] = _sum(seconds.get(f"{k}/transfer_stage1"), seconds.get(train_step))
-            r["transfer_updates"] = plan.preset.transfer_updates
-            r["curve"] = [{**p, "updates": p["updates"] + plan.preset.transfer_updates}
-                          for p in measure.valid_curve(runner.logfile(steps[train_step]))]
-        elif train_step in steps and name != "swapped":
-            r["train_seconds"] = seconds.get(train_step)
-            r["curve"] = measure.valid_curve(runner.logfile(steps[train_step]))
-        eval_log = runner.logfile(steps[f"{k}/eval_{name}"])
-        if k == "lm":
-            r["test_ppl"] = measure.perplexity(eval_log)
-        else:
-            r.update(measure.translation_scores(eval_log, plan.data_dir / "test.raw.de"))
-        runs[name] = r
-    out = {"runs": runs, "recovery": recovery(plan, runner, steps, runs)}
-    stats = plan.data_dir / "stats.json"
-    if stats.exists():
-        out["data"] = json.loads(stats.read_text())
-    speed = plan.dir / "speed.json"
-    if speed.exists():
-        out["speed"] = json.loads(speed.read_text())
-    t, f = runs["teacher"].get("train_seconds"), runs["t2r"].get("train_seconds")
-    if t and f and updates["teacher"]:
-        out["finetune_cost"] = {"updates_fraction": round(updates["t2r"] / updates["teacher"], 3),
-                                "seconds_fraction": round(f / t, 3)}
-    return out
-
-
-def recovery(plan, runner, steps, runs) -> Dict:
-    """How many finetuning updates each recipe needs to come within 5% of the teacher, on the
-    validation set: perplexity for the LM, BLEU (fairseq's --eval-bleu, beam 4) for translation."""
-    if plan.kind == "lm":
-        key, higher = "ppl", False
-        teacher = [p for p in runs["teacher"].get("curve", []) if "ppl" in p]
-        if not teacher:
-            return {}
-        reference = teacher[-1]["ppl"]
-        target = 1.05 * reference
-    else:
-        key, higher = "bleu", True
-        reference = measure.translation_scores(runner.logfile(steps["mt/eval_teacher_valid"]),
-                                               plan.data_dir / "valid.raw.de")["bleu"]
-        target = 0.95 * reference
-    out = {"metric": f"valid {key}", "teacher": reference, "target": round(target, 3), "runs": {}}
-    for name in VARIANTS:
-        curve = [p for p in runs[name].get("curve", []) if key in p]
-        if not curve:
-            continue
-        best = (max if higher else min)(p[key] for p in curve)
-        out["runs"][name] = {"updates_to_target": measure.updates_to_reach(curve, key, target, higher),
-                             "best": best, "budget": runs[name]["updates"]}
-    return out
-
-
-def _sum(*xs):
-    return None if any(x is None for x in xs) else sum(xs)
+def label(name: str) -> str:
+    """The report's words for run ``name`` ("t2r-s2": the T2R arm's run with seed 2)."""
+    if name in FIXED_LABELS:
+        return FIXED_LABELS[name]
+    variant, seed = split_run_name(name)
+    return VARIANTS[variant].label + (f" [{seed}]" if seed else "")
 
 
 def write(folder: Path, header: Dict, tasks: Dict[str, Dict], commands: List[str]):
@@ -148,7 +81,7 @@ def _lm_table(runs) -> List[str]:
     for name, r in runs.items():
         rel = "" if not (r.get("test_ppl") and teacher.get("test_ppl")) else \
             f"{100 * (r['test_ppl'] / teacher['test_ppl'] - 1):+.1f}%"
-        lines.append(f"| {LABELS[name]} | {_fmt(r['updates'])} | {_secs(r.get('train_seconds'))} | "
+        lines.append(f"| {label(name)} | {_fmt(r['updates'])} | {_secs(r.get('train_seconds'))} | "
                      f"{_fmt(r.get('test_ppl'))} | {rel} |")
     return lines
 
@@ -157,7 +90,7 @@ def _mt_table(runs) -> List[str]:
     teacher = runs["teacher"]
     lines = ["| model | updates | training time | BLEU | chrF | BLEU vs teacher |", "|---|---|---|---|---|---|"]
     for name, r in runs.items():
-        lines.append(f"| {LABELS[name]} | {_fmt(r['updates'])} | {_secs(r.get('train_seconds'))} | "
+        lines.append(f"| {label(name)} | {_fmt(r['updates'])} | {_secs(r.get('train_seconds'))} | "
                      f"{_fmt(r.get('bleu'))} | {_fmt(r.get('chrf'))} | {r['bleu'] - teacher['bleu']:+.2f} |")
     return lines + ["", f"sacreBLEU / chrF on the detokenised test set ({teacher.get('sentences')} sentences), "
                         f"beam {BEAM}, fairseq-generate. The training times of the two runs with BLEU curves (T2R swap "
@@ -173,7 +106,7 @@ def _recovery_lines(rec) -> List[str]:
              "|---|---|---|"]
     for name, r in rec["runs"].items():
         reached = r["updates_to_target"]
-        lines.append(f"| {LABELS[name]} | {reached if reached is not None else 'not within ' + str(r['budget'])} "
+        lines.append(f"| {label(name)} | {reached if reached is not None else 'not within ' + str(r['budget'])} "
                      f"| {r['best']:.2f} |")
     return lines
 
@@ -217,7 +150,7 @@ def plot(folder: Path, tasks: Dict[str, Dict]) -> List[str]:
         for name, r in t["runs"].items():
             pts = [p for p in r.get("curve", []) if key in p]
             if pts:
-                ax.plot([p["updates"] for p in pts], [p[key] for p in pts], marker=".", label=LABELS[name])
+                ax.plot([p["updates"] for p in pts], [p[key] for p in pts], marker=".", label=label(name))
         if key == "ppl":
             ax.set_yscale("log")
         else:

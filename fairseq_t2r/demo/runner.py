@@ -68,7 +68,7 @@ class Runner:
         return self.out / "steps" / (step.name.replace("/", "__") + ".json")
 
     def logfile(self, step: Step) -> Path:
-        return self.out / "logs" / (step.name.replace("/", "__") + ".log")
+        return logfile(self.out, step.name)
 
     def finished(self, step: Step) -> Optional[dict]:
         m = self.marker(step)
@@ -193,6 +193,11 @@ class Runner:
         return toolrun.start(toolrun.Run(
             module=step.module, args=step.args, func=step.func, stdout=str(self.logfile(step)), append=True,
             threads=self.threads, banner=f"### {time.strftime('%Y-%m-%d %H:%M:%S')} {step.command()}"))
+
+
+def logfile(out: Path, name: str) -> Path:
+    """The log of step ``name`` in the working folder ``out``."""
+    return Path(out) / "logs" / (name.replace("/", "__") + ".log")
 
 
 def cost(step: Step) -> float:

@@ -1,0 +1,138 @@
+"""Teachers: whether one has reached its plateau, and the cache that trains each one once.
+
+The plateau criterion (``converged``): the best validation perplexity improved by less than
+``TOLERANCE`` (relative) over the last ``LAST_SHARE`` of the teacher's updates. A teacher that
+fails it is still improving, so finetuning it "recovers" quality the teacher never had and the
+conversion looks better than it is: the report then says so in a warning.
+
+The cache keeps a trained teacher under a key of everything that determines it (the data step's
+command with its input files' contents, and the teacher's fairseq-train flags except where they
+write), so that a second run, or another preset with the same data and teacher settings, reuses
+it and says so.
+"""
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Dict, List, Optional
+
+from ..checkpoint import atomic_write
+from ..errors import T2RUserError
+from . import measure
+
+LAST_SHARE = 0.25  # the last quarter of the teacher's updates...
+TOLERANCE = 0.01   # ...improved its best validation perplexity by less than 1%
+CRITERION = (f"best validation perplexity improved by less than {100 * TOLERANCE:.0f}% over the last "
+             f"{100 * LAST_SHARE:.0f}% of the teacher's updates")
+CACHE_FORMAT = 1  # bump when what a cached teacher holds changes
+
+
+def converged(curve: List[dict], key: str = "ppl") -> Dict:
+    """The plateau criterion on a validation curve ([{"updates", key}] in update order)."""
+    points = [p for p in curve if key in p]
+    out = {"criterion": CRITERION, "validations": len(points)}
+    if not points:
+        return {**out, "held": None, "why": "no validation in the training log"}
+    last = points[-1]["updates"]
+    cut = last * (1 - LAST_SHARE)
+    before = [p[key] for p in points if p["updates"] <= cut]
+    if not before:
+        return {**out, "held": False, "why": f"no validation before update {cut:.0f}: too few to tell"}
+    best_before, best = min(before), min(p[key] for p in points)
+    gain = (best_before - best) / best_before
+    return {**out, "held": gain < TOLERANCE, "updates": last, "best_before_last_share": best_before,
+            "best": best, "improvement": round(gain, 4)}
+
+
+def training_log(checkpoint: str) -> Optional[Path]:
+    """A fairseq-train log beside a user's checkpoint (``*.log`` with validation lines), if any."""
+    folder = Path(checkpoint).resolve().parent
+    for log in sorted(folder.glob("*.log")):
+        if measure.valid_curve(log):
+            return log
+    return None
+
+
+# ---------------------------------------------------------------------- the cache
+def cache_root() -> Path:
+    from ..prep.corpora import default_cache_dir
+
+    return default_cache_dir() / "teachers"
+
+
+def cache_key(data_args: List[str], teacher_args: List[str], drop: List[str]) -> str:
+    """A key of the data step's arguments (files replaced by their contents' hashes) and the
+    teacher's flags, without the values in ``drop`` (the run's own folders)."""
+    def norm(args):
+        out = []
+        for a in args:
+            if a in drop:
+                continue
+            out.append(_file_hash(a) if os.path.isfile(a) else a)
+        return out
+    text = json.dumps({"format": CACHE_FORMAT, "data": norm(data_args), "teacher": norm(teacher_args)})
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _file_hash(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return "sha256:" + h.hexdigest()
+
+
+def cached(key: str) -> Optional[Path]:
+    """The folder of a cached teacher, if one is stored complete under ``key``."""
+    folder = cache_root() / key
+    return folder if (folder / "done.json").exists() else None
+
+
+def store(key: str, checkpoint: str, log: Path, dictionary: Path, command: str):
+    """Copy a trained teacher (its best checkpoint, training log and data dictionary) into the cache,
+    all at once: a half-copied folder is never taken for a teacher."""
+    root = cache_root()
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = root / f"{key}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    shutil.copy2(checkpoint, tmp / "checkpoint_best.pt")
+    shutil.copy2(log, tmp / "train.log")
+    shutil.copy2(dictionary, tmp / "dict.txt")
+    atomic_write(tmp / "done.json", json.dumps({"command": command, "dict": _file_hash(str(dictionary))}) + "\n")
+    final = root / key
+    shutil.rmtree(final, ignore_errors=True)
+    os.replace(tmp, final)
+
+
+def check_dictionary(folder: Path, dictionary: Path) -> None:
+    """A cached teacher serves only data with its dictionary (data preparation is deterministic,
+    so a mismatch means the data step changed without its command changing)."""
+    stored = json.loads((folder / "done.json").read_text())["dict"]
+    if stored != _file_hash(str(dictionary)):
+        raise T2RUserError(f"the cached teacher {folder} was trained on another dictionary than {dictionary}: "
+                           f"remove {folder} and rerun (it will be trained again)")
+
+
+# ---------------------------------------------------------------------- a user's teacher
+# the task a teacher of each family is trained on
+TEACHER_TASKS = {"transformer_lm": "language_modeling", "transformer": "translation"}
+
+
+def flags_from_checkpoint(path: str) -> List[str]:
+    """The fairseq-train architecture flags that rebuild a checkpoint's model (either format),
+    checked with fairseq-train's parser before any step runs."""
+    from fairseq.models import ARCH_MODEL_NAME_REGISTRY
+
+    from .. import checkpoint
+    from ..command_line import rebuild_flags
+
+    args, arch = checkpoint.model_config(checkpoint.load(path))
+    task = TEACHER_TASKS.get(ARCH_MODEL_NAME_REGISTRY.get(arch))
+    if task is None:
+        raise T2RUserError(f"teacher {path}: architecture {arch!r} is not a fairseq transformer_lm or transformer "
+                           "model; the demo converts those two families")
+    # the parse reads no data: the data directory is only a placeholder
+    base = [str(Path(path).parent), "--task", task, "--arch", arch]
+    return ["--arch", arch] + rebuild_flags(args, arch, base, hint=f"the demo cannot rebuild teacher {path}")

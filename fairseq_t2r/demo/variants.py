@@ -1,0 +1,73 @@
+"""The finetuning arms the demo and the quality benchmark compare, declared once.
+
+Every arm starts from the same softmax teacher (``scratch`` excepted) and gets the same
+finetuning budget and schedule, so that the only difference is what the arm changes:
+- ``control``: the softmax teacher itself, trained on for the finetuning budget. It separates
+  the cost of converting from the value of the extra updates every converted arm also gets;
+- a feature map (``t2r``, ``elu``, ``rfa``), a state update (``decay`` ... ``gated-delta``), a
+  hybrid or a self-attention-only conversion: the teacher swapped that way, then finetuned;
+- ``transfer``: attention transfer first (only the feature maps learn), then finetuning, inside
+  the same budget; ``distill``: finetuning with the teacher's distillation loss added;
+- ``scratch``: T2R from random init for the teacher's budget plus the finetuning budget.
+"""
+from dataclasses import dataclass
+from typing import Dict, List, Tuple
+
+from ..errors import T2RUserError
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    label: str                      # the report's wording
+    feature_map: str = "t2r"        # "" for the softmax control
+    flags: Tuple[str, ...] = ()     # more t2r-model flags (state update, converted layers, cross-attention)
+    recipe: str = "finetune"        # finetune | transfer | distill | scratch
+    kinds: Tuple[str, ...] = ("lm", "mt")
+    hybrid: bool = False            # keep the last decoder layer softmax (--t2r-layers: all the others)
+
+
+_ALL = [
+    Variant("control", "softmax, same budget (control)", feature_map=""),
+    Variant("t2r", "T2R, swap + finetune"),
+    Variant("elu", "ELU, swap + finetune", feature_map="elu"),
+    Variant("rfa", "RFA, swap + finetune", feature_map="rfa"),
+    Variant("transfer", "T2R, attention transfer + finetune", recipe="transfer"),
+    Variant("distill", "T2R, swap + finetune with distillation", recipe="distill"),
+    Variant("hybrid", "T2R hybrid (last layer softmax), swap + finetune", hybrid=True),
+    Variant("self-only", "T2R self-attention only (softmax cross), swap + finetune", flags=("--t2r-no-cross",),
+            kinds=("mt",)),
+    Variant("decay", "T2R + per-head decay, swap + finetune", flags=("--t2r-state", "decay")),
+    Variant("gate", "T2R + forget gate from the key, swap + finetune",
+            flags=("--t2r-state", "gate", "--t2r-gate-source", "key")),
+    Variant("delta", "T2R + delta rule, swap + finetune", flags=("--t2r-state", "delta")),
+    Variant("gated-delta", "T2R + gated delta rule, swap + finetune",
+            flags=("--t2r-state", "gated-delta", "--t2r-gate-source", "key")),
+    Variant("scratch", "T2R from random init", recipe="scratch"),
+]
+VARIANTS: Dict[str, Variant] = {v.name: v for v in _ALL}
+# the demo's default arms: the control, the paper's three feature maps, its two-stage recipe, from scratch
+DEMO_DEFAULT = "control,t2r,elu,rfa,transfer,scratch"
+
+
+def parse(spec: str, kind: str) -> List[Variant]:
+    """The arms ``--variants`` names that apply to task ``kind`` ("lm" or "mt"), in table order."""
+    names = [n.strip() for n in spec.split(",") if n.strip()]
+    unknown = [n for n in names if n not in VARIANTS]
+    if unknown or not names:
+        raise T2RUserError(f"--variants {spec!r}: {'unknown ' + ', '.join(unknown) if unknown else 'empty'}; "
+                           f"choose from {', '.join(VARIANTS)}")
+    return [v for v in _ALL if v.name in names and kind in v.kinds]
+
+
+def run_name(variant: str, seed: int, first_seed: int) -> str:
+    """A run's name: the arm's name for the first seed, ``NAME-sSEED`` for the others."""
+    return variant if seed == first_seed else f"{variant}-s{seed}"
+
+
+def split_run_name(name: str) -> Tuple[str, str]:
+    """(arm, seed suffix) of a run name: "t2r-s2" -> ("t2r", "s2"); "t2r" -> ("t2r", "")."""
+    base, _, suffix = name.rpartition("-s")
+    if base in VARIANTS and suffix.isdigit():
+        return base, "s" + suffix
+    return name, ""
