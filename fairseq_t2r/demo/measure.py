@@ -43,11 +43,7 @@ def translation_scores(log: Path, references: Path) -> Dict[str, float]:
     """sacreBLEU and chrF of fairseq-generate's detokenised hypotheses (D- lines) on the test set."""
     import sacrebleu
 
-    hyps = {}
-    for line in _lines(log):
-        m = HYPO_LINE.match(line)
-        if m:
-            hyps[int(m.group(1))] = m.group(2)
+    hyps = hypotheses(log)
     refs = references.read_text(encoding="utf-8").splitlines()
     if len(hyps) != len(refs):
         raise RuntimeError(f"{log}: {len(hyps)} translations for {len(refs)} references")
@@ -55,6 +51,17 @@ def translation_scores(log: Path, references: Path) -> Dict[str, float]:
     return {"bleu": round(sacrebleu.corpus_bleu(sys_lines, [refs]).score, 2),
             "chrf": round(sacrebleu.corpus_chrf(sys_lines, [refs]).score, 2),
             "sentences": len(refs)}
+
+
+def hypotheses(log: Path) -> Dict[int, str]:
+    """{sentence id: detokenised hypothesis} from the D- lines of a fairseq-generate log
+    (none if the file is missing)."""
+    found = {}
+    for line in _lines(log):
+        m = HYPO_LINE.match(line)
+        if m:
+            found[int(m.group(1))] = m.group(2)
+    return found
 
 
 def _lines(path: Path):
