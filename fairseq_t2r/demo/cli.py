@@ -62,7 +62,8 @@ def preload_tools():
     # skips it: register the models and criteria in this process, which every step forks from
     from .. import criterions, models, toolrun  # noqa: F401
 
-    toolrun.preload([*toolrun.FAIRSEQ_TOOLS, "fairseq_t2r.convert", "fairseq_t2r.prep.lm", "fairseq_t2r.prep.mt"])
+    toolrun.preload([*toolrun.FAIRSEQ_TOOLS, "fairseq_t2r.convert", "fairseq_t2r.prep.lm", "fairseq_t2r.prep.mt",
+                     "fairseq_t2r.demo.faithfulness"])
 
 
 def main(argv=None):
@@ -75,7 +76,7 @@ def main(argv=None):
 
     from ..machine import machine
     from . import plan as plans
-    from . import report, takeaway
+    from . import report, results, takeaway
     from .presets import PRESETS
     from .runner import Runner
 
@@ -101,7 +102,7 @@ def main(argv=None):
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     runner.run(steps)
 
-    collected = {k: report.collect(p, runner) for k, p in task_plans.items()}
+    collected = {k: results.collect(p, runner) for k, p in task_plans.items()}
     header = {"preset": args.preset, "settings": asdict(preset), "machine": machine(), "jobs": args.jobs,
               "seconds": round(time.time() - t_start, 1), "command": "t2r-demo " + " ".join(argv or sys.argv[1:])}
     previous = out / "report" / "results.json"

@@ -11,7 +11,7 @@ def eval_step(plan, name: str, deps: List[str], subset: str = "test") -> Step:
     if plan.kind == "lm":
         return Step(f"lm/eval_{name}", f"test perplexity of {name}", "fairseq_cli.eval_lm",
                     [str(plan.bin), "--user-dir", plan.user_dir, "--path", ckpt, "--gen-subset", "test",
-                     "--tokens-per-sample", presets.TOKENS_PER_SAMPLE, "--max-tokens", presets.EVAL_MAX_TOKENS,
+                     "--tokens-per-sample", str(plan.preset.tokens_per_sample), "--max-tokens", presets.EVAL_MAX_TOKENS,
                      "--num-workers", "0"], deps=deps)
     suffix = "" if subset == "test" else f"_{subset}"
     return Step(f"mt/eval_{name}{suffix}", f"translate the {subset} set with {name} (beam {presets.BEAM})",
@@ -29,7 +29,7 @@ def faithfulness_step(plan, name: str, deps: List[str]) -> Step:
     k, out = plan.kind, str(plan.dir / "faithfulness" / f"{name}.json")
     if k == "lm":
         args = ["lm", plan.teacher_path, plan.checkpoint(name), str(plan.bin), "--tokens-per-sample",
-                presets.TOKENS_PER_SAMPLE, "--out", out]
+                str(plan.preset.tokens_per_sample), "--out", out]
     else:
         args = ["mt", str(logfile(plan.out, f"mt/eval_{name}")), str(logfile(plan.out, "mt/eval_teacher")),
                 "--out", out]

@@ -10,6 +10,7 @@ Command line (one line printed, JSON written with ``atomic_write`` when ``--out`
 """
 import argparse
 import json
+from pathlib import Path
 
 from ..checkpoint import atomic_write
 from ..errors import T2RUserError
@@ -131,6 +132,7 @@ def main(argv=None):
         print(f"faithfulness: BLEU {r['bleu_vs_teacher']} against the teacher's translations "
               f"of {r['sentences']} sentences", flush=True)
     if a.out:
+        Path(a.out).parent.mkdir(parents=True, exist_ok=True)
         atomic_write(a.out, json.dumps(r, indent=1) + "\n")
     return r
 

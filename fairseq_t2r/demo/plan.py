@@ -64,6 +64,10 @@ class TaskPlan:
             return str(self.dir / name / "checkpoint_last.pt")
         return str(self.save_dir(name) / "checkpoint_best.pt")
 
+    def dictionary(self) -> Path:
+        """The binarized data's dictionary (translation: the joint one, stored as the source's)."""
+        return self.bin / ("dict.txt" if self.kind == "lm" else "dict.en.txt")
+
     def runs(self) -> List[tuple]:
         """(run name, variant, seed) of every finetuning run, seed by seed."""
         return [(run_name(v.name, s, self.seed), v, s) for s in self.seeds for v in self.variants]
@@ -114,7 +118,7 @@ class TaskPlan:
 
     def task_flags(self) -> List[str]:
         if self.kind == "lm":
-            return ["--task", "language_modeling", "--tokens-per-sample", presets.TOKENS_PER_SAMPLE,
+            return ["--task", "language_modeling", "--tokens-per-sample", str(self.preset.tokens_per_sample),
                     "--sample-break-mode", "none"]
         return ["--task", "translation", "--source-lang", "en", "--target-lang", "de"]
 
@@ -169,7 +173,7 @@ class TaskPlan:
         if self.cached_teacher:
             folder = self.cached_teacher
             return [Step(f"{k}/teacher", f"reuse the cached softmax teacher {folder.name} (same data and settings)",
-                         func=lambda: teachers.check_dictionary(folder, self.bin / "dict.txt"),
+                         func=lambda: teachers.check_dictionary(folder, self.dictionary()),
                          describe=f"reuse {folder}/checkpoint_best.pt", deps=[f"{k}/data"])]
         steps = [Step(f"{k}/teacher", f"train the softmax teacher (to its plateau, at most {p.teacher_updates} updates)",
                       "fairseq_cli.train", self._teacher_flags(), deps=[f"{k}/data"])]
@@ -178,7 +182,7 @@ class TaskPlan:
             log = logfile(self.out, f"{k}/teacher")
             steps.append(Step(f"{k}/teacher_cache", "keep the teacher in the cache for later runs",
                               func=lambda: teachers.store(self.cache_key, self.teacher_path, log,
-                                                          self.bin / "dict.txt", command),
+                                                          self.dictionary(), command),
                               describe=f"copy the teacher to {teachers.cache_root() / self.cache_key}",
                               deps=[f"{k}/teacher"]))
         return steps

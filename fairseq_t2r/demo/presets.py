@@ -29,6 +29,7 @@ class Preset:
     contexts: List[int]         # decoding speed/memory measured at these context lengths
     feature_dim: int = 32       # T2R feature size k (the paper's default, as --t2r-feature-dim)
     patience: int = 4           # the teacher stops after this many validations without a new best (its plateau)
+    tokens_per_sample: int = 128  # LM block length in training and evaluation (perplexities compare at one length)
 
 
 PRESETS: Dict[str, Preset] = {
@@ -62,7 +63,6 @@ DROPOUT = "0.1"            # the usual transformer dropout
 LABEL_SMOOTHING = "0.1"    # translation: the Transformer paper's label smoothing
 
 # --- data shapes and evaluation
-TOKENS_PER_SAMPLE = "128"  # LM block length in training and evaluation (perplexities compare at one length)
 EVAL_MAX_TOKENS = "8192"   # eval_lm batch: evaluation keeps no gradients, so it takes larger batches
 BEAM = 4                   # translation beam, for the test BLEU and the validation BLEU curve
 GEN_BATCH_SIZE = "64"      # sentences per generate batch

@@ -4,20 +4,19 @@ import json
 from pathlib import Path
 from typing import Dict, List
 
-from .presets import BEAM
-from .variants import VARIANTS, split_run_name
+from .tables import TASK_TITLES, label, task_lines
+from .variants import split_run_name
 
-TASK_TITLES = {"lm": "Language model (English: State of the Union + Brown corpus)",
-               "mt": "Translation EN→DE (LibreOffice help pages)"}
-FIXED_LABELS = {"teacher": "softmax teacher", "swapped": "T2R right after swap (no training)"}
-
-
-def label(name: str) -> str:
-    """The report's words for run ``name`` ("t2r-s2": the T2R arm's run with seed 2)."""
-    if name in FIXED_LABELS:
-        return FIXED_LABELS[name]
-    variant, seed = split_run_name(name)
-    return VARIANTS[variant].label + (f" [{seed}]" if seed else "")
+LIMITS = [
+    "## What these figures show, and what they do not", "",
+    "- The control is the softmax teacher trained on for the converted arms' budget and schedule: the "
+    "difference between a converted arm and the control is the cost of converting, not of training less.",
+    "- A teacher that fails the plateau criterion makes every finetuned arm look better than it is (see the "
+    "warning above when it applies).",
+    "- One seed per arm unless the table over seeds says otherwise: differences of a few percent between arms "
+    "are within what a second seed can change; `benchmarks/quality.py` runs several.",
+    "- Small models on a small corpus, on a CPU: the figures say how the recipes compare at this size, not "
+    "what they give a large pretrained model.", ""]
 
 
 def write(folder: Path, header: Dict, tasks: Dict[str, Dict], commands: List[str]):
@@ -31,10 +30,10 @@ def write(folder: Path, header: Dict, tasks: Dict[str, Dict], commands: List[str
 def markdown(header, tasks, commands, plots) -> str:
     lines = _header_lines(header)
     for k, t in tasks.items():
-        lines += _task_lines(k, t)
+        lines += task_lines(k, t)
     for p in plots:
         lines += [f"![{p}]({p})", ""]
-    lines += ["## Commands", "",
+    lines += LIMITS + ["## Commands", "",
               "Every step, in the order it ran; the demo runs the same fairseq tools in-process "
               "(forked, one thread each), so these lines reproduce it one by one:", "", "```"]
     lines += commands + ["```", ""]
@@ -51,90 +50,6 @@ def _header_lines(header) -> List[str]:
             *[f"**{line}**" for line in header.get("takeaway", [])], ""]
 
 
-def _task_lines(k, t) -> List[str]:
-    """One task's section: its results table, then whichever of transfer, recovery, cost and speed it has."""
-    runs = t["runs"]
-    lines = [f"## {TASK_TITLES[k]}", ""]
-    if "data" in t and "splits" in t["data"]:
-        lines += ["Data: " + "; ".join(f"{name} {json.dumps(s)}" for name, s in t["data"]["splits"].items()), ""]
-    lines += _lm_table(runs) if k == "lm" else _mt_table(runs)
-    if "transfer" in runs:
-        lines += ["", f"Attention transfer trains only the feature maps for the first "
-                      f"{runs['transfer']['transfer_updates']} of its {runs['transfer']['updates']} updates."]
-    rec = t.get("recovery")
-    if rec and rec["runs"]:
-        lines += _recovery_lines(rec)
-    if "finetune_cost" in t:
-        c = t["finetune_cost"]
-        lines += ["", f"Finetuning cost (T2R swap + finetune) as a fraction of the teacher's training: "
-                      f"{100 * c['updates_fraction']:.0f}% of its updates, {100 * c['seconds_fraction']:.0f}% "
-                      "of its wall time (runs side by side share the cores: wall times are indicative)."]
-    if "speed" in t:
-        lines += _speed_lines(k, t["speed"])
-    lines.append("")
-    return lines
-
-
-def _lm_table(runs) -> List[str]:
-    teacher = runs["teacher"]
-    lines = ["| model | updates | training time | test perplexity | vs teacher |", "|---|---|---|---|---|"]
-    for name, r in runs.items():
-        rel = "" if not (r.get("test_ppl") and teacher.get("test_ppl")) else \
-            f"{100 * (r['test_ppl'] / teacher['test_ppl'] - 1):+.1f}%"
-        lines.append(f"| {label(name)} | {_fmt(r['updates'])} | {_secs(r.get('train_seconds'))} | "
-                     f"{_fmt(r.get('test_ppl'))} | {rel} |")
-    return lines
-
-
-def _mt_table(runs) -> List[str]:
-    teacher = runs["teacher"]
-    lines = ["| model | updates | training time | BLEU | chrF | BLEU vs teacher |", "|---|---|---|---|---|---|"]
-    for name, r in runs.items():
-        lines.append(f"| {label(name)} | {_fmt(r['updates'])} | {_secs(r.get('train_seconds'))} | "
-                     f"{_fmt(r.get('bleu'))} | {_fmt(r.get('chrf'))} | {r['bleu'] - teacher['bleu']:+.2f} |")
-    return lines + ["", f"sacreBLEU / chrF on the detokenised test set ({teacher.get('sentences')} sentences), "
-                        f"beam {BEAM}, fairseq-generate. The training times of the two runs with BLEU curves (T2R swap "
-                        "+ finetune, attention transfer + finetune) include fairseq's `--eval-bleu` beam search "
-                        "on the validation set at every validation."]
-
-
-def _recovery_lines(rec) -> List[str]:
-    better = "higher" if "bleu" in rec["metric"] else "lower"
-    lines = ["", f"Recovery on the validation set ({rec['metric']}, {better} is better): teacher "
-                 f"{rec['teacher']:.2f}; within 5% means {rec['target']:.2f}.", "",
-             f"| model | updates to come within 5% of the teacher | best {rec['metric']} in the budget |",
-             "|---|---|---|"]
-    for name, r in rec["runs"].items():
-        reached = r["updates_to_target"]
-        lines.append(f"| {label(name)} | {reached if reached is not None else 'not within ' + str(r['budget'])} "
-                     f"| {r['best']:.2f} |")
-    return lines
-
-
-def _speed_lines(k, s) -> List[str]:
-    what = "beams of one sentence, source as long as the context" if k == "mt" else "sequences"
-    lines = ["", f"Decoding one token ({s['rows']} {what}, one thread), median of the last steps:", "",
-             "| context | teacher ms/token | T2R ms/token | speed-up | teacher state | T2R state |",
-             "|---|---|---|---|---|---|"]
-    for a, b in zip(s["teacher"], s["t2r"]):
-        lines.append(f"| {a['context']} | {a['ms_per_token']:.2f} | {b['ms_per_token']:.2f} | "
-                     f"{a['ms_per_token'] / b['ms_per_token']:.2f}x | {_mib(a['state_bytes'])} | "
-                     f"{_mib(b['state_bytes'])} |")
-    return lines
-
-
-def _fmt(x):
-    return "-" if x is None else (f"{x:.2f}" if isinstance(x, float) else str(x))
-
-
-def _secs(x):
-    return "-" if x is None else (f"{x:.0f} s" if x < 120 else f"{x / 60:.1f} min")
-
-
-def _mib(b):
-    return f"{b / 2**20:.2f} MiB"
-
-
 def plot(folder: Path, tasks: Dict[str, Dict]) -> List[str]:
     import matplotlib
 
@@ -142,22 +57,26 @@ def plot(folder: Path, tasks: Dict[str, Dict]) -> List[str]:
     import matplotlib.pyplot as plt
 
     written = []
-    panels = [(k, "ppl") for k in tasks] + [(k, "bleu") for k, t in tasks.items()
-                                             if any("bleu" in p for r in t["runs"].values() for p in r.get("curve", []))]
-    fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4.5), squeeze=False)
-    for ax, (k, key) in zip(axes[0], panels):
+    # per task: the teacher's curve (its plateau), then the finetuning curves of the first seed's runs
+    panels = [(k, "teacher", "ppl") for k in tasks] + [(k, "finetune", "ppl") for k in tasks]
+    panels += [(k, "finetune", "bleu") for k, t in tasks.items()
+               if any("bleu" in p for r in t["runs"].values() for p in r.get("curve", []))]
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4.5), squeeze=False)
+    for ax, (k, which, key) in zip(axes[0], panels):
         t = tasks[k]
         for name, r in t["runs"].items():
             pts = [p for p in r.get("curve", []) if key in p]
-            if pts:
+            if pts and (name == "teacher") == (which == "teacher") and not split_run_name(name)[1]:
                 ax.plot([p["updates"] for p in pts], [p[key] for p in pts], marker=".", label=label(name))
         if key == "ppl":
             ax.set_yscale("log")
         else:
-            ax.axhline(t["recovery"]["teacher"], color="gray", linestyle=":", label="teacher (beam 4)")
+            rec = t.get("recovery") or {}
+            if "value" in rec:
+                ax.axhline(rec["value"], color="gray", linestyle=":", label=f"{rec['reference']} (beam 4)")
         ax.set_xlabel("updates (each run's own)")
-        ax.set_ylabel("validation perplexity" if key == "ppl" else "validation BLEU")
-        ax.set_title(TASK_TITLES[k].split(" (")[0])
+        ax.set_ylabel(f"validation {'perplexity' if key == 'ppl' else 'BLEU'}")
+        ax.set_title(f"{TASK_TITLES[k].split(' (')[0]}: {which}")
         ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(folder / "curves.png", dpi=110)

@@ -17,7 +17,7 @@ import shutil
 from pathlib import Path
 from typing import Dict, List, Optional
 
-from ..checkpoint import atomic_write
+from ..checkpoint import atomic_write, remove_left_by_dead
 from ..errors import T2RUserError
 from . import measure
 
@@ -94,16 +94,19 @@ def store(key: str, checkpoint: str, log: Path, dictionary: Path, command: str):
     all at once: a half-copied folder is never taken for a teacher."""
     root = cache_root()
     root.mkdir(parents=True, exist_ok=True)
+    remove_left_by_dead(root / f"{key}.tmp-")
     tmp = root / f"{key}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    shutil.copy2(checkpoint, tmp / "checkpoint_best.pt")
-    shutil.copy2(log, tmp / "train.log")
-    shutil.copy2(dictionary, tmp / "dict.txt")
-    atomic_write(tmp / "done.json", json.dumps({"command": command, "dict": _file_hash(str(dictionary))}) + "\n")
-    final = root / key
-    shutil.rmtree(final, ignore_errors=True)
-    os.replace(tmp, final)
+    try:
+        tmp.mkdir()
+        shutil.copy2(checkpoint, tmp / "checkpoint_best.pt")
+        shutil.copy2(log, tmp / "train.log")
+        shutil.copy2(dictionary, tmp / "dict.txt")
+        atomic_write(tmp / "done.json", json.dumps({"command": command, "dict": _file_hash(str(dictionary))}) + "\n")
+        final = root / key
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(tmp, final)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def check_dictionary(folder: Path, dictionary: Path) -> None:
