@@ -15,14 +15,17 @@ map; the gradients returned are those of the pre-activations). Matmul operands a
 dtype with fp32 accumulation (fp32 inputs: IEEE, no TF32); states, z and den are fp32.
 Under ``TRITON_INTERPRET=1`` the kernels run on CPU tensors (tests only).
 """
-import os
-
 import torch
 import triton
 import triton.language as tl
 from torch import Tensor
 
 from .common import DEFAULT_CHUNK_SIZE, DEFAULT_EPS, autocast_off
+
+# triton.jit picks the interpreter when a kernel is defined (and triton's own library functions
+# when triton is first imported), so this module's kernels run on CPU tensors exactly when the
+# process started under TRITON_INTERPRET=1
+INTERPRETED = bool(triton.knobs.runtime.interpret)
 
 
 @triton.jit
@@ -223,7 +226,8 @@ def causal_triton(
     Non-contiguous inputs are copied to contiguous (B, H, T, X)."""
     if chunk_size < 16 or chunk_size & (chunk_size - 1):
         raise ValueError(f"causal_triton: chunk_size must be a power of 2 >= 16 (tl.dot tiles), got {chunk_size}")
-    if not v.is_cuda and os.environ.get("TRITON_INTERPRET") != "1":
-        raise ValueError("causal_triton needs CUDA tensors (or TRITON_INTERPRET=1 for Triton's CPU interpreter)")
+    if not v.is_cuda and not INTERPRETED:
+        raise ValueError("causal_triton needs CUDA tensors (or a process started with TRITON_INTERPRET=1 "
+                         "for Triton's CPU interpreter)")
     q, k, vv = (t.to(v.dtype).contiguous() for t in (phi_q, phi_k, v))
     return TritonLinearAttention.apply(q, k, vv, float(eps), int(chunk_size), bool(relu))
