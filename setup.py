@@ -23,7 +23,9 @@ setup(
     ],
     extras_require={
         "test": ["pytest>=7", "hypothesis>=6", "ruff>=0.6"],  # ruff: the lint the test command runs
-        "gpu": ["flash-linear-attention"],
+        # ops/triton_linear.py's kernels (>= 3.8: Triton 3.6-3.7 miscompile small-K blocks on
+        # Hopper, Triton issue 11366); numpy: Triton's CPU interpreter, which the tests use
+        "gpu": ["flash-linear-attention", "triton>=3.8", "numpy"],
     },
     entry_points={
         "console_scripts": [

@@ -31,6 +31,9 @@ The files, one per form, all forms exact and interchangeable:
   and the chunked form in one Function, with the memory of one projection.
 - ``fla.py``: ``causal_fla``, the chunked form with flash-linear-attention's Triton kernel on CUDA
   (optional package, opt-in ``FAIRSEQ_T2R_FLA=1``), ``fla_kernel``.
+- ``triton_linear.py``: ``causal_triton``, the chunked form as fused Triton kernels (forward and
+  backward; relu feature map on load with ``relu=True``). Optional package (``pip install .[gpu]``),
+  never imported by this package: ``dispatch`` imports it only under ``FAIRSEQ_T2R_TRITON=1`` on CUDA.
 - ``dispatch.py``: ``causal_parallel``, the training form, runs ``parallel_form``'s choice:
   quadratic up to ``QUADRATIC_MAX_LEN`` or with weight dropout, else fla when enabled on CUDA,
   else chunked.

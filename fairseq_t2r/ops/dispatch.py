@@ -1,6 +1,7 @@
 """Which exact causal form training runs (``causal_parallel``): the policy, kept apart from the
 forms so that a new form changes this file and not the others. All forms are exact, so the
 choice only trades speed and memory."""
+import os
 from typing import Callable, Optional
 
 from torch import Tensor
@@ -14,12 +15,17 @@ from .quadratic import causal_quadratic
 # k = 32, d = 64 on CPU: 1.6x faster at 64, even at 128, 2.4x slower at 256; measured by
 # benchmarks/training.py --parts tune).
 QUADRATIC_MAX_LEN = 128
+# Opt-in (FAIRSEQ_T2R_TRITON=1): this project's Triton kernels (triton_linear.py, imported only
+# then) for long sequences on CUDA; read at call time, like fla.USE_FLA. Off by default.
+USE_TRITON = os.environ.get("FAIRSEQ_T2R_TRITON", "0") == "1"
 
 
 def parallel_form(length: int, is_cuda: bool, weight_dropout: bool, quadratic_max_len: int = QUADRATIC_MAX_LEN) -> str:
-    """Which exact form ``causal_parallel`` runs: "quadratic", "fla" or "chunked"."""
+    """Which exact form ``causal_parallel`` runs: "quadratic", "triton", "fla" or "chunked"."""
     if weight_dropout or length <= quadratic_max_len:
         return "quadratic"
+    if is_cuda and USE_TRITON:
+        return "triton"
     if is_cuda and fla.USE_FLA and fla.fla_kernel() is not None:
         return "fla"
     return "chunked"
@@ -45,6 +51,10 @@ def causal_parallel(
     form = parallel_form(phi_q.size(-2), phi_q.is_cuda, weight_dropout is not None, quadratic_max_len)
     if form == "quadratic":
         return causal_quadratic(phi_q, phi_k, v, eps, weight_dropout)
+    if form == "triton":
+        from .triton_linear import causal_triton  # needs the optional triton package
+
+        return causal_triton(phi_q, phi_k, v, eps, chunk_size)
     if form == "fla":
         return fla.causal_fla(phi_q, phi_k, v, eps)
     return causal_chunked(phi_q, phi_k, v, eps, chunk_size)

@@ -1,0 +1,125 @@
+"""ops/triton_linear.py (the optional fused Triton kernels) on CPU: under Triton's interpreter
+against the float64 token-by-token reference, and compiled for sm_90 (H100/H200) without a GPU.
+Needs ``triton`` and ``numpy`` (``pip install .[gpu]``); skipped, with that reason, without them.
+
+Tolerances, fp32: the interpreter computes each tl.dot with numpy in fp32 (IEEE, no TF32); an
+output or gradient entry is a sum of at most C + T / C products of fp32-rounded terms (unit
+roundoff u = 6e-8), bounded by about (C + T / C) * u * max|term| = 2e-6 relative here: 1e-5
+relative to the largest entry leaves a 5x margin and still catches any wrong term (an O(1e-2)
+relative error). fp16: operands rounded to fp16 (u = 4.9e-4) before fp32-accumulated matmuls, so
+2e-2 of the largest entry.
+"""
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from fairseq_t2r import ops
+from fairseq_t2r.ops import dispatch
+
+# find_spec, not import: triton must not be imported in this process (see ``interp``)
+needs_triton = pytest.mark.skipif(
+    importlib.util.find_spec("triton") is None or importlib.util.find_spec("numpy") is None,
+    reason="triton / numpy not installed (pip install .[gpu]): the fused Triton kernels are not tested",
+)
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def _child_env(tmp):
+    env = dict(os.environ, PYTHONPATH=REPO, TRITON_CACHE_DIR=str(tmp), TRITON_DEFAULT_FP_FUSION="1",
+               OMP_NUM_THREADS="1")
+    env.pop("TRITON_INTERPRET", None)
+    return env
+
+
+@pytest.fixture(scope="module")
+def interp(tmp_path_factory):
+    """Every interpreter check, run once in a subprocess (triton_interp_checks.py: the interpreter
+    must be chosen before triton is first imported, so not in this process): name -> figures."""
+    env = _child_env(tmp_path_factory.mktemp("triton_cache"))
+    p = subprocess.run([sys.executable, os.path.join(HERE, "triton_interp_checks.py")], env=env,
+                       capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-3000:]
+    result = json.loads(p.stdout.strip().splitlines()[-1])
+    assert result.pop("interpreted") is True
+    return result
+
+
+def figures(interp, name):
+    value = interp[name]
+    assert not isinstance(value, str), value
+    return value
+
+
+@needs_triton
+@pytest.mark.parametrize("name", ["fp32_relu", "fp32_phi"])
+def test_fp32_outputs_and_gradients_match_float64_reference(interp, name):
+    """relu on load and phi given; T = 37 in chunks of 16 (the last partial), padded keys."""
+    *errs, padded_key_grad = figures(interp, name)
+    assert max(errs) <= 1e-5, f"out, dq, dk, dv relative errors {errs}"
+    assert padded_key_grad == 0.0
+
+
+@needs_triton
+def test_fp16_within_rounding(interp):
+    *errs, padded_key_grad = figures(interp, "fp16_relu")
+    assert max(errs) <= 2e-2, f"out, dq, dk, dv relative errors {errs}"
+    assert padded_key_grad == 0.0
+
+
+@needs_triton
+def test_feature_map_weight_gradients(interp):
+    """x -> pre-activations x W + b -> kernel with relu on load: dW, db against float64."""
+    errs = figures(interp, "weights")
+    assert max(errs) <= 1e-5, f"dW, db relative errors {errs}"
+
+
+@needs_triton
+def test_bad_chunk_size_is_one_clear_error(interp):
+    assert "chunk_size must be a power of 2 >= 16" in interp["bad_chunk"]
+
+
+def test_dispatch_default_is_unchanged(monkeypatch):
+    """Opt-in only: without FAIRSEQ_T2R_TRITON=1 nothing picks the kernels, and never on CPU."""
+    if "FAIRSEQ_T2R_TRITON" not in os.environ:
+        assert dispatch.USE_TRITON is False
+    monkeypatch.setattr(dispatch, "USE_TRITON", False)
+    monkeypatch.setattr(ops.fla, "USE_FLA", False)
+    assert dispatch.parallel_form(4096, True, False) == "chunked"
+    monkeypatch.setattr(dispatch, "USE_TRITON", True)
+    assert dispatch.parallel_form(4096, True, False) == "triton"
+    assert dispatch.parallel_form(4096, False, False) == "chunked"
+    assert dispatch.parallel_form(100, True, False) == "quadratic"
+    assert "fairseq_t2r.ops.triton_linear" not in sys.modules  # importing ops never imports it
+
+
+COMPILE = textwrap.dedent("""
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+    from fairseq_t2r.ops import triton_linear as m
+    HALF = {"q_ptr", "k_ptr", "v_ptr", "o_ptr", "do_ptr", "dq_ptr", "dk_ptr", "dv_ptr"}
+    for kernel in (m._state_kernel, m._out_kernel, m._dstate_kernel, m._grad_kernel):
+        names = kernel.arg_names
+        const = dict(C=64, BF=32, BD=64, RELU=True, PREC="tf32")  # the project's shapes, bf16
+        sig = {a: "constexpr" if a in const else ("*bf16" if a in HALF else "*fp32") if a.endswith("_ptr")
+               else "fp32" if a == "eps" else "i32" for a in names}
+        src = ASTSource(kernel, sig, constexprs={(names.index(a),): x for a, x in const.items()})
+        compiled = triton.compile(src, target=GPUTarget("cuda", 90, 32), options={"num_warps": 4})
+        assert compiled.asm["cubin"], kernel
+        print(kernel.__name__, "sm_90 ok")
+""")
+
+
+@needs_triton
+def test_kernels_compile_for_sm90_without_a_gpu(tmp_path):
+    """Compile-only (no driver needed): catches compile errors for H100/H200 on a CPU machine."""
+    p = subprocess.run([sys.executable, "-c", COMPILE], env=_child_env(tmp_path), capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert p.stdout.count("sm_90 ok") == 4
