@@ -22,7 +22,10 @@ setup(
         "matplotlib>=3.5",
     ],
     extras_require={
-        "test": ["pytest>=7", "hypothesis>=6", "ruff>=0.6"],  # ruff: the lint the test command runs
+        # ruff: the lint the test command runs; triton + numpy: the Triton kernel's tests run it on the
+        # CPU under Triton's interpreter (Linux wheels only: elsewhere those tests say they are skipped)
+        "test": ["pytest>=7", "hypothesis>=6", "ruff>=0.6", "triton>=3.8; platform_system == 'Linux'",
+                 "numpy; platform_system == 'Linux'"],
         # ops/triton_linear.py's kernels (>= 3.8: Triton 3.6-3.7 miscompile small-K blocks on
         # Hopper, Triton issue 11366); numpy: Triton's CPU interpreter, which the tests use
         "gpu": ["flash-linear-attention", "triton>=3.8", "numpy"],
