@@ -38,14 +38,17 @@ class TaskPlan:
         self.text, self.src, self.tgt = text, src, tgt
         self.external_teacher = teacher
         self.teacher_path = str(Path(teacher).resolve()) if teacher else str(self.dir / "teacher" / "checkpoint_best.pt")
-        # a teacher trained in this folder before stays this folder's; otherwise a cached one is taken
+        # a cached teacher with this data and these settings is copied in rather than trained; a folder
+        # keeps what its first run did (its marker says which), so that a rerun never mixes the two
         self.cache_key = self.cached_teacher = None
         if not teacher and teacher_cache:
             self.cache_key = teachers.cache_key(self.data_step().args, self._teacher_flags(), self._own_paths())
-            own = (self.out / "steps" / f"{kind}__teacher.json").exists()
-            self.cached_teacher = None if own else teachers.cached(self.cache_key)
-            if self.cached_teacher:
-                self.teacher_path = str(self.cached_teacher / "checkpoint_best.pt")
+            marker = self.out / "steps" / f"{kind}__teacher.json"
+            if marker.exists():
+                if json.loads(marker.read_text())["command"].startswith("reuse "):
+                    self.cached_teacher = teachers.cache_root() / self.cache_key
+            else:
+                self.cached_teacher = teachers.cached(self.cache_key)
 
     def _own_paths(self) -> List[str]:
         """Arguments that name this run's folders (left out of the teacher's cache key)."""
@@ -73,11 +76,12 @@ class TaskPlan:
         return [(run_name(v.name, s, self.seed), v, s) for s in self.seeds for v in self.variants]
 
     def teacher_log(self) -> Optional[Path]:
-        """The teacher's fairseq-train log: this run's, the cache's, or one beside the user's checkpoint."""
+        """The teacher's fairseq-train log: this run's (copied from the cache if it came from there), or
+        one beside the user's checkpoint."""
         if self.external_teacher:
             return teachers.training_log(self.external_teacher)
         if self.cached_teacher:
-            return self.cached_teacher / "train.log"
+            return self.save_dir("teacher") / "train.log"
         return logfile(self.out, f"{self.kind}/teacher")
 
     # ------------------------------------------------------------------ fairseq arguments
@@ -171,10 +175,11 @@ class TaskPlan:
         or take the cached one, checked against this run's dictionary."""
         k, p = self.kind, self.preset
         if self.cached_teacher:
-            folder = self.cached_teacher
+            folder, dest = self.cached_teacher, self.save_dir("teacher")
             return [Step(f"{k}/teacher", f"reuse the cached softmax teacher {folder.name} (same data and settings)",
-                         func=lambda: teachers.check_dictionary(folder, self.dictionary()),
-                         describe=f"reuse {folder}/checkpoint_best.pt", deps=[f"{k}/data"])]
+                         func=lambda: teachers.reuse(folder, dest, self.dictionary()),
+                         describe=f"reuse {folder}: copy its checkpoint_best.pt and train.log to {dest}",
+                         deps=[f"{k}/data"])]
         steps = [Step(f"{k}/teacher", f"train the softmax teacher (to its plateau, at most {p.teacher_updates} updates)",
                       "fairseq_cli.train", self._teacher_flags(), deps=[f"{k}/data"])]
         if self.cache_key:

@@ -39,6 +39,12 @@ def collect(plan, runner) -> Dict:
     out["recovery"] = recovery(plan, runner, steps, runs)
     out["by_variant"] = by_variant(runs, k)
     out["headline"] = headline(runs, k)
+    t, f = runs["teacher"], runs.get("t2r", {})
+    if t["updates"] and f.get("updates"):
+        # the finetuning budget against what the teacher cost (its updates; its time when trained in this run)
+        out["finetune_cost"] = {"updates_fraction": round(f["updates"] / t["updates"], 3)}
+        if t.get("train_seconds") and f.get("train_seconds"):
+            out["finetune_cost"]["seconds_fraction"] = round(f["train_seconds"] / t["train_seconds"], 3)
     for name, path in (("data", plan.data_dir / "stats.json"), ("speed", plan.dir / "speed.json")):
         if path.exists():
             out[name] = json.loads(path.read_text())

@@ -34,6 +34,11 @@ def task_lines(k: str, t: Dict) -> List[str]:
     rec = t.get("recovery")
     if rec and rec["runs"]:
         lines += recovery_lines(rec)
+    if "finetune_cost" in t:
+        c = t["finetune_cost"]
+        lines += ["", f"Finetuning budget (each arm): {100 * c['updates_fraction']:.0f}% of the teacher's updates"
+                      + (f", {100 * c['seconds_fraction']:.0f}% of its wall time (runs side by side share the cores: "
+                         "wall times are indicative)." if "seconds_fraction" in c else ".")]
     if "speed" in t:
         lines += speed_lines(k, t["speed"])
     return lines + [""]

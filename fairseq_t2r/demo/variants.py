@@ -40,9 +40,10 @@ _ALL = [
     Variant("decay", "T2R + per-head decay, swap + finetune", flags=("--t2r-state", "decay")),
     Variant("gate", "T2R + forget gate from the key, swap + finetune",
             flags=("--t2r-state", "gate", "--t2r-gate-source", "key")),
-    Variant("delta", "T2R + delta rule, swap + finetune", flags=("--t2r-state", "delta")),
+    # the delta rules overwrite values, so they have no running key sum: RMS-normalised outputs
+    Variant("delta", "T2R + delta rule, swap + finetune", flags=("--t2r-state", "delta", "--t2r-norm", "rms")),
     Variant("gated-delta", "T2R + gated delta rule, swap + finetune",
-            flags=("--t2r-state", "gated-delta", "--t2r-gate-source", "key")),
+            flags=("--t2r-state", "gated-delta", "--t2r-gate-source", "key", "--t2r-norm", "rms")),
     Variant("scratch", "T2R from random init", recipe="scratch"),
 ]
 VARIANTS: Dict[str, Variant] = {v.name: v for v in _ALL}

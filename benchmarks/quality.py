@@ -1,0 +1,90 @@
+"""Conversion quality, measured as a conversion paper's reviewer would accept it: every arm of
+``fairseq_t2r/demo/variants.py`` finetuned from one softmax teacher trained to its plateau, beside
+the softmax control trained for the same budget, over several seeds (mean and spread), by
+likelihood and by faithfulness to the teacher (top-1 agreement, KL; for translation, BLEU against
+the teacher's own output as well as the references).
+
+It is the demo's pipeline (same steps, same fairseq commands, resumable) at a larger size: a
+4-layer LM on 512-token blocks, a model that really uses its attention (the bare swap's cost is
+reported for every setting).
+
+    python benchmarks/quality.py [--quick] [--out DIR] [--tasks lm] [--seeds 1,2,3]
+                                 [--variants control,t2r,...] [--lm-teacher PATH] [--jobs 2]
+
+Writes ``OUT/quality.json``, ``OUT/quality.png`` and ``OUT/quality.md`` (copy the last to
+``docs/results/quality.md`` with the command that made it).
+"""
+import argparse
+import json
+import os
+import sys
+import time
+from dataclasses import asdict, replace
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+sys.path.insert(0, str(REPO / "benchmarks"))
+import quality_report  # noqa: E402
+
+# the benchmark's size: 4 layers, 512-token blocks, the whole LM corpus sample the teacher saw
+BENCH = dict(lm_lines=60000, lm_merges=4000, mt_pairs=None, mt_merges=8000, layers=4, dim=128, ffn=512, heads=4,
+             teacher_updates=6000, ft_updates=300, transfer_updates=60, validate_every=50, max_tokens=2048,
+             contexts=[512, 2048], tokens_per_sample=512, patience=4)
+ALL_ARMS = "control,t2r,elu,rfa,transfer,distill,hybrid,self-only,decay,gate,delta,gated-delta"
+
+
+def build_parser():
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true", help="the demo's quick preset on the bundled slices (a smoke run)")
+    p.add_argument("--out", default=None, help="working folder (default runs/quality or runs/quality-quick)")
+    p.add_argument("--tasks", default="lm", help="lm, mt or lm,mt")
+    p.add_argument("--seeds", default="1,2,3", help="seeds of every finetuning arm (the first also seeds data and teacher)")
+    p.add_argument("--variants", default=ALL_ARMS, help="arms (demo/variants.py)")
+    p.add_argument("--lm-teacher", default=None, help="a softmax transformer_lm trained on this data (its "
+                   "fairseq-train log beside it is checked for the plateau)")
+    p.add_argument("--mt-teacher", default=None)
+    p.add_argument("--ft-updates", type=int, default=None, help="finetuning budget of every arm")
+    p.add_argument("--jobs", type=int, default=2)
+    return p
+
+
+def main(argv=None):
+    a = build_parser().parse_args(argv)
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    from fairseq_t2r.demo import cli, plan, presets, results
+    from fairseq_t2r.demo.runner import Runner
+    from fairseq_t2r.machine import machine
+
+    t0 = time.time()
+    preset = presets.PRESETS["quick"] if a.quick else presets.Preset(**BENCH)
+    if a.ft_updates:
+        preset = replace(preset, ft_updates=a.ft_updates, transfer_updates=max(1, a.ft_updates // 5))
+    out = Path(a.out or ("runs/quality-quick" if a.quick else "runs/quality")).resolve()
+    data = REPO / "tests" / "data"
+    quick_data = dict(text=str(data / "lm" / "english.txt"), src=str(data / "mt" / "libreoffice.en"),
+                      tgt=str(data / "mt" / "libreoffice.de")) if a.quick else {}
+    seeds = [int(s) for s in a.seeds.split(",")]
+    tasks = [t for t in a.tasks.split(",") if t]
+    plans = {k: plan.TaskPlan(k, out, preset, cli.USER_DIR, seed=seeds[0], seeds=seeds, variants=a.variants,
+                              teacher=a.lm_teacher if k == "lm" else a.mt_teacher, **quick_data)
+             for k in tasks}
+    cli.preload_tools()
+    steps = [s for p in plans.values() for s in p.steps()]
+    runner = Runner(out, jobs=a.jobs)
+    runner.run(steps)
+    collected = {k: results.collect(p, runner) for k, p in plans.items()}
+    header = {"benchmark": "quality", "command": "python benchmarks/quality.py " + " ".join(argv or sys.argv[1:]),
+              "settings": asdict(preset), "seeds": seeds, "machine": machine(), "jobs": a.jobs,
+              "seconds": round(time.time() - t0, 1)}
+    summary = quality_report.summarize(collected)
+    (out / "quality.json").write_text(json.dumps({**header, "summary": summary, **collected}, indent=1) + "\n")
+    quality_report.plot(out / "quality.png", summary)
+    (out / "quality.md").write_text(quality_report.markdown(header, summary, collected))
+    print("\n".join(quality_report.headlines(summary)))
+    print(f"quality: {out}/quality.md ({(time.time() - t0) / 60:.1f} min)")
+
+
+if __name__ == "__main__":
+    main()
