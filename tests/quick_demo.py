@@ -16,11 +16,16 @@ QUICK = ["--quick", "--lm-text", f"{DATA}/lm/english.txt",
 
 _LOCK = threading.Lock()
 _RUN = {}
+# the demos the tests run keep their teachers in a cache of their own, empty at the session's start:
+# the quick demo trains its teachers, and a later demo with the same settings reuses them
+CACHE = tempfile.mkdtemp(prefix="t2r-teacher-cache-")
+atexit.register(shutil.rmtree, CACHE, True)
+ENV = {"OMP_NUM_THREADS": "1", "FAIRSEQ_T2R_CACHE": CACHE}
 
 
 def demo(*args, server=None):
     """``python -m fairseq_t2r.demo ARGS``, forked from a tool server (fairseq already imported)."""
-    return (server or tools()).run("fairseq_t2r.demo", *args, cwd=REPO, env={"OMP_NUM_THREADS": "1"},
+    return (server or tools()).run("fairseq_t2r.demo", *args, cwd=REPO, env=ENV,
                                    check=False, timeout=1800)
 
 

@@ -5,17 +5,20 @@ import math
 
 import pytest
 import torch
-from quick_demo import QUICK, demo, quick_demo
+from quick_demo import ENV, QUICK, demo, quick_demo
 from tool_server import tools
 from utils import DATA, REPO, lm_args
 
-from fairseq_t2r.demo import cli, takeaway
+from fairseq_t2r import checkpoint
+from fairseq_t2r.demo import cli, takeaway, teachers, variants
 from fairseq_t2r.demo import runner as runner_module
-from fairseq_t2r.demo.plan import VARIANTS, flags_from_checkpoint
+from fairseq_t2r.demo.results import by_variant, separated
 from fairseq_t2r.demo.runner import Runner, Step
+from fairseq_t2r.demo.teachers import flags_from_checkpoint
 from fairseq_t2r.errors import T2RUserError
 
-RUNS = ["teacher", "swapped", *VARIANTS]
+ARMS = variants.DEMO_DEFAULT.split(",")
+RUNS = ["teacher", "swapped", *ARMS]
 SIGINT_DEFAULT = f"{REPO}/tests/sigint_default.py"  # Ctrl-C as at a terminal, whatever pytest inherited
 
 
@@ -46,7 +49,7 @@ def test_quick_demo_writes_the_report(quick):
         assert lm[name]["test_ppl"] < lm["swapped"]["test_ppl"], name
     # every training reports its validation curve up to its last update
     for runs in (lm, mt):
-        for name in ("teacher", "t2r", "elu", "rfa", "transfer", "scratch"):
+        for name in ("teacher", *ARMS):
             assert runs[name]["curve"][-1]["updates"] == runs[name]["updates"], name
     assert lm["transfer"]["curve"][0]["updates"] > lm["transfer"]["transfer_updates"]
     for k in ("lm", "mt"):
@@ -58,6 +61,7 @@ def test_quick_demo_writes_the_report(quick):
         assert results[k]["finetune_cost"]["updates_fraction"] == 0.5
     report = (out / "report" / "report.md").read_text()
     assert "| T2R, swap + finetune |" in report and "fairseq-train " in report and "fairseq-generate " in report
+    assert "| softmax, same budget (control) |" in report and "**The conversion's cost**" in report
     for png in ("curves.png", "speed.png"):
         data = (out / "report" / png).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
@@ -73,9 +77,11 @@ def test_quick_demo_shows_its_position_and_ends_with_a_takeaway(quick):
     done = [line for line in lines if " done in " in line]
     assert all(" elapsed" in line for line in done) and "about 0:00 left" in done[-1]
     lm, mt = lines[-4], lines[-3]
-    assert lm.startswith("LM: T2R (the teacher's attention swapped, finetuned for 30 updates (50% of the teacher's 60)")
-    assert "test perplexity" in lm and ("x faster at context 256" in lm or "x slower at context 256" in lm)
-    assert mt.startswith("MT: T2R") and "test BLEU" in mt
+    assert lm.startswith("LM: converting to T2R and finetuning for 30 updates gives test perplexity ")
+    assert "for the softmax control" in lm and ("x faster at context 256" in lm or "x slower at context 256" in lm)
+    assert mt.startswith("MT: converting to T2R") and "test BLEU" in mt and "against the teacher's own translations" in mt
+    # the quick teachers (60 updates) are far from their plateau, and the takeaway says so
+    assert all(line.endswith("so these figures flatter the conversion.") for line in (lm, mt))
     assert lines[-2].startswith("(--quick:")
     report = (out / "report" / "report.md").read_text()
     assert f"**{lm}**" in report and f"**{mt}**" in report
@@ -89,7 +95,7 @@ def test_ctrl_c_stops_the_demo_with_one_line(tmp_path):
     import time
 
     job = tools().start(None, "fairseq_t2r.demo", *QUICK, "--tasks", "lm", "--out", tmp_path / "run",
-                        script=SIGINT_DEFAULT, cwd=REPO, env={"OMP_NUM_THREADS": "1"})
+                        script=SIGINT_DEFAULT, cwd=REPO, env=ENV)
     log = tmp_path / "run" / "logs" / "lm__data.log"
     deadline = time.monotonic() + 120
     while not (log.exists() and log.stat().st_size):  # the step's child runs (its banner is written)
@@ -109,19 +115,106 @@ def test_ctrl_c_stops_the_demo_with_one_line(tmp_path):
 
 
 def test_takeaway_says_what_the_figures_say():
-    task = {"runs": {"teacher": {"updates": 600, "test_ppl": 40.0}, "t2r": {"updates": 150, "test_ppl": 44.0}},
+    task = {"runs": {"t2r": {"updates": 150, "test_ppl": 44.0, "top1_agreement": 0.912}},
+            "headline": {"t2r": 44.0, "control": 40.0, "t2r_vs_control": 1.1},
+            "teacher_convergence": {"held": True},
             "speed": {"teacher": [{"context": 2048, "ms_per_token": 9.0, "state_bytes": 2 * 2**20}],
                       "t2r": [{"context": 2048, "ms_per_token": 3.0, "state_bytes": 2**19}]}}
     assert takeaway.sentence("lm", task) == (
-        "LM: T2R (the teacher's attention swapped, finetuned for 150 updates (25% of the teacher's 600)) reaches "
-        "test perplexity 44.0 against the softmax teacher's 40.0 (+10%), and decodes a token 3.0x faster at "
-        "context 2048 with a state of 0.50 MiB that does not grow (the teacher's: 2.00 MiB).")
+        "LM: converting to T2R and finetuning for 150 updates gives test perplexity 44.0 against 40.0 for the "
+        "softmax control (+10.0%), agreeing with the teacher's next-token choice 91% of the time (the control: "
+        "the teacher trained for the same 150 updates); it decodes a token 3.0x faster at context 2048 with a "
+        "state of 0.50 MiB that does not grow (the teacher's: 2.00 MiB).")
     del task["speed"]
-    task["runs"]["teacher"].update(updates=None)  # the user's own teacher: its budget is unknown
-    assert takeaway.sentence("lm", task).endswith("finetuned for 150 updates) reaches test perplexity 44.0 "
-                                                  "against the softmax teacher's 40.0 (+10%).")
-    task["runs"]["t2r"]["test_ppl"] = None
+    task["teacher_convergence"]["held"] = False
+    assert takeaway.sentence("lm", task).endswith(
+        "the same 150 updates); but the teacher is not shown converged, so these figures flatter the conversion.")
+    task["headline"] = {"t2r": 44.0, "control": None}  # no control arm: no claim about the conversion's cost
     assert takeaway.sentence("lm", task) is None and takeaway.sentences({"lm": task}, "quick") == []
+
+
+def test_quick_demo_compares_with_the_control_and_measures_faithfulness(quick):
+    """The control is the softmax teacher finetuned like the others; every converted model's test
+    figures come with its faithfulness to the teacher; the unconverged quick teacher is flagged."""
+    out, _ = quick
+    results = json.loads((out / "report" / "results.json").read_text())
+    for kind, arch in (("lm", "transformer_lm"), ("mt", "transformer")):
+        state = torch.load(out / kind / "control" / "checkpoint_best.pt", map_location="cpu", weights_only=False)
+        assert checkpoint.model_config(state)[1] == arch  # softmax, the teacher's architecture
+        runs = results[kind]["runs"]
+        for name in ["swapped", *ARMS]:
+            if kind == "lm":
+                assert 0 <= runs[name]["top1_agreement"] <= 1 and runs[name]["kl"] >= 0, name
+            else:
+                assert 0 <= runs[name]["bleu_vs_teacher"] <= 100, name
+        conv = results[kind]["teacher_convergence"]
+        assert conv["held"] is False and conv["improvement"] >= teachers.TOLERANCE
+        key = "test_ppl" if kind == "lm" else "bleu"
+        assert results[kind]["headline"]["control"] == runs["control"][key]
+    report = (out / "report" / "report.md").read_text()
+    assert report.count("**Warning: this teacher is not shown to be converged.**") == 2
+
+
+def test_a_second_run_reuses_the_cached_teacher(quick, tmp_path):
+    """Same data and teacher settings in another folder: the teacher is copied from the cache, not
+    trained, and the run says so; the run folder holds it as if trained there."""
+    out, _ = quick
+    res = demo(*QUICK, "--tasks", "lm", "--variants", "t2r", "--out", str(tmp_path / "again"))
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "[lm/teacher] reuse the cached softmax teacher" in res.stdout and "train the softmax teacher" not in res.stdout
+    copied = tmp_path / "again" / "lm" / "teacher" / "checkpoint_best.pt"
+    assert copied.read_bytes() == (out / "lm" / "teacher" / "checkpoint_best.pt").read_bytes()
+    report = (tmp_path / "again" / "report" / "report.md").read_text()
+    assert "Teacher: cached (" in report and "reused, 60 updates" in report
+
+
+def test_the_plateau_criterion_on_hand_made_curves():
+    flat = [{"updates": u, "ppl": p} for u, p in ((100, 50.0), (200, 40.0), (300, 39.9), (400, 39.8))]
+    c = teachers.converged(flat)  # best by update 300: 39.9; after: 39.8, 0.25% better
+    assert c["held"] is True and c["best_before_last_share"] == 39.9 and c["improvement"] == round(0.1 / 39.9, 4)
+    falling = flat[:3] + [{"updates": 400, "ppl": 30.0}]
+    assert teachers.converged(falling)["held"] is False
+    assert teachers.converged([{"updates": 100, "ppl": 9.0}])["held"] is False  # nothing before the last quarter
+    assert teachers.converged([])["held"] is None
+
+
+def test_a_cached_teacher_of_other_data_is_refused(tmp_path, monkeypatch):
+    monkeypatch.setenv("FAIRSEQ_T2R_CACHE", str(tmp_path / "cache"))
+    (tmp_path / "ckpt.pt").write_bytes(b"weights")
+    (tmp_path / "train.log").write_text("log\n")
+    (tmp_path / "dict.txt").write_text("a 1\n")
+    key = teachers.cache_key(["--text", str(tmp_path / "dict.txt")], ["--arch", "transformer_lm"], [])
+    teachers.store(key, str(tmp_path / "ckpt.pt"), tmp_path / "train.log", tmp_path / "dict.txt", "fairseq-train X")
+    assert teachers.cached(key) and not list((tmp_path / "cache" / "teachers").glob("*.tmp-*"))
+    (tmp_path / "other.txt").write_text("b 1\n")
+    with pytest.raises(T2RUserError, match="trained on another dictionary") as e:
+        teachers.reuse(teachers.cached(key), tmp_path / "run", tmp_path / "other.txt")
+    assert "\n" not in str(e.value) and not (tmp_path / "run").exists()
+    # the key follows the contents of the files the data step reads, not their names
+    (tmp_path / "dict.txt").write_text("a 2\n")
+    assert teachers.cache_key(["--text", str(tmp_path / "dict.txt")], ["--arch", "transformer_lm"], []) != key
+
+
+def test_variants_are_named_once_and_checked():
+    assert [v.name for v in variants.parse("self-only,t2r,control", "lm")] == ["control", "t2r"]  # table order
+    assert [v.name for v in variants.parse("self-only", "mt")] == ["self-only"]
+    with pytest.raises(T2RUserError, match="--variants 't2r,softmax': unknown softmax; choose from control"):
+        variants.parse("t2r,softmax", "lm")
+    for name in variants.VARIANTS:
+        for seed in (1, 3):
+            assert variants.split_run_name(variants.run_name(name, seed, 1)) == (name, "" if seed == 1 else "s3")
+
+
+def test_mean_and_spread_over_seeds():
+    runs = {"teacher": {"test_ppl": 9.0}, "t2r": {"variant": "t2r", "test_ppl": 10.0},
+            "t2r-s2": {"variant": "t2r", "test_ppl": 12.0}, "elu": {"variant": "elu", "test_ppl": 15.0},
+            "elu-s2": {"variant": "elu", "test_ppl": 15.5}, "rfa": {"variant": "rfa", "test_ppl": 11.5}}
+    arms = by_variant(runs, "lm")
+    assert arms["t2r"]["test_ppl"] == {"mean": 11.0, "spread": 1.0, "n": 2, "values": [10.0, 12.0]}
+    assert separated(arms["t2r"]["test_ppl"], arms["elu"]["test_ppl"]) is True   # 4.25 > 1.25
+    assert separated(arms["t2r"]["test_ppl"], arms["rfa"]["test_ppl"]) is None   # one seed: no ranking
+    close = {"mean": 11.5, "spread": 0.5, "n": 2}
+    assert separated(arms["t2r"]["test_ppl"], close) is False
 
 
 def test_progress_estimates_the_time_left_from_this_runs_pace(monkeypatch):
