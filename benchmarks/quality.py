@@ -9,7 +9,7 @@ It is the demo's pipeline (same steps, same fairseq commands, resumable) at a la
 reported for every setting).
 
     python benchmarks/quality.py [--quick] [--out DIR] [--tasks lm] [--seeds 1,2,3]
-                                 [--variants control,t2r,...] [--lm-teacher PATH] [--jobs 2]
+                                 [--variants control,t2r,...] [--one-seed ARMS] [--lm-teacher PATH] [--jobs 2]
 
 Writes ``OUT/quality.json``, ``OUT/quality.png`` and ``OUT/quality.md`` (copy the last to
 ``docs/results/quality.md`` with the command that made it).
@@ -42,6 +42,8 @@ def build_parser():
     p.add_argument("--tasks", default="lm", help="lm, mt or lm,mt")
     p.add_argument("--seeds", default="1,2,3", help="seeds of every finetuning arm (the first also seeds data and teacher)")
     p.add_argument("--variants", default=ALL_ARMS, help="arms (demo/variants.py)")
+    p.add_argument("--one-seed", default="", help="arms (of --variants) run with the first seed only: "
+                   "reported with n = 1 and never ranked")
     p.add_argument("--lm-teacher", default=None, help="a softmax transformer_lm trained on this data (its "
                    "fairseq-train log beside it is checked for the plateau)")
     p.add_argument("--mt-teacher", default=None)
@@ -67,7 +69,7 @@ def main(argv=None):
                       tgt=str(data / "mt" / "libreoffice.de")) if a.quick else {}
     seeds = [int(s) for s in a.seeds.split(",")]
     tasks = [t for t in a.tasks.split(",") if t]
-    plans = {k: plan.TaskPlan(k, out, preset, cli.USER_DIR, seed=seeds[0], seeds=seeds, variants=a.variants,
+    plans = {k: plan.TaskPlan(k, out, preset, cli.USER_DIR, seed=seeds[0], seeds=seeds, variants=a.variants, one_seed=a.one_seed,
                               teacher=a.lm_teacher if k == "lm" else a.mt_teacher, **quick_data)
              for k in tasks}
     cli.preload_tools()

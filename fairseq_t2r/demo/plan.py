@@ -27,10 +27,12 @@ class TaskPlan:
     def __init__(self, kind: str, out: Path, preset: Preset, user_dir: str, seed: int = 1,
                  text: Optional[str] = None, src: Optional[str] = None, tgt: Optional[str] = None,
                  teacher: Optional[str] = None, variants: str = DEMO_DEFAULT, seeds: Optional[List[int]] = None,
-                 teacher_cache: bool = True):
+                 teacher_cache: bool = True, one_seed: str = ""):
         self.kind, self.preset, self.user_dir, self.seed = kind, preset, user_dir, seed
         self.seeds = list(seeds or [seed])
         self.variants: List[Variant] = parse(variants, kind)
+        # arms run with the first seed only (the benchmark's less central arms, where CPU time is short)
+        self.one_seed = {v.name for v in parse(one_seed, kind)} if one_seed else set()
         self.out = Path(out)
         self.dir = self.out / kind
         self.data_dir = self.dir / "data"
@@ -73,7 +75,8 @@ class TaskPlan:
 
     def runs(self) -> List[tuple]:
         """(run name, variant, seed) of every finetuning run, seed by seed."""
-        return [(run_name(v.name, s, self.seed), v, s) for s in self.seeds for v in self.variants]
+        return [(run_name(v.name, s, self.seed), v, s) for s in self.seeds for v in self.variants
+                if s == self.seeds[0] or v.name not in self.one_seed]
 
     def teacher_log(self) -> Optional[Path]:
         """The teacher's fairseq-train log: this run's (copied from the cache if it came from there), or
@@ -149,14 +152,15 @@ class TaskPlan:
         if not self.external_teacher:
             steps += self.teacher_steps()
         steps.append(self.swap_step(teacher_dep))
-        for name, variant, seed in self.runs():
-            steps += self.variant_steps(name, variant, seed, teacher_dep)
-        steps.append(self.speed_step(teacher_dep))
-        for name in ["teacher", "swapped", *[r[0] for r in self.runs()]]:
-            dep = {"teacher": teacher_dep, "swapped": [f"{k}/swap"]}.get(name, [f"{k}/{name}"])
+        steps.append(evaluation.eval_step(self, "teacher", teacher_dep))
+        # each run's evaluations right after its training: a long benchmark has figures as it goes
+        for name, variant, seed in [("swapped", None, None), *self.runs()]:
+            if variant is not None:
+                steps += self.variant_steps(name, variant, seed, teacher_dep)
+            dep = [f"{k}/swap"] if variant is None else [f"{k}/{name}"]
             steps.append(evaluation.eval_step(self, name, dep))
-            if name != "teacher":
-                steps.append(evaluation.faithfulness_step(self, name, dep + teacher_dep))
+            steps.append(evaluation.faithfulness_step(self, name, dep + teacher_dep))
+        steps.append(self.speed_step(teacher_dep))
         if k == "mt":  # the BLEU the finetuning curves (validation set) are compared with
             steps.append(evaluation.eval_step(self, "teacher", teacher_dep, subset="valid"))
         return steps
