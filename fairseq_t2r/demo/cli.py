@@ -90,6 +90,8 @@ def main(argv=None):
     print(f"t2r-demo: preset {args.preset}, tasks {', '.join(tasks)}, working folder {out}", flush=True)
     preload_tools()
     steps = [s for p in task_plans.values() for s in p.steps()]
+    # the runner starts steps in list order: every task's data and teacher first, the longest path
+    steps.sort(key=lambda s: 0 if s.name.endswith(("/data", "/teacher")) else 1)
     # speed is timed alone, after all training: a neighbour's run would distort the timings
     others = [s.name for s in steps if not s.name.endswith("/speed")]
     previous = []
