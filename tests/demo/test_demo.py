@@ -332,3 +332,19 @@ def test_runner_resumes_after_a_failure(tmp_path):
     logs.clear()
     runner.run(steps)
     assert logs[0].startswith("[a] finished earlier") and any(line.startswith("[c] done") for line in logs)
+
+
+def test_a_users_teacher_is_checked_with_the_training_log_beside_it(tmp_path):
+    """--lm-teacher: a fairseq-train log (json format) beside the checkpoint gives its curve, judged by
+    the same plateau criterion; no log: not checked, and the report says so."""
+    (tmp_path / "checkpoint_best.pt").write_bytes(b"x")
+    assert teachers.training_log(str(tmp_path / "checkpoint_best.pt")) is None
+    lines = [f'2026-01-01 00:00:00 | INFO | valid | {{"epoch": 1, "valid_loss": "5.0", "valid_ppl": "{p}", '
+             f'"valid_num_updates": "{u}"}}' for u, p in ((100, 80.0), (200, 60.0), (300, 59.9), (400, 59.8))]
+    (tmp_path / "notes.log").write_text("no validations here\n")
+    (tmp_path / "train.log").write_text("\n".join(["| INFO | train | begin"] + lines) + "\n")
+    log = teachers.training_log(str(tmp_path / "checkpoint_best.pt"))
+    assert log == tmp_path / "train.log"
+    from fairseq_t2r.demo import measure
+
+    assert teachers.converged(measure.valid_curve(log))["held"] is True
