@@ -199,8 +199,9 @@ class T2RAttention(IncrementalDecoding, transfer.Recordable, nn.Module):
 
     def _fused_from_input(self, query, key, value) -> bool:
         """Whether this parallel (training or scoring) call of self-attention runs
-        ``ops.causal_relu_from_input``: relu features, long enough for the chunked form, and the
-        paper's additive state (the fused op knows no other)."""
+        ``ops.causal_relu_from_input``: relu features, long enough for the chunked form (or for the
+        Triton kernels, which that op then runs itself), and the paper's additive state (the fused
+        op knows no other)."""
         return (
             self.state_update.is_paper
             and key is query
@@ -208,5 +209,6 @@ class T2RAttention(IncrementalDecoding, transfer.Recordable, nn.Module):
             and self.feature_map.relu_of_linear
             and self.folded.active
             and self.transfer is None
-            and ops.parallel_form(query.size(0), query.is_cuda, self._weight_dropout() is not None) == "chunked"
+            and ops.parallel_form(query.size(0), query.is_cuda, self._weight_dropout() is not None, dtype=query.dtype)
+            in ("chunked", "triton")
         )

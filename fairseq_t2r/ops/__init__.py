@@ -28,15 +28,17 @@ The files, one per form, all forms exact and interchangeable:
   O(T * C) work and memory linear in T, with a backward that recomputes the chunk states; it
   continues from / returns a State (prefill).
 - ``fused_relu.py``: ``causal_relu_from_input``, relu features' training form: projection, relu
-  and the chunked form in one Function, with the memory of one projection.
+  and the chunked form in one Function, with the memory of one projection; where ``dispatch``
+  says "triton", ``causal_relu_triton_from_input`` (torch's projection, the kernels' relu on load).
 - ``fla.py``: ``causal_fla``, the chunked form with flash-linear-attention's Triton kernel on CUDA
   (optional package, opt-in ``FAIRSEQ_T2R_FLA=1``), ``fla_kernel``.
 - ``triton_linear.py``: ``causal_triton``, the chunked form as fused Triton kernels (forward and
   backward; relu feature map on load with ``relu=True``). Optional package (``pip install .[gpu]``),
   never imported by this package: ``dispatch`` imports it only under ``FAIRSEQ_T2R_TRITON=1`` on CUDA.
 - ``dispatch.py``: ``causal_parallel``, the training form, runs ``parallel_form``'s choice:
-  quadratic up to ``QUADRATIC_MAX_LEN`` or with weight dropout, else fla when enabled on CUDA,
-  else chunked.
+  quadratic up to ``QUADRATIC_MAX_LEN`` or with weight dropout, else on CUDA the Triton kernels
+  under ``FAIRSEQ_T2R_TRITON=1`` (fp32/fp16/bf16), else fla when enabled, else chunked. The same
+  policy decides ``causal_relu_from_input``'s form.
 - ``softmax.py``: ``softmax_attention``, the target attention transfer fits the linear forms to.
 - ``delta.py`` (+ ``delta_chunked.py``, ``reference_delta.py``): the delta rule and the gated
   delta rule (DeltaNet / Gated DeltaNet), S_i = g_i (I - beta_i k_i k_i^T) S_{i-1} +

@@ -10,8 +10,11 @@ denominator comes out of the same matmuls as the numerator):
 Backward, from dout: dN' = [dout / max(den, eps) | -(dout . num) / max(den, eps)^2 * (den >= eps)],
     dA = tril(dN' V'^T),  R_c = sum_{c' > c} Q_c'^T dN'_c'   (exclusive suffix),
     dQ = dA K + dN' P^T,  dK = dA^T Q + V' R^T,  dV' = A^T dN' + K R.
-Heads are processed in groups (a few MB of working set each), so the transient per-chunk
-tensors never exist for all heads at once and stay in cache.
+On CPU, heads are processed in groups (a few MB of working set each), so the transient per-chunk
+tensors never exist for all heads at once and stay in cache; on CUDA all heads form one group
+(``heads_per_group``): a pass then launches the same few kernels at any length, instead of
+that many per group (hundreds at 8k tokens: launch-bound), and the GPU's memory holds the
+transients (the largest, tril(Q K^T), is B * H * T * C fp32 values).
 """
 from typing import Optional, Tuple
 
@@ -20,11 +23,19 @@ from torch import Tensor
 
 from .common import compute_dtype
 
-_GROUP_ROWS = 1 << 13  # positions x heads per group
+_GROUP_ROWS = 1 << 13  # positions x heads per group on CPU (cache-sized)
 
 
-def _groups(G: int, Tp: int):
-    step = max(1, min(G, _GROUP_ROWS // max(Tp, 1)))
+def heads_per_group(G: int, Tp: int, is_cuda: bool) -> int:
+    """How many of the G = B * H (batch, head) rows of Tp (padded) positions each pass takes at
+    once: all of them on CUDA; on CPU as many as fit _GROUP_ROWS positions (at least one)."""
+    if is_cuda:
+        return max(1, G)
+    return max(1, min(G, _GROUP_ROWS // max(Tp, 1)))
+
+
+def _groups(G: int, Tp: int, is_cuda: bool = False):
+    step = heads_per_group(G, Tp, is_cuda)
     return [(g, min(G, g + step)) for g in range(0, G, step)]
 
 
@@ -98,7 +109,7 @@ def chunked_forward(phi_q, phi_k, v, eps, chunk_size, initial_state=None, return
     if initial_state is not None:
         S0 = torch.cat([initial_state[0].to(ct), initial_state[1].to(ct).unsqueeze(-1)], -1).reshape(G, F, D + 1)
     finals = []
-    for g0, g1 in _groups(G, Tp):
+    for g0, g1 in _groups(G, Tp, v.is_cuda):
         g = g1 - g0
         qc = _load(q3, g0, g1, Tp, ct).view(g * n, C, F)
         kc = _load(k3, g0, g1, Tp, ct).view(g * n, C, F)
@@ -153,7 +164,7 @@ def chunked_backward(phi_q, phi_k, v, den, dout, eps, chunk_size, into=None, rel
         (dq, dq3), (dk, dk3), (dv, dv3) = _empty_like_flat(phi_q), _empty_like_flat(phi_k), _empty_like_flat(v)
     else:
         (dq, dk, dv), (dq3, dk3, dv3) = into, (_flat(t) for t in into)
-    for g0, g1 in _groups(B * H, Tp):
+    for g0, g1 in _groups(B * H, Tp, v.is_cuda):
         g = g1 - g0
         qc = _load(q3, g0, g1, Tp, ct).view(g * n, C, F)
         kc = _load(k3, g0, g1, Tp, ct).view(g * n, C, F)

@@ -4,6 +4,7 @@ choice only trades speed and memory."""
 import os
 from typing import Callable, Optional
 
+import torch
 from torch import Tensor
 
 from . import fla
@@ -18,13 +19,24 @@ QUADRATIC_MAX_LEN = 128
 # Opt-in (FAIRSEQ_T2R_TRITON=1): this project's Triton kernels (triton_linear.py, imported only
 # then) for long sequences on CUDA; read at call time, like fla.USE_FLA. Off by default.
 USE_TRITON = os.environ.get("FAIRSEQ_T2R_TRITON", "0") == "1"
+# the dtypes the Triton kernels take (tl.dot operands); float64 stays on the PyTorch forms
+TRITON_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
-def parallel_form(length: int, is_cuda: bool, weight_dropout: bool, quadratic_max_len: int = QUADRATIC_MAX_LEN) -> str:
-    """Which exact form ``causal_parallel`` runs: "quadratic", "triton", "fla" or "chunked"."""
+def parallel_form(
+    length: int,
+    is_cuda: bool,
+    weight_dropout: bool,
+    quadratic_max_len: int = QUADRATIC_MAX_LEN,
+    dtype: Optional[torch.dtype] = None,
+) -> str:
+    """Which exact form training runs: "quadratic", "triton", "fla" or "chunked". The one policy
+    for both training entry points: ``causal_parallel`` and relu features' ``causal_relu_from_input``
+    (which runs its own fused chunked form unless this says "triton"). ``dtype``: the inputs'
+    dtype where the caller knows it (None: assumed one the Triton kernels take)."""
     if weight_dropout or length <= quadratic_max_len:
         return "quadratic"
-    if is_cuda and USE_TRITON:
+    if is_cuda and USE_TRITON and (dtype is None or dtype in TRITON_DTYPES):
         return "triton"
     if is_cuda and fla.USE_FLA and fla.fla_kernel() is not None:
         return "fla"
@@ -45,10 +57,11 @@ def causal_parallel(
     the faster exact algorithm for the length.
 
     Dropout on attention weights needs the weights themselves, so it forces the quadratic form.
-    On CUDA, long sequences go through flash-linear-attention's chunked kernel when the optional
-    ``fla`` package is importable (``pip install .[gpu]``) and ``FAIRSEQ_T2R_FLA=1`` is set.
+    On CUDA, long sequences go through this project's Triton kernels under ``FAIRSEQ_T2R_TRITON=1``,
+    else flash-linear-attention's chunked kernel when the optional ``fla`` package is importable
+    (``pip install .[gpu]``) and ``FAIRSEQ_T2R_FLA=1`` is set.
     """
-    form = parallel_form(phi_q.size(-2), phi_q.is_cuda, weight_dropout is not None, quadratic_max_len)
+    form = parallel_form(phi_q.size(-2), phi_q.is_cuda, weight_dropout is not None, quadratic_max_len, v.dtype)
     if form == "quadratic":
         return causal_quadratic(phi_q, phi_k, v, eps, weight_dropout)
     if form == "triton":

@@ -1,12 +1,15 @@
 """The training form of relu feature maps (``t2r``): projection, relu, padding and the chunked
-form in one autograd Function, with the memory of one projection."""
+form in one autograd Function, with the memory of one projection; or, where ``dispatch``'s policy
+picks the Triton kernels (``FAIRSEQ_T2R_TRITON=1``, CUDA, long sequences), the projection by
+torch and the kernels with relu applied on load."""
 from typing import Optional
 
 import torch
 from torch import Tensor
 
+from . import dispatch
 from .chunked_passes import chunked_backward, chunked_forward
-from .common import DEFAULT_CHUNK_SIZE, DEFAULT_EPS, autocast_off
+from .common import DEFAULT_CHUNK_SIZE, DEFAULT_EPS, autocast_off, mask_padded_keys
 
 
 @autocast_off
@@ -30,11 +33,38 @@ def causal_relu_from_input(
     The same as projecting, applying relu, masking padded keys and ``causal_chunked``, with the
     memory of one projection: the projection output holds phi and v in place, and the backward
     writes the gradients of the projection output back into that same tensor before the input
-    and weight gradients are taken from it (``ProjectedReluLinearAttention``).
+    and weight gradients are taken from it (``ProjectedReluLinearAttention``). Where
+    ``dispatch.parallel_form`` says "triton", ``causal_relu_triton_from_input`` runs instead.
     """
+    if dispatch.parallel_form(x.size(0), x.is_cuda, False, dtype=x.dtype) == "triton":
+        return causal_relu_triton_from_input(x, weight, bias, num_heads, feature_dim, key_padding_mask, eps, chunk_size)
     return ProjectedReluLinearAttention.apply(
         x, weight, bias, key_padding_mask, num_heads, feature_dim, eps, chunk_size
     )
+
+
+def causal_relu_triton_from_input(
+    x: Tensor,
+    weight: Tensor,
+    bias: Optional[Tensor],
+    num_heads: int,
+    feature_dim: int,
+    key_padding_mask: Optional[Tensor] = None,
+    eps: float = DEFAULT_EPS,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+) -> Tensor:
+    """``causal_relu_from_input`` with the fused Triton kernels (``triton_linear``, imported only
+    here): same arguments, same (T, B, H * D) result. The projection x W^T + b is torch's (under
+    autograd); the kernels take the pre-activations and apply relu on load. Padded keys get zero
+    pre-activations (relu(0) = 0: no features, no gradient). CUDA tensors (or Triton's interpreter)."""
+    from .triton_linear import causal_triton  # the optional triton package
+
+    T, B, _ = x.shape
+    F = feature_dim
+    y = torch.nn.functional.linear(x, weight, bias).view(T, B, num_heads, -1).permute(1, 2, 0, 3)
+    pre_k = mask_padded_keys(y[..., F : 2 * F], key_padding_mask)
+    out = causal_triton(y[..., :F], pre_k, y[..., 2 * F :], eps, chunk_size, relu=True)  # (B, H, T, D)
+    return out.permute(2, 0, 1, 3).reshape(T, B, -1)
 
 
 def _projected_heads(y4: Tensor, F: int):

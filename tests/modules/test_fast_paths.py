@@ -66,6 +66,18 @@ def test_training_self_attention_runs_the_fused_projection(monkeypatch, dtype):
             assert (a.double() - b.double()).abs().max().item() <= tol * max(1.0, b.double().abs().max().item())
 
 
+def test_triton_policy_keeps_relu_layers_on_the_fused_entry(monkeypatch):
+    """Where dispatch picks the Triton kernels (CUDA, FAIRSEQ_T2R_TRITON=1), relu self-attention
+    still calls causal_relu_from_input (which then runs them with relu on load); fla does not."""
+    attn = T2RAttention.from_softmax(MultiheadAttention(16, 2, self_attention=True), "t2r", 8).train()
+    x = torch.randn(ops.QUADRATIC_MAX_LEN + 1, 1, 16)
+    asked = []
+    for form, fused in (("triton", True), ("chunked", True), ("fla", False), ("quadratic", False)):
+        monkeypatch.setattr(ops, "parallel_form", lambda *a, form=form, **k: asked.append(k) or form)
+        assert attn._fused_from_input(x, x, x) is fused, form
+    assert asked[0] == {"dtype": torch.float32}
+
+
 @pytest.mark.parametrize("feature_map", sorted(FEATURE_MAPS))
 def test_fused_step_same_with_one_or_three_input_tensors(feature_map):
     """fairseq passes one tensor as query, key and value (one fused matmul); the tests' step_by_step

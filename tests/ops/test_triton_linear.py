@@ -17,6 +17,7 @@ import sys
 import textwrap
 
 import pytest
+import torch
 
 from fairseq_t2r import ops
 from fairseq_t2r.ops import dispatch
@@ -97,6 +98,71 @@ def test_dispatch_default_is_unchanged(monkeypatch):
     assert dispatch.parallel_form(4096, False, False) == "chunked"
     assert dispatch.parallel_form(100, True, False) == "quadratic"
     assert "fairseq_t2r.ops.triton_linear" not in sys.modules  # importing ops never imports it
+
+
+def test_policy_picks_triton_only_on_cuda_with_the_flag_long_enough_and_a_kernel_dtype(monkeypatch):
+    """dispatch.parallel_form, the one policy of both training entry points, on plain arguments."""
+    monkeypatch.setattr(ops.fla, "USE_FLA", False)
+    monkeypatch.setattr(dispatch, "USE_TRITON", True)
+    for dtype in (torch.float32, torch.float16, torch.bfloat16, None):
+        assert dispatch.parallel_form(4096, True, False, dtype=dtype) == "triton"
+        assert dispatch.parallel_form(4096, False, False, dtype=dtype) == "chunked"  # CPU
+        assert dispatch.parallel_form(dispatch.QUADRATIC_MAX_LEN, True, False, dtype=dtype) == "quadratic"
+        assert dispatch.parallel_form(4096, True, True, dtype=dtype) == "quadratic"  # weight dropout
+    assert dispatch.parallel_form(dispatch.QUADRATIC_MAX_LEN + 1, True, False, dtype=torch.float32) == "triton"
+    assert dispatch.parallel_form(4096, True, False, dtype=torch.float64) == "chunked"
+    monkeypatch.setattr(dispatch, "USE_TRITON", False)
+    for dtype in (torch.float32, torch.bfloat16, None):
+        assert dispatch.parallel_form(4096, True, False, dtype=dtype) == "chunked"
+
+
+def _relu_inputs(dtype=torch.float32, T=200, B=2, H=2, F=4, D=3, C=6):
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(T, B, C, generator=g, dtype=dtype)
+    w, b = torch.randn(H * (2 * F + D), C, generator=g, dtype=dtype), torch.randn(H * (2 * F + D), generator=g, dtype=dtype)
+    mask = torch.zeros(B, T, dtype=torch.bool)
+    mask[0, :9] = True
+    return x, w, b, mask, torch.randn(T, B, H * D, generator=g, dtype=dtype), H, F
+
+
+def _relu_run(x, w, b, mask, dout, H, F):
+    xs, ws, bs = (t.clone().requires_grad_() for t in (x, w, b))
+    out = ops.causal_relu_from_input(xs, ws, bs, H, F, mask)
+    return [out.detach()] + list(torch.autograd.grad(out, (xs, ws, bs), dout))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+def test_relu_from_input_on_cpu_is_bit_for_bit_the_same_with_the_flag(monkeypatch, dtype):
+    """FAIRSEQ_T2R_TRITON=1 (the flag it sets) changes nothing on CPU tensors, and imports nothing."""
+    args = _relu_inputs(dtype)
+    monkeypatch.setattr(dispatch, "USE_TRITON", False)
+    unset = _relu_run(*args)
+    monkeypatch.setattr(dispatch, "USE_TRITON", True)
+    flagged = _relu_run(*args)
+    assert all(torch.equal(a, b) for a, b in zip(flagged, unset))
+    assert "fairseq_t2r.ops.triton_linear" not in sys.modules
+
+
+def test_relu_from_input_runs_the_triton_form_where_the_policy_says_so(monkeypatch):
+    """The wiring, without CUDA: when parallel_form answers "triton" (as it does on CUDA with the
+    flag), causal_relu_from_input hands every argument to causal_relu_triton_from_input."""
+    from fairseq_t2r.ops import fused_relu
+
+    seen = []
+    monkeypatch.setattr(dispatch, "parallel_form", lambda *a, **k: seen.append((a, k)) or "triton")
+    monkeypatch.setattr(fused_relu, "causal_relu_triton_from_input", lambda *a: ("triton", a))
+    x, w, b, mask, _, H, F = _relu_inputs()
+    kind, args = ops.causal_relu_from_input(x, w, b, H, F, mask, 0.02, 32)
+    assert kind == "triton" and args[3:] == (H, F, mask, 0.02, 32) and args[0] is x
+    assert seen == [((x.size(0), False, False), {"dtype": torch.float32})]
+
+
+@needs_triton
+def test_relu_from_input_through_the_triton_kernels_matches_the_fused_form(interp):
+    """causal_relu_triton_from_input (fp32, interpreter) against causal_relu_from_input's fused
+    chunked form in float64 and in fp32: out, dx, dW, db, with padded keys."""
+    errs = figures(interp, "relu_from_input")
+    assert max(errs) <= 1e-5, f"vs float64 [out, dx, dW, db], then vs fp32: {errs}"
 
 
 COMPILE = textwrap.dedent("""

@@ -14,6 +14,7 @@ if "triton" in sys.modules:
 import torch  # noqa: E402
 
 from fairseq_t2r import ops  # noqa: E402
+from fairseq_t2r.ops import fused_relu  # noqa: E402
 from fairseq_t2r.ops import triton_linear as tlin  # noqa: E402
 
 
@@ -72,6 +73,30 @@ def feature_map_weights():
     return [max_rel(a, w) for a, w in zip(got, want)]
 
 
+def relu_from_input():
+    """fused_relu.causal_relu_triton_from_input (the FAIRSEQ_T2R_TRITON=1 form of relu layers on
+    CUDA) in fp32 against causal_relu_from_input's fused chunked form, run here directly (CPU
+    tensors: the policy picks it), in float64 then fp32: [out, dx, dW, db] errors, twice."""
+    T, B, H, F, D, C = 37, 2, 2, 16, 8, 12
+    g = torch.Generator().manual_seed(4)
+    x, dout = torch.randn(T, B, C, generator=g), torch.randn(T, B, H * D, generator=g)
+    w, b = torch.randn(H * (2 * F + D), C, generator=g) / C**0.5, torch.randn(H * (2 * F + D), generator=g)
+    mask = torch.zeros(B, T, dtype=torch.bool)
+    mask[1, :5] = True
+
+    def run(fn, dtype, **kw):
+        xs, ws, bs = (t.detach().to(dtype).requires_grad_() for t in (x, w, b))
+        out = fn(xs, ws, bs, H, F, mask, **kw)
+        return [out] + list(torch.autograd.grad(out, (xs, ws, bs), dout.to(dtype)))
+
+    got = run(fused_relu.causal_relu_triton_from_input, torch.float32, chunk_size=16)
+    errs = []
+    for dtype in (torch.float64, torch.float32):
+        want = run(ops.causal_relu_from_input, dtype, chunk_size=16)
+        errs += [max_rel(a, w_) for a, w_ in zip(got, want)]
+    return errs
+
+
 def bad_chunk_size():
     q, k, v, _, _ = inputs(T=8)
     try:
@@ -87,6 +112,7 @@ CHECKS = {
     "fp16_relu": lambda: attention(torch.float16, True),
     "weights": feature_map_weights,
     "bad_chunk": bad_chunk_size,
+    "relu_from_input": relu_from_input,
 }
 
 if __name__ == "__main__":
