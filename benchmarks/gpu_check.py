@@ -104,6 +104,16 @@ def cuda_time(fn, repeats, warmup=2):
     return statistics.median(times), times
 
 
+def peak_mb(step) -> float:
+    """MiB of CUDA memory ``step()`` allocates at its peak beyond what was allocated before it."""
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    base = torch.cuda.memory_allocated()
+    step()
+    torch.cuda.synchronize()
+    return (torch.cuda.max_memory_allocated() - base) / 2**20
+
+
 def time_layers(ops, lengths, repeats, dim=512, heads=8, feature_dim=32, with_fla=True):
     from fairseq.modules import MultiheadAttention
 
@@ -163,12 +173,7 @@ def time_variant(m, x, grad, mask, variant, row, outputs, repeats):
         m.zero_grad(set_to_none=True)
         x.grad = None
         if DEVICE == "cuda":
-            torch.cuda.synchronize()
-            torch.cuda.reset_peak_memory_stats()
-            base = torch.cuda.memory_allocated()
-            step()
-            torch.cuda.synchronize()
-            row["peak_MB"][variant] = (torch.cuda.max_memory_allocated() - base) / 2**20
+            row["peak_MB"][variant] = peak_mb(step)
         row["ms"][variant], _ = cuda_time(step, repeats, warmup=1)
     except Exception as e:  # keep going: report what failed
         row["errors"][variant] = f"{type(e).__name__}: {e}"[:500]

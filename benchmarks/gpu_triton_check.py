@@ -188,12 +188,7 @@ def time_all(ops, tlin, lengths, repeats, dtype_name="bf16"):
                 step = lambda fn=fn, grad=grad: fn().backward(grad)  # noqa: E731
                 step()
                 if gpu_check.DEVICE == "cuda":
-                    torch.cuda.synchronize()
-                    torch.cuda.reset_peak_memory_stats()
-                    base = torch.cuda.memory_allocated()
-                    step()
-                    torch.cuda.synchronize()
-                    row["peak_MB"][name] = (torch.cuda.max_memory_allocated() - base) / 2**20
+                    row["peak_MB"][name] = gpu_check.peak_mb(step)
                 row["ms"][name], _ = cuda_time(step, repeats, warmup=1)
             except Exception as e:
                 row["errors"][name] = f"{type(e).__name__}: {e}"[:500]
