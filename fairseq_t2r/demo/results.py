@@ -18,7 +18,8 @@ def collect(plan, runner) -> Dict:
     teacher_curve = measure.valid_curve(teacher_log) if teacher_log else []
     runs = {"teacher": {"updates": teacher_curve[-1]["updates"] if teacher_curve else None,
                         "checkpoint": plan.checkpoint("teacher"), "curve": teacher_curve,
-                        "train_seconds": seconds.get(f"{k}/teacher")},
+                        # a cached teacher's step only copied it: its training time is not this run's
+                        "train_seconds": None if plan.cached_teacher else seconds.get(f"{k}/teacher")},
             "swapped": {"updates": 0, "checkpoint": plan.checkpoint("swapped")}}
     for name, variant, seed in plan.runs():
         r = {"variant": variant.name, "seed": seed, "checkpoint": plan.checkpoint(name), "updates": p.ft_updates,
