@@ -25,6 +25,7 @@ from .modules.feature_maps import FEATURE_MAPS
 from .modules.state_update import DECAY_INITS, GATE_SHAPES, GATE_SOURCES, NORMS, STATES
 
 TRAINABLE_CHOICES = ["all", "attention", "feature-map"]
+CROSS_CHOICES = ["softmax", "linear"]
 
 
 # ----------------------------------------------------------------------------- the swap
@@ -80,15 +81,21 @@ class SwapConfig(FairseqDataclass):
 
 @dataclass
 class CrossSwapConfig(SwapConfig):
-    """Translation models also swap the decoder's cross-attention (unless --t2r-no-cross)."""
+    """Translation models: what becomes of the decoder's cross-attention (--t2r-cross)."""
 
-    t2r_cross_feature_dim: Optional[int] = field(
-        default=None, metadata={"help": "translation models: feature size of the linear cross-attention "
-                                "(default: --t2r-feature-dim)"}
+    # softmax by default: on the demo's EN-DE model (2 x 128, 300 finetuning updates) converting the
+    # cross-attention too cost ~5 BLEU more than converting self-attention only (0.9 behind the
+    # control); a decoding step stays constant in the target length either way (softmax
+    # cross-attention caches the encoder's keys/values once per sentence)
+    t2r_cross: ChoiceEnum(CROSS_CHOICES) = field(
+        default="softmax", metadata={"help": "translation models' cross-attention: softmax (keep the teacher's; "
+                                     "its keys/values are the encoder output, computed once per sentence, so a "
+                                     "decoding step costs O(source length)) or linear (T2R's source summary: a "
+                                     "step costs the same whatever the source length)"}
     )
-    t2r_no_cross: bool = field(
-        default=False, metadata={"help": "translation models: keep softmax cross-attention; convert decoder "
-                                 "self-attention only"}
+    t2r_cross_feature_dim: Optional[int] = field(
+        default=None, metadata={"help": "--t2r-cross linear: feature size of the linear cross-attention "
+                                "(default: --t2r-feature-dim)"}
     )
 
 
@@ -120,14 +127,27 @@ class T2RCrossConfig(CrossSwapConfig, T2RConfig):
 T2R_DEFAULTS = {f.name: f.default for f in fields(T2RCrossConfig) if f.name.startswith("t2r_")}
 
 
+def legacy_cross(args) -> Optional[str]:
+    """--t2r-cross of a checkpoint converted before that option existed: it recorded the boolean
+    ``t2r_no_cross`` instead (False, the old default, meant linear cross-attention). None if neither."""
+    old = safe_getattr(args, "t2r_no_cross", None)
+    return None if old is None else ("softmax" if old else "linear")
+
+
 def t2r_option(args, name):
-    """A T2R option from a Namespace or DictConfig, with its default where it is unset."""
+    """A T2R option from a Namespace or DictConfig, with its default where it is unset (for
+    ``t2r_cross``: an old checkpoint's ``t2r_no_cross`` first, see :func:`legacy_cross`)."""
     value = safe_getattr(args, name, None)
+    if value is None and name == "t2r_cross":
+        value = legacy_cross(args)
     return T2R_DEFAULTS[name] if value is None else value
 
 
 def set_t2r_defaults(args):
     """Fill in T2R options missing from an argparse Namespace (e.g. an old checkpoint's args)."""
+    if safe_getattr(args, "t2r_cross", None) is None and legacy_cross(args) == "softmax":
+        # --t2r-no-cross ignored --t2r-cross-feature-dim; --t2r-cross softmax refuses it
+        args.t2r_cross_feature_dim = None
     for name in T2R_DEFAULTS:
         setattr(args, name, t2r_option(args, name))
     return args
@@ -197,8 +217,8 @@ class DemoConfig(FairseqDataclass):
     seed: int = field(default=1, metadata={"help": "seed of the data split, every conversion and every training run"})
     # the arms compared (demo/variants.py declares them): the control and the paper's recipes by default
     variants: str = field(default=DEMO_DEFAULT, metadata={
-        "help": "comma-separated arms: control, t2r, elu, rfa, transfer, distill, hybrid, self-only, cross-64, "
-                "cross-128 (these three: translation), decay, gate, delta, gated-delta, scratch"})
+        "help": "comma-separated arms: control, t2r, elu, rfa, transfer, distill, hybrid, cross-linear, cross-64, "
+                "cross-128 (these three: translation; t2r converts its self-attention only), decay, gate, delta, gated-delta, scratch"})
     no_teacher_cache: bool = field(default=False, metadata={
         "help": "train the teachers in this run even when a teacher with the same data and settings is cached"})
 

@@ -116,7 +116,10 @@ def work_dir(out: str) -> WorkDir:
 
 
 def t2r_options(args: argparse.Namespace) -> List[str]:
-    return ["--t2r-feature-map", args.feature_map, "--t2r-feature-dim", str(args.feature_dim)]
+    """The recipe's --t2r-* flags (``args.cross``: a translation recipe's --t2r-cross)."""
+    cross = getattr(args, "cross", None)
+    return ["--t2r-feature-map", args.feature_map, "--t2r-feature-dim", str(args.feature_dim),
+            *(["--t2r-cross", cross] if cross else [])]
 
 
 def finetune_command(teacher: Teacher, base: List[str], model_keys: Sequence[str], args: argparse.Namespace,
@@ -150,7 +153,8 @@ def run_recipe(build_parser, make_plan, argv, **metric):
     if not args.dry_run:
         work = work_dir(args.out)
         execute(plan, out=work.out, swapped=work.swapped, teacher=teacher, **metric, t2r_options={
-            "t2r_feature_map": args.feature_map, "t2r_feature_dim": args.feature_dim})
+            "t2r_feature_map": args.feature_map, "t2r_feature_dim": args.feature_dim,
+            "t2r_cross": getattr(args, "cross", None)})
 
 
 # --------------------------------------------------------------------------- plan: print or run

@@ -67,6 +67,9 @@ def build_parser():
                    help="finetuning updates (required for train: see README for why there is no default)")
     recipes.add_plan_options(p, STEPS)
     p.add_argument("--feature-dim", type=int, default=32, help="--t2r-feature-dim, self- and cross-attention (default 32)")
+    # the paper converts cross-attention too; the plugin's own default keeps it softmax
+    p.add_argument("--cross", choices=["linear", "softmax"], default="linear",
+                   help="--t2r-cross: linear (the paper's, default) or softmax (convert self-attention only)")
     p.add_argument("--lr", type=float, default=LR, help=f"peak learning rate (default {LR})")
     p.add_argument("--warmup-updates", type=int, default=WARMUP_UPDATES, help=f"default {WARMUP_UPDATES}")
     p.add_argument("--max-tokens", type=int, default=MAX_TOKENS, help=f"tokens per GPU batch (default {MAX_TOKENS})")
@@ -176,7 +179,8 @@ def plan_steps(args, steps, teacher, data, src, tgt, train, work):
         out.append(recipes.Step("teacher", "softmax translations of newstest2014 (checks the data)", argv, stdout=gen))
         out.append(recipes.Step("teacher", "compound-split BLEU", shell=score, result=("teacher", "test")))
     if "convert" in steps:
-        out.append(recipes.Step("convert", "swap decoder self- and cross-attention for T2R",
+        what = "self- and cross-attention" if args.cross == "linear" else "self-attention"
+        out.append(recipes.Step("convert", f"swap decoder {what} for T2R",
                                 tools["t2r-convert"] + [teacher.path, work.swapped] + recipes.t2r_options(args)))
     if "train" in steps:
         out.append(recipes.Step("train", "finetune (fairseq resumes from checkpoint_last.pt on a rerun)", train))

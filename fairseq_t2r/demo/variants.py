@@ -5,7 +5,7 @@ finetuning budget and schedule, so that the only difference is what the arm chan
 - ``control``: the softmax teacher itself, trained on for the finetuning budget. It separates
   the cost of converting from the value of the extra updates every converted arm also gets;
 - a feature map (``t2r``, ``elu``, ``rfa``), a state update (``decay`` ... ``gated-delta``), a
-  hybrid or a self-attention-only conversion: the teacher swapped that way, then finetuned;
+  hybrid or (translation) linear cross-attention: the teacher swapped that way, then finetuned;
 - ``transfer``: attention transfer first (only the feature maps learn), then finetuning, inside
   the same budget; ``distill``: finetuning with the teacher's distillation loss added;
 - ``scratch``: T2R from random init for the teacher's budget plus the finetuning budget.
@@ -35,12 +35,14 @@ _ALL = [
     Variant("transfer", "T2R, attention transfer + finetune", recipe="transfer"),
     Variant("distill", "T2R, swap + finetune with distillation", recipe="distill"),
     Variant("hybrid", "T2R hybrid (last layer softmax), swap + finetune", hybrid=True),
-    Variant("self-only", "T2R self-attention only (softmax cross), swap + finetune", flags=("--t2r-no-cross",),
+    # translation: every arm above converts the decoder's self-attention only (--t2r-cross softmax,
+    # the default); these convert its cross-attention too
+    Variant("cross-linear", "T2R with linear cross-attention too, swap + finetune", flags=("--t2r-cross", "linear"),
             kinds=("mt",)),
     Variant("cross-64", "T2R with 64 cross-attention features, swap + finetune",
-            flags=("--t2r-cross-feature-dim", "64"), kinds=("mt",)),
+            flags=("--t2r-cross", "linear", "--t2r-cross-feature-dim", "64"), kinds=("mt",)),
     Variant("cross-128", "T2R with 128 cross-attention features, swap + finetune",
-            flags=("--t2r-cross-feature-dim", "128"), kinds=("mt",)),
+            flags=("--t2r-cross", "linear", "--t2r-cross-feature-dim", "128"), kinds=("mt",)),
     Variant("decay", "T2R + per-head decay, swap + finetune", flags=("--t2r-state", "decay")),
     Variant("gate", "T2R + forget gate from the key, swap + finetune",
             flags=("--t2r-state", "gate", "--t2r-gate-source", "key")),

@@ -50,13 +50,24 @@ def state_options(args) -> dict:
     return {name: t2r_option(args, "t2r_" + name) for name in STATE_OPTIONS}
 
 
+def linear_cross(args) -> bool:
+    """--t2r-cross: True to convert a translation model's cross-attention too (linear), False to
+    keep the teacher's softmax cross-attention; a cross feature size only fits the former."""
+    mode = t2r_option(args, "t2r_cross")
+    given = safe_getattr(args, "t2r_cross_feature_dim", None)
+    if mode == "softmax" and given is not None:
+        raise T2RUserError(f"--t2r-cross-feature-dim {given} sizes linear cross-attention, but --t2r-cross is "
+                           f"softmax: add --t2r-cross linear, or leave --t2r-cross-feature-dim out")
+    return mode == "linear"
+
+
 def attention_specs(args, with_cross: bool) -> List[AttentionSpec]:
     num_layers = args.decoder_layers
     heads = args.decoder_attention_heads
     head_dim = args.decoder_embed_dim // heads
     specs = []
     fmap, dim = t2r_option(args, "t2r_feature_map"), t2r_option(args, "t2r_feature_dim")
-    cross = with_cross and not t2r_option(args, "t2r_no_cross")
+    cross = with_cross and linear_cross(args)
     cross_dim = t2r_option(args, "t2r_cross_feature_dim") or dim
     for i in parse_layers(t2r_option(args, "t2r_layers"), num_layers):
         specs.append(AttentionSpec(f"decoder.layers.{i}.self_attn", heads, head_dim, fmap, dim, state_options(args)))

@@ -127,6 +127,8 @@ def check_swap_options(args, path, ck_args, ck_arch):
     for key in SWAP_KEYS:
         if not hasattr(args, key) or ("cross" in key and family_of(ck_arch) != "mt"):
             continue
+        if key == "t2r_cross_feature_dim" and t2r_option(ck_args, "t2r_cross") == "softmax":
+            continue  # no linear cross-attention to size (the build refuses the size with softmax)
         mine, theirs = _effective(args, key, num_layers), _effective(ck_args, key, num_layers)
         if _norm(mine) != _norm(theirs):
             flag = "--" + key.replace("_", "-")

@@ -2,12 +2,15 @@
 plus a ``t2r_`` twin of every architecture registered for ``transformer``.
 
 The encoder keeps softmax attention. In the decoder, every chosen layer (``--t2r-layers``,
-default all) gets causal linear self-attention and, unless ``--t2r-no-cross``, linear
-cross-attention (feature size ``--t2r-cross-feature-dim``, default ``--t2r-feature-dim``).
-During generation the cross-attention keeps one summary of the source per sentence
-(``Sz_src``), so a decoding step costs the same whatever the source length; and when every
-cross-attention is linear, fairseq's per-step re-indexing of encoder_out (an O(source) copy) is
-skipped after the first step, since the decoder no longer reads it.
+default all) gets causal linear self-attention. Cross-attention (``--t2r-cross``):
+- ``softmax`` (default): the teacher's, unchanged. Its keys and values are the encoder output,
+  projected once per sentence and cached (fairseq's ``static_kv``), so a decoding step costs
+  O(source length) and stays constant in the number of generated tokens;
+- ``linear``: T2R cross-attention (feature size ``--t2r-cross-feature-dim``, default
+  ``--t2r-feature-dim``). Generation keeps one summary of the source per sentence (``Sz_src``),
+  so a step costs the same whatever the source length; and when every cross-attention is
+  linear, fairseq's per-step re-indexing of encoder_out (an O(source) copy) is skipped after
+  the first step, since the decoder no longer reads it.
 
 Swap a softmax checkpoint with any fairseq tool, e.g.::
 

@@ -31,8 +31,9 @@ MT_MODEL = ["--encoder-layers", "1", "--decoder-layers", "2", "--encoder-embed-d
 MT_TRAIN = ["--task", "translation", "-s", "en", "-t", "de", "--optimizer", "adam", "--max-tokens", "512", "--cpu",
             "--seed", "1", "--num-workers", "0", "--no-epoch-checkpoints", "--log-format", "simple",
             "--log-interval", "1", "--disable-validation"]
+# translation: linear cross-attention too, so that the transfer covers it
 OPTIONS = {"t2r_feature_map": "t2r", "t2r_feature_dim": 8, "t2r_layers": None, "t2r_cross_feature_dim": None,
-           "t2r_no_cross": False}
+           "t2r_cross": "linear"}
 
 
 def train(*args, check=True):
@@ -113,7 +114,8 @@ def test_lm_transfer_changes_only_feature_maps(lm, lm_transfer):
 def test_mt_transfer_covers_cross_attention_and_changes_only_feature_maps(mt):
     save = mt["root"] / "transfer"
     res = train(mt["data"], "--user-dir", USER_DIR, "--arch", "t2r_transformer", *MT_MODEL, *MT_TRAIN,
-                "--t2r-feature-dim", "8", "--criterion", "t2r_attention_transfer", "--t2r-transfer-xent-weight", "0.1",
+                "--t2r-feature-dim", "8", "--t2r-cross", "linear", "--criterion", "t2r_attention_transfer",
+                "--t2r-transfer-xent-weight", "0.1",
                 "--lr", "1e-2", "--weight-decay", "0.1", "--max-update", "8", "--finetune-from-model", mt["teacher"],
                 "--save-dir", save)
     for key in ("transfer_l0", "transfer_l0_cross", "transfer_l1", "transfer_l1_cross", "transfer_xent"):
@@ -256,7 +258,7 @@ def test_transfer_loss_equals_fairseq_multihead_attention_translation(mt):
     softmax_model = models[0]
     state = checkpoint_utils.load_checkpoint_to_cpu(mt["teacher"])
     cfg = copy.deepcopy(state["cfg"].model)
-    cfg.arch, cfg._name, cfg.t2r_feature_dim = "t2r_transformer", "t2r_transformer", 8
+    cfg.arch, cfg._name, cfg.t2r_feature_dim, cfg.t2r_cross = "t2r_transformer", "t2r_transformer", 8, "linear"
     torch.manual_seed(1)
     t2r_model = task.build_model(cfg)  # remembers itself on the task: the criterion freezes it
     t2r_model.load_state_dict(state["model"], strict=False)
@@ -474,7 +476,8 @@ def test_convert_transfer_on_translation(mt):
     out = mt["root"] / "stage1.pt"
     plain = mt["root"] / "plain.pt"
     convert(mt["teacher"], str(plain), {**OPTIONS}, seed=1)
-    tools().run("fairseq_t2r.convert", mt["teacher"], out, "--t2r-feature-dim", "8", "--transfer-data", mt["data"], "--transfer-updates", "3",
+    tools().run("fairseq_t2r.convert", mt["teacher"], out, "--t2r-feature-dim", "8", "--t2r-cross", "linear",
+                "--transfer-data", mt["data"], "--transfer-updates", "3",
                 "--transfer-lr", "1e-2", "--transfer-max-tokens", "512", "--", "--cpu", cwd=mt["root"], threads=1)
     teacher, plain_sd, fitted = load_sd(mt["teacher"]), load_sd(plain), load_sd(out)
     assert all(torch.equal(teacher[k], fitted[k]) for k in teacher)

@@ -196,8 +196,8 @@ def test_a_cached_teacher_of_other_data_is_refused(tmp_path, monkeypatch):
 
 
 def test_variants_are_named_once_and_checked():
-    assert [v.name for v in variants.parse("self-only,t2r,control", "lm")] == ["control", "t2r"]  # table order
-    assert [v.name for v in variants.parse("self-only", "mt")] == ["self-only"]
+    assert [v.name for v in variants.parse("cross-linear,t2r,control", "lm")] == ["control", "t2r"]  # table order
+    assert [v.name for v in variants.parse("cross-linear", "mt")] == ["cross-linear"]
     with pytest.raises(T2RUserError, match="--variants 't2r,softmax': unknown softmax; choose from control"):
         variants.parse("t2r,softmax", "lm")
     for name in variants.VARIANTS:

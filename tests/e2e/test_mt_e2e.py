@@ -85,10 +85,11 @@ def _pipeline(root, tool):
     tool.run("fairseq_cli.train", data, *TRAIN, "--arch", "transformer", *MODEL,
              "--max-update", "400", "--save-dir", teacher_dir)
     convert(str(teacher), str(swapped), {"t2r_feature_map": "t2r", "t2r_feature_dim": 32, "t2r_layers": None,
-                                         "t2r_cross_feature_dim": None, "t2r_no_cross": False})
+                                         "t2r_cross_feature_dim": None, "t2r_cross": "linear"})
     t1 = time.time()
     # the swapped model's evaluation runs while it is finetuned
-    finetune = tool.start("fairseq_cli.train", data, *TRAIN, "--arch", "t2r_transformer", *MODEL,
+    # linear cross-attention too (--t2r-cross linear): the recurrent form of both attentions end to end
+    finetune = tool.start("fairseq_cli.train", data, *TRAIN, "--arch", "t2r_transformer", *MODEL, "--t2r-cross", "linear",
                           "--max-update", "250", "--finetune-from-model", teacher, "--save-dir", t2r_dir)
     out = {
         "gen_teacher": tool.run("fairseq_cli.generate", data, *GEN, "--path", teacher),

@@ -81,24 +81,34 @@ def test_twin_inherits_defaults_and_t2r_options(data_dir):
     assert (big.encoder_embed_dim, big.decoder_attention_heads, big.dropout) == (1024, 16, 0.3)
     assert big.share_all_embeddings
     assert (big.t2r_feature_map, big.t2r_feature_dim, big.t2r_cross_feature_dim,
-            big.t2r_no_cross, big.t2r_layers) == ("t2r", 32, None, False, None)
+            big.t2r_cross, big.t2r_layers) == ("t2r", 32, None, "softmax", None)
 
 
 def test_decoder_converted_encoder_kept(data_dir):
-    _, _, model = build(data_dir, "--t2r-feature-dim", "8", "--t2r-cross-feature-dim", "12")
+    _, _, model = build(data_dir, "--t2r-cross", "linear", "--t2r-feature-dim", "8", "--t2r-cross-feature-dim", "12")
     names = converted(model)
     assert sorted(names) == [f"decoder.layers.{i}.{a}" for i in (0, 1) for a in ("encoder_attn", "self_attn")]
     assert all(m.feature_map.feature_dim == (12 if n.endswith("encoder_attn") else 8) for n, m in names.items())
     assert model.encoder.embed_tokens.weight is model.decoder.embed_tokens.weight
 
 
-def test_no_cross_and_layers(data_dir):
-    _, _, model = build(data_dir, "--t2r-no-cross")
+def test_softmax_cross_by_default_and_layers(data_dir):
+    _, _, model = build(data_dir)
     assert sorted(converted(model)) == ["decoder.layers.0.self_attn", "decoder.layers.1.self_attn"]
-    _, _, model = build(data_dir, "--t2r-layers", "1")
+    _, _, model = build(data_dir, "--t2r-cross", "softmax", "--t2r-layers", "1")
+    assert sorted(converted(model)) == ["decoder.layers.1.self_attn"]
+    _, _, model = build(data_dir, "--t2r-cross", "linear", "--t2r-layers", "1")
     assert sorted(converted(model)) == ["decoder.layers.1.encoder_attn", "decoder.layers.1.self_attn"]
     with pytest.raises(T2RUserError, match="--t2r-layers"):
         build(data_dir, "--t2r-layers", "2")
+
+
+def test_cross_feature_dim_with_softmax_cross_is_refused_in_one_line(data_dir):
+    for cross in ((), ("--t2r-cross", "softmax")):
+        with pytest.raises(T2RUserError, match="--t2r-cross-feature-dim 12 sizes linear cross-attention, but "
+                                               "--t2r-cross is softmax: add --t2r-cross linear") as e:
+            build(data_dir, *cross, "--t2r-cross-feature-dim", "12")
+        assert "\n" not in str(e.value)
 
 
 # --------------------------------------------------------------------------- recurrent == parallel
@@ -111,11 +121,11 @@ def parallel_scores(model, src, src_lengths, prev):
 
 @pytest.mark.parametrize("extra", [
     (),
-    ("--t2r-cross-feature-dim", "6", "--t2r-feature-dim", "10"),
-    ("--t2r-no-cross",),
-    ("--t2r-layers", "0"),
-    ("--t2r-feature-map", "elu"),
-], ids=["default", "cross-dim", "no-cross", "hybrid", "elu"])
+    ("--t2r-cross", "linear"),
+    ("--t2r-cross", "linear", "--t2r-cross-feature-dim", "6", "--t2r-feature-dim", "10"),
+    ("--t2r-cross", "linear", "--t2r-layers", "0"),
+    ("--t2r-cross", "linear", "--t2r-feature-map", "elu"),
+], ids=["default-softmax-cross", "linear-cross", "cross-dim", "hybrid", "elu"])
 def test_recurrent_equals_parallel_left_padded(data_dir, extra):
     _, task, model = build(data_dir, *extra)
     model.double().eval()
@@ -131,7 +141,7 @@ def test_recurrent_equals_parallel_left_padded(data_dir, extra):
         for t in range(prev.size(1)):
             out, _ = model.decoder(prev[:, : t + 1], encoder_out=enc, incremental_state=state)
             steps.append(out)
-    # fairseq's softmax attention, kept by --t2r-no-cross / --t2r-layers, runs in float32
+    # fairseq's softmax attention, kept by --t2r-cross softmax / --t2r-layers, runs in float32
     all_t2r = len(converted(model)) == 2 * len(model.decoder.layers)
     tol = 1e-8 if all_t2r else 1e-6
     assert (full - torch.cat(steps, 1)).abs().max().item() <= tol
@@ -144,7 +154,7 @@ def test_recurrent_equals_parallel_left_padded(data_dir, extra):
 def test_recurrent_equals_parallel_under_beam_reorders(data_dir):
     """What SequenceGenerator does: set_beam_size, encoder out expanded to bsz*beam, the state
     reordered within sentences at every step and finished sentences dropped."""
-    _, task, model = build(data_dir)
+    _, task, model = build(data_dir, "--t2r-cross", "linear")
     model.double().eval()
     beam = 3
     model.decoder.set_beam_size(beam)
@@ -184,7 +194,7 @@ def test_recurrent_equals_parallel_under_beam_reorders(data_dir):
 def test_stock_generator_sets_beam_size_and_stale_beam_is_safe(data_dir):
     """SequenceGenerator calls model.set_beam_size for beams > 1 only: a beam-1 search after a
     beam-4 one sees a stale beam size 4 and must still give every sentence its own source."""
-    _, task, model = build(data_dir)
+    _, task, model = build(data_dir, "--t2r-cross", "linear")
     model.eval()
     d = task.target_dictionary
     with torch.no_grad():  # make eos likely so that sentences finish at different steps
@@ -228,10 +238,51 @@ def rescoring_max_diff(model, d, src, src_lengths, hypos):
     return worst
 
 
+@pytest.mark.parametrize("cross", ["softmax", "linear"])
+def test_incremental_state_does_not_grow_with_generated_tokens(data_dir, cross):
+    """Per generated token the decoder does constant work in the target length: its state (T2R
+    self-attention's S and z; the cross-attention's source summary, or softmax cross-attention's
+    cache) has one size from the first step on. fairseq's encoder-decoder attention (static_kv)
+    caches the encoder output's keys and values, projected once at the first step and reused."""
+    from fairseq.modules import MultiheadAttention
+
+    from fairseq_t2r.demo.measure import state_bytes
+
+    _, task, model = build(data_dir, "--t2r-cross", cross)
+    model.eval()
+    d = task.source_dictionary
+    src, src_lengths = left_padded_batch(d, [9, 4, 6], seed=4)
+    prev = torch.randint(d.nspecial, len(d), (3, 16), generator=torch.Generator().manual_seed(9))
+    prev[:, 0] = d.eos()
+    cross_attns = [layer.encoder_attn for layer in model.decoder.layers]
+    assert all(type(m) is (MultiheadAttention if cross == "softmax" else T2RAttention) for m in cross_attns)
+    sizes, cached = [], []
+    with torch.no_grad():
+        enc = model.encoder(src, src_lengths=src_lengths)
+        state = {}
+        for t in range(prev.size(1)):
+            model.decoder(prev[:, : t + 1], encoder_out=enc, incremental_state=state)
+            sizes.append(state_bytes(state))
+            if cross == "softmax":
+                cached.append([m._get_input_buffer(state)["prev_key"].data_ptr() for m in cross_attns])
+    assert len(set(sizes)) == 1, sizes
+    if cross == "softmax":
+        assert all(c == cached[0] for c in cached)  # the first step's tensors, never recomputed
+        x = enc["encoder_out"][0]  # (S, B, C)
+        S, B, C = x.shape
+        for m in cross_attns:
+            buf = m._get_input_buffer(state)
+            assert set(buf) == {"prev_key", "prev_value", "prev_key_padding_mask"}
+            for name, proj in (("prev_key", m.k_proj), ("prev_value", m.v_proj)):
+                want = proj(x).view(S, B, m.num_heads, m.head_dim).permute(1, 2, 0, 3)  # (B, H, S, D)
+                assert torch.equal(buf[name], want), name
+            assert torch.equal(buf["prev_key_padding_mask"], enc["encoder_padding_mask"][0])
+
+
 # --------------------------------------------------------------------------- beam search
 
 def test_beam_hypotheses_match_parallel_rescoring(data_dir):
-    _, task, model = build(data_dir)
+    _, task, model = build(data_dir, "--t2r-cross", "linear")
     model.eval()
     d = task.target_dictionary
     with torch.no_grad():  # make eos likely so that sentences finish at different steps
@@ -275,7 +326,7 @@ def test_swap_prehydra_checkpoint_bit_exact(data_dir, tmp_path, stacked):
     path = str(tmp_path / "released.pt")
     original = _prehydra_checkpoint(data_dir, path, stacked_in_proj=stacked)
     models, cfg, task = checkpoint_utils.load_model_ensemble_and_task(
-        [path], arg_overrides={"arch": "t2r_transformer_wmt_en_de", "data": data_dir})
+        [path], arg_overrides={"arch": "t2r_transformer_wmt_en_de", "data": data_dir, "t2r_cross": "linear"})
     model = models[0]
     assert type(model).__name__ == "T2RTransformerModel"
     assert model.encoder.embed_tokens.weight is model.decoder.embed_tokens.weight
@@ -287,6 +338,72 @@ def test_swap_prehydra_checkpoint_bit_exact(data_dir, tmp_path, stacked):
     for k, t in original.items():
         assert torch.equal(new_sd[k], t), k
     assert sorted(converted(model)) == [f"decoder.layers.{i}.{a}" for i in (0, 1) for a in ("encoder_attn", "self_attn")]
+
+
+def test_default_swap_converts_self_attention_only_bit_exact(data_dir, tmp_path):
+    """--t2r-cross softmax (the default): the cross-attention modules stay fairseq's
+    MultiheadAttention holding the teacher's tensors bit for bit; only self-attention gets new ones."""
+    from fairseq.modules import MultiheadAttention
+
+    path = str(tmp_path / "released.pt")
+    original = _prehydra_checkpoint(data_dir, path)
+    (model,), _ = checkpoint_utils.load_model_ensemble(
+        [path], arg_overrides={"arch": "t2r_transformer_wmt_en_de", "data": data_dir})
+    new_sd = model.state_dict()
+    new = sorted(k for k in new_sd if k not in original)
+    assert len(new) == 2 * 2 and all(".self_attn.feature_map." in k for k in new)  # (weight, bias) x 2 layers
+    assert sorted(converted(model)) == ["decoder.layers.0.self_attn", "decoder.layers.1.self_attn"]
+    for i, layer in enumerate(model.decoder.layers):
+        assert type(layer.encoder_attn) is MultiheadAttention
+        own = {k: t for k, t in original.items() if k.startswith(f"decoder.layers.{i}.encoder_attn.")}
+        assert len(own) == 8  # q, k, v, out projections: weight and bias
+        for k, t in own.items():
+            assert torch.equal(new_sd[k], t), k
+
+
+def _legacy_checkpoint(data_dir, path, no_cross, fmt):
+    """A T2R checkpoint as saved before --t2r-cross: its config records only ``t2r_no_cross``
+    (False: linear cross-attention, whose feature maps it holds)."""
+    from fairseq.dataclass.utils import convert_namespace_to_omegaconf
+    from omegaconf import OmegaConf
+
+    args, _, model = build(data_dir, "--t2r-cross", "softmax" if no_cross else "linear", "--t2r-feature-dim", "6",
+                           arch="t2r_transformer_tiny")
+    del args.t2r_cross
+    args.t2r_no_cross = no_cross
+    if no_cross:  # the old option ignored a cross size next to --t2r-no-cross; such a file must still load
+        args.t2r_cross_feature_dim = 10
+    state = {"model": model.state_dict(), "extra_state": {},
+             "optimizer_history": [{"criterion_name": "x", "optimizer_name": "x",
+                                    "lr_scheduler_state": {"best": None}, "num_updates": 0}]}
+    if fmt == "cfg":
+        cfg = OmegaConf.to_container(convert_namespace_to_omegaconf(args))
+        assert "t2r_no_cross" in cfg["model"] and "t2r_cross" not in cfg["model"]
+        state.update(cfg=cfg, args=None)
+    else:
+        state["args"] = args
+    torch.save(state, path)
+    return model.state_dict()
+
+
+@pytest.mark.parametrize("fmt", ["cfg", "args"])
+@pytest.mark.parametrize("no_cross, cross", [(False, "linear"), (True, "softmax")])
+def test_checkpoint_saved_with_t2r_no_cross_loads_as_it_was(data_dir, tmp_path, fmt, no_cross, cross):
+    from fairseq.modules import MultiheadAttention
+
+    path = str(tmp_path / "legacy.pt")
+    saved = _legacy_checkpoint(data_dir, path, no_cross, fmt)
+    (model,), cfg = checkpoint_utils.load_model_ensemble([path], arg_overrides={"data": data_dir})
+    assert cfg.model.t2r_cross == cross
+    want_type = T2RAttention if cross == "linear" else MultiheadAttention
+    assert all(type(layer.encoder_attn) is want_type for layer in model.decoder.layers)
+    assert all(isinstance(layer.self_attn, T2RAttention) for layer in model.decoder.layers)
+    assert model.state_dict().keys() == saved.keys()
+    for k, t in saved.items():
+        assert torch.equal(model.state_dict()[k], t), k
+    # fairseq-train --finetune-from-model takes the checkpoint's cross-attention, not today's default
+    args = parse(data_dir, "--finetune-from-model", path, arch="t2r_transformer")
+    assert args.t2r_cross == cross
 
 
 def test_swap_wrong_size_one_line_error(data_dir, tmp_path):
@@ -303,7 +420,7 @@ def test_t2r_options_saved_and_restored(data_dir, tmp_path):
     --t2r-* options, whatever the defaults."""
     from fairseq.dataclass.utils import convert_namespace_to_omegaconf
 
-    args, _, model = build(data_dir, "--t2r-feature-dim", "6", "--t2r-cross-feature-dim", "10",
+    args, _, model = build(data_dir, "--t2r-cross", "linear", "--t2r-feature-dim", "6", "--t2r-cross-feature-dim", "10",
                            "--t2r-layers", "1", "--t2r-feature-map", "hedgehog", arch="t2r_transformer_tiny")
     path = str(tmp_path / "t2r.pt")
     torch.save({"cfg": convert_namespace_to_omegaconf(args), "model": model.state_dict(),
