@@ -12,6 +12,13 @@ Softmax decoder steps grow with the target prefix (self-attention KV cache) and 
 length (cross-attention over all encoder states); T2R steps do neither (S, z and the source
 summary S_src, z_src are fixed-size). The encoder is softmax in both and is timed separately.
 
+Translation models convert the decoder's self-attention and keep softmax cross-attention by
+default (``--t2r-cross softmax``); this benchmark times both T2R twins side by side with the
+teacher: ``t2r`` (``--t2r-cross linear``: self- and cross-attention linear, the key kept from the
+earlier results) and ``t2r_softmax_cross`` (the default: a softmax cross-attention step reads the
+encoder's cached keys/values, O(source), constant in the target length). ``--t2r-cross linear``
+times only the former.
+
 Two sweeps, side by side in one run: source lengths at a fixed target length, and target lengths
 at a fixed source length (default: beam 4, sources 64 / 512 / 2048 tokens with 256-token outputs,
 and outputs 64 / 256 for 512-token sources). Softmax and T2R are interleaved per point and per
@@ -21,11 +28,17 @@ not depend on the source length for T2R.
 
     python benchmarks/mt_decoding.py            # 6+6 layers, 512 dims, 8 heads, FFN 2048, vocab 10k
     python benchmarks/mt_decoding.py --quick    # tiny model, lengths 32,128 (smoke test)
+    python benchmarks/mt_decoding.py --contexts 128,1024 ...  # + source = target length points
+
+``--contexts L,...``: per L, L decoder steps timed directly on an L-token source (the whole
+translation of an L-token sentence: ms per token averaged over it) and the incremental state's
+bytes at its end, for every model.
 """
 import argparse
 import copy
 import json
 import os
+import shlex
 import statistics
 import sys
 import time
@@ -34,14 +47,19 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 import torch  # noqa: E402
-from common import FakeTask, add_model_options, clock, make_dictionary, set_up_torch  # noqa: E402
+from common import FakeTask, add_model_options, clock, make_dictionary, set_up_torch, state_bytes  # noqa: E402
 from fairseq.models import ARCH_CONFIG_REGISTRY, ARCH_MODEL_REGISTRY  # noqa: E402
 from fairseq.sequence_generator import SequenceGenerator  # noqa: E402
 
 import fairseq_t2r.models  # noqa: E402,F401  (registers t2r_transformer)
 
+# the models timed: name -> (arch, --t2r-cross); "t2r" is linear cross-attention, as in earlier results
+TWINS = {"softmax": ("transformer", None), "t2r": ("t2r_transformer", "linear"),
+         "t2r_softmax_cross": ("t2r_transformer", "softmax")}
+LABELS = {"softmax": "softmax", "t2r": "T2R linear cross", "t2r_softmax_cross": "T2R softmax cross"}
 
-def build(arch, task, a, max_positions):
+
+def build(arch, task, a, max_positions, cross=None):
     args = argparse.Namespace(
         arch=arch,
         encoder_layers=a.enc_layers, decoder_layers=a.dec_layers,
@@ -51,7 +69,7 @@ def build(arch, task, a, max_positions):
         share_all_embeddings=True,
         max_source_positions=max_positions, max_target_positions=max_positions,
         dropout=0.0, attention_dropout=0.0, activation_dropout=0.0,
-        t2r_feature_map=a.feature_map, t2r_feature_dim=a.feature_dim,
+        t2r_feature_map=a.feature_map, t2r_feature_dim=a.feature_dim, t2r_cross=cross,
     )
     ARCH_CONFIG_REGISTRY[arch](args)
     return ARCH_MODEL_REGISTRY[arch].build_model(args, task).eval().float()
@@ -79,7 +97,7 @@ CLOCK = time.perf_counter
 
 
 def decoder_steps(model, dictionary, src_len, beam, steps, warmup, seed):
-    """ms per decoder step, timed directly (no SequenceGenerator): one sentence of src_len tokens
+    """(ms per decoder step, bytes of the incremental state after the last step), timed directly (no SequenceGenerator): one sentence of src_len tokens
     encoded once and expanded to ``beam`` rows, then ``steps`` incremental decoder steps, each
     followed by a reorder of the incremental state (a shuffle within the beam, as beam search
     does). fairseq's generator also re-indexes encoder_out at every step (an O(source) copy,
@@ -104,7 +122,7 @@ def decoder_steps(model, dictionary, src_len, beam, steps, warmup, seed):
         dt = CLOCK() - t0
         if t >= warmup:
             times.append(dt)
-    return 1000 * sum(times) / len(times)
+    return 1000 * sum(times) / len(times), state_bytes(state)
 
 
 def encode(model, sample):
@@ -136,7 +154,10 @@ def plot(rows, a, path, title):
             ax.plot(xs, [r["softmax_decoder_ms_per_step"] for _, r in pts], "o" + style, color="C0",
                     label=f"softmax, beam {beam}")
             ax.plot(xs, [r["t2r_decoder_ms_per_step"] for _, r in pts], "s" + style, color="C1",
-                    label=f"T2R, beam {beam}")
+                    label=f"T2R linear cross, beam {beam}")
+            if "t2r_softmax_cross_decoder_ms_per_step" in pts[0][1]:
+                ax.plot(xs, [r["t2r_softmax_cross_decoder_ms_per_step"] for _, r in pts], "^" + style, color="C2",
+                        label=f"T2R softmax cross, beam {beam}")
         ax.set_xscale("log", base=2)
         xs = sorted({r[xkey] for r in rows if r["sweep"] == sweep})
         ax.set_xticks(xs)
@@ -170,6 +191,10 @@ def build_parser():
                    "--fixed-tgt) is also measured: fairseq-generate decodes many sentences per call")
     p.add_argument("--batched-repeats", type=int, default=2, help="repeats of the batched points (a softmax "
                    "run at batch 8 takes about a minute)")
+    p.add_argument("--t2r-cross", default="linear,softmax", choices=["linear,softmax", "linear"],
+                   help="the T2R twins' cross-attention: both side by side (default) or linear only")
+    p.add_argument("--contexts", default="", help="source = target lengths L timed directly: L decoder steps "
+                   "on an L-token source, ms/token and state bytes (default: none)")
     p.add_argument("--enc-layers", type=int, default=6)
     p.add_argument("--dec-layers", type=int, default=6)
     add_model_options(p)
@@ -214,7 +239,7 @@ def sweep_points(a):
     points += [("target", a.fixed_src, t, a.batch) for t in parse_lengths(a.tgt_lens)
                if ("source", a.fixed_src, t, a.batch) not in points]
     points += [("batch", a.fixed_src, a.fixed_tgt, b) for b in parse_lengths(a.batched) if b != a.batch]
-    return points
+    return points + [("context", n, n, a.batch) for n in parse_lengths(a.contexts)]
 
 
 def set_up(a):
@@ -225,19 +250,20 @@ def set_up(a):
 
 
 def build_twins(a, dictionary, points):
-    """The softmax model and its T2R twin with the same weights: ({"softmax", "t2r"}, parameter counts)."""
+    """The softmax model and its T2R twins with the same weights: ({name: model}, parameter counts)."""
     task = FakeTask(dictionary)
     max_pos = max(max(s, t) for _, s, t, _ in points) + 8
-    soft = build("transformer", task, a, max_pos)
-    t2r = build("t2r_transformer", task, a, max_pos)
-    t2r.load_state_dict(copy.deepcopy(soft.state_dict()))  # the checkpoint hook adds the feature maps
-    n_soft = sum(x.numel() for x in soft.parameters())
-    n_t2r = sum(x.numel() for x in t2r.parameters())
+    names = ["softmax", "t2r"] + (["t2r_softmax_cross"] if "softmax" in a.t2r_cross.split(",") else [])
+    models = {n: build(TWINS[n][0], task, a, max_pos, TWINS[n][1]) for n in names}
+    for n in names[1:]:
+        models[n].load_state_dict(copy.deepcopy(models["softmax"].state_dict()))  # the hook adds the feature maps
+    counts = {n: sum(x.numel() for x in m.parameters()) for n, m in models.items()}
     print(f"model: {a.enc_layers}+{a.dec_layers} layers, {a.dim} dims, {a.heads} heads, FFN {a.ffn}, "
-          f"vocab {len(dictionary)} (shared embeddings); params softmax {n_soft / 1e6:.2f}M, "
-          f"T2R {n_t2r / 1e6:.2f}M ({a.feature_map} k={a.feature_dim}, self and cross); "
-          f"batch {a.batch} sentence(s); also batches {a.batched} at src {a.fixed_src}, tgt {a.fixed_tgt}", flush=True)
-    return {"softmax": soft, "t2r": t2r}, n_soft, n_t2r
+          f"vocab {len(dictionary)} (shared embeddings); params "
+          + ", ".join(f"{LABELS[n]} {c / 1e6:.2f}M" for n, c in counts.items())
+          + f" ({a.feature_map} k={a.feature_dim}); batch {a.batch} sentence(s); also batches {a.batched} "
+          f"at src {a.fixed_src}, tgt {a.fixed_tgt}", flush=True)
+    return models, counts["softmax"], counts["t2r"]
 
 
 def generate_rows(models, dictionary, a, points):
@@ -246,12 +272,13 @@ def generate_rows(models, dictionary, a, points):
     for beam in a.beams:  # untimed: first calls allocate and warm up kernels
         for m in models.values():
             generate(m, dictionary, warm, beam, 32)
-    print(f"\n{'sweep':>6} {'beam':>4} {'batch':>5} {'src':>5} {'tgt':>5} | {'softmax ms/tok':>14} {'t2r ms/tok':>10} "
-          f"{'speedup':>7} | {'softmax s':>9} {'t2r s':>7} {'encoder s':>9}", flush=True)
+    print(f"\n{'sweep':>6} {'beam':>4} {'batch':>5} {'src':>5} {'tgt':>5} | "
+          + " ".join(f"{n + ' ms/tok':>14}" for n in models) + f" | {'softmax/t2r':>11} | {'encoder s':>9}", flush=True)
     rows = []
     for beam in a.beams:
         for point in points:
-            rows.append(generate_row(models, dictionary, a, beam, *point))
+            if point[0] != "context":  # (timed directly: context_rows)
+                rows.append(generate_row(models, dictionary, a, beam, *point))
     return rows
 
 
@@ -263,44 +290,68 @@ def generate_row(models, dictionary, a, beam, sweep, src_len, tgt_len, batch):
             times[name].append(generate(models[name], dictionary, sample, beam, tgt_len))
     enc = statistics.median(encode(models["softmax"], sample) for _ in range(max(1, a.repeats)))
     med = {n: statistics.median(t) for n, t in times.items()}
-    row = {
-        "sweep": sweep, "beam": beam, "src": src_len, "tgt": tgt_len, "batch": batch,
-        "softmax_s": med["softmax"], "t2r_s": med["t2r"], "encoder_s": enc,
-        "softmax_ms_per_token": 1000 * med["softmax"] / tgt_len,
-        "t2r_ms_per_token": 1000 * med["t2r"] / tgt_len,
-        "softmax_decoder_ms_per_step": 1000 * (med["softmax"] - enc) / (tgt_len + 1),
-        "t2r_decoder_ms_per_step": 1000 * (med["t2r"] - enc) / (tgt_len + 1),
-        "speedup": med["softmax"] / med["t2r"],
-        "softmax_runs_s": times["softmax"], "t2r_runs_s": times["t2r"],
-    }
-    print(f"{sweep:>6} {beam:>4} {batch:>5} {src_len:>5} {tgt_len:>5} | {row['softmax_ms_per_token']:>14.2f} "
-          f"{row['t2r_ms_per_token']:>10.2f} {row['speedup']:>6.2f}x | {row['softmax_s']:>9.2f} "
-          f"{row['t2r_s']:>7.2f} {enc:>9.3f}", flush=True)
+    row = {"sweep": sweep, "beam": beam, "src": src_len, "tgt": tgt_len, "batch": batch, "encoder_s": enc}
+    for n in models:  # softmax_s, t2r_s, ..._ms_per_token, ..._decoder_ms_per_step, ..._runs_s
+        row.update({f"{n}_s": med[n], f"{n}_ms_per_token": 1000 * med[n] / tgt_len,
+                    f"{n}_decoder_ms_per_step": 1000 * (med[n] - enc) / (tgt_len + 1), f"{n}_runs_s": times[n]})
+        if n != "softmax":
+            row["speedup" + ("" if n == "t2r" else "_" + n)] = med["softmax"] / med[n]
+    print(f"{sweep:>6} {beam:>4} {batch:>5} {src_len:>5} {tgt_len:>5} | "
+          + " ".join(f"{row[n + '_ms_per_token']:>14.2f}" for n in models)
+          + f" | {row['speedup']:>10.2f}x | {enc:>9.3f}", flush=True)
     return row
+
+
+def interleaved_steps(models, dictionary, a, lengths, steps, repeats):
+    """{(model, src_len): [(ms per step, state bytes)]}: every length and model timed per repeat,
+    orders alternating (the machine drifts over the minutes a sweep takes)."""
+    got = {(n, L): [] for n in models for L in lengths}
+    for r in range(repeats):
+        for src_len in (lengths if r % 2 == 0 else lengths[::-1]):
+            for name in (list(models) if r % 2 == 0 else list(models)[::-1]):
+                got[name, src_len].append(decoder_steps(models[name], dictionary, src_len, a.beams[0],
+                                                        steps(src_len), a.warmup_steps, a.seed + src_len))
+    return got
 
 
 def direct_step_rows(models, dictionary, a):
     """One row per source length: decoder steps timed directly, at the first beam size."""
     print(f"\ndecoder steps timed directly ({a.step_count} steps after {a.warmup_steps}, beam {a.beams[0]}, "
           f"state reordered each step):", flush=True)
-    step_rows = []
-    # source lengths and models all interleaved (orders alternating per repeat): the source
-    # lengths' ratio is a target, and the machine drifts over the minutes a sweep takes
     lens = parse_lengths(a.src_lens)
-    ms = {(n, L): [] for n in models for L in lens}
-    for r in range(a.step_repeats):
-        for src_len in (lens if r % 2 == 0 else lens[::-1]):
-            for name in (list(models) if r % 2 == 0 else list(models)[::-1]):
-                ms[name, src_len].append(decoder_steps(models[name], dictionary, src_len, a.beams[0],
-                                                       a.step_count, a.warmup_steps, a.seed + src_len))
+    got = interleaved_steps(models, dictionary, a, lens, lambda L: a.step_count, a.step_repeats)
+    step_rows = []
     for src_len in lens:
-        med = {n: statistics.median(ms[n, src_len]) for n in models}
-        step_rows.append({"src": src_len, "beam": a.beams[0], "steps": a.step_count,
-                          "softmax_ms_per_step": med["softmax"], "t2r_ms_per_step": med["t2r"],
-                          "speedup": med["softmax"] / med["t2r"]})
-        print(f"  src {src_len:>5}: softmax {med['softmax']:.2f} ms/step, T2R {med['t2r']:.2f} ms/step, "
-              f"{med['softmax'] / med['t2r']:.2f}x", flush=True)
+        med = {n: statistics.median(ms for ms, _ in got[n, src_len]) for n in models}
+        row = {"src": src_len, "beam": a.beams[0], "steps": a.step_count}
+        for n in models:
+            row[f"{n}_ms_per_step"] = med[n]
+            if n != "softmax":
+                row["speedup" + ("" if n == "t2r" else "_" + n)] = med["softmax"] / med[n]
+        step_rows.append(row)
+        print(f"  src {src_len:>5}: " + ", ".join(f"{LABELS[n]} {med[n]:.2f}" for n in models) + " ms/step", flush=True)
     return step_rows
+
+
+def context_rows(models, dictionary, a):
+    """--contexts: per L, a whole L-token translation of an L-token source, decoder steps timed
+    directly (mean ms per token over the L steps) and the state's bytes after them."""
+    lens = parse_lengths(a.contexts)
+    if not lens:
+        return []
+    print(f"\nsource = target length, L decoder steps timed directly (beam {a.beams[0]}, median of "
+          f"{a.step_repeats}):", flush=True)
+    got = interleaved_steps(models, dictionary, a, lens, lambda L: L, a.step_repeats)
+    rows = []
+    for L in lens:
+        row = {"context": L, "beam": a.beams[0]}
+        for n in models:
+            row[f"{n}_ms_per_token"] = statistics.median(ms for ms, _ in got[n, L])
+            row[f"{n}_state_bytes"] = got[n, L][0][1]
+        rows.append(row)
+        print(f"  L {L:>5}: " + ", ".join(f"{LABELS[n]} {row[n + '_ms_per_token']:.2f} ms/token, "
+                                         f"{row[n + '_state_bytes'] / 2**20:.2f} MiB" for n in models), flush=True)
+    return rows
 
 
 def run_config(a, dictionary, n_soft, n_t2r, wall):
@@ -317,6 +368,7 @@ def run_config(a, dictionary, n_soft, n_t2r, wall):
                  "min_len = max_len = tgt",
         "statistic": f"median over repeats of {a.clock} time; ms_per_token = generate time / tgt",
         "clock": a.clock, "step_count": a.step_count, "step_repeats": a.step_repeats,
+        "t2r_cross": a.t2r_cross, "contexts": parse_lengths(a.contexts),
         "wall_s": wall,
     }
 
@@ -348,6 +400,7 @@ def main(argv=None):
     with torch.no_grad():
         rows = generate_rows(models, dictionary, a, points)
         step_rows = direct_step_rows(models, dictionary, a)
+        contexts = context_rows(models, dictionary, a)
     wall = time.perf_counter() - t_start
     print(f"\nmeasured in {wall:.0f} s", flush=True)
 
@@ -355,13 +408,28 @@ def main(argv=None):
     result = {
         "benchmark": "mt_decoding: SequenceGenerator with forced output length, softmax transformer vs T2R twin",
         "machine": mach, "config": run_config(a, dictionary, n_soft, n_t2r, wall),
-        "results": rows, "decoder_steps": step_rows,
+        "results": rows, "decoder_steps": step_rows, "contexts": contexts,
     }
+    result["config"]["command"] = " ".join(["python benchmarks/mt_decoding.py"]
+                                           + [shlex.quote(x) for x in (sys.argv[1:] if argv is None else argv)])
     result["summary"] = summarize(rows, a, step_rows)
+    result["summary"]["lines"] += context_lines(contexts)
     for line in result["summary"]["lines"]:
         print(line)
     save(result, a, out)
     return result
+
+
+def context_lines(contexts):
+    """--contexts: per L, each T2R twin's time per token and state against the teacher's."""
+    lines = []
+    for r in contexts:
+        for n in ("t2r_softmax_cross", "t2r"):
+            if f"{n}_ms_per_token" in r:
+                lines.append(f"source = target = {r['context']}: {LABELS[n]} {r[f'{n}_ms_per_token']:.2f} ms/token "
+                             f"(softmax / it {r['softmax_ms_per_token'] / r[f'{n}_ms_per_token']:.2f}x), state "
+                             f"{r[f'{n}_state_bytes'] / 2**20:.2f} MiB (softmax {r['softmax_state_bytes'] / 2**20:.2f} MiB)")
+    return lines
 
 
 def summarize(rows, a, step_rows=()):
