@@ -196,6 +196,8 @@ def test_wmt_dry_run_prints_checked_commands(mt, tmp_path, capsys):
     assert opt(train, "--max-tokens") == "3584" and opt(train, "--lr") == "0.001"
     assert opt(train, "--criterion") == "label_smoothed_cross_entropy" and opt(train, "--label-smoothing") == "0.1"
     assert opt(train, "--finetune-from-model") == str(out / "swapped.pt")
+    (convert,) = [c for c in cmds if tool_of(c) == "t2r-convert"]
+    assert opt(train, "--t2r-cross") == opt(convert, "--t2r-cross") == "linear"  # the paper's, not the plugin's default
     generates = [c for c in cmds if tool_of(c) == "fairseq-generate"]
     assert [opt(g, "--path") for g in generates] == [mt["ckpt"], str(out / "checkpoints" / "checkpoint_best.pt")]
     for g in generates:
