@@ -106,9 +106,8 @@ def decoder_steps(model, dictionary, src_len, beam, steps, warmup, seed):
     sample = source_batch(dictionary, 1, src_len, seed)
     enc = model.encoder(**sample["net_input"])
     enc = model.encoder.reorder_encoder_out(enc, torch.zeros(beam, dtype=torch.long))
-    for m in model.modules():
-        if m is not model and hasattr(m, "set_beam_size"):
-            m.set_beam_size(beam)
+    if hasattr(model, "set_beam_size"):  # as SequenceGenerator does (the stock transformer has none)
+        model.set_beam_size(beam)
     g = torch.Generator().manual_seed(seed)
     tokens = torch.randint(dictionary.nspecial, len(dictionary), (beam, warmup + steps + 1), generator=g)
     tokens[:, 0] = dictionary.eos()

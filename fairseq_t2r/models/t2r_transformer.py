@@ -57,8 +57,15 @@ class T2RTransformerModel(TransformerModel):
 
     def set_beam_size(self, beam_size):
         """fairseq's SequenceGenerator calls this for beams > 1 (as for BART): the linear
-        cross-attention then keeps one source summary per sentence instead of one per hypothesis."""
-        self.decoder.set_beam_size(beam_size)
+        cross-attention then keeps one source summary per sentence instead of one per hypothesis.
+
+        Only T2R modules get it. fairseq's MultiheadAttention (softmax cross-attention, the default)
+        stays at beam size 1, as in the stock transformer, which has no set_beam_size: given one,
+        it assumes every later batch holds whole beams (a stale size 4 then fails on a 7-row
+        batch, e.g. rescoring or a beam-1 search after a beam-4 one)."""
+        for module in self.decoder.modules():
+            if isinstance(module, T2RAttention):
+                module.set_beam_size(beam_size)
 
     def upgrade_state_dict_named(self, state_dict, name):
         super().upgrade_state_dict_named(state_dict, name)

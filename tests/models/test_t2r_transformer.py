@@ -191,10 +191,16 @@ def test_recurrent_equals_parallel_under_beam_reorders(data_dir):
                 assert all(buf["Sz_src"].size(0) == 4 for buf in state.values() if "Sz_src" in buf)
 
 
-def test_stock_generator_sets_beam_size_and_stale_beam_is_safe(data_dir):
+@pytest.mark.parametrize("extra", [("--t2r-cross", "linear"), (), ("--t2r-cross", "linear", "--t2r-layers", "1")],
+                         ids=["linear-cross", "softmax-cross", "hybrid"])
+def test_stock_generator_sets_beam_size_and_stale_beam_is_safe(data_dir, extra):
     """SequenceGenerator calls model.set_beam_size for beams > 1 only: a beam-1 search after a
-    beam-4 one sees a stale beam size 4 and must still give every sentence its own source."""
-    _, task, model = build(data_dir, "--t2r-cross", "linear")
+    beam-4 one sees a stale beam size 4 and must still give every sentence its own source.
+    fairseq's softmax attention keeps beam size 1, as in the stock transformer (with 4 it
+    would take every batch for whole beams and fail on the rescoring's one-row batches)."""
+    from fairseq.modules import MultiheadAttention
+
+    _, task, model = build(data_dir, *extra)
     model.eval()
     d = task.target_dictionary
     with torch.no_grad():  # make eos likely so that sentences finish at different steps
@@ -213,6 +219,7 @@ def test_stock_generator_sets_beam_size_and_stale_beam_is_safe(data_dir):
         fresh, fresh_same = best(1, src, src_lengths), best(1, *same)
         best(4, src, src_lengths)
         assert {m.beam_size for m in converted(model).values()} == {4}
+        assert {m.beam_size for m in model.modules() if type(m) is MultiheadAttention} == {1}
         assert best(1, src, src_lengths) == fresh  # distinct sources, stale beam size
         assert best(1, *same) == fresh_same  # identical sources: grouped, still right
         # sampled rows of one source diverge and finish at different steps: the grouped source
@@ -281,8 +288,9 @@ def test_incremental_state_does_not_grow_with_generated_tokens(data_dir, cross):
 
 # --------------------------------------------------------------------------- beam search
 
-def test_beam_hypotheses_match_parallel_rescoring(data_dir):
-    _, task, model = build(data_dir, "--t2r-cross", "linear")
+@pytest.mark.parametrize("cross", ["linear", "softmax"])
+def test_beam_hypotheses_match_parallel_rescoring(data_dir, cross):
+    _, task, model = build(data_dir, "--t2r-cross", cross)
     model.eval()
     d = task.target_dictionary
     with torch.no_grad():  # make eos likely so that sentences finish at different steps
