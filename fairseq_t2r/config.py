@@ -86,10 +86,10 @@ class CrossSwapConfig(SwapConfig):
     # softmax by default: on the demo's EN-DE model (2 x 128, 300 finetuning updates) converting the
     # cross-attention too cost ~5 BLEU more than converting self-attention only (0.9 behind the
     # control); a decoding step stays constant in the target length either way (softmax
-    # cross-attention caches the encoder's keys/values once per sentence)
+    # cross-attention caches the encoder output's keys/values at the first step)
     t2r_cross: ChoiceEnum(CROSS_CHOICES) = field(
         default="softmax", metadata={"help": "translation models' cross-attention: softmax (keep the teacher's; "
-                                     "its keys/values are the encoder output, computed once per sentence, so a "
+                                     "its keys/values are the encoder output, projected at the first step and cached, so a "
                                      "decoding step costs O(source length)) or linear (T2R's source summary: a "
                                      "step costs the same whatever the source length)"}
     )

@@ -4,7 +4,7 @@ plus a ``t2r_`` twin of every architecture registered for ``transformer``.
 The encoder keeps softmax attention. In the decoder, every chosen layer (``--t2r-layers``,
 default all) gets causal linear self-attention. Cross-attention (``--t2r-cross``):
 - ``softmax`` (default): the teacher's, unchanged. Its keys and values are the encoder output,
-  projected once per sentence and cached (fairseq's ``static_kv``), so a decoding step costs
+  projected at the first step and cached (fairseq's ``static_kv``), so a decoding step costs
   O(source length) and stays constant in the number of generated tokens;
 - ``linear``: T2R cross-attention (feature size ``--t2r-cross-feature-dim``, default
   ``--t2r-feature-dim``). Generation keeps one summary of the source per sentence (``Sz_src``),
