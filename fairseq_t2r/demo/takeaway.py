@@ -26,8 +26,10 @@ def sentence(kind: str, task: Dict) -> Optional[str]:
         a, b = speed["teacher"][-1], speed["t2r"][-1]
         ratio = a["ms_per_token"] / b["ms_per_token"]
         pace = f"{ratio:.1f}x faster" if ratio >= 1 else f"{1 / ratio:.1f}x slower"
+        grows = "that does not grow" if kind == "lm" else \
+            f"that does not grow with the translation (it holds the {a['context']}-token source)"
         words += (f"; it decodes a token {pace} at context {a['context']} with a state of "
-                  f"{b['state_bytes'] / 2**20:.2f} MiB that does not grow (the teacher's: {a['state_bytes'] / 2**20:.2f} MiB)")
+                  f"{b['state_bytes'] / 2**20:.2f} MiB {grows} (the teacher's: {a['state_bytes'] / 2**20:.2f} MiB)")
     if task.get("teacher_convergence", {}).get("held") is not True:
         words += "; but the teacher is not shown converged, so these figures flatter the conversion"
     return words + "."

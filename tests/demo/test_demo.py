@@ -56,7 +56,11 @@ def test_quick_demo_writes_the_report(quick):
         speed = results[k]["speed"]
         t2r = [r["state_bytes"] for r in speed["t2r"]]
         teacher = [r["state_bytes"] for r in speed["teacher"]]
-        assert len(set(t2r)) == 1, "the RNN state must not grow with the context"
+        if k == "lm":
+            assert len(set(t2r)) == 1, "the RNN state must not grow with the context"
+        else:  # softmax cross-attention (the default) caches the source, as long as the context here; the
+            # decoder's own state is constant: less than the teacher's source + target caches
+            assert t2r[-1] < teacher[-1] / 2 + t2r[0], "the decoder state must not grow with the output"
         assert teacher[-1] > teacher[0] > 0 and teacher[-1] > t2r[-1]
         assert results[k]["finetune_cost"]["updates_fraction"] == 0.5
     report = (out / "report" / "report.md").read_text()
