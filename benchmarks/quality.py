@@ -49,6 +49,8 @@ def build_parser():
     p.add_argument("--mt-teacher", default=None)
     p.add_argument("--ft-updates", type=int, default=None, help="finetuning budget of every arm")
     p.add_argument("--jobs", type=int, default=2)
+    p.add_argument("--report-only", action="store_true", help="write the report from the steps finished so far "
+                   "(a run stopped early: unfinished runs are left out, and each arm's n says how many seeds it has)")
     return p
 
 
@@ -75,7 +77,8 @@ def main(argv=None):
     cli.preload_tools()
     steps = [s for p in plans.values() for s in p.steps()]
     runner = Runner(out, jobs=a.jobs)
-    runner.run(steps)
+    if not a.report_only:
+        runner.run(steps)
     collected = {k: results.collect(p, runner) for k, p in plans.items()}
     header = {"benchmark": "quality", "command": "python benchmarks/quality.py " + " ".join(argv or sys.argv[1:]),
               "settings": asdict(preset), "seeds": seeds, "machine": machine(), "jobs": a.jobs,
