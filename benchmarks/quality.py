@@ -82,7 +82,8 @@ def main(argv=None):
     collected = {k: results.collect(p, runner) for k, p in plans.items()}
     header = {"benchmark": "quality", "command": "python benchmarks/quality.py " + " ".join(argv or sys.argv[1:]),
               "settings": asdict(preset), "seeds": seeds, "machine": machine(), "jobs": a.jobs,
-              "seconds": round(time.time() - t0, 1)}
+              # a report of a stopped run: the run's wall time is not this process's
+              "seconds": None if a.report_only else round(time.time() - t0, 1)}
     summary = quality_report.summarize(collected)
     (out / "quality.json").write_text(json.dumps({**header, "summary": summary, **collected}, indent=1) + "\n")
     quality_report.plot(out / "quality.png", summary)

@@ -81,7 +81,8 @@ def headlines(summary: Dict) -> List[str]:
 def markdown(header: Dict, summary: Dict, collected: Dict) -> str:
     m = header["machine"]
     lines = ["# Conversion quality", "",
-             f"`{header['command']}` -- {m['date']}, {header['seconds'] / 60:.0f} min on {m['cpu']} "
+             f"`{header['command']}` -- {m['date']}, "
+             f"{'%.0f min' % (header['seconds'] / 60) if header['seconds'] else 'stopped early'} on {m['cpu']} "
              f"({m['cpu_count']} cores), torch {m['torch']}; {header['jobs']} runs side by side, one thread each; "
              f"seeds {header['seeds']}.", "",
              "Settings: " + ", ".join(f"{k} {v}" for k, v in header["settings"].items()), ""]
