@@ -65,8 +65,18 @@ def targets(k: str, s: Dict, arms: Dict, rec: Dict) -> List[Dict]:
 
 
 def _fewer(a: List, b: List):
-    big = 10 ** 9
-    return sum(x if x is not None else big for x in a) < sum(x if x is not None else big for x in b)
+    """Whether runs ``a`` reach the target in fewer updates than runs ``b``, seed for seed (None: not
+    reached in the budget): more seeds reaching it wins, then fewer updates over the seeds both have;
+    None when neither reaches it at all (nothing to compare)."""
+    n = min(len(a), len(b))
+    a, b = a[:n], b[:n]
+    hits_a, hits_b = sum(x is not None for x in a), sum(x is not None for x in b)
+    if hits_a == hits_b == 0:
+        return None
+    if hits_a != hits_b:
+        return hits_a > hits_b
+    both = [(x, y) for x, y in zip(a, b) if x is not None and y is not None]
+    return sum(x for x, _ in both) < sum(y for _, y in both)
 
 
 def headlines(summary: Dict) -> List[str]:

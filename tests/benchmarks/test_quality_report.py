@@ -38,7 +38,11 @@ def test_summary_states_each_target_with_its_verdict():
     assert verdicts["T2R ahead of ELU"] is True             # 51.2 +- 0.2 vs 53.1 +- 0.1
     assert verdicts["T2R ahead of RFA"] is None             # 51.2 +- 0.2 vs 51.5 +- 0.2: within the spreads
     transfer = [t for t in s["targets"] if t["target"].startswith("attention transfer")][0]
-    assert transfer["met"] is True  # 100 + 150 + 300 updates against 200 + 250 + never
+    assert transfer["met"] is True  # 3 seeds reach it against 2 (200, 250, never)
+    assert quality_report._fewer([None, None], [None, None]) is None  # neither reaches it: nothing to compare
+    assert quality_report._fewer([None], [None, 300]) is None        # seed for seed: the first only
+    assert quality_report._fewer([300, 100], [200, 250]) is True      # same hits: 400 updates against 450
+    assert quality_report._fewer([300, 300], [200, 250]) is False     # 600 against 450
     text = quality_report.markdown({"machine": {"date": "d", "cpu": "c", "cpu_count": 2, "torch": "t"},
                                     "command": "python benchmarks/quality.py", "seconds": 60, "jobs": 2,
                                     "seeds": [1, 2, 3], "settings": {}}, {"lm": s}, _collected())
