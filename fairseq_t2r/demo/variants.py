@@ -53,9 +53,10 @@ _ALL = [
     Variant("scratch", "T2R from random init", recipe="scratch"),
 ]
 VARIANTS: Dict[str, Variant] = {v.name: v for v in _ALL}
-# the demo's default arms: the control, the paper's three feature maps and its two-stage recipe (scratch,
-# T2R from random init, costs the teacher's whole budget again: it doubled the default's time)
-DEMO_DEFAULT = "control,t2r,elu,rfa,transfer"
+# the demo's default arms: the control, the paper's three feature maps and its two-stage recipe, and the
+# best state update of the quality benchmark (the gate from the key: docs/results/quality.md). Scratch,
+# T2R from random init, costs the teacher's whole budget again: it doubled the default's time
+DEMO_DEFAULT = "control,t2r,elu,rfa,transfer,gate"
 
 
 def parse(spec: str, kind: str) -> List[Variant]:
