@@ -1,0 +1,11 @@
+#!/bin/bash
+# quality benchmark LM teacher: 4 x 128, 512-token blocks, trained until fairseq's --patience stops it
+export OMP_NUM_THREADS=2
+exec /work/main/.venv/bin/python -m fairseq_cli.train /work/bench/lm/data/bin --task language_modeling \
+  --tokens-per-sample 512 --sample-break-mode none --arch transformer_lm --decoder-layers 4 \
+  --decoder-embed-dim 128 --decoder-input-dim 128 --decoder-output-dim 128 --decoder-ffn-embed-dim 512 \
+  --decoder-attention-heads 4 --share-decoder-input-output-embed --max-tokens 2048 --optimizer adam \
+  --adam-betas '(0.9,0.98)' --lr 2e-3 --lr-scheduler inverse_sqrt --warmup-updates 400 --weight-decay 0.01 \
+  --clip-norm 1.0 --dropout 0.1 --max-update 6000 --validate-interval-updates 250 --save-interval-updates 250 \
+  --keep-interval-updates 1 --no-epoch-checkpoints --patience 4 --log-format json --log-interval 250 \
+  --num-workers 0 --seed 1 --cpu --save-dir /work/bench/lm/teacher
