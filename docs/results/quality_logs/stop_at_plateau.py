@@ -1,29 +1,42 @@
-"""Stops the quality benchmark's LM teacher once the plateau criterion of fairseq_t2r/demo/teachers.py
-holds on its validation curve (and it has trained at least MIN_UPDATES), right after fairseq has
-finished saving that validation's checkpoints (the 'saved checkpoint' log line)."""
-import os, re, signal, sys, time
-sys.path.insert(0, "/work/main")
-from fairseq_t2r.demo import measure, teachers
+"""Stops the quality benchmark's LM teacher (a fairseq-train process) once the plateau criterion of
+fairseq_t2r/demo/teachers.py holds on its validation curve, or at MAX_UPDATES (the session's CPU
+budget: reported as "criterion NOT held"), right after fairseq logged that it saved the
+validation's checkpoints, so checkpoint_best.pt is complete.
 
-LOG, PID, MIN_UPDATES = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-# the session's CPU budget: stop at this update even when the criterion does not hold (reported as such)
-MAX_UPDATES = int(sys.argv[4]) if len(sys.argv) > 4 else 10**9
+    python stop_at_plateau.py TRAIN_LOG PID MIN_UPDATES [MAX_UPDATES]
+"""
+import os
+import re
+import signal
+import sys
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", ".."))
+from fairseq_t2r.demo import measure, teachers  # noqa: E402
+
 SAVED = re.compile(r"Saved checkpoint .*@ (\d+) updates")
-while True:
-    time.sleep(10)
-    try:
-        os.kill(PID, 0)
-    except ProcessLookupError:
-        print("teacher ended by itself", flush=True); break
-    curve = measure.valid_curve(LOG)
-    if not curve or curve[-1]["updates"] < MIN_UPDATES:
-        continue
-    saved = [int(m.group(1)) for m in map(SAVED.search, open(LOG, errors="replace")) if m]
-    c = teachers.converged(curve)
-    if (c["held"] or curve[-1]["updates"] >= MAX_UPDATES) and saved and saved[-1] == curve[-1]["updates"]:
-        os.kill(PID, signal.SIGTERM)
-        why = "plateau criterion held" if c["held"] else f"CPU budget cap {MAX_UPDATES} reached, criterion NOT held"
-        msg = f"stopped at update {curve[-1]['updates']}: {why}: {c}"
-        print(msg, flush=True)
-        open(os.path.join(os.path.dirname(LOG), "STOPPED_AT_PLATEAU"), "w").write(msg + "\n")
-        break
+
+
+def main(log, pid, min_updates, max_updates=10**9):
+    while True:
+        time.sleep(10)
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            print("teacher ended by itself", flush=True)
+            return
+        curve = measure.valid_curve(log)
+        if not curve or curve[-1]["updates"] < min_updates:
+            continue
+        with open(log, errors="replace") as f:
+            saved = [int(m.group(1)) for m in map(SAVED.search, f) if m]
+        c = teachers.converged(curve)
+        if (c["held"] or curve[-1]["updates"] >= max_updates) and saved and saved[-1] == curve[-1]["updates"]:
+            os.kill(pid, signal.SIGTERM)
+            why = "plateau criterion held" if c["held"] else f"CPU budget cap {max_updates} reached, criterion NOT held"
+            print(f"stopped at update {curve[-1]['updates']}: {why}: {c}", flush=True)
+            return
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), *(int(x) for x in sys.argv[4:5]))
