@@ -79,12 +79,15 @@ def _fewer(a: List, b: List):
     return sum(x for x, _ in both) < sum(y for _, y in both)
 
 
+VERDICTS = {True: "met", False: "missed", None: "not separable"}  # a target's "met"
+
+
 def headlines(summary: Dict) -> List[str]:
     lines = []
     for k, s in summary.items():
         for t in s["targets"]:
-            verdict = {True: "met", False: "MISSED", None: "not separable"}[t["met"]]
-            lines.append(f"{k}: {t['target']}: {t['value']} -> {verdict}")
+            verdict = VERDICTS[t["met"]]
+            lines.append(f"{k}: {t['target']}: {t['value']} -> {verdict.upper() if t['met'] is False else verdict}")
     return lines
 
 
@@ -112,7 +115,7 @@ def markdown(header: Dict, summary: Dict, collected: Dict) -> str:
             lines.append(f"| {row['label']} | {f['mean']:.3f} ± {f['spread']:.3f} ({f['n']}) | "
                          f"{row.get('vs_control', '-')} | {row.get('separated_from_control', '-')} | {faith} |")
         lines += ["", "Targets:", ""]
-        lines += [f"- {t['target']}: {t['value']} -> **{ {True: 'met', False: 'missed', None: 'not separable'}[t['met']] }**"
+        lines += [f"- {t['target']}: {t['value']} -> **{VERDICTS[t['met']]}**"
                   for t in s["targets"]]
         lines.append("")
     return "\n".join(lines)

@@ -8,6 +8,8 @@ from . import measure, teachers
 
 # the task metric of each kind: (key in a run's figures, higher is better)
 METRIC = {"lm": ("test_ppl", False), "mt": ("bleu", True)}
+# the figures of each kind averaged over seeds: the task metric(s), then faithfulness to the teacher
+FIGURES = {"lm": ["test_ppl", "top1_agreement", "kl"], "mt": ["bleu", "chrf", "bleu_vs_teacher"]}
 
 
 def collect(plan, runner) -> Dict:
@@ -96,7 +98,6 @@ def by_variant(runs: Dict, kind: str) -> Dict:
     """Mean and spread over seeds of each arm's figures: {arm: {figure: {mean, spread, n, values}}};
     the spread is half the range (max - min) / 2, so two arms whose means differ by more than the sum
     of their spreads are separated by every seed pair."""
-    keys = ["test_ppl", "top1_agreement", "kl"] if kind == "lm" else ["bleu", "chrf", "bleu_vs_teacher"]
     groups: Dict[str, List[Dict]] = {}
     for r in runs.values():
         if "variant" in r:
@@ -104,7 +105,7 @@ def by_variant(runs: Dict, kind: str) -> Dict:
     out = {}
     for variant, rs in groups.items():
         out[variant] = {}
-        for key in keys:
+        for key in FIGURES[kind]:
             values = [r[key] for r in rs if r.get(key) is not None]
             if values:
                 out[variant][key] = {"mean": statistics.fmean(values), "spread": (max(values) - min(values)) / 2,

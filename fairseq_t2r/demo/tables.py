@@ -3,6 +3,7 @@ import json
 from typing import Dict, List
 
 from .presets import BEAM
+from .results import FIGURES, METRIC
 from .variants import VARIANTS, split_run_name
 
 TASK_TITLES = {"lm": "Language model (English: State of the Union + Brown corpus)",
@@ -77,7 +78,7 @@ def headline_lines(k: str, t: Dict) -> List[str]:
 
 
 def results_table(k: str, runs: Dict) -> List[str]:
-    key = "test_ppl" if k == "lm" else "bleu"
+    key = METRIC[k][0]
     control = runs.get("control", {}).get(key)
     if k == "lm":
         head = "| model | updates | training time | test perplexity | vs control | top-1 agreement | KL(teacher‖model) |"
@@ -103,7 +104,7 @@ def seeds_table(k: str, by_variant: Dict) -> List[str]:
     rows = {v: f for v, f in by_variant.items() if any(x["n"] > 1 for x in f.values())}
     if not rows:
         return []
-    keys = ["test_ppl", "top1_agreement", "kl"] if k == "lm" else ["bleu", "chrf", "bleu_vs_teacher"]
+    keys = FIGURES[k]
     lines = ["", "Over seeds: mean ± half the range (n seeds); a difference smaller than the two spreads together "
                  "is not a ranking.", "", "| arm | " + " | ".join(keys) + " |", "|---|" + "---|" * len(keys)]
     for v, f in rows.items():

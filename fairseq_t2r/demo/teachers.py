@@ -113,15 +113,15 @@ def reuse(folder: Path, dest: Path, dictionary: Path) -> None:
     """Copy a cached teacher into this run's ``dest`` folder, after checking it serves this data: a
     cached teacher fits only data with its dictionary (data preparation is deterministic, so a
     mismatch means the data step changed without its command changing)."""
-    stored = json.loads((folder / "done.json").read_text())["dict"]
-    if stored != _file_hash(str(dictionary)):
+    record = json.loads((folder / "done.json").read_text())
+    if record["dict"] != _file_hash(str(dictionary)):
         raise T2RUserError(f"the cached teacher {folder} was trained on another dictionary than {dictionary}: "
                            f"remove {folder} and rerun (it will be trained again)")
     dest.mkdir(parents=True, exist_ok=True)
     for name in ("checkpoint_best.pt", "train.log"):
         shutil.copy2(folder / name, dest / f"{name}.tmp-{os.getpid()}")
         os.replace(dest / f"{name}.tmp-{os.getpid()}", dest / name)
-    print(f"teacher: reused {folder} (trained by: {json.loads((folder / 'done.json').read_text())['command']})",
+    print(f"teacher: reused {folder} (trained by: {record['command']})",
           flush=True)
 
 
