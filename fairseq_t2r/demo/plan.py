@@ -129,11 +129,16 @@ class TaskPlan:
                     "--sample-break-mode", "none"]
         return ["--task", "translation", "--source-lang", "en", "--target-lang", "de"]
 
-    def train_flags(self, save_dir: Path, updates: int, lr: float, warmup: int, seed: Optional[int] = None) -> List[str]:
+    def train_flags(self, save_dir: Path, updates: int, lr: float, warmup: int, seed: Optional[int] = None,
+                    anneal: bool = False) -> List[str]:
+        """fairseq-train's flags of one run; ``anneal``: a run from random init, its rate decays to 0 at
+        ``updates`` (polynomial_decay, power 1); else inverse_sqrt, the finetuning runs' schedule."""
         p = self.preset
+        schedule = (["--lr-scheduler", "polynomial_decay", "--total-num-update", str(updates),
+                     "--end-learning-rate", "0"] if anneal else ["--lr-scheduler", "inverse_sqrt"])
         flags = [str(self.bin), "--user-dir", self.user_dir, *self.task_flags(),
                  "--max-tokens", str(p.max_tokens), "--optimizer", "adam", "--adam-betas", presets.ADAM_BETAS,
-                 "--lr", str(lr), "--lr-scheduler", "inverse_sqrt", "--warmup-updates", str(warmup),
+                 "--lr", str(lr), *schedule, "--warmup-updates", str(warmup),
                  "--weight-decay", presets.WEIGHT_DECAY, "--clip-norm", presets.CLIP_NORM,
                  "--dropout", presets.DROPOUT,
                  "--max-update", str(updates), "--validate-interval-updates", str(p.validate_every),
@@ -166,11 +171,12 @@ class TaskPlan:
         return steps
 
     def teacher_warmup(self) -> int:
-        return presets.warmup(self.preset.teacher_updates, presets.TEACHER_WARMUP_SHARE)
+        return min(presets.TEACHER_WARMUP, presets.warmup(self.preset.teacher_updates, 4))
 
     def _teacher_flags(self) -> List[str]:
         p = self.preset
-        flags = self.train_flags(self.save_dir("teacher"), p.teacher_updates, presets.TEACHER_LR, self.teacher_warmup())
+        flags = self.train_flags(self.save_dir("teacher"), p.teacher_updates, presets.TEACHER_LR, self.teacher_warmup(),
+                                 anneal=True)
         # fairseq's early stop: no new best for this many validations ends the teacher before its cap
         return flags + ["--patience", str(p.patience)] + self.model_flags()
 
@@ -245,7 +251,8 @@ class TaskPlan:
         k, p = self.kind, self.preset
         updates = p.teacher_updates + p.ft_updates
         # the teacher's schedule (its rate and warmup), over the longer budget
-        flags = self.train_flags(self.save_dir(name), updates, presets.TEACHER_LR, self.teacher_warmup(), seed)
+        flags = self.train_flags(self.save_dir(name), updates, presets.TEACHER_LR, self.teacher_warmup(), seed,
+                                 anneal=True)
         return Step(f"{k}/{name}", f"train T2R from random init ({updates} updates, seed {seed})", "fairseq_cli.train",
                     flags + self.student_flags(variant), deps=[f"{k}/data"])
 

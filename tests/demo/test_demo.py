@@ -352,3 +352,27 @@ def test_a_users_teacher_is_checked_with_the_training_log_beside_it(tmp_path):
     from fairseq_t2r.demo import measure
 
     assert teachers.converged(measure.valid_curve(log))["held"] is True
+
+
+def test_teachers_anneal_to_zero_at_their_cap_and_finetuning_keeps_inverse_sqrt(tmp_path):
+    """A teacher's (and scratch's) rate decays linearly to 0 at its cap, a complete schedule so the
+    teacher ends at its plateau; the finetuning arms keep inverse_sqrt with their own warmup."""
+    from fairseq_t2r.demo import presets
+    from fairseq_t2r.demo.plan import TaskPlan
+
+    preset = presets.PRESETS["default"]
+    plan = TaskPlan("lm", tmp_path, preset, f"{REPO}/fairseq_t2r", variants="control,t2r,scratch",
+                    teacher_cache=False)
+    steps = {s.name: s.args for s in plan.steps() if s.module == "fairseq_cli.train"}
+
+    def flag(args, name):
+        return args[args.index(name) + 1]
+
+    teacher, scratch = steps["lm/teacher"], steps["lm/scratch"]
+    assert flag(teacher, "--lr-scheduler") == "polynomial_decay" and flag(teacher, "--end-learning-rate") == "0"
+    assert flag(teacher, "--total-num-update") == flag(teacher, "--max-update") == str(preset.teacher_updates)
+    assert flag(teacher, "--warmup-updates") == str(presets.TEACHER_WARMUP) and "--patience" in teacher
+    assert flag(scratch, "--total-num-update") == str(preset.teacher_updates + preset.ft_updates)
+    for arm in ("control", "t2r"):
+        assert flag(steps[f"lm/{arm}"], "--lr-scheduler") == "inverse_sqrt"
+        assert "--total-num-update" not in steps[f"lm/{arm}"]
