@@ -13,6 +13,8 @@ keeps the target independent of the output projection's scale and is what the fe
 alone controls. ``loss`` is the sum over modules, plus ``--t2r-transfer-xent-weight`` times the
 cross-entropy -sum_j a_softmax_ij log a_linear_ij between the two weight matrices (``transfer_xent``,
 per position, averaged over heads): it materialises (T, S) weights per head, as the softmax does.
+A decayed or gated state's linear weights include its gates (``modules.transfer.linear_weights``);
+the delta rule's and the RMS norm's are not distributions, so the term is refused for them.
 
 While the criterion runs a forward, every T2R module records into a ``TransferRecord`` and passes
 on the *softmax* output (see ``modules/transfer.py``), so each layer sees the softmax model's
@@ -34,7 +36,7 @@ from .. import patches
 from ..checkpoint import is_new_tensor
 from ..errors import T2RUserError
 from ..models import trainable
-from ..modules.transfer import recording
+from ..modules.transfer import Recordable, recording, weights_are_distributions
 
 LOG_PREFIX = "transfer_"
 TINY = 1e-6  # floor of the linear weights inside the log: a zero weight where softmax has mass
@@ -55,6 +57,18 @@ def decoder_input(sample):
     return net_input["prev_output_tokens"] if "prev_output_tokens" in net_input else net_input["src_tokens"]
 
 
+def _check_xent(model) -> None:
+    """The cross-entropy compares weights as distributions: refuse states whose weights are not."""
+    for m in model.modules():
+        if isinstance(m, Recordable) and not weights_are_distributions(m):
+            su = m.state_update
+            raise T2RUserError(
+                f"--t2r-transfer-xent-weight compares attention weights as distributions, which those of "
+                f"--t2r-state {su.state} --t2r-norm {su.norm} are not (the delta rule's are signed, the RMS norm "
+                f"normalises outputs): use --t2r-transfer-xent-weight 0 (the output MSE alone)"
+            )
+
+
 @register_criterion("t2r_attention_transfer", dataclass=AttentionTransferConfig)
 class AttentionTransferCriterion(FairseqCriterion):
     def __init__(self, task, t2r_transfer_xent_weight=0.0):
@@ -70,6 +84,8 @@ class AttentionTransferCriterion(FairseqCriterion):
             )
         for model in models:  # fairseq-train builds one; an ensemble (fairseq-validate) gets them all
             trainable.restrict_training(model, "feature-map", "attention transfer (--criterion t2r_attention_transfer)")
+            if t2r_transfer_xent_weight > 0:
+                _check_xent(model)
 
     def forward(self, model, sample, reduce=True):
         frozen_wrongly = [n for n, p in model.named_parameters() if p.requires_grad and not is_new_tensor(n)]

@@ -137,6 +137,20 @@ def test_transfer_criterion_needs_a_t2r_model():
     assert "\n" not in str(err.value)
 
 
+@pytest.mark.parametrize("state", ["delta", "gated-delta"])
+def test_transfer_xent_of_a_state_without_weight_distributions_is_one_line(state):
+    """The xent term needs weights that are distributions: the delta rule's (RMS norm) are not."""
+    from utils import FakeTask, tiny_lm
+
+    model = tiny_lm(t2r_state=state, t2r_norm="rms")
+    task = FakeTask(model.decoder.dictionary)
+    patches.remember(task, model)
+    with pytest.raises(T2RUserError, match="--t2r-transfer-xent-weight 0") as err:
+        AttentionTransferCriterion(task, 0.1)
+    assert "\n" not in str(err.value) and f"--t2r-state {state}" in str(err.value)
+    AttentionTransferCriterion(task, 0.0)  # the output MSE alone is fine
+
+
 def test_task_that_remembers_its_model_still_copies_and_pickles():
     import pickle
 

@@ -154,3 +154,40 @@ def test_cross_attention_keeps_its_summary(options):
     mha = MultiheadAttention(16, 2, encoder_decoder_attention=True, kdim=16, vdim=16)
     with pytest.raises(ValueError, match="self-attention only"):
         T2RAttention.from_softmax(mha, "t2r", 8, state_options=options)
+
+
+@pytest.mark.parametrize("name", ["decay", "gate", "gate-key-feature"])
+def test_transfer_weights_of_a_gated_state_are_its_attention(name):
+    """Attention transfer's linear weights of a decayed/gated state (what its xent term compares):
+    the token-by-token reference applied to one-hot values, rows summing to 1, and, applied to v,
+    the module's own output (float64, with padding, past the chunk size)."""
+    from fairseq_t2r.modules import transfer
+
+    attn = make(STATES[name], seed=2)
+    T, B = 70, 2
+    x = torch.randn(T, B, 16, dtype=torch.float64)
+    kpm = torch.arange(T)[None, :] >= torch.tensor([70, 40])[:, None]
+    with torch.no_grad():
+        q = attn._heads(attn.q_proj(x) * attn.scaling)
+        phi_q = attn.feature_map.forward_queries(q)
+        phi_k = ops.mask_padded_keys(attn.feature_map.forward_keys(attn._heads(attn.k_proj(x))), kpm)
+        w = transfer.linear_weights(attn, phi_q, phi_k, x, kpm)
+        log_g = attn.state_update.log_gates(x, attn.k_proj, kpm)
+        eye = torch.eye(T, dtype=torch.float64).expand(B, attn.num_heads, T, T)
+        expected = ops.causal_gated_reference(phi_q, phi_k, eye, log_g, attn.eps)
+        out, _ = attn(x, x, x, key_padding_mask=kpm)
+        mixed = torch.matmul(w, attn._heads(attn.v_proj(x)))
+    assert (w - expected).abs().max().item() <= TOL
+    assert w.triu(1).abs().max().item() == 0.0  # no query sees a later key
+    assert (w[0].sum(-1) - 1).abs().max().item() <= TOL and (w[1, :, :40].sum(-1) - 1).abs().max().item() <= TOL
+    assert (attn.out_proj(attn._unheads(mixed)) - out)[:40].abs().max().item() <= TOL
+    additive = ops.linear_attention_weights(phi_q, phi_k, causal=True, eps=attn.eps)
+    assert (w - additive).abs().max().item() > 1e-3  # the gates matter: not the additive weights
+
+
+def test_transfer_xent_refused_for_states_whose_weights_are_not_distributions():
+    from fairseq_t2r.modules import transfer
+
+    assert transfer.weights_are_distributions(make(STATES["gate"]))
+    for name in ("delta", "gated-delta", "additive-rms"):
+        assert not transfer.weights_are_distributions(make(STATES[name]))
