@@ -10,6 +10,7 @@ reported for every setting).
 
     python benchmarks/quality.py [--quick] [--out DIR] [--tasks lm] [--seeds 1,2,3]
                                  [--variants control,t2r,...] [--one-seed ARMS] [--lm-teacher PATH] [--jobs 2]
+                                 [--demo-size]
 
 Writes ``OUT/quality.json``, ``OUT/quality.png`` and ``OUT/quality.md`` (copy the last to
 ``docs/results/quality.md`` with the command that made it).
@@ -38,6 +39,9 @@ ALL_ARMS = "control,t2r,elu,rfa,transfer,distill,hybrid,cross-linear,decay,gate,
 def build_parser():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="the demo's quick preset on the bundled slices (a smoke run)")
+    p.add_argument("--demo-size", action="store_true", help="the demo's default preset (its data, model and "
+                   "teachers, shared through the teacher cache): seeds at the demo's size, e.g. for translation, "
+                   "whose benchmark-size teacher (4 + 4 layers, the whole corpus) costs hours on a CPU")
     p.add_argument("--out", default=None, help="working folder (default runs/quality or runs/quality-quick)")
     p.add_argument("--tasks", default="lm", help="lm, mt or lm,mt")
     p.add_argument("--seeds", default="1,2,3", help="seeds of every finetuning arm (the first also seeds data and teacher)")
@@ -62,7 +66,7 @@ def main(argv=None):
     from fairseq_t2r.machine import machine
 
     t0 = time.time()
-    preset = presets.PRESETS["quick"] if a.quick else presets.Preset(**BENCH)
+    preset = presets.PRESETS["quick" if a.quick else "default"] if a.quick or a.demo_size else presets.Preset(**BENCH)
     if a.ft_updates:
         preset = replace(preset, ft_updates=a.ft_updates, transfer_updates=max(1, a.ft_updates // 5))
     out = Path(a.out or ("runs/quality-quick" if a.quick else "runs/quality")).resolve()
