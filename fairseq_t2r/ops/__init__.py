@@ -85,7 +85,8 @@ from .delta_chunked import delta_chunked  # noqa: F401
 from .dispatch import QUADRATIC_MAX_LEN, causal_parallel, parallel_form  # noqa: F401
 from .fla import causal_fla, fla_kernel  # noqa: F401
 from .fused_relu import causal_relu_from_input  # noqa: F401
-from .gate import FEATURE_GATE_CHUNK_SIZE, causal_gated, gated_step  # noqa: F401
+from .gate import causal_gated, gated_step  # noqa: F401
+from .gate_feature import causal_gated_feature  # noqa: F401
 from .quadratic import causal_quadratic, linear_attention_weights, noncausal  # noqa: F401
 from .recurrent import attend_state, empty_state, recurrent_step, summarize_keys  # noqa: F401
 from .reference import causal_gated_reference, causal_reference, noncausal_reference  # noqa: F401
