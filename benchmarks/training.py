@@ -21,7 +21,8 @@ repeat, the order alternating), medians reported:
   With ``--states additive,decay,gate[,delta,gated-delta]`` the layer part also times one
   ``T2RAttention`` per state update (``state_options``, the same weights: same seed), side by side
   with the rest; a state the module refuses is skipped and the reason recorded; parts default to
-  ``layer``, memory to none, the output to benchmarks/results/states_training.*.
+  ``layer``, memory to none, the output to benchmarks/results/states_training.*. ``gate-feature``
+  is the gate state with one gate per feature (``gate_shape="feature"``, GLA) instead of per head.
 - ``lm``: the whole 6-layer LM (``transformer_lm`` vs its ``t2r_transformer_lm`` twin, same
   weights), one sequence of ``--lm-len`` tokens, cross-entropy over the vocabulary, fwd + bwd.
 
@@ -60,6 +61,9 @@ def _mha_and_t2r(dim, heads, feature_dim, seed=0):
     return {"softmax": mha.train(), "t2r": t2r.train()}
 
 
+STATE_SPELLINGS = {"gate-feature": {"state": "gate", "gate_shape": "feature"}}  # --states names beyond the states
+
+
 def state_layers(a):
     """One T2RAttention per state of ``a.states`` but the additive one, each on the weights
     _mha_and_t2r gives (same seed): ({variant: module}, {variant: why the module refused it})."""
@@ -71,8 +75,9 @@ def state_layers(a):
     for variant, state, norm in a.states[1:]:
         torch.manual_seed(0)
         try:
+            options = {**STATE_SPELLINGS.get(state, {"state": state}), "norm": norm}
             mods[variant] = T2RAttention.from_softmax(MultiheadAttention(a.dim, a.heads, self_attention=True), "t2r",
-                                                      a.feature_dim, state_options={"state": state, "norm": norm}).train()
+                                                      a.feature_dim, state_options=options).train()
         except ValueError as e:
             skipped[variant] = str(e)
     return mods, skipped
@@ -361,7 +366,7 @@ def build_parser():
     p.add_argument("--out", default=None, help="output prefix (default benchmarks/results/training, with "
                    "--states benchmarks/results/states_training; --quick writes nothing unless given)")
     p.add_argument("--states", default=None,
-                   help="comma-separated state updates STATE[:NORM] (additive, decay, gate, delta, gated-delta; "
+                   help="comma-separated state updates STATE[:NORM] (additive, decay, gate, gate-feature, delta, gated-delta; "
                         "norm default rms for delta and gated-delta, else sum): the layer part times one "
                         "T2RAttention per state beside the additive one")
     p.add_argument("--_memory-child", nargs=2, default=None, help=argparse.SUPPRESS)

@@ -51,6 +51,8 @@ The files, one per form, all forms exact and interchangeable:
 - ``gate.py``: the gated state S_i = diag(g_i) S_{i-1} + phi_k_i v_i^T (z likewise), gates per
   head or per feature given as per-token log-gates: ``causal_gated`` (chunked, exact, log space,
   plain autograd) and ``gated_step``; ``normalize=False`` returns phi_q . S (for an RMS norm).
+  Per-feature gates run ``gate_feature.py``'s ``causal_gated_feature`` (chunks with a scan across
+  them, ``gate_scan.py``'s ``gated_scan``, and exact halving within them; backwards written out).
 - ``decay.py``: a per-head decay g_h (RetNet): ``causal_decay``, ``decay_step``,
   ``decay_log_gates`` (padded positions get g = 1: they leave the state as if absent).
   Their reference is ``reference.causal_gated_reference``.
@@ -85,7 +87,8 @@ from .delta_chunked import delta_chunked  # noqa: F401
 from .dispatch import QUADRATIC_MAX_LEN, causal_parallel, parallel_form  # noqa: F401
 from .fla import causal_fla, fla_kernel  # noqa: F401
 from .fused_relu import causal_relu_from_input  # noqa: F401
-from .gate import FEATURE_GATE_CHUNK_SIZE, causal_gated, gated_step  # noqa: F401
+from .gate import causal_gated, gated_step  # noqa: F401
+from .gate_feature import FEATURE_GATE_CHUNK_SIZE, causal_gated_feature  # noqa: F401
 from .quadratic import causal_quadratic, linear_attention_weights, noncausal  # noqa: F401
 from .recurrent import attend_state, empty_state, recurrent_step, summarize_keys  # noqa: F401
 from .reference import causal_gated_reference, causal_reference, noncausal_reference  # noqa: F401

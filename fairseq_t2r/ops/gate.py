@@ -18,8 +18,9 @@ exp(c_i - c_j) and the state left by earlier chunks through exp(c_i); the state 
 next chunk is exp(c_C) S + sum_j exp(c_C - c_j) phi_k_j v_j^T. Every exponent is a difference
 c_i - c_j with j <= i, hence <= 0: no overflow whatever the gates (the log-space form; fla's
 naive GLA divides by exp(c_j) instead, which overflows for small gates). Work O(T C F D), memory
-linear in T (per-feature gates hold a (C, C, F) tensor per chunk, so they use C <= 16). Plain
-autograd differentiates it (no hand-written backward: it keeps the chunk intermediates).
+linear in T. Per head, plain autograd differentiates it (no hand-written backward: it keeps the
+chunk intermediates). Per-feature gates run ``gate_feature.causal_gated_feature`` (two levels
+of chunks: a scan with a hand-written backward across chunks, halving within them).
 Half-precision inputs: every sum and the state in fp32 (``compute_dtype``).
 """
 from typing import Optional
@@ -29,8 +30,7 @@ import torch.nn.functional as nnf
 from torch import Tensor
 
 from .common import DEFAULT_CHUNK_SIZE, DEFAULT_EPS, State, autocast_off, compute_dtype
-
-FEATURE_GATE_CHUNK_SIZE = 16  # per-feature gates hold (C, C, F) decay factors per chunk
+from .gate_feature import causal_gated_feature
 
 
 @autocast_off
@@ -56,7 +56,11 @@ def causal_gated(
     q, k, vv = phi_q.to(ct), phi_k.to(ct), v.to(ct)
     g = q.new_zeros(B, H, T, 1) if log_g is None else log_g.to(ct)
     g = g if g.dim() == 4 else g.unsqueeze(-1)  # (B, H, T, G), G = 1 or F
-    C = min(chunk_size if g.size(-1) == 1 else min(chunk_size, FEATURE_GATE_CHUNK_SIZE), T)
+    if g.size(-1) != 1:
+        S0 = None if initial_state is None else (initial_state[0].to(ct), initial_state[1].to(ct))
+        out, state = causal_gated_feature(q, k, vv, g, eps, chunk_size, S0, normalize)
+        return (out.to(out_dtype), state) if return_state else out.to(out_dtype)
+    C = min(chunk_size, T)
     pad = (-T) % C
     q, k, vv, g = (nnf.pad(x, (0, 0, 0, pad)) for x in (q, k, vv, g))  # zeros after T: (B, H, T + pad, X)
     n = (T + pad) // C
@@ -65,10 +69,7 @@ def causal_gated(
     c = g.cumsum(-2)  # (B, H, n, C, G): inclusive cumulative log-gate within each chunk
     visible = torch.ones(C, C, dtype=torch.bool, device=q.device).tril_()
     diff = (c.unsqueeze(-2) - c.unsqueeze(-3)).masked_fill(~visible[:, :, None], float("-inf"))
-    if g.size(-1) == 1:  # (.., C, C): q_i . k_j exp(c_i - c_j)
-        intra = torch.matmul(q, k.transpose(-1, -2)) * diff.squeeze(-1).exp()
-    else:  # per feature: sum_f q_if k_jf exp(c_if - c_jf)
-        intra = torch.einsum("...if,...jf,...ijf->...ij", q, k, diff.exp())
+    intra = torch.matmul(q, k.transpose(-1, -2)) * diff.squeeze(-1).exp()  # (.., C, C): q_i . k_j exp(c_i - c_j)
     q_in = q * c.exp()  # what query i reads of the state the earlier chunks left
     k_out = k * (c[..., -1:, :] - c).exp()  # key j as it stands at the chunk's end
     kv = torch.matmul(k_out.transpose(-1, -2), vv)  # (B, H, n, F, D)

@@ -152,3 +152,39 @@ def test_gradient_of_the_chunked_form(gate):
     q, k, v, log_g = inputs(1, 1, 9, 2, 2, gate, seed=5)
     args = [t.clone().requires_grad_() for t in (q, k, v, log_g)]
     assert torch.autograd.gradcheck(lambda a, b, c, d: ops.causal_gated(a, b, c, d, chunk_size=4), args)
+
+
+@pytest.mark.parametrize("chunk", [8, 64])
+def test_feature_gates_two_levels_strong_gates_continued_state(chunk):
+    """Per-feature gates (ops/gate_feature.py): chunks of C (a scan across them) and halving within
+    them, at a length that is a multiple of neither C nor any half (T = 150), with log-gates down to
+    -20 per token (exp of a cumulative log-gate would under/overflow), continued from the state of a
+    37-token prefix and returning its final state: against the token-by-token reference and steps."""
+    B, H, T, F, D, P = 2, 2, 150, 5, 3, 37
+    q, k, v, _ = inputs(B, H, T, F, D, "none", seed=6)
+    g = torch.Generator().manual_seed(7)
+    log_g = -20 * torch.rand(B, H, T, F, generator=g, dtype=torch.float64) ** 3  # many near 0, some near -20
+    log_g[:, :, ::7] = -20.0
+    ref = ops.causal_gated_reference(q, k, v, log_g)
+    head, state = ops.causal_gated(q[:, :, :P], k[:, :, :P], v[:, :, :P], log_g[:, :, :P], chunk_size=chunk,
+                                   return_state=True)
+    rest, (S, z) = ops.causal_gated(q[:, :, P:], k[:, :, P:], v[:, :, P:], log_g[:, :, P:], chunk_size=chunk,
+                                    initial_state=state, return_state=True)
+    assert torch.isfinite(rest).all()
+    assert (torch.cat([head, rest], 2) - ref).abs().max().item() <= TOL
+    _, (S1, z1) = steps(q, k, v, log_g, ops.empty_state(k, v), True)
+    assert (S - S1).abs().max().item() <= TOL and (z - z1).abs().max().item() <= TOL
+
+
+def test_gradient_of_the_feature_gate_form_with_states():
+    """gradcheck through both hand-written backwards (the scan across chunks and the halving within
+    them), an initial state and the returned final state, chunks of 4 over 11 tokens."""
+    q, k, v, log_g = inputs(1, 1, 11, 2, 2, "feature", seed=8)
+    S0, z0 = torch.rand(1, 1, 2, 2, dtype=torch.float64), torch.rand(1, 1, 2, dtype=torch.float64)
+    args = [t.clone().requires_grad_() for t in (q, k, v, log_g, S0, z0)]
+
+    def f(a, b, c, d, s, z):
+        out, (S, zz) = ops.causal_gated(a, b, c, d, chunk_size=4, initial_state=(s, z), return_state=True)
+        return out, S, zz
+
+    assert torch.autograd.gradcheck(f, args)
