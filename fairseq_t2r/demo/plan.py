@@ -131,8 +131,7 @@ class TaskPlan:
 
     def train_flags(self, save_dir: Path, updates: int, lr: float, warmup: int, seed: Optional[int] = None,
                     anneal: bool = False) -> List[str]:
-        """fairseq-train's flags of one run; ``anneal``: a run from random init, its rate decays to 0 at
-        ``updates`` (polynomial_decay, power 1); else inverse_sqrt, the finetuning runs' schedule."""
+        """fairseq-train's flags; ``anneal`` (runs from random init): the rate decays linearly to 0 at ``updates``."""
         p = self.preset
         schedule = (["--lr-scheduler", "polynomial_decay", "--total-num-update", str(updates),
                      "--end-learning-rate", "0"] if anneal else ["--lr-scheduler", "inverse_sqrt"])
@@ -251,8 +250,7 @@ class TaskPlan:
         k, p = self.kind, self.preset
         updates = p.teacher_updates + p.ft_updates
         # the teacher's schedule (its rate and warmup), over the longer budget
-        flags = self.train_flags(self.save_dir(name), updates, presets.TEACHER_LR, self.teacher_warmup(), seed,
-                                 anneal=True)
+        flags = self.train_flags(self.save_dir(name), updates, presets.TEACHER_LR, self.teacher_warmup(), seed, True)
         return Step(f"{k}/{name}", f"train T2R from random init ({updates} updates, seed {seed})", "fairseq_cli.train",
                     flags + self.student_flags(variant), deps=[f"{k}/data"])
 
