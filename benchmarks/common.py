@@ -60,6 +60,15 @@ def set_up_torch(a):
 STATE_NORMS = {"delta": "rms", "gated-delta": "rms"}  # the norm a state needs (else T2R's sum)
 
 
+# --states names beyond the state updates themselves: the gate state with one gate per feature (GLA)
+STATE_SPELLINGS = {"gate-feature": {"state": "gate", "gate_shape": "feature"}}
+
+
+def state_options(state: str, norm: str) -> dict:
+    """T2RAttention's ``state_options`` of a ``--states`` name (``t2r_`` + each key: the model's args)."""
+    return {**STATE_SPELLINGS.get(state, {"state": state}), "norm": norm}
+
+
 def parse_states(spec: str):
     """``--states`` 'additive,decay,gate,delta:rms' -> [(variant, state, norm)]: each state with the
     norm it names after ':' (default rms for delta and gated-delta, sum otherwise). The additive

@@ -32,8 +32,8 @@ Variants, all timed side by side in one process, interleaved per context and per
   and nothing else: what stands above it is the recurrent state update and read-out and our
   Python.
 
-State updates (``--states additive,decay,gate,delta,gated-delta``): one T2R model per state
-(``--t2r-state``/``--t2r-norm``, see fairseq_t2r/config.py), every shared tensor the additive
+State updates (``--states additive,decay,gate,gate-feature,delta,gated-delta``, ``gate-feature``
+the gate with one gate per feature): one T2R model per state (``--t2r-state``/``--t2r-norm``, see fairseq_t2r/config.py), every shared tensor the additive
 twin's, each prefilled with its own state and timed side by side with the additive ``t2r``
 (interleaved per repeat); a state whose model build refuses it is skipped and the reason recorded.
 Results go to benchmarks/results/states_lm_generation.* by default, not the speed table's files.
@@ -64,6 +64,7 @@ from common import (  # noqa: E402
     save_figure,
     set_up_torch,
     state_bytes,
+    state_options,
 )
 from fairseq.models import (  # noqa: E402
     ARCH_CONFIG_REGISTRY,
@@ -387,7 +388,8 @@ def build_state_models(a, dictionary, t2r):
     models, skipped = {}, {}
     for variant, state, norm in a.states[1:]:
         try:
-            m = build("t2r_transformer_lm", FakeTask(dictionary), a, max_positions(a), t2r_state=state, t2r_norm=norm)
+            options = {f"t2r_{k}": v for k, v in state_options(state, norm).items()}
+            m = build("t2r_transformer_lm", FakeTask(dictionary), a, max_positions(a), **options)
         except (ValueError, T2RUserError) as e:
             skipped[variant] = str(e)
             print(f"{variant} skipped: --t2r-state {state} --t2r-norm {norm} refused: {e}", flush=True)

@@ -45,7 +45,7 @@ sys.path.insert(0, REPO)
 sys.path.insert(0, HERE)
 
 import torch  # noqa: E402
-from common import FakeTask, clock, machine, make_dictionary, parse_states  # noqa: E402
+from common import FakeTask, clock, machine, make_dictionary, parse_states, state_options  # noqa: E402
 
 
 def _mha_and_t2r(dim, heads, feature_dim, seed=0):
@@ -61,9 +61,6 @@ def _mha_and_t2r(dim, heads, feature_dim, seed=0):
     return {"softmax": mha.train(), "t2r": t2r.train()}
 
 
-STATE_SPELLINGS = {"gate-feature": {"state": "gate", "gate_shape": "feature"}}  # --states names beyond the states
-
-
 def state_layers(a):
     """One T2RAttention per state of ``a.states`` but the additive one, each on the weights
     _mha_and_t2r gives (same seed): ({variant: module}, {variant: why the module refused it})."""
@@ -75,7 +72,7 @@ def state_layers(a):
     for variant, state, norm in a.states[1:]:
         torch.manual_seed(0)
         try:
-            options = {**STATE_SPELLINGS.get(state, {"state": state}), "norm": norm}
+            options = state_options(state, norm)
             mods[variant] = T2RAttention.from_softmax(MultiheadAttention(a.dim, a.heads, self_attention=True), "t2r",
                                                       a.feature_dim, state_options=options).train()
         except ValueError as e:
