@@ -18,8 +18,9 @@ exp(c_i - c_j) and the state left by earlier chunks through exp(c_i); the state 
 next chunk is exp(c_C) S + sum_j exp(c_C - c_j) phi_k_j v_j^T. Every exponent is a difference
 c_i - c_j with j <= i, hence <= 0: no overflow whatever the gates (the log-space form; fla's
 naive GLA divides by exp(c_j) instead, which overflows for small gates). Work O(T C F D), memory
-linear in T. Per head, plain autograd differentiates it (no hand-written backward: it keeps the
-chunk intermediates). Per-feature gates run ``gate_feature.causal_gated_feature`` (two levels
+linear in T. Per head, plain autograd differentiates the chunks, and the state [S | z] crosses
+from chunk to chunk by ``gate_scan.gated_scan`` (a hand-written backward: indexing chunk i in a
+loop back-propagated a full-size zero tensor per chunk). Per-feature gates run ``gate_feature.causal_gated_feature`` (two levels
 of chunks: a scan with a hand-written backward across chunks, halving within them).
 Half-precision inputs: every sum and the state in fp32 (``compute_dtype``).
 """
@@ -31,6 +32,7 @@ from torch import Tensor
 
 from .common import DEFAULT_CHUNK_SIZE, DEFAULT_EPS, State, autocast_off, compute_dtype
 from .gate_feature import causal_gated_feature
+from .gate_scan import gated_scan
 
 
 @autocast_off
@@ -74,19 +76,14 @@ def causal_gated(
     k_out = k * (c[..., -1:, :] - c).exp()  # key j as it stands at the chunk's end
     kv = torch.matmul(k_out.transpose(-1, -2), vv)  # (B, H, n, F, D)
     ksum = k_out.sum(-2)  # (B, H, n, F)
-    carry = c[..., -1, :].exp()  # (B, H, n, G): the whole chunk's gate
+    carry = c[..., -1, :].exp()  # (B, H, n, 1): the whole chunk's gate
     if initial_state is None:
-        S, z = q.new_zeros(B, H, F, D), q.new_zeros(B, H, F)
+        Sz = q.new_zeros(B, H, F, D + 1)
     else:
-        S, z = initial_state[0].to(ct), initial_state[1].to(ct)
-    S_prev, z_prev = [], []
-    for i in range(n):  # the states entering each chunk: n = T / C small steps
-        S_prev.append(S)
-        z_prev.append(z)
-        a = carry[:, :, i]  # (B, H, G)
-        S = a.unsqueeze(-1) * S + kv[:, :, i]
-        z = a * z + ksum[:, :, i]
-    S_prev, z_prev = torch.stack(S_prev, 2), torch.stack(z_prev, 2)
+        Sz = torch.cat([initial_state[0].to(ct), initial_state[1].to(ct).unsqueeze(-1)], -1)
+    # the states entering each chunk ([S | z], one scan with a hand-written backward: n = T / C steps)
+    Sz_prev, Sz = gated_scan(carry, torch.cat([kv, ksum.unsqueeze(-1)], -1), Sz)
+    S_prev, z_prev, S, z = Sz_prev[..., :D], Sz_prev[..., D], Sz[..., :D].contiguous(), Sz[..., D].contiguous()
     num = torch.matmul(intra, vv) + torch.matmul(q_in, S_prev)
     if normalize:
         den = intra.sum(-1) + torch.matmul(q_in, z_prev.unsqueeze(-1)).squeeze(-1)

@@ -1,5 +1,6 @@
 """The gated state scan h_l = a_l * h_{l-1} + x_l as an autograd Function with a hand-written
-backward, for the per-feature gate form (``gate_feature.py``), which runs it at two levels.
+backward: the chunk-to-chunk state of the gated forms (``gate.py`` per head, ``gate_feature.py``
+per feature, which runs it at two levels).
 
 Plain autograd through a Python loop of L steps costs a graph node per op and per step, and
 every ``x[:, :, l]`` it reads back-propagates as a full-size zero tensor with one slice filled

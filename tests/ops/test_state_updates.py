@@ -176,10 +176,12 @@ def test_feature_gates_two_levels_strong_gates_continued_state(chunk):
     assert (S - S1).abs().max().item() <= TOL and (z - z1).abs().max().item() <= TOL
 
 
-def test_gradient_of_the_feature_gate_form_with_states():
-    """gradcheck through both hand-written backwards (the scan across chunks and the halving within
-    them), an initial state and the returned final state, chunks of 4 over 11 tokens."""
-    q, k, v, log_g = inputs(1, 1, 11, 2, 2, "feature", seed=8)
+@pytest.mark.parametrize("gate", ["head", "feature"])
+def test_gradient_of_the_gated_forms_with_states(gate):
+    """gradcheck through the hand-written backwards (the scan across chunks, per head and per
+    feature, and the halving within them, per feature), an initial state and the returned final
+    state, chunks of 4 over 11 tokens."""
+    q, k, v, log_g = inputs(1, 1, 11, 2, 2, gate, seed=8)
     S0, z0 = torch.rand(1, 1, 2, 2, dtype=torch.float64), torch.rand(1, 1, 2, dtype=torch.float64)
     args = [t.clone().requires_grad_() for t in (q, k, v, log_g, S0, z0)]
 
