@@ -38,8 +38,9 @@ ALL_ARMS = "control,t2r,elu,rfa,transfer,distill,hybrid,cross-linear,decay,gate,
 
 def build_parser():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--quick", action="store_true", help="the demo's quick preset on the bundled slices (a smoke run)")
-    p.add_argument("--demo-size", action="store_true", help="the demo's default preset (its data, model and "
+    size = p.add_mutually_exclusive_group()  # default: the benchmark's own size (BENCH)
+    size.add_argument("--quick", action="store_true", help="the demo's quick preset on the bundled slices (a smoke run)")
+    size.add_argument("--demo-size", action="store_true", help="the demo's default preset (its data, model and "
                    "teachers, shared through the teacher cache): seeds at the demo's size, e.g. for translation, "
                    "whose benchmark-size teacher (4 + 4 layers, the whole corpus) costs hours on a CPU")
     p.add_argument("--out", default=None, help="working folder (default runs/quality or runs/quality-quick)")
@@ -66,7 +67,10 @@ def main(argv=None):
     from fairseq_t2r.machine import machine
 
     t0 = time.time()
-    preset = presets.PRESETS["quick" if a.quick else "default"] if a.quick or a.demo_size else presets.Preset(**BENCH)
+    if a.quick or a.demo_size:
+        preset = presets.PRESETS["quick" if a.quick else "default"]
+    else:
+        preset = presets.Preset(**BENCH)
     if a.ft_updates:
         preset = replace(preset, ft_updates=a.ft_updates, transfer_updates=max(1, a.ft_updates // 5))
     out = Path(a.out or ("runs/quality-quick" if a.quick else "runs/quality")).resolve()

@@ -250,7 +250,7 @@ class TaskPlan:
         k, p = self.kind, self.preset
         updates = p.teacher_updates + p.ft_updates
         # the teacher's schedule (its rate and warmup), over the longer budget
-        flags = self.train_flags(self.save_dir(name), updates, presets.TEACHER_LR, self.teacher_warmup(), seed, True)
+        flags = self.train_flags(self.save_dir(name), updates, presets.TEACHER_LR, self.teacher_warmup(), seed, anneal=True)
         return Step(f"{k}/{name}", f"train T2R from random init ({updates} updates, seed {seed})", "fairseq_cli.train",
                     flags + self.student_flags(variant), deps=[f"{k}/data"])
 

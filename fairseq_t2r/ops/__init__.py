@@ -50,9 +50,10 @@ The files, one per form, all forms exact and interchangeable:
   positions: zero features and gate 1).
 - ``gate.py``: the gated state S_i = diag(g_i) S_{i-1} + phi_k_i v_i^T (z likewise), gates per
   head or per feature given as per-token log-gates: ``causal_gated`` (chunked, exact, log space,
-  plain autograd) and ``gated_step``; ``normalize=False`` returns phi_q . S (for an RMS norm).
-  Per-feature gates run ``gate_feature.py``'s ``causal_gated_feature`` (chunks with a scan across
-  them, ``gate_scan.py``'s ``gated_scan``, and exact halving within them; backwards written out).
+  the state crossing chunks by ``gate_scan.py``'s scan with a written-out backward) and
+  ``gated_step``; ``normalize=False`` returns phi_q . S (for an RMS norm).
+  Per-feature gates run ``gate_feature.py``'s ``causal_gated_feature`` (the same scan across
+  chunks, exact halving within them; backwards written out).
 - ``decay.py``: a per-head decay g_h (RetNet): ``causal_decay``, ``decay_step``,
   ``decay_log_gates`` (padded positions get g = 1: they leave the state as if absent).
   Their reference is ``reference.causal_gated_reference``.

@@ -19,9 +19,9 @@ next chunk is exp(c_C) S + sum_j exp(c_C - c_j) phi_k_j v_j^T. Every exponent is
 c_i - c_j with j <= i, hence <= 0: no overflow whatever the gates (the log-space form; fla's
 naive GLA divides by exp(c_j) instead, which overflows for small gates). Work O(T C F D), memory
 linear in T. Per head, plain autograd differentiates the chunks, and the state [S | z] crosses
-from chunk to chunk by ``gate_scan.gated_scan`` (a hand-written backward: indexing chunk i in a
-loop back-propagated a full-size zero tensor per chunk). Per-feature gates run ``gate_feature.causal_gated_feature`` (two levels
-of chunks: a scan with a hand-written backward across chunks, halving within them).
+from chunk to chunk by ``gate_scan.scan_states`` (a hand-written backward: indexing chunk i in a
+loop back-propagated a full-size zero tensor per chunk). Per-feature gates run
+``gate_feature.causal_gated_feature`` (the same scan across chunks, halving within them).
 Half-precision inputs: every sum and the state in fp32 (``compute_dtype``).
 """
 from typing import Optional
@@ -32,7 +32,7 @@ from torch import Tensor
 
 from .common import DEFAULT_CHUNK_SIZE, DEFAULT_EPS, State, autocast_off, compute_dtype
 from .gate_feature import causal_gated_feature
-from .gate_scan import gated_scan
+from .gate_scan import scan_states
 
 
 @autocast_off
@@ -59,8 +59,7 @@ def causal_gated(
     g = q.new_zeros(B, H, T, 1) if log_g is None else log_g.to(ct)
     g = g if g.dim() == 4 else g.unsqueeze(-1)  # (B, H, T, G), G = 1 or F
     if g.size(-1) != 1:
-        S0 = None if initial_state is None else (initial_state[0].to(ct), initial_state[1].to(ct))
-        out, state = causal_gated_feature(q, k, vv, g, eps, chunk_size, S0, normalize)
+        out, state = causal_gated_feature(q, k, vv, g, eps, chunk_size, initial_state, normalize)
         return (out.to(out_dtype), state) if return_state else out.to(out_dtype)
     C = min(chunk_size, T)
     pad = (-T) % C
@@ -77,13 +76,9 @@ def causal_gated(
     kv = torch.matmul(k_out.transpose(-1, -2), vv)  # (B, H, n, F, D)
     ksum = k_out.sum(-2)  # (B, H, n, F)
     carry = c[..., -1, :].exp()  # (B, H, n, 1): the whole chunk's gate
-    if initial_state is None:
-        Sz = q.new_zeros(B, H, F, D + 1)
-    else:
-        Sz = torch.cat([initial_state[0].to(ct), initial_state[1].to(ct).unsqueeze(-1)], -1)
     # the states entering each chunk ([S | z], one scan with a hand-written backward: n = T / C steps)
-    Sz_prev, Sz = gated_scan(carry, torch.cat([kv, ksum.unsqueeze(-1)], -1), Sz)
-    S_prev, z_prev, S, z = Sz_prev[..., :D], Sz_prev[..., D], Sz[..., :D].contiguous(), Sz[..., D].contiguous()
+    Sz_prev, (S, z) = scan_states(carry, torch.cat([kv, ksum.unsqueeze(-1)], -1), initial_state)
+    S_prev, z_prev = Sz_prev[..., :D], Sz_prev[..., D]
     num = torch.matmul(intra, vv) + torch.matmul(q_in, S_prev)
     if normalize:
         den = intra.sum(-1) + torch.matmul(q_in, z_prev.unsqueeze(-1)).squeeze(-1)

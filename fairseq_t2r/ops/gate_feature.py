@@ -2,10 +2,10 @@
 
 Chunks of C positions (``chunk_size``, at most ``FEATURE_GATE_CHUNK_SIZE`` and T, rounded up
 to a power of two), c_i the cumulative log-gate within i's chunk (per feature). Across chunks,
-as for per-head gates: query i reads the state entering its chunk through q_i * exp(c_i), and the chunk adds its keys
-as they stand at its end, k_j * exp(c_C - c_j); the states entering the chunks come from
-``gated_scan`` (a hand-written backward; T / C Python steps). Within a chunk, query i sees key
-j <= i through sum_f q_if k_jf exp(c_if - c_jf), which no single matmul gives. Halving: a block
+as for per-head gates: query i reads the state entering its chunk through q_i * exp(c_i), and
+the chunk adds its keys as they stand at its end, k_j * exp(c_C - c_j); the states entering the
+chunks come from ``gate_scan.scan_states`` (a hand-written backward; T / C Python steps).
+Within a chunk, query i sees key j <= i through sum_f q_if k_jf exp(c_if - c_jf), which no single matmul gives. Halving: a block
 of b positions splits at m, the last position of its first half; for i in the second half and
 j in the first, exp(c_i - c_j) = exp(c_i - c_m) * exp(c_m - c_j), both exponents <= 0, so that
 pair of halves is one matmul of rescaled queries and keys; then each half is split in turn,
@@ -27,7 +27,7 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from .common import State
-from .gate_scan import gated_scan
+from .gate_scan import scan_states
 
 FEATURE_GATE_CHUNK_SIZE = 32  # at most: the layer's fwd + bwd ~10% faster than with 64 (T=4096, CPU)
 
@@ -36,7 +36,8 @@ def causal_gated_feature(
     q: Tensor, k: Tensor, v: Tensor, log_g: Tensor, eps: float, chunk_size: int,
     initial_state: Optional[State], normalize: bool,
 ):
-    """q/k (B, H, T, F), v (B, H, T, D), log_g (B, H, T, F), all in the compute dtype ->
+    """q/k (B, H, T, F), v (B, H, T, D), log_g (B, H, T, F), all in the compute dtype (the
+    initial state is converted to it) ->
     (out (B, H, T, D), final (S (B, H, F, D), z (B, H, F)))."""
     B, H, T, F = q.shape
     D = v.size(-1)
@@ -48,17 +49,13 @@ def causal_gated_feature(
     c = g.cumsum(-2)  # (B, H, n, C, F): inclusive, within each chunk
     k_end = k * (c[..., -1:, :] - c).exp()  # key j as it stands at its chunk's end
     x = torch.matmul(k_end.transpose(-1, -2), v1)  # (B, H, n, F, D + 1): each chunk's own state
-    if initial_state is None:
-        h0 = q.new_zeros(B, H, F, D + 1)
-    else:
-        h0 = torch.cat([initial_state[0], initial_state[1].unsqueeze(-1)], -1).to(q.dtype)
-    entering, final = gated_scan(c[..., -1, :].exp(), x, h0)  # (B, H, n, F, D + 1) entering each chunk
+    entering, final = scan_states(c[..., -1, :].exp(), x, initial_state)  # entering: (B, H, n, F, D + 1)
     num = torch.matmul(q * c.exp(), entering) + within_chunks(q, k, v1, c)  # (B, H, n, C, D + 1)
     num = num.reshape(B, H, n * C, D + 1)[:, :, :T]
     out = num[..., :D]
     if normalize:
         out = out / num[..., D:].clamp(min=eps)
-    return out, (final[..., :D], final[..., D])
+    return out, final
 
 
 def within_chunks(q: Tensor, k: Tensor, v: Tensor, c: Tensor) -> Tensor:

@@ -12,11 +12,13 @@ every ``x[:, :, l]`` it reads back-propagates as a full-size zero tensor with on
 
 (h_l here is the state entering step l), again one ``addcmul`` per step.
 """
-from typing import Tuple
+from typing import Optional, Tuple
 
 import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
+
+from .common import State
 
 
 class GatedScan(torch.autograd.Function):
@@ -69,3 +71,15 @@ def gated_scan(a: Tensor, x: Tensor, h0: Tensor) -> Tuple[Tensor, Tensor]:
     L, F, E = x.shape[-3:]
     states, final = GatedScan.apply(a.reshape(-1, L, a.size(-1)), x.reshape(-1, L, F, E), h0.reshape(-1, F, E))
     return states.reshape(lead + (L, F, E)), final.reshape(lead + (F, E))
+
+
+def scan_states(a: Tensor, x: Tensor, initial_state: Optional[State]) -> Tuple[Tensor, State]:
+    """The chunk-to-chunk scan of the gated forms, their (S, z) carried as one [S | z]: a (..., n, G)
+    the chunks' gates, x (..., n, F, D + 1) each chunk's own [S | z], ``initial_state`` (S (..., F, D),
+    z (..., F)) or None -> ([S | z] entering each chunk (..., n, F, D + 1), the final (S, z))."""
+    if initial_state is None:
+        h0 = x.new_zeros(x.shape[:-3] + x.shape[-2:])
+    else:
+        h0 = torch.cat([initial_state[0], initial_state[1].unsqueeze(-1)], -1).to(x.dtype)
+    entering, final = gated_scan(a, x, h0)
+    return entering, (final[..., :-1].contiguous(), final[..., -1].contiguous())
