@@ -42,6 +42,8 @@ def collect(plan, runner) -> Dict:
     out["recovery"] = recovery(plan, runner, steps, runs)
     out["by_variant"] = by_variant(runs, k)
     out["headline"] = headline(runs, k)
+    controls = [r["curve"] for r in runs.values() if r.get("variant") == "control"]
+    out["teacher_convergence"]["budget_check"] = teachers.budget_check(teacher_curve, controls)
     t, f = runs["teacher"], runs.get("t2r", {})
     if t["updates"] and f.get("updates"):
         # the finetuning budget against what the teacher cost (its updates; its time when trained in this run)

@@ -2,6 +2,7 @@
 import json
 from typing import Dict, List
 
+from . import teachers
 from .presets import BEAM
 from .results import FIGURES, METRIC
 from .variants import VARIANTS, split_run_name
@@ -56,8 +57,18 @@ def teacher_lines(t: Dict) -> List[str]:
     else:
         verdict = f"**not held**: {c.get('why') or 'it improved %.1f%%' % (100 * c['improvement'])}"
     lines = [f"Teacher: {where}, {teacher.get('updates') or '?'} updates. Plateau criterion ({c['criterion']}): "
-             f"{verdict}.", ""]
-    if c["held"] is not True:
+             f"{verdict}."]
+    b = c.get("budget_check", {})
+    if b.get("held") is not None:
+        lines.append(f"Budget check ({b['criterion']}): {'held' if b['held'] else '**not held**'} "
+                     f"(the control: {teachers.budget_gain_words(b)}).")
+    lines.append("")
+    if c["held"] is not True and teachers.comparison_sound(c):
+        lines += ["> The teacher's curve still fell over its last quarter (a rate decaying to 0 there lowers the loss "
+                  "by itself), but the finetuning budget buys the softmax teacher nothing more (budget check): the "
+                  "converted arms' cost against the control is not flattered by an unfinished teacher. Their "
+                  "figures against the teacher itself include what the extra updates change.", ""]
+    elif c["held"] is not True:
         lines += ["> **Warning: this teacher is not shown to be converged.** Finetuning then goes on training it, "
                   "so every finetuned model gains from that extra training as well as losing what converting costs: "
                   "judge the converted models against the control (the teacher trained for the same budget), not "

@@ -3,6 +3,8 @@
 gains in decoding, in this run's own figures and nothing more."""
 from typing import Dict, List, Optional
 
+from . import teachers
+
 
 def sentence(kind: str, task: Dict) -> Optional[str]:
     """``kind`` "lm" or "mt"; ``task`` one task of ``results.collect``. None when a figure is missing."""
@@ -30,7 +32,7 @@ def sentence(kind: str, task: Dict) -> Optional[str]:
             f"that does not grow with the translation (it holds the {a['context']}-token source)"
         words += (f"; it decodes a token {pace} at context {a['context']} with a state of "
                   f"{b['state_bytes'] / 2**20:.2f} MiB {grows} (the teacher's: {a['state_bytes'] / 2**20:.2f} MiB)")
-    if task.get("teacher_convergence", {}).get("held") is not True:
+    if not teachers.comparison_sound(task.get("teacher_convergence", {})):
         words += "; but the teacher is not shown converged, so these figures flatter the conversion"
     return words + "."
 

@@ -5,6 +5,14 @@ The plateau criterion (``converged``): the best validation perplexity improved b
 fails it is still improving, so finetuning it "recovers" quality the teacher never had and the
 conversion looks better than it is: the report then says so in a warning.
 
+A teacher trained on a complete schedule (its rate decaying to 0 at its cap) fails that criterion
+by design: the last quarter, where the rate falls, lowers the loss by itself. The budget check
+(``budget_check``) asks the question the comparison depends on instead: does the finetuning budget
+still buy the softmax teacher anything? It holds when the control (the teacher trained on for that
+budget; the mean over its seeds) ends with a best validation perplexity less than ``TOLERANCE``
+below the teacher's. Either check holding makes the comparison against the control sound
+(``comparison_sound``).
+
 The cache keeps a trained teacher under a key of everything that determines it (the data step's
 command with its input files' contents, and the teacher's fairseq-train flags except where they
 write), so that a second run, or another preset with the same data and teacher settings, reuses
@@ -25,6 +33,8 @@ LAST_SHARE = 0.25  # the last quarter of the teacher's updates...
 TOLERANCE = 0.01   # ...improved its best validation perplexity by less than 1%
 CRITERION = (f"best validation perplexity improved by less than {100 * TOLERANCE:.0f}% over the last "
              f"{100 * LAST_SHARE:.0f}% of the teacher's updates")
+BUDGET_CHECK = (f"the softmax control (the teacher trained on for the finetuning budget) ends less than "
+                f"{100 * TOLERANCE:.0f}% below the teacher's best validation perplexity")
 CACHE_FORMAT = 1  # bump when what a cached teacher holds changes
 
 
@@ -43,6 +53,31 @@ def converged(curve: List[dict], key: str = "ppl") -> Dict:
     gain = (best_before - best) / best_before
     return {**out, "held": gain < TOLERANCE, "updates": last, "best_before_last_share": best_before,
             "best": best, "improvement": round(gain, 4)}
+
+
+def budget_check(teacher_curve: List[dict], control_curves: List[List[dict]]) -> Dict:
+    """The budget check on validation curves ([{"updates", "ppl"}]): the teacher's and each control
+    seed's; ``gain`` is the control's relative improvement on the teacher's best perplexity (negative:
+    it got worse); held None without both curves."""
+    best = [min(ppl) for ppl in ([p["ppl"] for p in c if "ppl" in p] for c in control_curves) if ppl]
+    teacher = [p["ppl"] for p in teacher_curve if "ppl" in p]
+    out = {"criterion": BUDGET_CHECK}
+    if not teacher or not best:
+        return {**out, "held": None}
+    t, c = min(teacher), sum(best) / len(best)
+    gain = (t - c) / t
+    return {**out, "held": gain < TOLERANCE, "teacher": t, "control": round(c, 4), "gain": round(gain, 4)}
+
+
+def budget_gain_words(check: Dict) -> str:
+    """A budget check's figure in words: "validation perplexity 1.0% above the teacher's" (worse)."""
+    g = check["gain"]
+    return f"validation perplexity {100 * abs(g):.1f}% {'below' if g > 0 else 'above'} the teacher's"
+
+
+def comparison_sound(convergence: Dict) -> bool:
+    """Whether the teacher is shown done for this comparison: the plateau criterion or the budget check held."""
+    return convergence.get("held") is True or convergence.get("budget_check", {}).get("held") is True
 
 
 def training_log(checkpoint: str) -> Optional[Path]:

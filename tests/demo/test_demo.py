@@ -10,7 +10,7 @@ from tool_server import tools
 from utils import DATA, REPO, lm_args
 
 from fairseq_t2r import checkpoint
-from fairseq_t2r.demo import cli, takeaway, teachers, variants
+from fairseq_t2r.demo import cli, tables, takeaway, teachers, variants
 from fairseq_t2r.demo import runner as runner_module
 from fairseq_t2r.demo.results import by_variant, separated
 from fairseq_t2r.demo.runner import Runner, Step
@@ -133,6 +133,9 @@ def test_takeaway_says_what_the_figures_say():
     task["teacher_convergence"]["held"] = False
     assert takeaway.sentence("lm", task).endswith(
         "the same 150 updates); but the teacher is not shown converged, so these figures flatter the conversion.")
+    flat = [{"updates": 30, "ppl": 40.0}]
+    task["teacher_convergence"]["budget_check"] = teachers.budget_check(flat, [flat])  # the budget bought nothing
+    assert takeaway.sentence("lm", task).endswith("the same 150 updates).")
     task["headline"] = {"t2r": 44.0, "control": None}  # no control arm: no claim about the conversion's cost
     assert takeaway.sentence("lm", task) is None and takeaway.sentences({"lm": task}, "quick") == []
 
@@ -153,6 +156,7 @@ def test_quick_demo_compares_with_the_control_and_measures_faithfulness(quick):
                 assert 0 <= runs[name]["bleu_vs_teacher"] <= 100, name
         conv = results[kind]["teacher_convergence"]
         assert conv["held"] is False and conv["improvement"] >= teachers.TOLERANCE
+        assert conv["budget_check"]["held"] is not None  # the control ran, so the budget check was made
         key = "test_ppl" if kind == "lm" else "bleu"
         assert results[kind]["headline"]["control"] == runs["control"][key]
     report = (out / "report" / "report.md").read_text()
@@ -180,6 +184,31 @@ def test_the_plateau_criterion_on_hand_made_curves():
     assert teachers.converged(falling)["held"] is False
     assert teachers.converged([{"updates": 100, "ppl": 9.0}])["held"] is False  # nothing before the last quarter
     assert teachers.converged([])["held"] is None
+
+
+def test_the_budget_check_on_hand_made_curves():
+    def curve(*ppls):
+        return [{"updates": 100 * (i + 1), "ppl": p} for i, p in enumerate(ppls)]
+    teacher = curve(120.0, 100.0)
+    lm = teachers.budget_check(teacher, [curve(101.0, 99.6), curve(99.4)])  # the controls' best: 99.5 on average
+    assert lm["held"] is True and lm["gain"] == 0.005 and lm["control"] == 99.5
+    assert teachers.budget_gain_words(lm) == "validation perplexity 0.5% below the teacher's"
+    worse = teachers.budget_check(teacher, [curve(101.0)])
+    assert worse["held"] is True and teachers.budget_gain_words(worse) == "validation perplexity 1.0% above the teacher's"
+    assert teachers.budget_check(teacher, [curve(98.0)])["held"] is False  # 2% better: the teacher was still learning
+    assert teachers.budget_check([], [curve(98.0)])["held"] is None  # a user's teacher without its log
+    assert teachers.budget_check(teacher, [])["held"] is None        # no control arm
+    # either check holding makes the comparison sound; neither, or only missing figures, does not
+    assert teachers.comparison_sound({"held": False, "budget_check": lm})
+    assert teachers.comparison_sound({"held": True})
+    assert not teachers.comparison_sound({"held": False, "budget_check": {"held": None}})
+    task = {"teacher_convergence": {"held": False, "criterion": "c", "improvement": 0.03, "budget_check": lm},
+            "runs": {"teacher": {"updates": 5000}}}
+    text = "\n".join(tables.teacher_lines(task))
+    assert "Budget check (" in text and "held (the control: validation perplexity 0.5% below" in text
+    assert "not flattered by an unfinished teacher" in text and "Warning" not in text
+    task["teacher_convergence"]["budget_check"] = teachers.budget_check(curve(100.0), [curve(98.0)])
+    assert "**Warning: this teacher is not shown to be converged.**" in "\n".join(tables.teacher_lines(task))
 
 
 def test_a_cached_teacher_of_other_data_is_refused(tmp_path, monkeypatch):
