@@ -91,7 +91,7 @@ def gated_parallel(
 ):
     """The gated (and decayed, and additive) state's training form, as ``causal_gated`` (same
     arguments and return, default chunk size), by ``state_form``'s choice."""
-    form = state_form(phi_q.is_cuda, v.dtype, fla_states.gated_kernel_name(log_g))
+    form = state_form(phi_q.is_cuda and phi_q.size(2) > 0, v.dtype, fla_states.gated_kernel_name(log_g))
     fn = fla_states.causal_gated_fla if form == "fla" else causal_gated
     return fn(phi_q, phi_k, v, log_g, eps, initial_state=initial_state, return_state=return_state, normalize=normalize)
 
@@ -102,6 +102,6 @@ def delta_parallel(
 ):
     """The (gated) delta rule's training form, as ``delta_chunked`` (same arguments and return,
     default chunk size), by ``state_form``'s choice."""
-    form = state_form(phi_q.is_cuda, v.dtype, "gated_delta_rule")
+    form = state_form(phi_q.is_cuda and phi_q.size(2) > 0, v.dtype, "gated_delta_rule")  # T = 0: ours
     fn = fla_states.delta_fla if form == "fla" else delta_chunked
     return fn(phi_q, phi_k, v, beta, gate, eps, initial_state=initial_state, return_state=return_state)
