@@ -126,7 +126,7 @@ def compare(state, dtype=torch.float32):
              for w, o in outs.items()}
     ref_g = torch.autograd.grad(ref, list(ref_leaves.values()), seeds)
     rows = []
-    pairs = [(f"out{i}", outs["fla"][i], outs["ours"][i], ref[i]) for i in range(len(ref))]
+    pairs = [(n, outs["fla"][i], outs["ours"][i], ref[i]) for i, n in enumerate(["out", "S", "z"][:len(ref)])]
     pairs += [(f"d{n}", grads["fla"][i], grads["ours"][i], ref_g[i]) for i, n in enumerate(names)]
     for name, a, b, c in pairs:
         diff = (a.double() - b.double()).abs().max().item()
@@ -138,6 +138,7 @@ def compare(state, dtype=torch.float32):
 
 def main():
     load_fla()
+    torch.manual_seed(0)  # the output gradients' seeds: the same figures on every run
     print(f"torch {torch.__version__}, device {DEV}, shape B,H,T,F,D = {SHAPE}, "
           f"TRITON_F32_DEFAULT={os.environ['TRITON_F32_DEFAULT']}", flush=True)
     if not CPU:  # the policy must route CUDA fp32 to fla under the switch

@@ -23,6 +23,10 @@ fp32 ``tl.dot`` runs in TF32 unless ``TRITON_F32_DEFAULT=ieee``. Padding needs n
 padded positions arrive with zero features and log-gate 0 (gate 1), as for our forms. ``chunk_size``
 is accepted for the signature and ignored: fla picks its own (64).
 
+Not yet run on a GPU: ``chunk_simple_gla``'s backward uses the same ``chunk_bwd_dqkwg`` kernel
+that hit an illegal memory access on an H100 at K = 32 (``fla.py``); check with
+``benchmarks/gpu_fla_states_check.py`` before relying on it.
+
 ``USE_FLA`` (``fla.py``'s switch) and ``_FLA_STATE_KERNELS`` are read at call time, so tests may
 put stand-in kernels in the latter: {"simple_gla": fn, "gla": fn, "gated_delta_rule": fn}.
 """
