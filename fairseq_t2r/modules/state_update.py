@@ -188,11 +188,11 @@ class StateUpdate(nn.Module):
         (B, H, T, D) (and the final state with ``return_state``)."""
         if self.is_delta:
             beta, gate = self.delta_gates(x, k_proj, key_padding_mask)
-            res = ops.delta_chunked(phi_q, phi_k, v, beta, gate, eps=ops.DEFAULT_NORM_EPS,
-                                    initial_state=initial_state, return_state=return_state)
+            res = ops.delta_parallel(phi_q, phi_k, v, beta, gate, eps=ops.DEFAULT_NORM_EPS,
+                                     initial_state=initial_state, return_state=return_state)
         else:
-            res = ops.causal_gated(phi_q, phi_k, v, self.log_gates(x, k_proj, key_padding_mask), eps,
-                                   initial_state=initial_state, return_state=return_state, normalize=self.normalize)
+            res = ops.gated_parallel(phi_q, phi_k, v, self.log_gates(x, k_proj, key_padding_mask), eps,
+                                     initial_state=initial_state, return_state=return_state, normalize=self.normalize)
         out, state = res if return_state else (res, None)
         out = self.finish(out)
         return (out, state) if return_state else out

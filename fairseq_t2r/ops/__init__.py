@@ -38,7 +38,13 @@ The files, one per form, all forms exact and interchangeable:
 - ``dispatch.py``: ``causal_parallel``, the training form, runs ``parallel_form``'s choice:
   quadratic up to ``QUADRATIC_MAX_LEN`` or with weight dropout, else on CUDA the Triton kernels
   under ``FAIRSEQ_T2R_TRITON=1`` (fp32/fp16/bf16), else fla when enabled, else chunked. The same
-  policy decides ``causal_relu_from_input``'s form.
+  policy decides ``causal_relu_from_input``'s form. The state updates' training forms run
+  ``gated_parallel`` (``causal_gated``'s arguments) and ``delta_parallel`` (``delta_chunked``'s),
+  by ``state_form``: our forms, or on CUDA under ``FAIRSEQ_T2R_FLA=1`` fla's kernels.
+- ``fla_states.py``: ``causal_gated_fla`` (fla's ``chunk_simple_gla`` for per-head gates, the
+  decay and no gate; ``chunk_gla`` for per-feature gates) and ``delta_fla`` (fla's
+  ``chunk_gated_delta_rule``, log-gate 0 for the plain delta rule), same signatures and returns
+  as ``causal_gated`` / ``delta_chunked``, our normaliser and L2 norm; ``fla_state_kernel``.
 - ``softmax.py``: ``softmax_attention``, the target attention transfer fits the linear forms to.
 - ``delta.py`` (+ ``delta_chunked.py``, ``reference_delta.py``): the delta rule and the gated
   delta rule (DeltaNet / Gated DeltaNet), S_i = g_i (I - beta_i k_i k_i^T) S_{i-1} +
@@ -85,8 +91,16 @@ from .delta import (  # noqa: F401
     mask_padded_gate,
 )
 from .delta_chunked import delta_chunked  # noqa: F401
-from .dispatch import QUADRATIC_MAX_LEN, causal_parallel, parallel_form  # noqa: F401
+from .dispatch import (  # noqa: F401
+    QUADRATIC_MAX_LEN,
+    causal_parallel,
+    delta_parallel,
+    gated_parallel,
+    parallel_form,
+    state_form,
+)
 from .fla import causal_fla, fla_kernel  # noqa: F401
+from .fla_states import causal_gated_fla, delta_fla, fla_state_kernel  # noqa: F401
 from .fused_relu import causal_relu_from_input  # noqa: F401
 from .gate import causal_gated, gated_step  # noqa: F401
 from .gate_feature import FEATURE_GATE_CHUNK_SIZE, causal_gated_feature  # noqa: F401

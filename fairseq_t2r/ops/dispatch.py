@@ -1,15 +1,18 @@
-"""Which exact causal form training runs (``causal_parallel``): the policy, kept apart from the
-forms so that a new form changes this file and not the others. All forms are exact, so the
-choice only trades speed and memory."""
+"""Which exact causal form training runs (``causal_parallel``; the state updates' ``gated_parallel``
+and ``delta_parallel``): the policy, kept apart from the forms so that a new form changes this
+file and not the others. All forms are exact, so the choice only trades speed and memory."""
 import os
 from typing import Callable, Optional
 
 import torch
 from torch import Tensor
 
-from . import fla
+from . import fla, fla_states
 from .chunked import causal_chunked
-from .common import DEFAULT_CHUNK_SIZE, DEFAULT_EPS, autocast_off
+from .common import DEFAULT_CHUNK_SIZE, DEFAULT_EPS, State, autocast_off
+from .delta import DEFAULT_NORM_EPS
+from .delta_chunked import delta_chunked
+from .gate import causal_gated
 from .quadratic import causal_quadratic
 
 # Up to this length the quadratic form is faster than the chunked one (fwd + bwd, 8 heads,
@@ -71,3 +74,34 @@ def causal_parallel(
     if form == "fla":
         return fla.causal_fla(phi_q, phi_k, v, eps)
     return causal_chunked(phi_q, phi_k, v, eps, chunk_size)
+
+
+def state_form(is_cuda: bool, dtype: torch.dtype, kernel: str) -> str:
+    """Which training form a state update runs: "fla" (``fla_states``, fla's ``kernel``: see
+    ``fla_states._FLA_NAMES``) on CUDA under ``FAIRSEQ_T2R_FLA=1`` for fp32/fp16/bf16 inputs when
+    that kernel is importable, else "torch" (``causal_gated``, ``delta_chunked``)."""
+    if is_cuda and fla.USE_FLA and dtype in TRITON_DTYPES and fla_states.fla_state_kernel(kernel) is not None:
+        return "fla"
+    return "torch"
+
+
+def gated_parallel(
+    phi_q: Tensor, phi_k: Tensor, v: Tensor, log_g: Optional[Tensor], eps: float = DEFAULT_EPS,
+    initial_state: Optional[State] = None, return_state: bool = False, normalize: bool = True,
+):
+    """The gated (and decayed, and additive) state's training form, as ``causal_gated`` (same
+    arguments and return, default chunk size), by ``state_form``'s choice."""
+    form = state_form(phi_q.is_cuda and phi_q.size(2) > 0, v.dtype, fla_states.gated_kernel_name(log_g))
+    fn = fla_states.causal_gated_fla if form == "fla" else causal_gated
+    return fn(phi_q, phi_k, v, log_g, eps, initial_state=initial_state, return_state=return_state, normalize=normalize)
+
+
+def delta_parallel(
+    phi_q: Tensor, phi_k: Tensor, v: Tensor, beta: Tensor, gate: Optional[Tensor] = None,
+    eps: float = DEFAULT_NORM_EPS, initial_state: Optional[Tensor] = None, return_state: bool = False,
+):
+    """The (gated) delta rule's training form, as ``delta_chunked`` (same arguments and return,
+    default chunk size), by ``state_form``'s choice."""
+    form = state_form(phi_q.is_cuda and phi_q.size(2) > 0, v.dtype, "gated_delta_rule")  # T = 0: ours
+    fn = fla_states.delta_fla if form == "fla" else delta_chunked
+    return fn(phi_q, phi_k, v, beta, gate, eps, initial_state=initial_state, return_state=return_state)
