@@ -64,10 +64,10 @@ def teacher_lines(t: Dict) -> List[str]:
                      f"(the control: {teachers.budget_gain_words(b)}).")
     lines.append("")
     if c["held"] is not True and teachers.comparison_sound(c):
-        lines += ["> The teacher's curve still fell over its last quarter (a rate decaying to 0 there lowers the loss "
-                  "by itself), but the finetuning budget buys the softmax teacher nothing more (budget check): the "
-                  "converted arms' cost against the control is not flattered by an unfinished teacher. Their "
-                  "figures against the teacher itself include what the extra updates change.", ""]
+        lines += ["> The teacher's curve still fell over its last quarter (partly the rate decaying to 0 there), so a "
+                  "longer schedule would train a better teacher, and converting a better-trained teacher has cost "
+                  "more here. But the finetuning budget buys this teacher nothing more (budget check), so the "
+                  "converted arms' cost against the control is not flattered by extra training.", ""]
     elif c["held"] is not True:
         lines += ["> **Warning: this teacher is not shown to be converged.** Finetuning then goes on training it, "
                   "so every finetuned model gains from that extra training as well as losing what converting costs: "

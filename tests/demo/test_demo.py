@@ -206,7 +206,7 @@ def test_the_budget_check_on_hand_made_curves():
             "runs": {"teacher": {"updates": 5000}}}
     text = "\n".join(tables.teacher_lines(task))
     assert "Budget check (" in text and "held (the control: validation perplexity 0.5% below" in text
-    assert "not flattered by an unfinished teacher" in text and "Warning" not in text
+    assert "not flattered by extra training" in text and "Warning" not in text
     task["teacher_convergence"]["budget_check"] = teachers.budget_check(curve(100.0), [curve(98.0)])
     assert "**Warning: this teacher is not shown to be converged.**" in "\n".join(tables.teacher_lines(task))
 
