@@ -96,7 +96,7 @@ def markdown(header: Dict, summary: Dict, collected: Dict) -> str:
     m = header["machine"]
     lines = ["# Conversion quality", "",
              f"`{header['command']}` -- {m['date']}, "
-             f"{'%.0f min' % (header['seconds'] / 60) if header['seconds'] else 'stopped early'} on {m['cpu']} "
+             f"{'%.0f min' % (header['seconds'] / 60) if header['seconds'] else 'report from the finished steps'} on {m['cpu']} "
              f"({m['cpu_count']} cores), torch {m['torch']}; {header['jobs']} runs side by side, one thread each; "
              f"seeds {header['seeds']}.", "",
              "Settings: " + ", ".join(f"{k} {v}" for k, v in header["settings"].items()), ""]
