@@ -106,7 +106,7 @@ def markdown(header: Dict, summary: Dict, collected: Dict) -> str:
                   f"Teacher: {s['metric']} {s['teacher']}, {s['teacher_updates']} updates; plateau criterion "
                   f"({c['criterion']}): {'held' if c['held'] else 'NOT held'}"
                   f"{' (improvement %.2f%%)' % (100 * c['improvement']) if 'improvement' in c else ''}.",
-                  *budget_lines(c),
+                  *teachers.budget_lines(c.get("budget_check", {})),
                   f"Bare swap (no training): {s['metric']} {s['bare_swap']}, cost {s['bare_swap_cost']}.", "",
                   "| arm | " + s["metric"] + " (mean ± half-range, n) | vs control | separated from control | "
                   "faithfulness |", "|---|---|---|---|---|"]
@@ -121,15 +121,6 @@ def markdown(header: Dict, summary: Dict, collected: Dict) -> str:
                   for t in s["targets"]]
         lines.append("")
     return "\n".join(lines)
-
-
-def budget_lines(convergence: Dict) -> List[str]:
-    """The budget check's verdict (teachers.budget_check), when the control ran."""
-    b = convergence.get("budget_check", {})
-    if b.get("held") is None:
-        return []
-    return [f"Budget check ({b['criterion']}): {'held' if b['held'] else 'NOT held'} "
-            f"(the control: {teachers.budget_gain_words(b)})."]
 
 
 def plot(path, summary: Dict):

@@ -58,11 +58,7 @@ def teacher_lines(t: Dict) -> List[str]:
         verdict = f"**not held**: {c.get('why') or 'it improved %.1f%%' % (100 * c['improvement'])}"
     lines = [f"Teacher: {where}, {teacher.get('updates') or '?'} updates. Plateau criterion ({c['criterion']}): "
              f"{verdict}."]
-    b = c.get("budget_check", {})
-    if b.get("held") is not None:
-        lines.append(f"Budget check ({b['criterion']}): {'held' if b['held'] else '**not held**'} "
-                     f"(the control: {teachers.budget_gain_words(b)}).")
-    lines.append("")
+    lines += teachers.budget_lines(c.get("budget_check", {})) + [""]
     if c["held"] is not True and teachers.comparison_sound(c):
         lines += ["> The teacher's curve still fell over its last quarter (partly the rate decaying to 0 there), so a "
                   "longer schedule would train a better teacher, and converting a better-trained teacher has cost "

@@ -75,6 +75,14 @@ def budget_gain_words(check: Dict) -> str:
     return f"validation perplexity {100 * abs(g):.1f}% {'below' if g > 0 else 'above'} the teacher's"
 
 
+def budget_lines(check: Dict) -> List[str]:
+    """The budget check's verdict as the reports write it: one line, none when it was not made."""
+    if check.get("held") is None:
+        return []
+    return [f"Budget check ({check['criterion']}): {'held' if check['held'] else '**not held**'} "
+            f"(the control: {budget_gain_words(check)})."]
+
+
 def comparison_sound(convergence: Dict) -> bool:
     """Whether the teacher is shown done for this comparison: the plateau criterion or the budget check held."""
     return convergence.get("held") is True or convergence.get("budget_check", {}).get("held") is True

@@ -8,6 +8,7 @@ from utils import REPO
 sys.path.insert(0, os.path.join(REPO, "benchmarks"))
 import quality_report  # noqa: E402
 
+from fairseq_t2r.demo import teachers  # noqa: E402
 from fairseq_t2r.demo.results import by_variant  # noqa: E402
 
 
@@ -24,7 +25,9 @@ def _collected():
         "transfer": {"updates_to_target": 100}, "transfer-s2": {"updates_to_target": 150},
         "transfer-s3": {"updates_to_target": 300}}}
     return {"lm": {"runs": runs, "by_variant": by_variant(runs, "lm"), "recovery": recovery,
-                   "teacher_convergence": {"held": True, "criterion": "c", "improvement": 0.004}}}
+                   "teacher_convergence": {"held": True, "criterion": "c", "improvement": 0.004,
+                                           "budget_check": teachers.budget_check([{"updates": 4000, "ppl": 50.0}],
+                                                                                 [[{"updates": 300, "ppl": 50.5}]])}}}
 
 
 def test_summary_states_each_target_with_its_verdict():
@@ -47,3 +50,4 @@ def test_summary_states_each_target_with_its_verdict():
                                     "command": "python benchmarks/quality.py", "seconds": 60, "jobs": 2,
                                     "seeds": [1, 2, 3], "settings": {}}, {"lm": s}, _collected())
     assert "| T2R, swap + finetune | 51.200 ± 0.200 (3) |" in text and "-> **not separable**" in text
+    assert "): held (the control: validation perplexity 1.0% above the teacher's)." in text  # the budget check
