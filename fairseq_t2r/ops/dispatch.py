@@ -76,11 +76,12 @@ def causal_parallel(
     return causal_chunked(phi_q, phi_k, v, eps, chunk_size)
 
 
-def state_form(is_cuda: bool, dtype: torch.dtype, kernel: str) -> str:
+def state_form(length: int, is_cuda: bool, dtype: torch.dtype, kernel: str) -> str:
     """Which training form a state update runs: "fla" (``fla_states``, fla's ``kernel``: see
-    ``fla_states._FLA_NAMES``) on CUDA under ``FAIRSEQ_T2R_FLA=1`` for fp32/fp16/bf16 inputs when
-    that kernel is importable, else "torch" (``causal_gated``, ``delta_chunked``)."""
-    if is_cuda and fla.USE_FLA and dtype in TRITON_DTYPES and fla_states.fla_state_kernel(kernel) is not None:
+    ``fla_states._FLA_NAMES``) on CUDA under ``FAIRSEQ_T2R_FLA=1`` for fp32/fp16/bf16 inputs of at
+    least one token when that kernel is importable, else "torch" (``causal_gated``, ``delta_chunked``)."""
+    if (length > 0 and is_cuda and fla.USE_FLA and dtype in TRITON_DTYPES
+            and fla_states.fla_state_kernel(kernel) is not None):
         return "fla"
     return "torch"
 
@@ -91,7 +92,7 @@ def gated_parallel(
 ):
     """The gated (and decayed, and additive) state's training form, as ``causal_gated`` (same
     arguments and return, default chunk size), by ``state_form``'s choice."""
-    form = state_form(phi_q.is_cuda and phi_q.size(2) > 0, v.dtype, fla_states.gated_kernel_name(log_g))
+    form = state_form(phi_q.size(2), phi_q.is_cuda, v.dtype, fla_states.gated_kernel_name(log_g))
     fn = fla_states.causal_gated_fla if form == "fla" else causal_gated
     return fn(phi_q, phi_k, v, log_g, eps, initial_state=initial_state, return_state=return_state, normalize=normalize)
 
@@ -102,6 +103,6 @@ def delta_parallel(
 ):
     """The (gated) delta rule's training form, as ``delta_chunked`` (same arguments and return,
     default chunk size), by ``state_form``'s choice."""
-    form = state_form(phi_q.is_cuda and phi_q.size(2) > 0, v.dtype, "gated_delta_rule")  # T = 0: ours
+    form = state_form(phi_q.size(2), phi_q.is_cuda, v.dtype, "gated_delta_rule")
     fn = fla_states.delta_fla if form == "fla" else delta_chunked
     return fn(phi_q, phi_k, v, beta, gate, eps, initial_state=initial_state, return_state=return_state)

@@ -143,16 +143,17 @@ def test_policy_picks_fla_only_on_cuda_with_the_switch(monkeypatch, stand_ins):
     f32 = torch.float32
     for kernel in STAND_INS:
         monkeypatch.setattr(fla_glue, "USE_FLA", False)
-        assert ops.state_form(True, f32, kernel) == "torch"  # switch off
+        assert ops.state_form(8, True, f32, kernel) == "torch"  # switch off
         monkeypatch.setattr(fla_glue, "USE_FLA", True)
-        assert ops.state_form(True, f32, kernel) == "fla"
-        assert ops.state_form(True, torch.bfloat16, kernel) == "fla"
-        assert ops.state_form(False, f32, kernel) == "torch"  # CPU
-        assert ops.state_form(True, torch.float64, kernel) == "torch"  # no float64 Triton kernels
+        assert ops.state_form(8, True, f32, kernel) == "fla"
+        assert ops.state_form(8, True, torch.bfloat16, kernel) == "fla"
+        assert ops.state_form(8, False, f32, kernel) == "torch"  # CPU
+        assert ops.state_form(0, True, f32, kernel) == "torch"  # no token: ours
+        assert ops.state_form(8, True, torch.float64, kernel) == "torch"  # no float64 Triton kernels
     monkeypatch.setattr(fla_states, "_FLA_STATE_KERNELS", {"simple_gla": fake_simple_gla})
-    assert ops.state_form(True, f32, "gla") == "torch"  # that kernel missing: ours
+    assert ops.state_form(8, True, f32, "gla") == "torch"  # that kernel missing: ours
     monkeypatch.setattr(fla_states, "_FLA_STATE_KERNELS", False)  # fla not importable
-    assert ops.state_form(True, f32, "simple_gla") == "torch"
+    assert ops.state_form(8, True, f32, "simple_gla") == "torch"
     x = torch.zeros(1, 1, 2, 3)
     assert fla_states.gated_kernel_name(None) == fla_states.gated_kernel_name(x[..., 0]) == "simple_gla"
     assert fla_states.gated_kernel_name(x) == "gla"
@@ -184,6 +185,6 @@ def test_fla_absent_means_our_forms(monkeypatch):
         import fla  # noqa: F401
     except ImportError:
         assert all(fla_states.fla_state_kernel(n) is None for n in STAND_INS)
-        assert ops.state_form(True, torch.float32, "gla") == "torch"
+        assert ops.state_form(8, True, torch.float32, "gla") == "torch"
     else:  # installed (fla 0.6.0 names them so): every kernel is found
         assert all(fla_states.fla_state_kernel(n) is not None for n in STAND_INS)
