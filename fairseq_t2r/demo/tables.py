@@ -59,12 +59,14 @@ def teacher_lines(t: Dict) -> List[str]:
     lines = [f"Teacher: {where}, {teacher.get('updates') or '?'} updates. Plateau criterion ({c['criterion']}): "
              f"{verdict}."]
     lines += teachers.budget_lines(c.get("budget_check", {})) + [""]
-    if c["held"] is not True and teachers.comparison_sound(c):
+    if c["held"] is True:
+        return lines
+    if teachers.comparison_sound(c):
         lines += ["> The teacher's curve still fell over its last quarter (partly the rate decaying to 0 there), so a "
                   "longer schedule would train a better teacher, and converting a better-trained teacher has cost "
                   "more here. But the finetuning budget buys this teacher nothing more (budget check), so the "
                   "converted arms' cost against the control is not flattered by extra training.", ""]
-    elif c["held"] is not True:
+    else:
         lines += ["> **Warning: this teacher is not shown to be converged.** Finetuning then goes on training it, "
                   "so every finetuned model gains from that extra training as well as losing what converting costs: "
                   "judge the converted models against the control (the teacher trained for the same budget), not "
