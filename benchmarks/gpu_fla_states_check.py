@@ -40,7 +40,8 @@ SHAPE = (1, 2, 80, 16, 8) if CPU else (2, 8, 1024, 32, 64)  # B, H, T, F, D (T =
 def load_fla():
     """Imports fla's kernels (under the interpreter: with the shims) and checks they are found."""
     if CPU:
-        for d in (os.path.join(ROOT, "shared", "gpu"), "/work/shared/gpu", os.environ.get("SHIM_DIR", "")):
+        for d in (os.path.join(ROOT, "shared", "gpu"), os.path.join(os.path.dirname(ROOT), "shared", "gpu"),
+                  os.environ.get("SHIM_DIR", "")):
             if os.path.isfile(os.path.join(d, "interp_patch.py")):
                 sys.path.insert(0, d)
                 break
@@ -142,7 +143,7 @@ def main():
     print(f"torch {torch.__version__}, device {DEV}, shape B,H,T,F,D = {SHAPE}, "
           f"TRITON_F32_DEFAULT={os.environ['TRITON_F32_DEFAULT']}", flush=True)
     if not CPU:  # the policy must route CUDA fp32 to fla under the switch
-        assert ops.state_form(True, torch.float32, "gla") == "fla"
+        assert ops.state_form(8, True, torch.float32, "gla") == "fla"
     failed = 0
     for state in ("decay", "gate", "additive rms", "feature gate", "delta", "gated delta"):
         LAUNCHES.clear()
