@@ -31,8 +31,8 @@ import quality_report  # noqa: E402
 
 # the benchmark's size: 4 layers, 512-token blocks, the whole LM corpus sample the teacher saw
 BENCH = dict(lm_lines=60000, lm_merges=4000, mt_pairs=None, mt_merges=8000, layers=4, dim=128, ffn=512, heads=4,
-             teacher_updates=6000, ft_updates=300, transfer_updates=60, validate_every=100, max_tokens=2048,
-             contexts=[512, 2048], tokens_per_sample=512, patience=4)
+             lm_teacher_updates=6000, mt_teacher_updates=6000, ft_updates=300, transfer_updates=60, validate_every=100,
+             max_tokens=2048, contexts=[512, 2048], tokens_per_sample=512)
 ALL_ARMS = "control,t2r,elu,rfa,transfer,distill,hybrid,cross-linear,decay,gate,delta,gated-delta"
 
 

@@ -30,6 +30,7 @@ class TaskPlan:
                  teacher_cache: bool = True, one_seed: str = ""):
         self.kind, self.preset, self.user_dir, self.seed = kind, preset, user_dir, seed
         self.seeds = list(seeds or [seed])
+        self.teacher_updates = preset.lm_teacher_updates if kind == "lm" else preset.mt_teacher_updates
         self.variants: List[Variant] = parse(variants, kind)
         # arms run with the first seed only (the benchmark's less central arms, where CPU time is short)
         self.one_seed = {v.name for v in parse(one_seed, kind)} if one_seed else set()
@@ -170,26 +171,26 @@ class TaskPlan:
         return steps
 
     def teacher_warmup(self) -> int:
-        return min(presets.TEACHER_WARMUP, presets.warmup(self.preset.teacher_updates, 4))
+        return min(presets.TEACHER_WARMUP, presets.warmup(self.teacher_updates, 4))
 
     def _teacher_flags(self) -> List[str]:
-        p = self.preset
-        flags = self.train_flags(self.save_dir("teacher"), p.teacher_updates, presets.TEACHER_LR, self.teacher_warmup(),
-                                 anneal=True)
-        # fairseq's early stop: no new best for this many validations ends the teacher before its cap
-        return flags + ["--patience", str(p.patience)] + self.model_flags()
+        # no --patience: a few validations without a new best, mid-schedule, are noise, and stopping there
+        # leaves the rate high and the teacher short of its plateau (docs/DESIGN.md)
+        flags = self.train_flags(self.save_dir("teacher"), self.teacher_updates, presets.TEACHER_LR,
+                                 self.teacher_warmup(), anneal=True)
+        return flags + self.model_flags()
 
     def teacher_steps(self) -> List[Step]:
-        """Train the teacher (at most ``teacher_updates``, to its plateau) and keep it in the cache;
+        """Train the teacher (its whole schedule of ``teacher_updates``, to its plateau) and keep it in the cache;
         or take the cached one, checked against this run's dictionary."""
-        k, p = self.kind, self.preset
+        k = self.kind
         if self.cached_teacher:
             folder, dest = self.cached_teacher, self.save_dir("teacher")
             return [Step(f"{k}/teacher", f"reuse the cached softmax teacher {folder.name} (same data and settings)",
                          func=lambda: teachers.reuse(folder, dest, self.dictionary()),
                          describe=f"reuse {folder}: copy its checkpoint_best.pt and train.log to {dest}",
                          deps=[f"{k}/data"])]
-        steps = [Step(f"{k}/teacher", f"train the softmax teacher (to its plateau, at most {p.teacher_updates} updates)",
+        steps = [Step(f"{k}/teacher", f"train the softmax teacher ({self.teacher_updates} updates, to its plateau)",
                       "fairseq_cli.train", self._teacher_flags(), deps=[f"{k}/data"])]
         if self.cache_key:
             command = steps[0].command()
@@ -248,7 +249,7 @@ class TaskPlan:
 
     def scratch_step(self, name: str, variant: Variant, seed: int) -> Step:
         k, p = self.kind, self.preset
-        updates = p.teacher_updates + p.ft_updates
+        updates = self.teacher_updates + p.ft_updates
         # the teacher's schedule (its rate and warmup), over the longer budget
         flags = self.train_flags(self.save_dir(name), updates, presets.TEACHER_LR, self.teacher_warmup(), seed, anneal=True)
         return Step(f"{k}/{name}", f"train T2R from random init ({updates} updates, seed {seed})", "fairseq_cli.train",

@@ -27,7 +27,7 @@ def collect(plan, runner) -> Dict:
         r = {"variant": variant.name, "seed": seed, "checkpoint": plan.checkpoint(name), "updates": p.ft_updates,
              "train_seconds": seconds.get(f"{k}/{name}"), "curve": measure.valid_curve(runner.logfile(steps[f"{k}/{name}"]))}
         if variant.recipe == "scratch":
-            r["updates"] = p.teacher_updates + p.ft_updates
+            r["updates"] = plan.teacher_updates + p.ft_updates
         if variant.recipe == "transfer":
             stage = f"{k}/" + name.replace(variant.name, "transfer_stage1", 1)
             r["train_seconds"] = _sum(seconds.get(stage), r["train_seconds"])

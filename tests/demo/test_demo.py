@@ -399,9 +399,11 @@ def test_teachers_anneal_to_zero_at_their_cap_and_finetuning_keeps_inverse_sqrt(
 
     teacher, scratch = steps["lm/teacher"], steps["lm/scratch"]
     assert flag(teacher, "--lr-scheduler") == "polynomial_decay" and flag(teacher, "--end-learning-rate") == "0"
-    assert flag(teacher, "--total-num-update") == flag(teacher, "--max-update") == str(preset.teacher_updates)
-    assert flag(teacher, "--warmup-updates") == str(presets.TEACHER_WARMUP) and "--patience" in teacher
-    assert flag(scratch, "--total-num-update") == str(preset.teacher_updates + preset.ft_updates)
+    assert flag(teacher, "--total-num-update") == flag(teacher, "--max-update") == str(preset.lm_teacher_updates)
+    assert flag(teacher, "--warmup-updates") == str(presets.TEACHER_WARMUP) and "--patience" not in teacher
+    assert flag(scratch, "--total-num-update") == str(preset.lm_teacher_updates + preset.ft_updates)
+    mt_teacher = TaskPlan("mt", tmp_path, preset, f"{REPO}/fairseq_t2r", teacher_cache=False)._teacher_flags()
+    assert flag(mt_teacher, "--max-update") == str(preset.mt_teacher_updates)  # each task its own schedule
     for arm in ("control", "t2r"):
         assert flag(steps[f"lm/{arm}"], "--lr-scheduler") == "inverse_sqrt"
         assert "--total-num-update" not in steps[f"lm/{arm}"]
