@@ -60,6 +60,10 @@ def teacher_lines(t: Dict) -> List[str]:
              f"{verdict}."]
     lines += teachers.budget_lines(c.get("budget_check", {})) + [""]
     if c["held"] is True:
+        if c.get("budget_check", {}).get("held") is False:  # at its plateau, yet a restarted schedule still gains
+            lines += ["> The teacher's curve had leveled off, yet the control, trained on from it with a fresh warmup, "
+                      "still improved: a restarted schedule buys this softmax model something. The control has the "
+                      "same restart as the converted arms, so judge them against the control, not the teacher.", ""]
         return lines
     if teachers.comparison_sound(c):
         lines += ["> The teacher's curve still fell over its last quarter (partly the rate decaying to 0 there), so a "

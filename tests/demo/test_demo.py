@@ -209,6 +209,11 @@ def test_the_budget_check_on_hand_made_curves():
     assert "not flattered by extra training" in text and "Warning" not in text
     task["teacher_convergence"]["budget_check"] = teachers.budget_check(curve(100.0), [curve(98.0)])
     assert "**Warning: this teacher is not shown to be converged.**" in "\n".join(tables.teacher_lines(task))
+    task["teacher_convergence"]["held"] = True  # at its plateau, but the restart gains 2%: said, without the warning
+    text = "\n".join(tables.teacher_lines(task))
+    assert "judge them against the control" in text and "Warning" not in text
+    task["teacher_convergence"]["budget_check"] = lm
+    assert "judge them against the control" not in "\n".join(tables.teacher_lines(task))
 
 
 def test_a_cached_teacher_of_other_data_is_refused(tmp_path, monkeypatch):
