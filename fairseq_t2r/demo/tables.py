@@ -58,9 +58,10 @@ def teacher_lines(t: Dict) -> List[str]:
         verdict = f"**not held**: {c.get('why') or 'it improved %.1f%%' % (100 * c['improvement'])}"
     lines = [f"Teacher: {where}, {teacher.get('updates') or '?'} updates. Plateau criterion ({c['criterion']}): "
              f"{verdict}."]
-    lines += teachers.budget_lines(c.get("budget_check", {})) + [""]
+    budget = c.get("budget_check", {})
+    lines += teachers.budget_lines(budget) + [""]
     if c["held"] is True:
-        if c.get("budget_check", {}).get("held") is False:  # at its plateau, yet a restarted schedule still gains
+        if budget.get("held") is False:  # at its plateau, yet a restarted schedule still gains
             lines += ["> The teacher's curve had leveled off, yet the control, trained on from it with a fresh warmup, "
                       "still improved: a restarted schedule buys this softmax model something. The control has the "
                       "same restart as the converted arms, so judge them against the control, not the teacher.", ""]
