@@ -111,3 +111,15 @@ def test_package_registers_when_fairseq_imports_it():
                      "assert 't2r_transformer_lm' in ARCH_MODEL_REGISTRY and 't2r_transformer' in ARCH_MODEL_REGISTRY\n"
                      "assert 't2r_attention_transfer' in CRITERION_REGISTRY and 't2r_distillation' in CRITERION_REGISTRY\n")
     assert res.returncode == 0, res.stderr[-3000:]
+
+
+def test_package_registers_when_its_own_module_imports_fairseq():
+    """The package first, then one of its modules imports fairseq (``fairseq_t2r.modules`` does):
+    registration waits until that module has finished, then holds (with the patches)."""
+    res = run_python("import fairseq_t2r.modules, sys\n"
+                     "from fairseq.models import ARCH_MODEL_REGISTRY\n"
+                     "from fairseq import checkpoint_utils\n"
+                     "from fairseq_t2r.patches.loaders import TorchTrustingCheckpoints\n"
+                     "assert 't2r_transformer_lm' in ARCH_MODEL_REGISTRY\n"
+                     "assert isinstance(checkpoint_utils.torch, TorchTrustingCheckpoints)\n")
+    assert res.returncode == 0, res.stderr[-3000:]

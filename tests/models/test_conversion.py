@@ -117,3 +117,41 @@ def test_convert_cli_errors_are_one_line(tmp_path):
         assert len(err_lines) == 1 and needle in err_lines[0], res.stderr
         assert "Traceback" not in res.stderr
     assert not (tmp_path / "o.pt").exists()
+
+
+def test_checkpoint_unpickled_before_fairseq_still_registers(tmp_path):
+    """A full unpickle of a T2R checkpoint before fairseq is imported imports the package through
+    its marker while fairseq is absent; fairseq's --user-dir import then finds the package in
+    sys.modules and skips it. Registration and the patches must hold all the same: fairseq's
+    loader (what ``from_pretrained`` and ``load_model_ensemble_and_task`` call) reads the
+    checkpoint after a user's ``torch.load(..., weights_only=False)``, and its model is registered."""
+    import subprocess
+    import sys
+
+    src, out = tmp_path / "soft.pt", tmp_path / "t2r.pt"
+    save_softmax_checkpoint(src, prehydra=False)
+    convert(str(src), str(out), OPTIONS)
+    state = torch.load(out, weights_only=False)
+    state["optimizer_history"] = [{"criterion_name": "CrossEntropyCriterion", "optimizer_name": "Adam",
+                                   "lr_scheduler_state": {}, "num_updates": 0}]
+    state["extra_state"] = {"train_iterator": {"epoch": 1}}
+    torch.save(state, out)  # (what fairseq-train writes beside the model; fairseq's loader needs it)
+    plugin = os.path.dirname(os.path.dirname(os.path.abspath(__import__("fairseq_t2r").__file__)))
+    code = (
+        "import sys, torch\n"
+        f"torch.load({str(out)!r}, weights_only=False)\n"
+        "assert 'fairseq_t2r' in sys.modules and 'fairseq' not in sys.modules\n"
+        "from argparse import Namespace\n"
+        "from fairseq import checkpoint_utils, utils\n"
+        "from fairseq.criterions import CRITERION_REGISTRY\n"
+        "from fairseq.models import ARCH_MODEL_REGISTRY\n"
+        f"utils.import_user_module(Namespace(user_dir={os.path.join(plugin, 'fairseq_t2r')!r}))\n"
+        f"state = checkpoint_utils.load_checkpoint_to_cpu({str(out)!r})\n"
+        "assert 't2r_attention_transfer' in CRITERION_REGISTRY\n"
+        "print(ARCH_MODEL_REGISTRY[state['cfg']['model']['_name']].__name__)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([plugin, os.environ.get("PYTHONPATH", "")]),
+           "OMP_NUM_THREADS": "1"}
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=str(tmp_path))
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert res.stdout.split()[-1] == "T2RTransformerLanguageModel"
