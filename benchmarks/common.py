@@ -57,16 +57,23 @@ def set_up_torch(a):
     return mach
 
 
-STATE_NORMS = {"delta": "rms", "gated-delta": "rms"}  # the norm a state needs (else T2R's sum)
-
-
-# --states names beyond the state updates themselves: the gate state with one gate per feature (GLA)
-STATE_SPELLINGS = {"gate-feature": {"state": "gate", "gate_shape": "feature"}}
-
-
 def state_options(state: str, norm: str) -> dict:
-    """T2RAttention's ``state_options`` of a ``--states`` name (``t2r_`` + each key: the model's args)."""
-    return {**STATE_SPELLINGS.get(state, {"state": state}), "norm": norm}
+    """T2RAttention's ``state_options`` of a ``--states`` name (``t2r_`` + each key: the model's args):
+    a registered state, or a spelling one of them declares (``gate-feature``: the gate per feature)."""
+    from fairseq_t2r.modules.states import STATE_UPDATES
+
+    for name, cls in STATE_UPDATES.items():
+        if state in cls.spellings:
+            return {"state": name, **cls.spellings[state], "norm": norm}
+    return {"state": state, "norm": norm}
+
+
+def default_norm(state: str) -> str:
+    """The norm a ``--states`` name implies (its state's first: rms for the delta rules, else sum)."""
+    from fairseq_t2r.modules.states import STATE_UPDATES
+
+    cls = STATE_UPDATES.get(state_options(state, "")["state"])
+    return "sum" if cls is None else cls.norms[0]
 
 
 def parse_states(spec: str):
@@ -80,7 +87,7 @@ def parse_states(spec: str):
         if not item:
             continue
         state, _, norm = item.partition(":")
-        default = STATE_NORMS.get(state, "sum")
+        default = default_norm(state)
         norm = norm or default
         variant = "t2r_" + state + ("" if norm == default else "_" + norm)
         if (state, norm) != ("additive", "sum") and variant not in [v for v, _, _ in out]:

@@ -22,7 +22,7 @@ from fairseq.utils import safe_getattr
 from .demo.variants import DEMO_DEFAULT
 from .errors import T2RUserError
 from .modules.feature_maps import FEATURE_MAPS
-from .modules.state_update import DECAY_INITS, GATE_SHAPES, GATE_SOURCES, NORMS, STATES
+from .modules.states import NORMS, STATE_UPDATES, option_choices, state_names
 
 TRAINABLE_CHOICES = ["all", "attention", "feature-map"]
 CROSS_CHOICES = ["softmax", "linear"]
@@ -49,29 +49,32 @@ class SwapConfig(FairseqDataclass):
         metadata={"help": "comma-separated decoder layer indices to convert (0-based), e.g. '0,2,4'; "
                   "default: all. The other layers keep softmax attention (a hybrid model)"},
     )
-    # the state update of converted self-attention (modules/state_update.py); cross-attention
-    # keeps T2R's additive source summary
-    t2r_state: ChoiceEnum(STATES) = field(
+    # the state update of converted self-attention (modules/states/: the choices are the registered
+    # states, each sub-option's values those of the states that read it); cross-attention keeps
+    # T2R's additive source summary
+    t2r_state: ChoiceEnum(state_names()) = field(
         default="additive",
         metadata={"help": "state update of converted self-attention: additive (T2R, the paper), decay (per-head "
-                  "S = g S + phi(k) v^T), gate (data-dependent g per head or feature, GLA), delta, gated-delta"},
+                  "S = g S + phi(k) v^T), gate (data-dependent g per head or feature, GLA), delta, gated-delta; "
+                  "see fairseq_t2r/modules/states/ for each"},
     )
-    t2r_norm: ChoiceEnum(NORMS) = field(
-        default="sum", metadata={"help": "output normaliser of self-attention: sum (T2R's clamped phi(q).z) or "
-                                 "rms (per-head RMS norm with a learned weight, as RetNet/SUPRA/fla)"}
+    t2r_norm: Optional[ChoiceEnum(NORMS)] = field(
+        default=None, metadata={"help": "output normaliser of self-attention: sum (T2R's clamped phi(q).z) or "
+                                "rms (per-head RMS norm with a learned weight, as RetNet/SUPRA/fla); default: the "
+                                "state's own (rms for the delta rules, which have no sum normaliser; sum otherwise)"}
     )
-    t2r_decay_init: ChoiceEnum(DECAY_INITS) = field(
+    t2r_decay_init: ChoiceEnum(option_choices("decay_init")) = field(
         default="near-one", metadata={"help": "--t2r-state decay: per-head decays at the swap, near-one "
                                       "(1 - 2^-12 every head: starts as additive T2R) or retnet (1 - 2^(-5-h))"}
     )
     t2r_decay_fixed: bool = field(
         default=False, metadata={"help": "--t2r-state decay: keep the decays fixed (RetNet, SUPRA) instead of learning them"}
     )
-    t2r_gate_source: ChoiceEnum(GATE_SOURCES) = field(
+    t2r_gate_source: ChoiceEnum(option_choices("gate_source")) = field(
         default="projection", metadata={"help": "--t2r-state gate: a new projection of x (initialised to a "
                                         "near-one constant gate) or key (Liger: the key projection pooled, no new tensors)"}
     )
-    t2r_gate_shape: ChoiceEnum(GATE_SHAPES) = field(
+    t2r_gate_shape: ChoiceEnum(option_choices("gate_shape")) = field(
         default="head", metadata={"help": "--t2r-state gate: one gate per head (scalar) or per feature (GLA)"}
     )
     t2r_gate_temperature: float = field(
@@ -136,10 +139,14 @@ def legacy_cross(args) -> Optional[str]:
 
 def t2r_option(args, name):
     """A T2R option from a Namespace or DictConfig, with its default where it is unset (for
-    ``t2r_cross``: an old checkpoint's ``t2r_no_cross`` first, see :func:`legacy_cross`)."""
+    ``t2r_cross``: an old checkpoint's ``t2r_no_cross`` first, see :func:`legacy_cross`; for
+    ``t2r_norm``: the norm the state implies)."""
     value = safe_getattr(args, name, None)
     if value is None and name == "t2r_cross":
         value = legacy_cross(args)
+    if value is None and name == "t2r_norm":  # the state's own (its first norm), where the state is known
+        state = STATE_UPDATES.get(str(t2r_option(args, "t2r_state")))
+        return None if state is None else state.norms[0]
     return T2R_DEFAULTS[name] if value is None else value
 
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Dict, List, Tuple
 
 from ..errors import T2RUserError
+from ..modules.states import STATE_UPDATES, state_names
 
 
 @dataclass(frozen=True)
@@ -43,13 +44,9 @@ _ALL = [
             flags=("--t2r-cross", "linear", "--t2r-cross-feature-dim", "64"), kinds=("mt",)),
     Variant("cross-128", "T2R with 128 cross-attention features, swap + finetune",
             flags=("--t2r-cross", "linear", "--t2r-cross-feature-dim", "128"), kinds=("mt",)),
-    Variant("decay", "T2R + per-head decay, swap + finetune", flags=("--t2r-state", "decay")),
-    Variant("gate", "T2R + forget gate from the key, swap + finetune",
-            flags=("--t2r-state", "gate", "--t2r-gate-source", "key")),
-    # the delta rules overwrite values, so they have no running key sum: RMS-normalised outputs
-    Variant("delta", "T2R + delta rule, swap + finetune", flags=("--t2r-state", "delta", "--t2r-norm", "rms")),
-    Variant("gated-delta", "T2R + gated delta rule, swap + finetune",
-            flags=("--t2r-state", "gated-delta", "--t2r-gate-source", "key", "--t2r-norm", "rms")),
+    # the state updates that declare an arm (modules/states/: each class's ``arm``), in their order
+    *(Variant(name, STATE_UPDATES[name].arm[0], flags=("--t2r-state", name) + STATE_UPDATES[name].arm[1])
+      for name in state_names() if STATE_UPDATES[name].arm is not None),
     Variant("scratch", "T2R from random init", recipe="scratch"),
 ]
 VARIANTS: Dict[str, Variant] = {v.name: v for v in _ALL}

@@ -16,7 +16,7 @@ from ..checkpoint import is_new_tensor, mark_state_dict
 from ..config import parse_layers, t2r_option
 from ..errors import T2RUserError
 from ..modules.feature_maps import build_feature_map
-from ..modules.state_update import StateUpdate
+from ..modules.states import build_state_update, option_names
 from ..modules.t2r_attention import T2RAttention
 from .from_checkpoint import hint
 
@@ -39,14 +39,14 @@ class AttentionSpec(NamedTuple):
     head_dim: int
     feature_map: str
     feature_dim: int
-    state_options: dict = {}  # StateUpdate's options (self-attention; cross keeps the additive state)
+    state_options: dict = {}  # the state update's options (self-attention; cross keeps the additive state)
 
 
-STATE_OPTIONS = ("state", "norm", "decay_init", "decay_fixed", "gate_source", "gate_shape", "gate_temperature")
+STATE_OPTIONS = option_names()  # state, norm and the sub-options the registered states read
 
 
 def state_options(args) -> dict:
-    """--t2r-state and its sub-options as StateUpdate's keyword arguments."""
+    """--t2r-state and its sub-options as ``build_state_update``'s keyword arguments."""
     return {name: t2r_option(args, "t2r_" + name) for name in STATE_OPTIONS}
 
 
@@ -100,7 +100,7 @@ def new_tensors(args, with_cross: bool) -> Dict[str, torch.Tensor]:
     for spec in attention_specs(args, with_cross):
         with user_errors():
             fmap = build_feature_map(spec.feature_map, spec.num_heads, spec.head_dim, spec.feature_dim)
-            update = StateUpdate(spec.num_heads, spec.head_dim, fmap.output_dim, **spec.state_options)
+            update = build_state_update(spec.num_heads, spec.head_dim, fmap.output_dim, **spec.state_options)
         for part, module in (("feature_map", fmap), ("state_update", update)):
             for name, tensor in module.state_dict().items():
                 out[f"{spec.path}.{part}.{name}"] = tensor

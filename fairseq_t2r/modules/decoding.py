@@ -1,12 +1,11 @@
 """Incremental decoding of T2RAttention: the recurrent state in fairseq's incremental state.
 
 Incremental state (batch-major, so beam search reorders it with index_select on dim 0):
-- causal self-attention: ``Sz`` (B, H, F, D + 1) = [S | z], the running sums S (F, D) and z (F)
-  side by side, so that one matmul with phi(q) gives numerator and denominator; its size never
-  depends on how many tokens were consumed. A gated or decayed state (``state_update.py``)
-  scales [S | z] by its gate before each token adds (z forgets with S); a padded token neither
-  adds nor decays. With ``--t2r-norm rms`` z is kept but unused. A delta rule keeps ``S``
-  (B, H, F, D) alone (no z to carry), updated in place by ``ops.delta_step`` at inference.
+- causal self-attention: one tensor under the state update's ``state_key``, laid out by its class
+  (``states/``): ``Sz`` (B, H, F, D + 1) = [S | z] for the running sums (additive, decayed,
+  gated: S (F, D) and z (F) side by side, so that one matmul with phi(q) gives numerator and
+  denominator), ``S`` (B, H, F, D) for the delta rules; its size never depends on how many
+  tokens were consumed; a padded token leaves it as it is.
 - cross-attention: ``Sz_src`` (same layout), the source summary, computed once at the first step
   and reused; one per sentence rather than per hypothesis when ``set_beam_size`` was called
   (``src_group`` rows read each summary, see ``beam_groups.py``).
@@ -25,16 +24,6 @@ from .. import ops
 from . import beam_groups
 
 IncrementalState = Dict[str, Dict[str, Optional[Tensor]]]
-
-
-def split_state(Sz: Tensor):
-    """[S | z] (..., F, D + 1) -> (S (..., F, D), z (..., F)), views."""
-    return Sz[..., :-1], Sz[..., -1]
-
-
-def join_state(S: Tensor, z: Tensor) -> Tensor:
-    """(S (..., F, D), z (..., F)) -> [S | z] (..., F, D + 1)."""
-    return torch.cat([S, z.unsqueeze(-1)], -1)
 
 
 class IncrementalDecoding:
@@ -74,52 +63,19 @@ class IncrementalDecoding:
         else:
             phi_q, phi_k = fm.forward_queries(qk[:, :, :1]), fm.forward_keys(qk[:, :, 1:]).squeeze(2)
         v1 = y[:, nqk:].view(B, H, 1, D + 1)
+        su = self.state_update
+        kpm = None
         if key_padding_mask is not None:
-            phi_k = phi_k.masked_fill(key_padding_mask[:, -1:].to(torch.bool).view(B, 1, 1), 0.0)
-        if self.state_update.is_delta:
-            return self._out_proj_step(self._delta_step(query, phi_q, phi_k, v1[..., :D], key_padding_mask,
-                                                        incremental_state), B)
-        ct = ops.compute_dtype(query.dtype)
-        if v1.dtype != ct:
-            phi_k, v1 = phi_k.to(ct), v1.to(ct)
+            kpm = key_padding_mask[:, -1:]
+            phi_k = phi_k.masked_fill(kpm.to(torch.bool).view(B, 1, 1), 0.0)
         buf = self._get_input_buffer(incremental_state)
-        Sz = buf.get("Sz")
-        if Sz is None:
-            buf["Sz"] = Sz = phi_k.unsqueeze(-1) * v1  # (B, H, F, D + 1)
+        state = buf.get(su.state_key)
+        out, new_state = su.step(phi_q, phi_k, v1, su.token_inputs(query, self.k_proj, kpm), state, self.eps,
+                                 query.dtype)
+        if new_state is not state:  # the first token: the state is made by the step, else updated in place
+            buf[su.state_key] = new_state
             self._set_input_buffer(incremental_state, buf)
-        else:
-            # in place: the state tensor is this module's own (made here, or by the index_select
-            # of reorder_incremental_state), and no autograd is recording
-            if self.state_update.state != "additive":
-                Sz.mul_(self._step_gate(query, key_padding_mask, Sz.dtype))
-            Sz.addcmul_(phi_k.unsqueeze(-1), v1)
-        F = Sz.size(2)
-        su = self.state_update
-        out = self._read_state(phi_q.reshape(B * H, 1, F), Sz.view(B * H, F, D + 1), query.dtype, su.normalize)
-        if not su.normalize:
-            out = su.finish(out.view(B, H, 1, D))
         return self._out_proj_step(out, B)
-
-    def _delta_step(self, query, phi_q, phi_k, v, key_padding_mask, incremental_state) -> Tensor:
-        """One token of a delta rule: phi_q (B, H, 1, F), phi_k (B, H, F), v (B, H, 1, D) -> the
-        normalised output (B, H, 1, D); the state ``S`` (B, H, F, D) updated in place."""
-        su = self.state_update
-        kpm = None if key_padding_mask is None else key_padding_mask[:, -1:]
-        beta, gate = su.delta_gates(query, self.k_proj, kpm)
-        buf = self._get_input_buffer(incremental_state)
-        out, S = ops.delta_step(phi_q, phi_k.unsqueeze(2), v, beta, gate, eps=ops.DEFAULT_NORM_EPS,
-                                state=buf.get("S"), inplace=True)
-        if "S" not in buf:
-            buf["S"] = S
-            self._set_input_buffer(incremental_state, buf)
-        return su.finish(out)
-
-    def _step_gate(self, query: Tensor, key_padding_mask: Optional[Tensor], dtype) -> Tensor:
-        """The factor (B, H, 1, 1) or (B, H, F, 1) that scales [S | z] before the token adds: the
-        gate of query (1, B, C), 1 where the token is padding."""
-        kpm = None if key_padding_mask is None else key_padding_mask[:, -1:]
-        g = self.state_update.log_gates(query, self.k_proj, kpm).to(dtype).exp()
-        return g.unsqueeze(-1) if g.dim() == 3 else g.transpose(-1, -2)
 
     def _cross_attention_step(self, query, key, value, key_padding_mask, incremental_state):
         Sz = self._source_summary(key, value, key_padding_mask, query, incremental_state)
@@ -152,28 +108,16 @@ class IncrementalDecoding:
     def _self_attention_continued(self, query, key, value, key_padding_mask, incremental_state):
         phi_q, phi_k = self._phi_queries_keys(query, key, key_padding_mask)
         v = self._heads(self.v_proj(value))
+        su = self.state_update
         buf = self._get_input_buffer(incremental_state)
-        if self.state_update.is_delta:  # the state is S alone (a delta rule has no z)
-            out, buf["S"] = self.state_update.parallel(phi_q, phi_k, v, query, self.k_proj, key_padding_mask,
-                                                       self.eps, initial_state=buf.get("S"), return_state=True)
-            self._set_input_buffer(incremental_state, buf)
-            return out
-        state = split_state(buf["Sz"]) if "Sz" in buf else ops.empty_state(phi_k, v)
-        if not self.state_update.is_paper:
-            out, (S, z) = self.state_update.parallel(
-                phi_q, phi_k, v, query, self.k_proj, key_padding_mask, self.eps, initial_state=state, return_state=True
-            )
-        elif phi_q.size(2) == 1:
-            out, (S, z) = ops.recurrent_step(phi_q, phi_k, v, state, self.eps)
-        else:  # several tokens at once (e.g. a prompt): parallel form continuing the state
-            out, (S, z) = ops.causal_chunked(phi_q, phi_k, v, self.eps, initial_state=state, return_state=True)
-        buf["Sz"] = join_state(S, z)
+        out, buf[su.state_key] = su.parallel(phi_q, phi_k, v, query, self.k_proj, key_padding_mask, self.eps,
+                                             initial_state=buf.get(su.state_key), return_state=True)
         self._set_input_buffer(incremental_state, buf)
         return out
 
     def _cross_attention_continued(self, query, key, value, key_padding_mask, incremental_state):
         phi_q = self._phi_queries(query)
-        S, z = split_state(self._source_summary(key, value, key_padding_mask, query, incremental_state))
+        S, z = ops.split_state(self._source_summary(key, value, key_padding_mask, query, incremental_state))
         nsent = S.size(0)
         if nsent == phi_q.size(0):
             return ops.attend_state(phi_q, (S, z), self.eps, out_dtype=query.dtype)
@@ -191,7 +135,7 @@ class IncrementalDecoding:
             if group > 1:  # every beam of a sentence has the same source: summarise one copy
                 key, value, key_padding_mask = beam_groups.one_per_sentence(key, value, key_padding_mask, group)
             phi_k = self._phi_keys(key, key_padding_mask)
-            buf["Sz_src"] = join_state(*ops.summarize_keys(phi_k, self._heads(self.v_proj(value))))
+            buf["Sz_src"] = ops.join_state(*ops.summarize_keys(phi_k, self._heads(self.v_proj(value))))
             buf["src_group"] = torch.tensor(group)  # rows (hypotheses) per summary
             self._set_input_buffer(incremental_state, buf)
         return buf["Sz_src"]

@@ -10,10 +10,9 @@ The math is in ``fairseq_t2r.ops``; the module's jobs live in these files:
   form runs, goes from the layer input in one op (``ops.causal_relu_from_input``: projection,
   relu and attention with the memory of one projection); other maps and short sequences project
   first and call ``ops.causal_parallel``; cross-attention calls ``ops.noncausal``.
-- ``state_update.py``: the state update of causal self-attention (``--t2r-state``: additive,
-  decay, gate, delta, gated-delta) and its normaliser (``--t2r-norm``), with their new tensors;
-  every state but the paper's (additive, sum) trains through ``ops.causal_gated``, the delta
-  rules through ``ops.delta_chunked``.
+- ``states/``: the state update of causal self-attention (``--t2r-state``, one registered class
+  per state: its new tensors, its parallel form, its one-token step, its incremental-state
+  layout) and its normaliser (``--t2r-norm``); this module never asks which state it holds.
 - ``decoding.py``: every call with an incremental state (one-token inference step, the [S | z]
   state layout per head, ``reorder_incremental_state``, ``set_beam_size``);
   ``beam_groups.py``: one cross-attention source summary per sentence under beam search.
@@ -33,7 +32,7 @@ from . import transfer
 from .decoding import IncrementalDecoding
 from .feature_maps import build_feature_map
 from .folding import FoldedProjections
-from .state_update import StateUpdate
+from .states import build_state_update
 
 
 @with_incremental_state
@@ -53,8 +52,8 @@ class T2RAttention(IncrementalDecoding, transfer.Recordable, nn.Module):
         eps: float = ops.DEFAULT_EPS,
         state_options: Optional[dict] = None,
     ):
-        """``state_options``: StateUpdate's keyword arguments (state, norm, decay_init, ...) for
-        causal self-attention; cross-attention keeps the additive source summary."""
+        """``state_options``: ``build_state_update``'s keyword arguments (state, norm, decay_init, ...)
+        for causal self-attention; cross-attention keeps the additive source summary."""
         super().__init__()
         self.embed_dim = embed_dim
         self.num_heads = num_heads
@@ -66,7 +65,8 @@ class T2RAttention(IncrementalDecoding, transfer.Recordable, nn.Module):
         self.feature_map = build_feature_map(feature_map, num_heads, self.head_dim, feature_dim)
         if encoder_decoder_attention and state_options and str(state_options.get("state", "additive")) != "additive":
             raise ValueError("cross-attention keeps its source summary: --t2r-state applies to self-attention only")
-        self.state_update = StateUpdate(num_heads, self.head_dim, self.feature_map.output_dim, **(state_options or {}))
+        self.state_update = build_state_update(num_heads, self.head_dim, self.feature_map.output_dim,
+                                               **(state_options or {}))
         self.dropout_module = FairseqDropout(dropout, module_name=self.__class__.__name__)
         self.encoder_decoder_attention = encoder_decoder_attention
         self.self_attention = not encoder_decoder_attention
@@ -186,13 +186,11 @@ class T2RAttention(IncrementalDecoding, transfer.Recordable, nn.Module):
         if self.encoder_decoder_attention:
             phi_q, phi_k = self._phi_queries(query), self._phi_keys(key, key_padding_mask)
             out = ops.noncausal(phi_q, phi_k, self._heads(self.v_proj(value)), self.eps, self._weight_dropout())
-        elif not self.state_update.is_paper:
-            phi_q, phi_k = self._phi_queries_keys(query, key, key_padding_mask)
-            v = self._heads(self.v_proj(value))
-            out = self.state_update.parallel(phi_q, phi_k, v, query, self.k_proj, key_padding_mask, self.eps)
         else:
             phi_q, phi_k = self._phi_queries_keys(query, key, key_padding_mask)
-            out = ops.causal_parallel(phi_q, phi_k, self._heads(self.v_proj(value)), self.eps, self._weight_dropout())
+            v = self._heads(self.v_proj(value))
+            out = self.state_update.parallel(phi_q, phi_k, v, query, self.k_proj, key_padding_mask, self.eps,
+                                             weight_dropout=self._weight_dropout())
         if self.transfer is not None:
             out = transfer.teacher_force(self, out, query, key, value, key_padding_mask)
         return self.out_proj(self._unheads(out)), None

@@ -12,7 +12,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Dict, Iterator, Optional
 
-import torch
 from torch import Tensor, nn
 
 from .. import ops
@@ -81,21 +80,17 @@ def teacher_force(attn, out: Tensor, query: Tensor, key: Tensor, value: Tensor,
 
 
 def linear_weights(attn, phi_q: Tensor, phi_k: Tensor, x: Tensor, key_padding_mask: Optional[Tensor]) -> Tensor:
-    """The (B, H, T, S) weights of ``attn``'s linear attention. A decayed or gated state weighs key j
-    at query i by the gates between them as well: its weights are its parallel form applied to the
-    identity as values (row i: query i's output over one-hot values), exactly the matrix its
-    outputs use. Only sum-normalised, non-delta states have weights that are distributions
-    (``weights_are_distributions``)."""
-    su = attn.state_update
-    if not attn.self_attention or su.is_paper:
-        return ops.linear_attention_weights(phi_q, phi_k, attn.self_attention, attn.eps)
-    B, H, T, _ = phi_k.shape
-    eye = torch.eye(T, dtype=ops.compute_dtype(phi_q.dtype), device=phi_q.device).expand(B, H, T, T)
-    return ops.causal_gated(phi_q, phi_k, eye, su.log_gates(x, attn.k_proj, key_padding_mask), attn.eps)
+    """The (B, H, T, S) weights of ``attn``'s linear attention: cross-attention's plain ones, else
+    its state update's (a decayed or gated state weighs key j at query i by the gates between
+    them as well: exactly the matrix its outputs use). Only states whose
+    ``weights_are_distributions`` have weights that are distributions."""
+    if not attn.self_attention:
+        return ops.linear_attention_weights(phi_q, phi_k, False, attn.eps)
+    return attn.state_update.attention_weights(phi_q, phi_k, x, attn.k_proj, key_padding_mask, attn.eps)
 
 
 def weights_are_distributions(attn) -> bool:
     """Whether ``attn``'s linear weights are distributions over the keys (rows sum to 1, >= 0), so
     that a cross-entropy against the softmax's weights means something: not with the delta rule
     (its weights are signed) or the RMS norm (it normalises outputs, not weights)."""
-    return not attn.state_update.is_delta and attn.state_update.normalize
+    return attn.state_update.weights_are_distributions

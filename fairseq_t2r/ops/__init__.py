@@ -105,7 +105,7 @@ from .fused_relu import causal_relu_from_input  # noqa: F401
 from .gate import causal_gated, gated_step  # noqa: F401
 from .gate_feature import FEATURE_GATE_CHUNK_SIZE, causal_gated_feature  # noqa: F401
 from .quadratic import causal_quadratic, linear_attention_weights, noncausal  # noqa: F401
-from .recurrent import attend_state, empty_state, recurrent_step, summarize_keys  # noqa: F401
+from .recurrent import attend_state, empty_state, join_state, recurrent_step, split_state, summarize_keys  # noqa: F401
 from .reference import causal_gated_reference, causal_reference, noncausal_reference  # noqa: F401
 from .reference_delta import delta_reference  # noqa: F401
 from .softmax import softmax_attention  # noqa: F401

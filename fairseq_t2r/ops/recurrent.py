@@ -55,3 +55,13 @@ def attend_state(
     num = torch.matmul(q, S)
     den = torch.matmul(q, z.unsqueeze(-1))
     return (num / den.clamp(min=eps)).to(out_dtype or phi_q.dtype)
+
+
+def split_state(Sz: Tensor) -> State:
+    """[S | z] (..., F, D + 1), the one tensor incremental decoding keeps -> (S, z), views."""
+    return Sz[..., :-1], Sz[..., -1]
+
+
+def join_state(S: Tensor, z: Tensor) -> Tensor:
+    """(S (..., F, D), z (..., F)) -> [S | z] (..., F, D + 1)."""
+    return torch.cat([S, z.unsqueeze(-1)], -1)

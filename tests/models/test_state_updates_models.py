@@ -53,7 +53,7 @@ def test_lm_swap_exact_and_decoding_equals_parallel(name):
 
 
 @pytest.mark.parametrize("overrides, match", [
-    (dict(t2r_state="delta"), "--t2r-norm rms"),
+    (dict(t2r_state="delta", t2r_norm="sum"), "--t2r-norm rms"),
     (dict(t2r_state="gated-delta", t2r_norm="rms", t2r_gate_shape="feature"), "one gate per head"),
 ])
 def test_lm_bad_state_is_one_line(overrides, match):

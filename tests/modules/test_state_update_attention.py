@@ -135,7 +135,7 @@ def test_paper_state_adds_no_tensor():
 
 
 @pytest.mark.parametrize("options, match", [
-    (dict(state="delta"), "--t2r-norm rms"),
+    (dict(state="delta", norm="sum"), "--t2r-norm rms"),
     (dict(state="gated-delta", norm="sum"), "--t2r-norm rms"),
     (dict(state="gated-delta", norm="rms", gate_shape="feature"), "one gate per head"),
     (dict(state="gated-delta", norm="rms", gate_temperature=-1.0), "must be positive"),
@@ -147,6 +147,13 @@ def test_bad_combinations_refused_in_one_line(options, match):
     with pytest.raises(ValueError, match=match) as e:
         make(options, feature_dim=6 if options.get("gate_shape") == "feature" else 8)
     assert "\n" not in str(e.value)
+
+
+def test_a_state_implies_its_norm():
+    """--t2r-state delta alone implies --t2r-norm rms (its only norm); the others imply sum."""
+    assert make(dict(state="delta")).state_update.norm == "rms"
+    assert make(dict(state="gated-delta")).state_update.norm == "rms"
+    assert make(dict(state="decay")).state_update.norm == "sum"
 
 
 @pytest.mark.parametrize("options", [dict(state="decay"), dict(state="delta", norm="rms")], ids=["decay", "delta"])
