@@ -53,7 +53,7 @@ def parse_tool_args(name: str, argv: List[str]):
         return options.parse_args_and_arch(parser, argv)
 
 
-def _norm(value):
+def comparable(value):
     """A setting as a checkpoint may hold it and as a command line gives it back, made comparable:
     "20,40" and [20, 40], 3 and 3.0, and "64" and 64 (fairseq declares some options, such as the
     transformer's --decoder-output-dim, without a type; its model config converts them later)."""
@@ -104,7 +104,7 @@ def filled_in_later(parsed: argparse.Namespace) -> Dict[str, object]:
     return defaults
 
 
-def _spell(action: Optional[argparse.Action], value) -> Optional[List[str]]:
+def flag_for(action: Optional[argparse.Action], value) -> Optional[List[str]]:
     """The flag that sets ``value``, None if the option cannot (None, or store_true/false the wrong way)."""
     if action is None or value is None:
         return None
@@ -142,14 +142,14 @@ def rebuild_flags(args: argparse.Namespace, arch: str, base_argv: List[str], key
                 have = options[key].default
             else:
                 continue  # neither an option nor a config field: fairseq derives it, nothing to compare
-            if _norm(getattr(args, key)) != _norm(have):
+            if comparable(getattr(args, key)) != comparable(have):
                 differing = key, have
                 break
         if differing is None:
             return flags
         key, have = differing
         want = getattr(args, key)
-        flag = _spell(options.get(key), want)
+        flag = flag_for(options.get(key), want)
         if flag is None or flag[0] in flags:
             raise T2RUserError(
                 f"the checkpoint has {key}={want!r} where fairseq-train --arch {parsed.arch} gives {have!r}, "

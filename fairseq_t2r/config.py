@@ -9,8 +9,9 @@
 - :class:`TransferConfig`: stage one's attention-transfer options (``t2r-convert --transfer-*``).
 
 :func:`add_options` turns a config into argparse options with fairseq's own
-``gen_parser_from_dataclass``. The demo's training presets are settings, not options: they
-live in ``demo/presets.py``.
+``gen_parser_from_dataclass``. The demo's options and training
+presets are the demo's own (``demo/options.py``, ``demo/presets.py``): this module is the
+library's, and imports no tool.
 """
 from dataclasses import dataclass, field, fields
 from typing import List, Optional
@@ -19,7 +20,6 @@ from fairseq.dataclass import ChoiceEnum, FairseqDataclass
 from fairseq.dataclass.utils import gen_parser_from_dataclass
 from fairseq.utils import safe_getattr
 
-from .demo.variants import DEMO_DEFAULT
 from .errors import T2RUserError
 from .modules.feature_maps import FEATURE_MAPS
 from .modules.states import NORMS, STATE_UPDATES, option_choices, state_names
@@ -198,36 +198,6 @@ class TransferConfig(FairseqDataclass):
         0.0, "weight of the attention-weight cross-entropy (--t2r-transfer-xent-weight)")
     task: Optional[str] = field(
         default=None, metadata={"help": "fairseq task of the data (default: the checkpoint's task)"})
-
-
-# ----------------------------------------------------------------------------- t2r-demo
-@dataclass
-class DemoConfig(FairseqDataclass):
-    """t2r-demo's options besides the preset (``--quick`` / ``--full``: one choice spelt as two
-    switches, which a dataclass field cannot express; see demo/cli.build_parser). The training
-    numbers of each preset are fields of ``demo/presets.Preset``."""
-
-    out: Optional[str] = field(default=None, metadata={"help": "working and report folder (default: runs/demo-PRESET)"})
-    tasks: str = field(default="lm,mt", metadata={"help": "comma-separated: lm, mt (default both)"})
-    lm_text: Optional[str] = field(
-        default=None, metadata={"help": "English text, one sentence or paragraph per line, instead of SOTU + Brown"})
-    mt_src: Optional[str] = field(
-        default=None, metadata={"help": "English side of a parallel corpus (with --mt-tgt) instead of LibreOffice help"})
-    mt_tgt: Optional[str] = field(default=None, metadata={"help": "German side, line-aligned with --mt-src"})
-    lm_teacher: Optional[str] = field(
-        default=None, metadata={"help": "your softmax transformer_lm checkpoint (trained on --lm-text with the "
-                                "same dictionary) instead of training one"})
-    mt_teacher: Optional[str] = field(
-        default=None, metadata={"help": "your softmax transformer checkpoint, likewise"})
-    # two: the 2-core machines this project targets run two steps side by side, one thread each
-    jobs: int = field(default=2, metadata={"help": "runs side by side, one thread each (default 2)"})
-    seed: int = field(default=1, metadata={"help": "seed of the data split, every conversion and every training run"})
-    # the arms compared (demo/variants.py declares them): the control and the paper's recipes by default
-    variants: str = field(default=DEMO_DEFAULT, metadata={
-        "help": "comma-separated arms: control, t2r, elu, rfa, transfer, distill, hybrid, cross-linear, cross-64, "
-                "cross-128 (these three: translation; t2r converts its self-attention only), decay, gate, delta, gated-delta, scratch"})
-    no_teacher_cache: bool = field(default=False, metadata={
-        "help": "train the teachers in this run even when a teacher with the same data and settings is cached"})
 
 
 def add_options(parser, config_class, unset_is_none=False):

@@ -123,3 +123,43 @@ def test_package_registers_when_its_own_module_imports_fairseq():
                      "assert 't2r_transformer_lm' in ARCH_MODEL_REGISTRY\n"
                      "assert isinstance(checkpoint_utils.torch, TorchTrustingCheckpoints)\n")
     assert res.returncode == 0, res.stderr[-3000:]
+
+
+# The layers, lowest first: a module imports only modules of its own layer or a lower one (the
+# package root, which only registers, excepted). Tools are everything not named here.
+LAYERS = [
+    ("math", ("ops", "errors", "interrupts", "machine")),
+    ("modules", ("modules",)),
+    ("models", ("models", "patches", "checkpoint", "config", "command_line")),
+    ("criterions", ("criterions",)),
+]
+
+
+def layer_of(name):
+    """(rank, layer name) of a module of the package; tools rank above every named layer."""
+    rel = name[len(PACKAGE) + 1:]
+    for rank, (layer, prefixes) in enumerate(LAYERS):
+        if any(rel == p or rel.startswith(p + ".") for p in prefixes):
+            return rank, layer
+    return len(LAYERS), "tools"
+
+
+def test_each_module_imports_only_its_layer_or_below():
+    """ops < modules < models (with the fairseq glue and the options) < criterions < tools, and no
+    module imports another module's private names."""
+    modules = package_modules()
+    upward, private = [], []
+    for name, path in sorted(modules.items()):
+        if name == PACKAGE:
+            continue
+        rank, layer = layer_of(name)
+        for dep in sorted(imported_names(name, path, modules) - {PACKAGE}):
+            dep_rank, dep_layer = layer_of(dep)
+            if dep_rank > rank:
+                upward.append(f"{name} ({layer}) imports {dep} ({dep_layer})")
+        for node in ast.walk(ast.parse(open(path).read(), path)):
+            if isinstance(node, ast.ImportFrom) and node.module != "__future__":
+                private += [f"{name} imports {node.module}.{a.name}" for a in node.names
+                            if a.name.startswith("_") and not a.name.startswith("__")]
+    assert not upward, "; ".join(upward)
+    assert not private, "; ".join(private)

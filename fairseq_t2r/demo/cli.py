@@ -33,7 +33,8 @@ def build_parser():
     size.add_argument("--full", dest="preset", action="store_const", const="full",
                       help="the whole corpora and longer training (hours on 2 cores)")
     p.set_defaults(preset="default")
-    from ..config import DemoConfig, add_options
+    from ..config import add_options
+    from .options import DemoConfig
 
     add_options(p, DemoConfig)
     return p

@@ -27,7 +27,7 @@ from typing import Dict
 
 from .. import checkpoint
 from ..checkpoint import FAMILY_NAMES, FAMILY_TASKS, family_of
-from ..command_line import _norm, _spell, command_line_only, filled_in_later, flags_only, model_options
+from ..command_line import command_line_only, comparable, filled_in_later, flag_for, flags_only, model_options
 from ..config import CrossSwapConfig, parse_layers, t2r_option
 from ..errors import T2RUserError
 
@@ -130,7 +130,7 @@ def check_swap_options(args, path, ck_args, ck_arch):
         if key == "t2r_cross_feature_dim" and t2r_option(ck_args, "t2r_cross") == "softmax":
             continue  # no linear cross-attention to size (the build refuses the size with softmax)
         mine, theirs = _effective(args, key, num_layers), _effective(ck_args, key, num_layers)
-        if _norm(mine) != _norm(theirs):
+        if comparable(mine) != comparable(theirs):
             flag = "--" + key.replace("_", "-")
             raise T2RUserError(
                 f"{flag} {_show(args, key)} contradicts {path}, converted with {flag} "
@@ -168,8 +168,8 @@ def fill_options(args, ck_args, base_arch_fn):
         if isinstance(value, str) and value.startswith("${"):
             continue  # an interpolation of the task's settings: fairseq resolves it
         setattr(args, key, value)
-        if _norm(value) != _norm(before.get(key)):
-            taken += _spell(action, value) or [f"{key}={value}"]
+        if comparable(value) != comparable(before.get(key)):
+            taken += flag_for(action, value) or [f"{key}={value}"]
     return taken
 
 
