@@ -136,7 +136,7 @@ def time_layers(ops, lengths, repeats, dim=512, heads=8, feature_dim=32, with_fl
 
 def time_length(ops, mods, name, dtype, T, dim, repeats, with_fla):
     """One row: every variant's fwd+bwd time and peak memory at length T, and the fla path's error."""
-    from fairseq_t2r.ops import fla as fla_glue  # USE_FLA is read there at call time
+    from fairseq_t2r.ops import dispatch  # the fla switch, read at call time
 
     x = torch.randn(T, 1, dim, device=DEVICE, dtype=dtype, requires_grad=True)
     grad = torch.randn(T, 1, dim, device=DEVICE, dtype=dtype)
@@ -145,9 +145,9 @@ def time_length(ops, mods, name, dtype, T, dim, repeats, with_fla):
     outputs = {}
     variants = [("ours", "t2r", False), ("fla", "t2r", True), ("softmax", "softmax", False)]
     for variant, mod, use_fla in [v for v in variants if with_fla or not v[2]]:
-        fla_glue.USE_FLA = use_fla
+        dispatch.set_backends(fla=use_fla)
         time_variant(mods[mod], x, grad, mask, variant, row, outputs, repeats)
-    fla_glue.USE_FLA = with_fla
+    dispatch.set_backends(fla=with_fla)
     if "ours" in outputs and "fla" in outputs:  # the whole layer, fla path vs ours
         row["layer_out_rel_err"] = rel_err(outputs["fla"], outputs["ours"])
     if with_fla and (ops.fla_kernel() is None or DEVICE == "cpu"):
@@ -214,12 +214,12 @@ def build_parser():
 def set_up(a, result):
     """CUDA (or, for --cpu-smoke, the CPU with a stand-in kernel and small lengths); the GPU, CUDA
     and fla versions go to result["machine"]."""
-    from fairseq_t2r.ops import fla as fla_glue  # holds the globals USE_FLA, _FLA_KERNEL that the forms read
+    from fairseq_t2r.ops import kernels  # holds _FLA_KERNEL, which the forms read
 
     if a.cpu_smoke:
         global DEVICE
         DEVICE = "cpu"
-        fla_glue._FLA_KERNEL = (_stand_in_kernel, {})
+        kernels._FLA_KERNEL = (_stand_in_kernel, {})
         a.lengths, a.check_lengths, a.repeats = "256", "200", 2
         result["cpu_smoke"] = True
     elif not torch.cuda.is_available():

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Check of ops/fla_states.py: each state update served by flash-linear-attention's chunked
+"""Check of ops/gated/fla.py and ops/delta/fla.py: each state update served by flash-linear-attention's chunked
 kernels against our training form, forward and backward, fp32 with IEEE matmuls
 (``TRITON_F32_DEFAULT=ieee``), with left padding in one sequence. Needs the optional ``fla``
 package (``pip install .[gpu]``). States: decay (chunk_simple_gla, learned per-head decay),
@@ -30,7 +30,7 @@ import torch  # noqa: E402
 import torch.nn.functional as nnf  # noqa: E402
 
 from fairseq_t2r import ops  # noqa: E402
-from fairseq_t2r.ops import fla_states  # noqa: E402
+from fairseq_t2r.ops import kernels  # noqa: E402
 
 TOL = 2e-4  # fp32: sums of ~T fp32-rounded terms, different summation orders
 DEV = "cpu" if CPU else "cuda"
@@ -46,8 +46,8 @@ def load_fla():
                 sys.path.insert(0, d)
                 break
         import interp_patch
-    for name in fla_states._FLA_NAMES:
-        if fla_states.fla_state_kernel(name) is None:
+    for name in kernels._FLA_NAMES:
+        if kernels.fla_state_kernel(name) is None:
             sys.exit(f"fla's kernel for {name} is not importable: pip install .[gpu]")
     if CPU:
         interp_patch.patch_fla_kernel_ranges([m for m in list(sys.modules) if m.startswith("fla.ops.")])
@@ -101,9 +101,9 @@ def run(state, leaves, mask, fla):
         gate = None
         if state == "gated delta":
             gate = ops.mask_padded_gate(leaves["log_g"].exp(), mask)
-        fn = fla_states.delta_fla if fla else ops.delta_chunked
+        fn = ops.delta_fla if fla else ops.delta_chunked
         return [fn(q, k, v, leaves["beta"], gate)]
-    fn = fla_states.causal_gated_fla if fla else ops.causal_gated
+    fn = ops.causal_gated_fla if fla else ops.causal_gated
     if state == "decay":
         log_g = ops.decay_log_gates(leaves["log_decay"], q.size(0), q.size(2), mask)
     elif state == "additive rms":

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Device check of ops/triton_linear.py (the fused Triton kernels for causal linear attention).
+"""Device check of ops/additive/triton.py (the fused Triton kernels for causal linear attention).
 
 Needs CUDA and triton (``pip install .[gpu]``); fairseq only for the T2RAttention rows (skipped,
 with a line, where it is not installed). Four parts, estimated under 4 minutes on an H200 (not
@@ -118,14 +118,11 @@ def layers(ops, tlin, dtype):
 
 @contextlib.contextmanager
 def triton_flag(on):
-    """FAIRSEQ_T2R_TRITON=1 (on) or unset, as dispatch reads it at call time (dispatch.USE_TRITON)."""
+    """FAIRSEQ_T2R_TRITON=1 (on) or unset, as dispatch reads it at call time (``ops.backends``)."""
     from fairseq_t2r.ops import dispatch
 
-    old, dispatch.USE_TRITON = dispatch.USE_TRITON, on
-    try:
+    with dispatch.backends(triton=on):
         yield
-    finally:
-        dispatch.USE_TRITON = old
 
 
 def t2r_module(dtype):
@@ -207,7 +204,7 @@ def time_all(ops, tlin, lengths, repeats, dtype_name="bf16"):
 def check_wiring(ops, lengths, dtypes):
     """Part 3: with the flag, causal_relu_from_input (padded keys) and T2RAttention reach the Triton
     kernels (calls counted: must be > 0 on CUDA) and agree with the unset forms."""
-    from fairseq_t2r.ops import fused_relu
+    from fairseq_t2r.ops.additive import fused_relu
 
     calls, real = [], fused_relu.causal_relu_triton_from_input
     fused_relu.causal_relu_triton_from_input = lambda *a: calls.append(1) or real(*a)
@@ -264,7 +261,7 @@ def launch_counts(ops, tlin, lengths, dtype_name):
     --cpu-smoke the profiler's CPU ops instead (figures meaningless)."""
     from torch.profiler import ProfilerActivity, profile
 
-    from fairseq_t2r.ops import chunked_passes
+    from fairseq_t2r.ops.additive import chunked_passes
 
     cuda, real = gpu_check.DEVICE == "cuda", chunked_passes.heads_per_group
     act, kind = (ProfilerActivity.CUDA, torch.autograd.DeviceType.CUDA) if cuda else (ProfilerActivity.CPU, torch.autograd.DeviceType.CPU)
@@ -315,7 +312,7 @@ def main(argv=None):
     from common import machine
 
     from fairseq_t2r import ops
-    from fairseq_t2r.ops import triton_linear as tlin
+    from fairseq_t2r.ops.additive import triton as tlin
 
     os.makedirs(a.out, exist_ok=True)
     result = {"benchmark": "gpu_triton_check: fused Triton linear attention vs float64 reference; "

@@ -11,7 +11,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # tests/ is 
 PACKAGE = "fairseq_t2r"
 # modules that need an optional package (pip install .[gpu]): without it, importing them may fail
 # on exactly that package, and nothing imports them unless selected
-OPTIONAL = {"fairseq_t2r.ops.triton_linear": "triton"}
+OPTIONAL = {"fairseq_t2r.ops.additive.triton": "triton"}
 
 
 def package_modules():

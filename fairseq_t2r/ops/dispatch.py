@@ -1,29 +1,65 @@
 """Which exact causal form training runs (``causal_parallel``; the state updates' ``gated_parallel``
 and ``delta_parallel``): the policy, kept apart from the forms so that a new form changes this
-file and not the others. All forms are exact, so the choice only trades speed and memory."""
+file and not the others. All forms are exact, so the choice only trades speed and memory.
+
+The backends: ours (PyTorch, always), fla (``FAIRSEQ_T2R_FLA=1``, CUDA, the optional ``fla``
+package) and this project's Triton kernels (``FAIRSEQ_T2R_TRITON=1``, CUDA, the optional
+``triton`` package, imported only then). Both switches are read from the environment once, here,
+into ``USE_FLA`` / ``USE_TRITON``, which the policy reads at call time; tests and benchmarks set
+them with ``set_backends`` (or the ``backends`` context manager), never by hand.
+"""
+import contextlib
 import os
 from typing import Callable, Optional
 
 import torch
 from torch import Tensor
 
-from . import fla, fla_states
-from .chunked import causal_chunked
+from . import kernels
+from .additive import fla
+from .additive.chunked import causal_chunked
+from .additive.quadratic import causal_quadratic
 from .common import DEFAULT_CHUNK_SIZE, DEFAULT_EPS, State, autocast_off
-from .delta import DEFAULT_NORM_EPS
-from .delta_chunked import delta_chunked
-from .gate import causal_gated
-from .quadratic import causal_quadratic
+from .delta import fla as delta_fla
+from .delta.chunked import delta_chunked
+from .delta.step import DEFAULT_NORM_EPS
+from .gated import fla as gated_fla
+from .gated.chunked import causal_gated
 
 # Up to this length the quadratic form is faster than the chunked one (fwd + bwd, 8 heads,
 # k = 32, d = 64 on CPU: 1.6x faster at 64, even at 128, 2.4x slower at 256; measured by
 # benchmarks/training.py --parts tune).
 QUADRATIC_MAX_LEN = 128
-# Opt-in (FAIRSEQ_T2R_TRITON=1): this project's Triton kernels (triton_linear.py, imported only
-# then) for long sequences on CUDA; read at call time, like fla.USE_FLA. Off by default.
+# Opt-in (FAIRSEQ_T2R_FLA=1): flash-linear-attention's kernels on CUDA (see additive/fla.py for
+# why it is off by default). Read at call time.
+USE_FLA = os.environ.get("FAIRSEQ_T2R_FLA", "0") == "1"
+# Opt-in (FAIRSEQ_T2R_TRITON=1): this project's Triton kernels (additive/triton.py, imported only
+# then) for long sequences on CUDA. Read at call time. Off by default.
 USE_TRITON = os.environ.get("FAIRSEQ_T2R_TRITON", "0") == "1"
 # the dtypes the Triton kernels take (tl.dot operands); float64 stays on the PyTorch forms
 TRITON_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+
+def set_backends(fla: Optional[bool] = None, triton: Optional[bool] = None) -> dict:
+    """Switch the optional backends on or off (None: leave as is), as FAIRSEQ_T2R_FLA /
+    FAIRSEQ_T2R_TRITON would; returns the previous settings, {"fla": bool, "triton": bool}."""
+    global USE_FLA, USE_TRITON
+    before = {"fla": USE_FLA, "triton": USE_TRITON}
+    if fla is not None:
+        USE_FLA = bool(fla)
+    if triton is not None:
+        USE_TRITON = bool(triton)
+    return before
+
+
+@contextlib.contextmanager
+def backends(fla: Optional[bool] = None, triton: Optional[bool] = None):
+    """``set_backends`` for the duration of a block."""
+    before = set_backends(fla, triton)
+    try:
+        yield
+    finally:
+        set_backends(**before)
 
 
 def parallel_form(
@@ -41,7 +77,7 @@ def parallel_form(
         return "quadratic"
     if is_cuda and USE_TRITON and (dtype is None or dtype in TRITON_DTYPES):
         return "triton"
-    if is_cuda and fla.USE_FLA and fla.fla_kernel() is not None:
+    if is_cuda and USE_FLA and kernels.fla_kernel() is not None:
         return "fla"
     return "chunked"
 
@@ -68,7 +104,7 @@ def causal_parallel(
     if form == "quadratic":
         return causal_quadratic(phi_q, phi_k, v, eps, weight_dropout)
     if form == "triton":
-        from .triton_linear import causal_triton  # needs the optional triton package
+        from .additive.triton import causal_triton  # needs the optional triton package
 
         return causal_triton(phi_q, phi_k, v, eps, chunk_size)
     if form == "fla":
@@ -77,11 +113,11 @@ def causal_parallel(
 
 
 def state_form(length: int, is_cuda: bool, dtype: torch.dtype, kernel: str) -> str:
-    """Which training form a state update runs: "fla" (``fla_states``, fla's ``kernel``: see
-    ``fla_states._FLA_NAMES``) on CUDA under ``FAIRSEQ_T2R_FLA=1`` for fp32/fp16/bf16 inputs of at
+    """Which training form a state update runs: "fla" (``gated/fla.py`` or ``delta/fla.py``, fla's ``kernel``: see
+    ``kernels._FLA_NAMES``) on CUDA under ``FAIRSEQ_T2R_FLA=1`` for fp32/fp16/bf16 inputs of at
     least one token when that kernel is importable, else "torch" (``causal_gated``, ``delta_chunked``)."""
-    if (length > 0 and is_cuda and fla.USE_FLA and dtype in TRITON_DTYPES
-            and fla_states.fla_state_kernel(kernel) is not None):
+    if (length > 0 and is_cuda and USE_FLA and dtype in TRITON_DTYPES
+            and kernels.fla_state_kernel(kernel) is not None):
         return "fla"
     return "torch"
 
@@ -92,8 +128,8 @@ def gated_parallel(
 ):
     """The gated (and decayed, and additive) state's training form, as ``causal_gated`` (same
     arguments and return, default chunk size), by ``state_form``'s choice."""
-    form = state_form(phi_q.size(2), phi_q.is_cuda, v.dtype, fla_states.gated_kernel_name(log_g))
-    fn = fla_states.causal_gated_fla if form == "fla" else causal_gated
+    form = state_form(phi_q.size(2), phi_q.is_cuda, v.dtype, gated_fla.gated_kernel_name(log_g))
+    fn = gated_fla.causal_gated_fla if form == "fla" else causal_gated
     return fn(phi_q, phi_k, v, log_g, eps, initial_state=initial_state, return_state=return_state, normalize=normalize)
 
 
@@ -104,5 +140,5 @@ def delta_parallel(
     """The (gated) delta rule's training form, as ``delta_chunked`` (same arguments and return,
     default chunk size), by ``state_form``'s choice."""
     form = state_form(phi_q.size(2), phi_q.is_cuda, v.dtype, "gated_delta_rule")
-    fn = fla_states.delta_fla if form == "fla" else delta_chunked
+    fn = delta_fla.delta_fla if form == "fla" else delta_chunked
     return fn(phi_q, phi_k, v, beta, gate, eps, initial_state=initial_state, return_state=return_state)

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from fairseq_t2r import ops
-from fairseq_t2r.ops import chunked_passes
+from fairseq_t2r.ops.additive import chunked_passes
 
 
 def test_heads_per_group_cuda_takes_all_heads_cpu_unchanged():

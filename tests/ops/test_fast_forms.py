@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from fairseq_t2r import ops
-from fairseq_t2r.ops import fla as fla_glue  # the module that holds the fla globals (causal_parallel reads them there)
+from fairseq_t2r.ops import kernels
+from fairseq_t2r.ops.additive import fla as fla_glue  # the glue causal_parallel calls
 
 
 def features(B, H, T, F, D, seed, layout="head"):
@@ -120,7 +121,7 @@ def fake_fla(q, k, v, scale=None, normalize=True, **kw):
 
 
 def test_fla_wrapper_semantics_with_a_stand_in_kernel(monkeypatch):
-    monkeypatch.setattr(fla_glue, "_FLA_KERNEL", (fake_fla, {}))
+    monkeypatch.setattr(kernels, "_FLA_KERNEL", (fake_fla, {}))
     q, k, v = features(2, 3, 150, 6, 5, seed=11, layout="time")
     ref = ops.causal_chunked(q, k, v)
     got = ops.causal_fla(q, k, v)

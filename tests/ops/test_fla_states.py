@@ -1,4 +1,4 @@
-"""The fla glue of the state updates (ops/fla_states.py) with stand-in kernels written here from
+"""The fla glue of the state updates (ops/gated/fla.py, ops/delta/fla.py) with stand-in kernels written here from
 fla 0.6.0's documented semantics (token by token, fla's layout (B, T, H, *), per-token log-gates,
 ``scale`` defaulting to 1 / sqrt(K)): layouts, gates, our normaliser, padding, states and
 gradients equal our forms in float64; and the policy (dispatch.state_form) picks fla only on
@@ -9,8 +9,8 @@ import torch
 import torch.nn.functional as nnf
 
 from fairseq_t2r import ops
-from fairseq_t2r.ops import dispatch, fla_states
-from fairseq_t2r.ops import fla as fla_glue  # holds the switch, USE_FLA
+from fairseq_t2r.ops import dispatch, kernels
+from fairseq_t2r.ops.gated import fla as gated_fla
 
 TOL = 1e-8
 
@@ -60,7 +60,7 @@ STAND_INS = {"simple_gla": fake_simple_gla, "gla": fake_gla, "gated_delta_rule":
 
 @pytest.fixture
 def stand_ins(monkeypatch):
-    monkeypatch.setattr(fla_states, "_FLA_STATE_KERNELS", dict(STAND_INS))
+    monkeypatch.setattr(kernels, "_FLA_STATE_KERNELS", dict(STAND_INS))
 
 
 def inputs(gates, B=2, H=3, T=37, F=5, D=4, seed=0):
@@ -107,13 +107,13 @@ def test_gated_glue_equals_causal_gated(stand_ins, gates, normalize):
         return [out, S, z]
 
     want = run(ops.causal_gated, chunk_size=16)  # ours in chunks of 16 (the glue ignores chunk_size)
-    got = run(fla_states.causal_gated_fla)
+    got = run(ops.causal_gated_fla)
     assert_close(got, want)
     seeds = [torch.randn_like(w) for w in want]
     assert_close(torch.autograd.grad(got, leaves, seeds), torch.autograd.grad(want, leaves, seeds))
     # without a state: the output alone, as training calls it
     lg = padded_log_gates(log_g, gates, mask, B, T)
-    assert_close([fla_states.causal_gated_fla(q, ops.mask_padded_keys(k, mask), v, lg, normalize=normalize)],
+    assert_close([ops.causal_gated_fla(q, ops.mask_padded_keys(k, mask), v, lg, normalize=normalize)],
                  [ops.causal_gated(q, ops.mask_padded_keys(k, mask), v, lg, normalize=normalize)])
 
 
@@ -133,38 +133,38 @@ def test_delta_glue_equals_delta_chunked(stand_ins, gated, with_state):
         return list(res) if with_state else [res]
 
     want = run(ops.delta_chunked, chunk_size=8)
-    got = run(fla_states.delta_fla)
+    got = run(ops.delta_fla)
     assert_close(got, want)
     seeds = [torch.randn_like(w) for w in want]
     assert_close(torch.autograd.grad(got, leaves, seeds), torch.autograd.grad(want, leaves, seeds))
 
 
-def test_policy_picks_fla_only_on_cuda_with_the_switch(monkeypatch, stand_ins):
+def test_policy_picks_fla_only_on_cuda_with_the_switch(monkeypatch, stand_ins, backends):
     f32 = torch.float32
     for kernel in STAND_INS:
-        monkeypatch.setattr(fla_glue, "USE_FLA", False)
+        backends(fla=False)
         assert ops.state_form(8, True, f32, kernel) == "torch"  # switch off
-        monkeypatch.setattr(fla_glue, "USE_FLA", True)
+        backends(fla=True)
         assert ops.state_form(8, True, f32, kernel) == "fla"
         assert ops.state_form(8, True, torch.bfloat16, kernel) == "fla"
         assert ops.state_form(8, False, f32, kernel) == "torch"  # CPU
         assert ops.state_form(0, True, f32, kernel) == "torch"  # no token: ours
         assert ops.state_form(8, True, torch.float64, kernel) == "torch"  # no float64 Triton kernels
-    monkeypatch.setattr(fla_states, "_FLA_STATE_KERNELS", {"simple_gla": fake_simple_gla})
+    monkeypatch.setattr(kernels, "_FLA_STATE_KERNELS", {"simple_gla": fake_simple_gla})
     assert ops.state_form(8, True, f32, "gla") == "torch"  # that kernel missing: ours
-    monkeypatch.setattr(fla_states, "_FLA_STATE_KERNELS", False)  # fla not importable
+    monkeypatch.setattr(kernels, "_FLA_STATE_KERNELS", False)  # fla not importable
     assert ops.state_form(8, True, f32, "simple_gla") == "torch"
     x = torch.zeros(1, 1, 2, 3)
-    assert fla_states.gated_kernel_name(None) == fla_states.gated_kernel_name(x[..., 0]) == "simple_gla"
-    assert fla_states.gated_kernel_name(x) == "gla"
+    assert gated_fla.gated_kernel_name(None) == gated_fla.gated_kernel_name(x[..., 0]) == "simple_gla"
+    assert gated_fla.gated_kernel_name(x) == "gla"
 
 
-def test_parallel_entry_points_run_the_chosen_form(monkeypatch, stand_ins):
+def test_parallel_entry_points_run_the_chosen_form(monkeypatch, stand_ins, backends):
     (q, k, v, log_g), _ = inputs("feature", T=9)
     beta = torch.rand(q.shape[:3], dtype=torch.float64)
     calls = []
-    monkeypatch.setattr(fla_glue, "USE_FLA", True)
-    monkeypatch.setattr(fla_states, "_FLA_STATE_KERNELS", {n: (lambda n, f: lambda *a, **kw: calls.append(n) or f(*a, **kw))(n, f)
+    backends(fla=True)
+    monkeypatch.setattr(kernels, "_FLA_STATE_KERNELS", {n: (lambda n, f: lambda *a, **kw: calls.append(n) or f(*a, **kw))(n, f)
                                                            for n, f in STAND_INS.items()})
     # CPU tensors: ours, even with the switch on and the kernels there
     assert_close([ops.gated_parallel(q, k, v, log_g)], [ops.causal_gated(q, k, v, log_g)])
@@ -178,13 +178,13 @@ def test_parallel_entry_points_run_the_chosen_form(monkeypatch, stand_ins):
     assert calls == ["gla", "simple_gla", "gated_delta_rule"]
 
 
-def test_fla_absent_means_our_forms(monkeypatch):
-    monkeypatch.setattr(fla_states, "_FLA_STATE_KERNELS", None)  # look it up afresh
-    monkeypatch.setattr(fla_glue, "USE_FLA", True)
+def test_fla_absent_means_our_forms(monkeypatch, backends):
+    monkeypatch.setattr(kernels, "_FLA_STATE_KERNELS", None)  # look it up afresh
+    backends(fla=True)
     try:
         import fla  # noqa: F401
     except ImportError:
-        assert all(fla_states.fla_state_kernel(n) is None for n in STAND_INS)
+        assert all(kernels.fla_state_kernel(n) is None for n in STAND_INS)
         assert ops.state_form(8, True, torch.float32, "gla") == "torch"
     else:  # installed (fla 0.6.0 names them so): every kernel is found
-        assert all(fla_states.fla_state_kernel(n) is not None for n in STAND_INS)
+        assert all(kernels.fla_state_kernel(n) is not None for n in STAND_INS)

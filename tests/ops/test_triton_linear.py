@@ -86,24 +86,24 @@ def test_bad_chunk_size_is_one_clear_error(interp):
     assert "chunk_size must be a power of 2 >= 16" in interp["bad_chunk"]
 
 
-def test_dispatch_default_is_unchanged(monkeypatch):
+def test_dispatch_default_is_unchanged(backends):
     """Opt-in only: without FAIRSEQ_T2R_TRITON=1 nothing picks the kernels, and never on CPU."""
     if "FAIRSEQ_T2R_TRITON" not in os.environ:
         assert dispatch.USE_TRITON is False
-    monkeypatch.setattr(dispatch, "USE_TRITON", False)
-    monkeypatch.setattr(ops.fla, "USE_FLA", False)
+    backends(triton=False)
+    backends(fla=False)
     assert dispatch.parallel_form(4096, True, False) == "chunked"
-    monkeypatch.setattr(dispatch, "USE_TRITON", True)
+    backends(triton=True)
     assert dispatch.parallel_form(4096, True, False) == "triton"
     assert dispatch.parallel_form(4096, False, False) == "chunked"
     assert dispatch.parallel_form(100, True, False) == "quadratic"
-    assert "fairseq_t2r.ops.triton_linear" not in sys.modules  # importing ops never imports it
+    assert "fairseq_t2r.ops.additive.triton" not in sys.modules  # importing ops never imports it
 
 
-def test_policy_picks_triton_only_on_cuda_with_the_flag_long_enough_and_a_kernel_dtype(monkeypatch):
+def test_policy_picks_triton_only_on_cuda_with_the_flag_long_enough_and_a_kernel_dtype(backends):
     """dispatch.parallel_form, the one policy of both training entry points, on plain arguments."""
-    monkeypatch.setattr(ops.fla, "USE_FLA", False)
-    monkeypatch.setattr(dispatch, "USE_TRITON", True)
+    backends(fla=False)
+    backends(triton=True)
     for dtype in (torch.float32, torch.float16, torch.bfloat16, None):
         assert dispatch.parallel_form(4096, True, False, dtype=dtype) == "triton"
         assert dispatch.parallel_form(4096, False, False, dtype=dtype) == "chunked"  # CPU
@@ -111,7 +111,7 @@ def test_policy_picks_triton_only_on_cuda_with_the_flag_long_enough_and_a_kernel
         assert dispatch.parallel_form(4096, True, True, dtype=dtype) == "quadratic"  # weight dropout
     assert dispatch.parallel_form(dispatch.QUADRATIC_MAX_LEN + 1, True, False, dtype=torch.float32) == "triton"
     assert dispatch.parallel_form(4096, True, False, dtype=torch.float64) == "chunked"
-    monkeypatch.setattr(dispatch, "USE_TRITON", False)
+    backends(triton=False)
     for dtype in (torch.float32, torch.bfloat16, None):
         assert dispatch.parallel_form(4096, True, False, dtype=dtype) == "chunked"
 
@@ -132,21 +132,21 @@ def _relu_run(x, w, b, mask, dout, H, F):
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
-def test_relu_from_input_on_cpu_is_bit_for_bit_the_same_with_the_flag(monkeypatch, dtype):
+def test_relu_from_input_on_cpu_is_bit_for_bit_the_same_with_the_flag(backends, dtype):
     """FAIRSEQ_T2R_TRITON=1 (the flag it sets) changes nothing on CPU tensors, and imports nothing."""
     args = _relu_inputs(dtype)
-    monkeypatch.setattr(dispatch, "USE_TRITON", False)
+    backends(triton=False)
     unset = _relu_run(*args)
-    monkeypatch.setattr(dispatch, "USE_TRITON", True)
+    backends(triton=True)
     flagged = _relu_run(*args)
     assert all(torch.equal(a, b) for a, b in zip(flagged, unset))
-    assert "fairseq_t2r.ops.triton_linear" not in sys.modules
+    assert "fairseq_t2r.ops.additive.triton" not in sys.modules
 
 
 def test_relu_from_input_runs_the_triton_form_where_the_policy_says_so(monkeypatch):
     """The wiring, without CUDA: when parallel_form answers "triton" (as it does on CUDA with the
     flag), causal_relu_from_input hands every argument to causal_relu_triton_from_input."""
-    from fairseq_t2r.ops import fused_relu
+    from fairseq_t2r.ops.additive import fused_relu
 
     seen = []
     monkeypatch.setattr(dispatch, "parallel_form", lambda *a, **k: seen.append((a, k)) or "triton")
@@ -169,7 +169,7 @@ COMPILE = textwrap.dedent("""
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
-    from fairseq_t2r.ops import triton_linear as m
+    from fairseq_t2r.ops.additive import triton as m
     HALF = {"q_ptr", "k_ptr", "v_ptr", "o_ptr", "do_ptr", "dq_ptr", "dk_ptr", "dv_ptr"}
     for kernel in (m._state_kernel, m._out_kernel, m._dstate_kernel, m._grad_kernel):
         names = kernel.arg_names

@@ -14,8 +14,8 @@ if "triton" in sys.modules:
 import torch  # noqa: E402
 
 from fairseq_t2r import ops  # noqa: E402
-from fairseq_t2r.ops import fused_relu  # noqa: E402
-from fairseq_t2r.ops import triton_linear as tlin  # noqa: E402
+from fairseq_t2r.ops.additive import fused_relu  # noqa: E402
+from fairseq_t2r.ops.additive import triton as tlin  # noqa: E402
 
 
 def inputs(B=2, H=2, T=37, F=16, D=8, seed=0):

@@ -1,6 +1,6 @@
 """The chunked exact form of the (gated) delta rule for training: chunks of C positions, the
 state carried from chunk to chunk, memory linear in T, plain torch ops under autograd (no
-hand-written backward). The rule and its conventions are in ``delta.py``.
+hand-written backward). The rule and its conventions are in ``step.py``.
 
 The algebra (the WY / UT representation, as in DeltaNet's chunked form). Within a chunk, let S0
 be the state before it, c_t = sum_{s <= t} log g_s (within the chunk), G_t = exp(c_t) and
@@ -30,8 +30,8 @@ import torch
 import torch.nn.functional as nnf
 from torch import Tensor
 
-from .common import autocast_off, compute_dtype
-from .delta import DEFAULT_DELTA_CHUNK_SIZE, DEFAULT_NORM_EPS, check_delta_inputs, empty_delta_state, l2_normalize
+from ..common import autocast_off, compute_dtype
+from .step import DEFAULT_DELTA_CHUNK_SIZE, DEFAULT_NORM_EPS, check_delta_inputs, empty_delta_state, l2_normalize
 
 
 @autocast_off

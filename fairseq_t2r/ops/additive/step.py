@@ -7,7 +7,7 @@ from typing import Optional, Tuple
 import torch
 from torch import Tensor
 
-from .common import DEFAULT_EPS, State, autocast_off, compute_dtype
+from ..common import DEFAULT_EPS, State, autocast_off, compute_dtype
 
 
 def empty_state(phi_k: Tensor, v: Tensor) -> State:

@@ -4,7 +4,7 @@ Chunks of C positions (``chunk_size``, at most ``FEATURE_GATE_CHUNK_SIZE`` and T
 to a power of two), c_i the cumulative log-gate within i's chunk (per feature). Across chunks,
 as for per-head gates: query i reads the state entering its chunk through q_i * exp(c_i), and
 the chunk adds its keys as they stand at its end, k_j * exp(c_C - c_j); the states entering the
-chunks come from ``gate_scan.scan_states`` (a hand-written backward; T / C Python steps).
+chunks come from ``scan.scan_states`` (a hand-written backward; T / C Python steps).
 Within a chunk, query i sees key j <= i through sum_f q_if k_jf exp(c_if - c_jf), which no single matmul gives. Halving: a block
 of b positions splits at m, the last position of its first half; for i in the second half and
 j in the first, exp(c_i - c_j) = exp(c_i - c_m) * exp(c_m - c_j), both exponents <= 0, so that
@@ -26,8 +26,8 @@ import torch.nn.functional as nnf
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from .common import State
-from .gate_scan import scan_states
+from ..common import State
+from .scan import scan_states
 
 FEATURE_GATE_CHUNK_SIZE = 32  # at most: the layer's fwd + bwd ~10% faster than with 64 (T=4096, CPU)
 

@@ -1,5 +1,5 @@
 """The gated state scan h_l = a_l * h_{l-1} + x_l as an autograd Function with a hand-written
-backward: the chunk-to-chunk state of the gated forms (``gate.py`` per head, ``gate_feature.py``
+backward: the chunk-to-chunk state of the gated forms (``chunked.py`` per head, ``feature.py``
 per feature, which runs it at two levels).
 
 Plain autograd through a Python loop of L steps costs a graph node per op and per step, and
@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from .common import State
+from ..common import State
 
 
 class GatedScan(torch.autograd.Function):

@@ -7,9 +7,9 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from . import dispatch
+from .. import dispatch
+from ..common import DEFAULT_CHUNK_SIZE, DEFAULT_EPS, autocast_off, mask_padded_keys
 from .chunked_passes import chunked_backward, chunked_forward
-from .common import DEFAULT_CHUNK_SIZE, DEFAULT_EPS, autocast_off, mask_padded_keys
 
 
 @autocast_off
@@ -53,11 +53,11 @@ def causal_relu_triton_from_input(
     eps: float = DEFAULT_EPS,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
 ) -> Tensor:
-    """``causal_relu_from_input`` with the fused Triton kernels (``triton_linear``, imported only
+    """``causal_relu_from_input`` with the fused Triton kernels (``triton.py``, imported only
     here): same arguments, same (T, B, H * D) result. The projection x W^T + b is torch's (under
     autograd); the kernels take the pre-activations and apply relu on load. Padded keys get zero
     pre-activations (relu(0) = 0: no features, no gradient). CUDA tensors (or Triton's interpreter)."""
-    from .triton_linear import causal_triton  # the optional triton package
+    from .triton import causal_triton  # the optional triton package
 
     T, B, _ = x.shape
     F = feature_dim

@@ -1,6 +1,6 @@
 """The delta rule (DeltaNet) and the gated delta rule (Gated DeltaNet): what they share, and the
-one-token recurrent step. The chunked training form is in ``delta_chunked.py``, the token-by-token
-reference in ``reference_delta.py``.
+one-token recurrent step. The chunked training form is in ``chunked.py``, the token-by-token
+reference in ``naive.py``.
 
 Per head, with k_i, q_i the L2-normalised features phi(k_i), phi(q_i), beta_i in (0, 1) the
 write strength and g_i in (0, 1] the forget gate (g_i = 1 without a gate: the plain delta rule):
@@ -30,7 +30,7 @@ from typing import Optional, Tuple
 import torch
 from torch import Tensor
 
-from .common import autocast_off, compute_dtype
+from ..common import autocast_off, compute_dtype
 
 DEFAULT_NORM_EPS = 1e-6  # floor of the feature norm: sqrt(||phi||^2 + eps^2)
 # chunks of the training form: 32 measured fastest on CPU (benchmarks/delta_speed.py: 16, 32, 64)

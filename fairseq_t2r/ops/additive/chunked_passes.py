@@ -21,7 +21,7 @@ from typing import Optional, Tuple
 import torch
 from torch import Tensor
 
-from .common import compute_dtype
+from ..common import compute_dtype
 
 _GROUP_ROWS = 1 << 13  # positions x heads per group on CPU (cache-sized)
 

@@ -1,4 +1,4 @@
-"""A per-head decay: the gated state (``gate.py``) with one fixed or learned g_h in (0, 1) per
+"""A per-head decay: the gated state (``chunked.py``) with one fixed or learned g_h in (0, 1) per
 head, the same at every position (RetNet, SUPRA; Mao 2022's decaying fast weights):
 
     S_i = g_h S_{i-1} + phi_k_i v_i^T,    z_i = g_h z_{i-1} + phi_k_i
@@ -12,8 +12,8 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from .common import DEFAULT_CHUNK_SIZE, DEFAULT_EPS, State, autocast_off
-from .gate import causal_gated, gated_step
+from ..common import DEFAULT_CHUNK_SIZE, DEFAULT_EPS, State, autocast_off
+from .chunked import causal_gated, gated_step
 
 
 def decay_log_gates(log_decay: Tensor, batch: int, length: int, key_padding_mask: Optional[Tensor] = None) -> Tensor:

@@ -13,8 +13,8 @@ from typing import Optional
 import torch
 from torch import Tensor
 
+from ..common import DEFAULT_CHUNK_SIZE, DEFAULT_EPS, State, autocast_off, compute_dtype
 from .chunked_passes import chunked_backward, chunked_forward
-from .common import DEFAULT_CHUNK_SIZE, DEFAULT_EPS, State, autocast_off, compute_dtype
 
 
 @autocast_off

@@ -1,15 +1,15 @@
 """The naive reference of the (gated) delta rule: token by token, the update written as the
 matrix it is, S_i = g_i (I - beta_i k_i k_i^T) S_{i-1} + beta_i k_i v_i^T, out_i = S_i^T q_i.
-Slow and obviously correct; independent of ``delta.py`` and ``delta_chunked.py`` (it shares only
+Slow and obviously correct; independent of ``step.py`` and ``chunked.py`` (it shares only
 ``common.py``, and normalises the features itself), so a test comparing a fast form with it
-checks the fast form and nothing else. Conventions (normalisation, padding): ``delta.py``.
+checks the fast form and nothing else. Conventions (normalisation, padding): ``step.py``.
 """
 from typing import Optional
 
 import torch
 from torch import Tensor
 
-from .common import autocast_off, compute_dtype
+from ..common import autocast_off, compute_dtype
 
 
 @autocast_off

@@ -19,9 +19,9 @@ next chunk is exp(c_C) S + sum_j exp(c_C - c_j) phi_k_j v_j^T. Every exponent is
 c_i - c_j with j <= i, hence <= 0: no overflow whatever the gates (the log-space form; fla's
 naive GLA divides by exp(c_j) instead, which overflows for small gates). Work O(T C F D), memory
 linear in T. Per head, plain autograd differentiates the chunks, and the state [S | z] crosses
-from chunk to chunk by ``gate_scan.scan_states`` (a hand-written backward: indexing chunk i in a
+from chunk to chunk by ``scan.scan_states`` (a hand-written backward: indexing chunk i in a
 loop back-propagated a full-size zero tensor per chunk). Per-feature gates run
-``gate_feature.causal_gated_feature`` (the same scan across chunks, halving within them).
+``feature.causal_gated_feature`` (the same scan across chunks, halving within them).
 Half-precision inputs: every sum and the state in fp32 (``compute_dtype``).
 """
 from typing import Optional
@@ -30,9 +30,9 @@ import torch
 import torch.nn.functional as nnf
 from torch import Tensor
 
-from .common import DEFAULT_CHUNK_SIZE, DEFAULT_EPS, State, autocast_off, compute_dtype
-from .gate_feature import causal_gated_feature
-from .gate_scan import scan_states
+from ..common import DEFAULT_CHUNK_SIZE, DEFAULT_EPS, State, autocast_off, compute_dtype
+from .feature import causal_gated_feature
+from .scan import scan_states
 
 
 @autocast_off

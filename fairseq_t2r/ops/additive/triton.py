@@ -20,7 +20,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from .common import DEFAULT_CHUNK_SIZE, DEFAULT_EPS, autocast_off
+from ..common import DEFAULT_CHUNK_SIZE, DEFAULT_EPS, autocast_off
 
 # triton.jit picks the interpreter when a kernel is defined (and triton's own library functions
 # when triton is first imported), so this module's kernels run on CPU tensors exactly when the

@@ -6,8 +6,8 @@ from typing import Callable, Optional
 import torch
 from torch import Tensor
 
-from .common import DEFAULT_EPS, autocast_off, causal_mask, compute_dtype
-from .recurrent import attend_state, summarize_keys
+from ..common import DEFAULT_EPS, autocast_off, causal_mask, compute_dtype
+from .step import attend_state, summarize_keys
 
 WeightDropout = Optional[Callable[[Tensor], Tensor]]  # (B, H, T, S) weights -> dropped weights
 
