@@ -185,7 +185,7 @@ class StateUpdate(nn.Module):
              out_dtype: torch.dtype) -> Tuple[Tensor, Tensor]:
         """One token: phi_q (B, H, 1, F), phi_k (B, H, F) (zero if padding), v1 (B, H, 1, D + 1) =
         [v | 1], ``inputs`` = ``token_inputs`` of the token (B, H, 1, ...). -> (out (B, H, 1, D)
-        finished, in ``out_dtype``; the state)."""
+        finished, in ``out_dtype``, or a view with its elements in that order; the state)."""
         state = self.update(state, phi_k, v1, inputs)
         return self.finish(self.read(phi_q, state, eps, out_dtype)), state
 
@@ -237,6 +237,19 @@ class RunningSums(StateUpdate):
             return res
         out, (S, z) = res
         return out, ops.join_state(S, z)
+
+    def step(self, phi_q, phi_k, v1, log_g, state, eps, out_dtype):
+        # update + read + finish written out: this runs once per layer and generated token, and
+        # Python calls are what stands between a step and the projections-only floor
+        state = self.update(state, phi_k, v1, log_g)
+        B, H, F, D1 = state.shape
+        q = phi_q.reshape(B * H, 1, F)
+        if q.dtype != state.dtype:
+            q = q.to(state.dtype)
+        nd = torch.bmm(q, state.view(B * H, F, D1))
+        out = nd[..., :-1] / nd[..., -1:].clamp_(min=eps) if self.norm == "sum" else nd[..., :-1]
+        out = out if out.dtype == out_dtype else out.to(out_dtype)
+        return (out if self.norm == "sum" else self.finish(out.view(B, H, 1, D1 - 1))), state
 
     def update(self, state, phi_k, v1, log_g):
         ct = ops.compute_dtype(v1.dtype) if state is None else state.dtype
