@@ -9,20 +9,13 @@ from typing import Dict, Optional, Tuple, Type
 
 from torch import Tensor, nn
 
+from .registry import registrar
+
 FEATURE_MAPS: Dict[str, Type["FeatureMap"]] = {}  # name (--t2r-feature-map) -> class
 
 
-def register_feature_map(name: str):
-    """Class decorator: make a FeatureMap subclass available as ``--t2r-feature-map name``."""
-
-    def wrap(cls):
-        if name in FEATURE_MAPS:
-            raise ValueError(f"feature map {name!r} registered twice")
-        FEATURE_MAPS[name] = cls
-        cls.name = name
-        return cls
-
-    return wrap
+# class decorator: make a FeatureMap subclass available as ``--t2r-feature-map name``
+register_feature_map = registrar(FEATURE_MAPS, "feature map")
 
 
 class FeatureMap(nn.Module):

@@ -29,6 +29,7 @@ import torch
 from torch import Tensor, nn
 
 from ... import ops
+from ..registry import registrar
 
 STATE_UPDATES: Dict[str, Type["StateUpdate"]] = {}  # name (--t2r-state) -> class
 NORMS = ["sum", "rms"]
@@ -36,17 +37,8 @@ NEAR_ONE = 1.0 - 2.0 ** -12  # the near-one gates and decays at the swap: a half
 RMS_EPS = 1e-6
 
 
-def register_state_update(name: str):
-    """Class decorator: make a StateUpdate subclass available as ``--t2r-state name``."""
-
-    def wrap(cls):
-        if name in STATE_UPDATES:
-            raise ValueError(f"state update {name!r} registered twice")
-        STATE_UPDATES[name] = cls
-        cls.name = name
-        return cls
-
-    return wrap
+# class decorator: make a StateUpdate subclass available as ``--t2r-state name``
+register_state_update = registrar(STATE_UPDATES, "state update")
 
 
 def state_names():

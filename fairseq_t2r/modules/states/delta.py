@@ -24,7 +24,7 @@ from torch import nn
 
 from ... import ops
 from .base import RMS_EPS, StateUpdate, constant_linear, register_state_update
-from .gate import GATE_OPTIONS, GATE_SHAPES, GATE_SOURCES, ForgetGate, check_gate
+from .gate import ForgetGate
 
 BETA_INIT = 2.0 ** -8
 
@@ -88,23 +88,14 @@ class DeltaState(StateUpdate):
 @register_state_update("gated-delta")
 class GatedDeltaState(ForgetGate, DeltaState):
     order = 4
-    options = GATE_OPTIONS
-    choices = {"gate_source": GATE_SOURCES, "gate_shape": GATE_SHAPES}
     arm = ("T2R + gated delta rule, swap + finetune", ("--t2r-gate-source", "key", "--t2r-norm", "rms"))
-
-    def __init__(self, num_heads, head_dim, feature_dim, norm=None, gate_source="projection", gate_shape="head",
-                 gate_temperature=16.0, **_):
-        super().__init__(num_heads, head_dim, feature_dim, norm, gate_source=gate_source, gate_shape=gate_shape,
-                         gate_temperature=gate_temperature)
-        self.init_gate(gate_source, gate_shape, gate_temperature)
 
     @classmethod
     def check(cls, norm, head_dim, feature_dim, **options):
-        super().check(norm, head_dim, feature_dim)
         if str(options.get("gate_shape", "head")) == "feature":
             raise ValueError("--t2r-state gated-delta has one gate per head (the delta rule scales the whole state): "
                              "use --t2r-gate-shape head, or --t2r-state gate for per-feature gates")
-        check_gate(cls.name, head_dim, feature_dim, **options)
+        super().check(norm, head_dim, feature_dim, **options)
 
     def gate(self, x, k_proj, key_padding_mask):
         return self.log_gates(x, k_proj, key_padding_mask).exp()  # already 1 at padded positions

@@ -32,14 +32,26 @@ def check_gate(name: str, head_dim: int, feature_dim: int, gate_source="projecti
 
 
 class ForgetGate:
-    """Mixin: the gate's tensor (``gate_proj``, for the projection source) and its log-gates."""
+    """Mixin of the gated states: the gate's options, its tensor (``gate_proj``, for the
+    projection source) and its log-gates."""
 
-    def init_gate(self, gate_source, gate_shape, gate_temperature):
+    options = GATE_OPTIONS
+    choices = {"gate_source": GATE_SOURCES, "gate_shape": GATE_SHAPES}
+
+    def __init__(self, num_heads, head_dim, feature_dim, norm=None, gate_source="projection", gate_shape="head",
+                 gate_temperature=16.0, **_):
+        super().__init__(num_heads, head_dim, feature_dim, norm, gate_source=gate_source, gate_shape=gate_shape,
+                         gate_temperature=gate_temperature)
         self.gate_source, self.tau = str(gate_source), float(gate_temperature)
         self.groups = self.feature_dim if str(gate_shape) == "feature" else 1  # gates per head
         if self.gate_source == "projection":
             self.gate_proj = constant_linear(self.num_heads * self.head_dim, self.num_heads * self.groups,
                                              gate_bias(self.tau))
+
+    @classmethod
+    def check(cls, norm, head_dim, feature_dim, **options):
+        super().check(norm, head_dim, feature_dim)
+        check_gate(cls.name, head_dim, feature_dim, **options)
 
     def log_gates(self, x: Tensor, k_proj: nn.Module, key_padding_mask: Optional[Tensor]) -> Tensor:
         """x (T, B, C) -> log g (B, H, T) or (B, H, T, F), 0 at padded positions."""
@@ -66,21 +78,8 @@ class ForgetGate:
 @register_state_update("gate")
 class GateState(ForgetGate, RunningSums):
     order = 2
-    options = GATE_OPTIONS
-    choices = {"gate_source": GATE_SOURCES, "gate_shape": GATE_SHAPES}
     arm = ("T2R + forget gate from the key, swap + finetune", ("--t2r-gate-source", "key"))
     spellings = {"gate-feature": {"gate_shape": "feature"}}  # GLA's gate per feature
-
-    def __init__(self, num_heads, head_dim, feature_dim, norm=None, gate_source="projection", gate_shape="head",
-                 gate_temperature=16.0, **_):
-        super().__init__(num_heads, head_dim, feature_dim, norm, gate_source=gate_source, gate_shape=gate_shape,
-                         gate_temperature=gate_temperature)
-        self.init_gate(gate_source, gate_shape, gate_temperature)
-
-    @classmethod
-    def check(cls, norm, head_dim, feature_dim, **options):
-        super().check(norm, head_dim, feature_dim)
-        check_gate(cls.name, head_dim, feature_dim, **options)
 
     def token_inputs(self, x, k_proj, key_padding_mask):
         return self.log_gates(x, k_proj, key_padding_mask)
