@@ -167,10 +167,20 @@ def fill_options(args, ck_args, base_arch_fn):
         value = getattr(ck_args, key)
         if isinstance(value, str) and value.startswith("${"):
             continue  # an interpolation of the task's settings: fairseq resolves it
+        if key == "t2r_norm" and not accepts_norm(getattr(args, "t2r_state", None), value):
+            continue  # a --t2r-state given (with --t2r-reconvert) that refuses it: the state's own norm
         setattr(args, key, value)
         if comparable(value) != comparable(before.get(key)):
             taken += flag_for(action, value) or [f"{key}={value}"]
     return taken
+
+
+def accepts_norm(state, norm) -> bool:
+    """Whether the state update ``state`` (None: not given) takes ``--t2r-norm norm``."""
+    from ..modules.states import STATE_UPDATES
+
+    cls = STATE_UPDATES.get(str(state)) if state is not None else None
+    return cls is None or norm is None or str(norm) in cls.norms
 
 
 def hint(arch) -> str:

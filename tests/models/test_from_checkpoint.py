@@ -91,3 +91,19 @@ def test_reconvert_discards_only_feature_maps_that_do_not_fit():
                        own.state_dict()["decoder.layers.0.self_attn.feature_map.weight"])
     with pytest.raises(T2RUserError, match="tensor decoder.layers.0.self_attn.feature_map.weight has shape"):
         fill_new_tensors(tiny_lm(t2r=True), tiny_lm(t2r=True, t2r_feature_dim=4).state_dict())
+
+
+def test_a_new_state_given_with_reconvert_takes_its_own_norm(converted):
+    """A checkpoint that saved --t2r-norm sum (as every checkpoint did before the norm followed
+    the state), finetuned as --t2r-state delta --t2r-reconvert: the delta rule's own norm, rms,
+    not the checkpoint's sum, which it refuses; a state that takes sum keeps the checkpoint's."""
+    convert(str(converted / "soft.pt"), str(converted / "sum.pt"),
+            {"t2r_feature_map": "elu", "t2r_feature_dim": 8, "t2r_layers": "1", "t2r_norm": "sum"})
+    argv = lambda *extra: options.parse_args_and_arch(options.get_training_parser(), [  # noqa: E731
+        str(converted), "--user-dir", USER_DIR, "--task", "language_modeling", "--arch", "t2r_transformer_lm",
+        "--finetune-from-model", str(converted / "sum.pt"), *extra])
+    from fairseq_t2r.config import t2r_option
+
+    assert t2r_option(argv("--t2r-state", "delta", "--t2r-reconvert"), "t2r_norm") == "rms"
+    kept = argv("--t2r-state", "decay", "--t2r-reconvert")
+    assert kept.t2r_norm == "sum" and t2r_option(kept, "t2r_norm") == "sum"
