@@ -1,0 +1,157 @@
+"""Tiny stand-ins for fairseq's released checkpoints, built with stock fairseq in their release's
+format, on slices of tests/data (shared by tests/models/test_bart.py, test_multilingual.py and the
+pipeline of tests/e2e/test_released.py).
+
+- data: LibreOffice EN-DE lines, binarised three ways with one fixed shared dictionary:
+  ``cnn`` (source -> target, the target the source's first 6 words: a summarization stand-in),
+  after joint subword-nmt BPE (``bpe.codes``: the hub interface's ``sample()`` needs a BPE);
+  ``mbart`` (en_XX -> de_DE), ``m2m`` (en-de, both directions, with ``langs.txt``);
+- teachers: each family's release command line parsed by fairseq-train's own parser (so its
+  ``args`` Namespace is what the release stores), the model built by the release's task and
+  trained a few Adam steps in-process on its task's batches and criterion, saved as a pre-hydra
+  checkpoint (``args``, no ``cfg``). The BART teacher carries a classification head.
+"""
+import os
+import shutil
+import tempfile
+import threading
+
+import torch
+from utils import DATA, USER_DIR
+
+LINES = {"train": (0, 240), "valid": (240, 280), "test": (280, 300)}
+TINY = ["--encoder-layers", "2", "--decoder-layers", "2", "--encoder-embed-dim", "32", "--decoder-embed-dim", "32",
+        "--encoder-ffn-embed-dim", "64", "--decoder-ffn-embed-dim", "64", "--encoder-attention-heads", "4",
+        "--decoder-attention-heads", "4"]
+LANG_PAIRS = "en-de,de-en"
+
+
+def task_flags(family, data):
+    """Each release's task flags (as its README runs them), on the stand-in data."""
+    if family == "bart":  # bart.large.cnn: summarization under the translation task
+        return [f"{data}/cnn", "--task", "translation", "--source-lang", "source", "--target-lang", "target",
+                "--truncate-source"]
+    if family == "mbart":  # mbart.cc25 finetuned for one pair
+        return [f"{data}/mbart", "--task", "translation_from_pretrained_bart", "--source-lang", "en_XX",
+                "--target-lang", "de_DE", "--langs", "en_XX,de_DE"]
+    return [f"{data}/m2m", "--task", "translation_multi_simple_epoch", "--lang-pairs", LANG_PAIRS,  # m2m100 / mbart50
+            "--encoder-langtok", "src", "--decoder-langtok", "--lang-dict", f"{data}/m2m/langs.txt",
+            "--fixed-dictionary", f"{data}/dict.txt", "--source-lang", "en", "--target-lang", "de"]
+
+
+def model_flags(family):
+    """The release's architecture flags (tiny sizes)."""
+    if family == "bart":
+        return ["--arch", "bart_base", *TINY, "--share-all-embeddings", "--layernorm-embedding"]
+    if family == "mbart":
+        return ["--arch", "mbart_large", *TINY, "--encoder-normalize-before", "--decoder-normalize-before",
+                "--layernorm-embedding"]
+    return ["--arch", "transformer_wmt_en_de_big", *TINY, "--share-all-embeddings", "--encoder-normalize-before",
+            "--decoder-normalize-before"]
+
+
+def make_data(root):
+    """The three binarised layouts under ``root`` (fairseq-preprocess in-process)."""
+    from fairseq import options
+    from fairseq_cli import preprocess
+
+    raw = os.path.join(root, "raw")
+    os.makedirs(raw)
+    from fairseq_t2r.prep.pipeline import apply_bpe, learn_bpe, load_bpe
+
+    src = open(os.path.join(DATA, "mt", "libreoffice.en")).read().splitlines()[:LINES["test"][1]]
+    tgt = open(os.path.join(DATA, "mt", "libreoffice.de")).read().splitlines()[:LINES["test"][1]]
+    codes = os.path.join(root, "bpe.codes")  # joint subword-nmt BPE on train (hub sample() needs a BPE)
+    learn_bpe(src[:LINES["train"][1]] + tgt[:LINES["train"][1]], codes, merges=300)
+    bpe = load_bpe(codes)
+    short = [" ".join(s.split()[:6]) for s in src]
+    src, tgt, short = apply_bpe(bpe, src), apply_bpe(bpe, tgt), apply_bpe(bpe, short)
+    for split, (a, b) in LINES.items():
+        files = {"en": src[a:b], "de": tgt[a:b], "source": src[a:b], "target": short[a:b],
+                 "en_XX": src[a:b], "de_DE": tgt[a:b]}
+        for lang, lines in files.items():
+            with open(os.path.join(raw, f"{split}.{lang}"), "w") as f:
+                f.write("\n".join(lines) + "\n")
+
+    def binarize(src_lang, tgt_lang, dest, *extra):
+        parser = options.get_preprocessing_parser()
+        args = parser.parse_args(["-s", src_lang, "-t", tgt_lang, "--trainpref", f"{raw}/train", "--validpref",
+                                  f"{raw}/valid", "--testpref", f"{raw}/test", "--destdir", os.path.join(root, dest),
+                                  "--workers", "1", "--joined-dictionary", *extra])
+        preprocess.main(args)
+
+    binarize("en", "de", "m2m")
+    shutil.copy(os.path.join(root, "m2m", "dict.en.txt"), os.path.join(root, "dict.txt"))
+    with open(os.path.join(root, "m2m", "langs.txt"), "w") as f:
+        f.write("en\nde\n")
+    binarize("source", "target", "cnn", "--srcdict", os.path.join(root, "dict.txt"))
+    binarize("en_XX", "de_DE", "mbart", "--srcdict", os.path.join(root, "dict.txt"))
+
+
+def release_args(family, data, *extra):
+    """fairseq-train's parse of the release's command line (softmax arch): the pre-hydra ``args``."""
+    from fairseq import options
+
+    from fairseq_t2r.command_line import command_line_only
+
+    argv = [*task_flags(family, data), *model_flags(family), "--user-dir", USER_DIR, "--dropout", "0",
+            "--criterion", "label_smoothed_cross_entropy", "--label-smoothing", "0.1", "--optimizer", "adam",
+            "--lr", "0.003", "--max-tokens", "2048", "--seed", "1", *extra]
+    with command_line_only():
+        return options.parse_args_and_arch(options.get_training_parser(), argv)
+
+
+def train_steps(model, task, args, steps, lr=3e-3):
+    """``steps`` Adam updates on the task's training batches with its criterion (in-process)."""
+    task.load_dataset("train", epoch=1)
+    criterion = task.build_criterion(args)
+    itr = task.get_batch_iterator(task.dataset("train"), max_tokens=2048, seed=1, epoch=1).next_epoch_itr(shuffle=True)
+    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=lr)
+    model.train()
+    batches = list(itr)
+    for step in range(steps):
+        loss, sample_size, _ = criterion(model, batches[step % len(batches)])
+        opt.zero_grad()
+        (loss / sample_size).backward()
+        opt.step()
+    model.eval()
+
+
+def make_teacher(family, data, path, steps=30):
+    from fairseq import tasks
+
+    args = release_args(family, data)
+    task = tasks.setup_task(args)
+    torch.manual_seed(1)
+    model = task.build_model(args)
+    if family == "bart":  # bart.large.mnli-style head: carried over by the swap
+        model.register_classification_head("mnli", num_classes=3)
+    train_steps(model, task, args, steps)
+    torch.save({"args": args, "model": model.state_dict(), "extra_state": {"epoch": 1},
+                "optimizer_history": [{"criterion_name": "LabelSmoothedCrossEntropyCriterion",
+                                       "optimizer_name": "FairseqAdam", "lr_scheduler_state": {"best": None},
+                                       "num_updates": steps}],
+                "last_optimizer_state": None}, path)
+    return path
+
+
+_LOCK = threading.Lock()
+_MADE = {}
+
+
+def released():
+    """{"data", "bart", "mbart", "m2m"}: the data root and each family's teacher checkpoint, made
+    once per session (about 10 s on one core)."""
+    with _LOCK:
+        if not _MADE:
+            import atexit
+
+            import fairseq_t2r.models  # noqa: F401  (the patches: the mBART task needs them)
+
+            root = tempfile.mkdtemp(prefix="t2r-released-")
+            atexit.register(shutil.rmtree, root, True)
+            make_data(root)
+            _MADE["data"] = root
+            for family in ("bart", "mbart", "m2m"):
+                _MADE[family] = make_teacher(family, root, os.path.join(root, f"{family}.pt"))
+        return dict(_MADE)
