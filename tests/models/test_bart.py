@@ -20,7 +20,7 @@ from utils import USER_DIR, bit_equal, load_checkpoint
 from fairseq_t2r.modules.t2r_attention import T2RAttention
 
 FAMILIES = ["bart", "mbart", "m2m"]
-TWINS = {"bart": "t2r_bart_base", "mbart": "t2r_mbart_large", "m2m": "t2r_transformer_wmt_en_de_big"}
+TWINS = {"bart": "t2r_bart_large", "mbart": "t2r_mbart_large", "m2m": "t2r_transformer_wmt_en_de_big"}
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +30,7 @@ def rel():
 
 def release_task(family, data, *extra):
     """The task of the release's generation command line (fairseq-generate's own parser)."""
-    argv = [*task_flags(family, data), "--user-dir", USER_DIR, *extra]
+    argv = [*task_flags(family, data, generate=True), "--user-dir", USER_DIR, *extra]
     args = options.parse_args_and_arch(options.get_generation_parser(), argv)
     return tasks.setup_task(args)
 
@@ -177,3 +177,34 @@ def test_from_pretrained_and_sample(rel, tmp_path):
     assert len(out) == 2 and all(isinstance(t, str) and t.strip() and "@@" not in t for t in out), out
     # the hub's own scoring path (fill-in of a full pass) runs on the T2R model too
     assert torch.isfinite(bart.predict("mnli", bart.encode("Click OK.", "Close the dialog."))).all()
+
+
+@pytest.mark.parametrize("arch, fmt", [("transformer_lm_gpt3_small", "cfg"), ("transformer_lm_gpt2_small", "args")])
+def test_dense_lm_in_its_released_layout_swaps_bit_exact(rel, tmp_path, arch, fmt):
+    """The GPT-style dense LMs: the stand-in trained under language_modeling and saved with a cfg
+    (fairseq >= 0.10, as the MoE paper's dense LMs), and a GPT-2-style one with pre-hydra args:
+    t2r-convert, then fairseq's loader builds the twin with every tensor copied."""
+    from fairseq.models.transformer_lm import TransformerLanguageModel
+    from release_models import release_args
+
+    path = rel["lm"]
+    if fmt == "args":
+        args = release_args("lm", rel["data"], "--arch", arch, "--decoder-embed-dim", "32",
+                            "--decoder-attention-heads", "4", "--decoder-layers", "2")
+        model = tasks.setup_task(args).build_model(args)
+        path = str(tmp_path / "gpt2.pt")
+        torch.save({"args": args, "model": model.state_dict(), "extra_state": {}, "last_optimizer_state": None,
+                    "optimizer_history": [{"criterion_name": "CrossEntropyCriterion", "optimizer_name": "FairseqAdam",
+                                           "lr_scheduler_state": {"best": None}, "num_updates": 0}]}, path)
+    from fairseq_t2r.convert import convert
+
+    state = load_checkpoint(path)
+    assert (state.get("args") is None) == (fmt == "cfg")
+    assert convert(path, str(tmp_path / "t2r.pt"), {})[0] == "t2r_" + arch  # t2r-convert's twin
+    (t2r,), _ = checkpoint_utils.load_model_ensemble([str(tmp_path / "t2r.pt")])
+    own, original = t2r.state_dict(), state["model"]
+    assert sorted(k for k in original if k not in own) == []
+    assert all(bit_equal(own[k], t) for k, t in original.items())
+    assert sorted(k for k in own if k not in original) == [
+        f"decoder.layers.{i}.self_attn.feature_map.{p}" for i in range(2) for p in ("bias", "weight")]
+    assert isinstance(t2r, TransformerLanguageModel) and t2r.decoder.embed_tokens.embedding_dim == 32
