@@ -49,6 +49,6 @@ def _check_lang_pairs(args):
     if getattr(args, "lang_pairs", None) is None:
         raise T2RUserError(
             "--task translation_multi_simple_epoch needs --lang-pairs: the pairs the model translates, e.g. "
-            "--lang-pairs en-de,de-en (M2M-100: its language_pairs file), with --encoder-langtok src "
+            "--lang-pairs en-de,de-en (M2M-100: the pairs of its language_pairs file, comma-separated), with --encoder-langtok src "
             "--decoder-langtok and --lang-dict or --fixed-dictionary as the model was trained"
         )
