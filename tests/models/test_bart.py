@@ -116,7 +116,8 @@ def test_beam4_hypotheses_are_rescored_by_the_converted_model(swapped, family):
     gen = _generator(task, model)
     row = model.decoder.output_projection.weight[gen.eos].clone()
     with torch.no_grad():
-        for boost in (1.0, 1.5, 2.0, 3.0):  # the end of a sentence made likelier until hypotheses end at different steps
+        # the end of a sentence made likelier (or less likely) until hypotheses end at different steps
+        for boost in (1.0, 0.5, 1.5, 0.25, 2.0, 0.0, 3.0, -0.25, 0.75, 1.25):
             model.decoder.output_projection.weight[gen.eos] = row * boost
             hypos = task.inference_step(gen, [model], sample)
             if len({len(h["tokens"]) for nbest in hypos for h in nbest}) > 1:
@@ -208,3 +209,14 @@ def test_dense_lm_in_its_released_layout_swaps_bit_exact(rel, tmp_path, arch, fm
     assert sorted(k for k in own if k not in original) == [
         f"decoder.layers.{i}.self_attn.feature_map.{p}" for i in range(2) for p in ("bias", "weight")]
     assert isinstance(t2r, TransformerLanguageModel) and t2r.decoder.embed_tokens.embedding_dim == 32
+
+
+def test_finetuning_a_bart_checkpoint_as_plain_transformer_is_refused_in_one_line(rel):
+    """t2r_transformer would build a model without BART's heads and initialisation: the twin it is."""
+    from fairseq_t2r.errors import T2RUserError
+
+    argv = [*task_flags("bart", rel["data"]), "--user-dir", USER_DIR, "--arch", "t2r_transformer",
+            "--finetune-from-model", rel["bart"]]
+    with pytest.raises(T2RUserError, match="a bart_large checkpoint .*: use --arch t2r_bart_large") as e:
+        options.parse_args_and_arch(options.get_training_parser(), argv)
+    assert "\n" not in str(e.value)
