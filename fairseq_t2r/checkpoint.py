@@ -138,7 +138,9 @@ def model_config(state):
 
 # model family of a checkpoint's (or --arch's) model, by the name fairseq registers the model under,
 # and the task a family runs with
-FAMILIES = {"transformer_lm": "lm", "t2r_transformer_lm": "lm", "transformer": "mt", "t2r_transformer": "mt"}
+# (BART and mBART are translation models: fairseq's bart model is a TransformerModel with extras)
+FAMILIES = {"transformer_lm": "lm", "t2r_transformer_lm": "lm", "transformer": "mt", "t2r_transformer": "mt",
+            "bart": "mt", "t2r_bart": "mt"}
 FAMILY_TASKS = {"lm": "language_modeling", "mt": "translation"}
 FAMILY_NAMES = {"lm": "language-model", "mt": "translation"}
 

@@ -23,7 +23,7 @@ from . import checkpoint, patches, stage_one  # noqa: F401
 from .errors import RequiresUserDir, T2RUserError
 from .interrupts import one_line_on_interrupt
 
-T2R_FAMILIES = {"transformer_lm": "t2r_transformer_lm", "transformer": "t2r_transformer"}
+T2R_FAMILIES = {"transformer_lm": "t2r_transformer_lm", "transformer": "t2r_transformer", "bart": "t2r_bart"}
 
 
 def build_parser():
@@ -32,7 +32,7 @@ def build_parser():
     p = argparse.ArgumentParser(prog="t2r-convert", description=__doc__.split("\n\n")[0])
     # the two paths stay plain positionals: gen_parser_from_dataclass makes every field an --option
     # (a field without default becomes a required --option), and "t2r-convert IN OUT" is the interface
-    p.add_argument("input", help="softmax fairseq checkpoint (transformer_lm or transformer family)")
+    p.add_argument("input", help="softmax fairseq checkpoint (transformer_lm, transformer or bart family)")
     p.add_argument("output", help="where to write the T2R checkpoint")
     add_options(p, ConvertConfig)
     stage_one.add_options(p)
@@ -47,8 +47,8 @@ def twin_arch(arch):
         raise T2RUserError(f"the checkpoint is already a T2R model (arch {arch}): finetune it directly")
     if family not in T2R_FAMILIES:
         raise T2RUserError(
-            f"arch {arch!r} is not a fairseq transformer_lm or transformer architecture: "
-            f"t2r-convert converts those two families only"
+            f"arch {arch!r} is not a fairseq transformer_lm, transformer or bart architecture: "
+            f"t2r-convert converts those three families only"
         )
     return "t2r_" + arch, family
 
@@ -100,9 +100,10 @@ def convert(input_path, output_path, t2r_options, seed=1, force=False):
         t2r_options = {k: v for k, v in t2r_options.items() if "cross" not in k}
     vars(args).update(t2r_options)
     torch.manual_seed(seed)
-    added = new_tensors(args, with_cross=(family == "transformer"))
+    translation = family != "transformer_lm"  # transformer and bart: an encoder-decoder
+    added = new_tensors(args, with_cross=translation)
     sd = state["model"]
-    for spec in attention_specs(args, with_cross=(family == "transformer")):
+    for spec in attention_specs(args, with_cross=translation):
         if not any(k.startswith(spec.path + ".") for k in sd):
             raise T2RUserError(
                 f"checkpoint has no attention module {spec.path} although its config says "

@@ -9,6 +9,9 @@
   (the multi-node block, examples/wikitext103 and wmt14_en_de) are parsed by the tool's own parser
   (fairseq's, t2r-convert's, the recipe script's), after substituting the placeholders the doc
   defines; tests/test_recipes.py runs those recipes' --dry-run on stand-ins.
+- RELEASED: README.md's "Released checkpoints" section, whose commands name fairseq's released
+  checkpoints: tests/e2e/test_released.py runs them as written on tiny stand-ins of each release
+  (``released_blocks``).
 - NOT_RUN: a download, the whole test suite, shell text processing: the reason is listed here.
 A command that fits none of these fails ``test_every_doc_command_is_classified``.
 """
@@ -50,6 +53,18 @@ def blocks(doc):
     return re.findall(r"^```(bash|python)\n(.*?)^```", Path(REPO, doc).read_text(), re.S | re.M)
 
 
+RELEASED_SECTION = "## Released checkpoints"
+
+
+def released_blocks():
+    """(language, text) of the fenced blocks of README.md's "Released checkpoints" section."""
+    text = Path(REPO, "README.md").read_text()
+    start = text.index(RELEASED_SECTION + "\n")
+    end = text.find("\n## ", start + 1)
+    section = text[start:end if end > 0 else len(text)]
+    return re.findall(r"^```(bash|python)\n(.*?)^```", section, re.S | re.M)
+
+
 def commands(text):
     """The commands of a bash block: continuation lines joined, comment and blank lines dropped."""
     joined = re.sub(r"\\\n\s*", " ", text)
@@ -57,10 +72,14 @@ def commands(text):
 
 
 def classify():
-    """[(doc, kind, text)] in doc order; kind: run, python, parse, multinode, demo, or 'not run: WHY'."""
+    """[(doc, kind, text)] in doc order; kind: run, python, parse, multinode, demo, released, or 'not run: WHY'."""
     found = []
+    released = released_blocks()
     for doc in DOCS:
         for lang, text in blocks(doc):
+            if doc == "README.md" and (lang, text) in released:
+                found += [(doc, "released", cmd) for cmd in (commands(text) if lang == "bash" else [text])]
+                continue
             if lang == "python":
                 found.append((doc, "python" if doc in RUN_DOCS else "unknown", text))
                 continue

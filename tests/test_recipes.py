@@ -384,3 +384,34 @@ def test_convert_step_from_the_shell_writes_a_t2r_checkpoint_that_loads(mt, tmp_
     with pytest.raises(T2RUserError) as excinfo:
         MT.main(mt_argv(mt, out, "--steps", "convert", "--feature-dim", "16"))
     one_line_error(excinfo, "exists but is not")
+
+
+# --------------------------------------------------------------------------- BART summarization (CNN/DailyMail)
+
+BART = load_script("examples/bart_cnn_dm/t2r_bart_cnn_dm.py")
+
+
+def test_bart_cnn_dm_dry_run_on_the_released_format_stand_in(capsys, tmp_path):
+    """The bart.large.cnn stand-in (tests/release_models.py: a tiny bart_large in the pre-hydra
+    format, with a classification head): --dry-run checks it loads into t2r_bart_large and prints
+    commands fairseq's parsers accept; nothing is written; a translation transformer is refused."""
+    from release_models import released
+
+    from fairseq_t2r.command_line import parse_tool_args
+
+    rel = released()
+    out_dir = tmp_path / "out"
+    common = ["--data", os.path.join(rel["data"], "cnn"), "--bpe-dir", str(tmp_path), "--out", str(out_dir),
+              "--max-update", "10", "--gpus", "8", "--dry-run"]
+    BART.main(["--checkpoint", rel["bart"], *common])
+    printed = capsys.readouterr().out
+    assert "builds t2r_bart_large and loads the teacher into it (" in printed and "4 new feature-map tensors" in printed
+    lines = [line for line in printed.splitlines() if line.startswith(("fairseq-train", "fairseq-generate"))]
+    assert [line.split()[0] for line in lines] == ["fairseq-generate", "fairseq-train", "fairseq-generate"]
+    for line in lines:
+        argv = shlex.split(line.split(" > ")[0])
+        parsed = parse_tool_args(argv[0], argv[1:])
+        assert parsed.task == "translation" and (argv[0] != "fairseq-train" or parsed.arch == "t2r_bart_large")
+    assert not out_dir.exists()
+    with pytest.raises(T2RUserError, match="is a transformer_wmt_en_de_big model, not fairseq's BART large"):
+        BART.main(["--checkpoint", rel["m2m"], *common])

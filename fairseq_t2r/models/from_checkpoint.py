@@ -102,7 +102,10 @@ def check_family(path, ck_arch, ck_family, arch, family):
             f"{FAMILY_NAMES[family]} model: use --task {FAMILY_TASKS[ck_family]} --arch {twin}"
         )
     generic = {"t2r_transformer_lm", "t2r_transformer"}
-    if arch != twin and arch not in generic:
+    from fairseq.models import ARCH_MODEL_NAME_REGISTRY as models
+
+    # a generic arch builds only its own model: t2r_transformer is no BART (heads, BERT init)
+    if arch != twin and (arch not in generic or models.get(arch) != models.get(twin)):
         raise T2RUserError(
             f"--arch {arch} does not match {path}, a {ck_arch} checkpoint ({arch} has other defaults, e.g. "
             f"its sizes or adaptive input): use --arch {twin}; the sizes are taken from the checkpoint"

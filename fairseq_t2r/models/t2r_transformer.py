@@ -29,6 +29,7 @@ from ..config import T2RCrossConfig, set_t2r_defaults
 from ..modules.t2r_attention import T2RAttention
 from . import trainable
 from .conversion import check_task, convert_decoder, fill_new_tensors
+from .release_tasks import check_release_task
 from .twins import register_twins
 
 
@@ -49,6 +50,7 @@ class T2RTransformerModel(TransformerModel):
     def build_model(cls, args, task):
         set_t2r_defaults(args)
         check_task(True, args, task)
+        check_release_task(args, task)  # M2M-100 / mBART: their task and language tokens
         model = super().build_model(args, task)
         model = convert_decoder(model, args, with_cross=True)
         if all(isinstance(getattr(layer, "encoder_attn", None), T2RAttention) for layer in model.decoder.layers):

@@ -1,5 +1,5 @@
 """Every change the plugin makes to fairseq (and to torch's loader), in one place: this table, and
-the package's three files (``loaders.py``, ``objects.py``, ``quiet.py``) that hold the code of its rows.
+the package's four files (``loaders.py``, ``objects.py``, ``tasks.py``, ``quiet.py``) that hold the code of its rows.
 
 =============================  ===========================================  =====================================
 what it changes                why                                          unnecessary with
@@ -35,6 +35,14 @@ fairseq_cli.eval_lm's         fairseq skips every sample longer than the   none:
 evaluated -> one line, exit 1  all skipped (default --tokens-per-sample     Perplexity: 1.00" and exits 0
                                1024, a 128-position model) it reports
                                perplexity 1.00, which reads as a result
+``TranslationFromPretrained-   the mBART task's load_dataset and build_     a fairseq release whose mBART task
+BARTTask.args`` = its cfg      generator read self.args, which Translation-  reads self.cfg (none yet: 0.12.3
+(``tasks.py``)                 Task no longer sets: fairseq-train and       and main read self.args)
+                               -generate stop with AttributeError
+setup_task of translation_     a missing --langs (AttributeError on None)   none: fairseq answers with
+from_pretrained_bart and       or --lang-pairs (ValueError) stops with a    tracebacks (0.12.3 and main)
+translation_multi_simple_      traceback; one line naming the option
+epoch (``tasks.py``)           and its form instead
 warnings filters and a log     fairseq's known-harmless notices (Hydra      a fairseq release on a current Hydra
 filter (``hide_harmless_       1.0-era deprecations, tensorboardX, torch    that logs no optional-package notice
 warnings``, on import; off     autocast/jit deprecations) bury a tool's     (none yet)
@@ -45,7 +53,8 @@ The last row is installed when this module is imported: by the plugin's own tool
 import fairseq, and by fairseq's tools through ``--user-dir`` (after fairseq's import, so there
 the tensorboardX notice, logged while fairseq itself is imported, still shows).
 
-``apply()`` makes the module-level changes (the first four rows and the eval-lm row); it is idempotent and called
+``apply()`` makes the module-level changes (the first four rows, the eval-lm row and the two task rows); it is
+idempotent and called
 where fairseq is used: on import of ``models`` and ``criterions`` (so by every fairseq tool run
 with ``--user-dir``) and by the loaders of the command-line tools -- never on import of the math
 (``ops``, ``modules``). Rows five to seven patch one object each and are called by the models.
@@ -65,6 +74,7 @@ from .loaders import (
 )
 from .objects import built_models, remember, reorder_encoder_out_once, skip_future_mask  # noqa: F401
 from .quiet import HOW_TO_SEE, VERBOSE_ENV, hide_harmless_warnings  # noqa: F401
+from .tasks import patch_release_tasks
 
 hide_harmless_warnings()  # on import: the plugin's own tools import this before fairseq
 
@@ -87,3 +97,4 @@ def apply():
         checkpoint_utils.load_checkpoint = guard_load_for_training(checkpoint_utils.load_checkpoint)
         checkpoint_utils._fairseq_t2r_guarded = True
     refuse_zero_token_eval()
+    patch_release_tasks()
