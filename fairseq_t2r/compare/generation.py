@@ -49,15 +49,15 @@ def text(dict_, tokens) -> str:
     return dict_.string(tokens, bpe_symbol="subword_nmt")
 
 
-def probe(models, stream: np.ndarray, dict_, trained: int, n: int = PROMPTS, seed: int = SEED) -> Dict:
+def probe(models, stream: np.ndarray, dict_, trained: int, n: int = PROMPTS, seed: int = SEED,
+          longest: int = 64) -> Dict:
     """{"prompt_tokens", "new_tokens", "modes": {mode: {name: {chrf_vs_teacher, teacher_ppl}}}, "samples"}."""
     import sacrebleu
     import torch
 
     from .models import score
 
-    p_len = max(8, min(64, trained // 2))
-    steps = max(8, min(64, trained // 2))
+    p_len = steps = max(8, min(longest, trained // 2))  # prompt and continuation lengths
     prompt = torch.as_tensor(prompts(stream, p_len, n, seed))
     teacher = models[0]
     modes: Dict[str, Dict[str, dict]] = {}

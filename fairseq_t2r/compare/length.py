@@ -13,15 +13,15 @@ import numpy as np
 MULTIPLES = (1, 2, 4, 8)
 
 
-def probe(models, stream: np.ndarray, trained: int, max_tokens: int = 16384) -> Dict:
+def probe(models, stream: np.ndarray, trained: int, max_tokens: int = 16384, multiples=MULTIPLES) -> Dict:
     """{"lengths", "tokens", "models": {name: [ppl or None]}}."""
     import torch
 
     from .models import score
 
-    longest = max(k * trained for k in MULTIPLES if k * trained < len(stream))
+    longest = max(k * trained for k in multiples if k * trained < len(stream))
     usable = min((len(stream) - 1) // longest * longest, max(longest, max_tokens // longest * longest))
-    lengths = [k * trained for k in MULTIPLES if k * trained <= longest]
+    lengths = [k * trained for k in multiples if k * trained <= longest]
     out = {m.name: [] for m in models}
     for length in lengths:
         rows = [stream[i: i + length + 1] for i in range(0, usable, length)]

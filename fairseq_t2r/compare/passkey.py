@@ -64,7 +64,8 @@ def greedy(model, prompts, steps: int):
     return x[:, prompts.shape[1]:]
 
 
-def probe(models, stream: np.ndarray, dict_, trained: int, n: int = TRIALS, seed: int = SEED) -> Dict:
+def probe(models, stream: np.ndarray, dict_, trained: int, n: int = TRIALS, seed: int = SEED,
+          multiples=MULTIPLES) -> Dict:
     """{"lengths", "trials", "models": {name: [{length, accuracy, digit_accuracy} or None]}} or
     {"skipped": reason}."""
     import torch
@@ -72,7 +73,7 @@ def probe(models, stream: np.ndarray, dict_, trained: int, n: int = TRIALS, seed
     vocab = vocabulary(dict_)
     if vocab is None:
         return {"skipped": "the dictionary has fewer than 4 of the digits 0-9 as tokens"}
-    lengths = [k * trained for k in MULTIPLES if k * trained + DIGITS < len(stream)]
+    lengths = [k * trained for k in multiples if k * trained + DIGITS < len(stream)]
     out = {m.name: [] for m in models}
     for length in lengths:
         ts = trials(stream, vocab, length, n, seed)

@@ -141,8 +141,9 @@ def summary(res: Dict, baseline: str) -> List[str]:
             bits.append("passkey " + ", ".join("n/a" if x is None else f"{x['accuracy']:.0%}" for x in pk) +
                         " at " + ", ".join(str(n) for n in res["passkey"]["lengths"]) + " tokens")
         if "length" in res:
-            pts = res["length"]["models"][name]
-            bits.append("perplexity " + " -> ".join(_f(x, 1) for x in pts) + " from 1x to 8x the trained length")
+            pts, lengths = res["length"]["models"][name], res["length"]["lengths"]
+            bits.append("perplexity " + " -> ".join(_f(x, 1) for x in pts) + f" from 1x to "
+                        f"{lengths[-1] // res['trained_length']}x the trained length")
         if "translation" in res:
             o = res["translation"]["models"][name]["overall"]
             bits.append(f"BLEU {o['bleu']:.1f} ({o['bleu_vs_teacher']:.1f} against the teacher)")
@@ -204,6 +205,8 @@ def plot(res: Dict, baseline: str, path: Path):
                 if xy:
                     ax.plot(*zip(*xy), marker="o", label=n)
             ax.set_xscale("symlog" if key == "copying" else "log", base=2)
+            if key == "passkey":
+                ax.set_ylim(-0.05, 1.05)
             ax.set_xlabel("gap D (tokens)" if key == "copying" else "context (tokens)")
             ax.set_ylabel(ylabel)
             ax.set_title(title)

@@ -69,16 +69,22 @@ def compare(teacher: str, converted: List[str], data: str, names: Optional[List[
     dict_ = dictionary(models[0])
     if kind == "lm":
         stream = token_stream(data, subset, dict_)
-        longest = 8 * trained
+        # --quick: up to 2x the trained length and fewer trials (the demo's quick preset, the tests)
+        most = 2 if quick else 8
+        multiples = [k for k in (1, 2, 4, 8) if k <= most]
         runs = {
             "recall": lambda: recall.probe(scorer(models), stream, trained, len(dict_),
                                            recall.bigram_counts(token_stream(data, "train", dict_), len(dict_)),
                                            [m.name for m in models], max_blocks=40 if quick else 400),
-            "copying": lambda: copying.probe(models, stream, trained, longest, trials=4 if quick else copying.TRIALS),
-            "passkey": lambda: passkey.probe(models, stream, dict_, trained, n=4 if quick else passkey.TRIALS),
-            "length": lambda: length.probe(models, stream, trained, max_tokens=4 * longest if quick else 16 * longest),
-            "generation": lambda: generation.probe(models, stream, dict_, trained, n=4 if quick else generation.PROMPTS),
-            "speed": lambda: speed.probe(models, kind, trained, window=4 if quick else 16, longest=4 if quick else 8),
+            "copying": lambda: copying.probe(models, stream, trained, most * trained,
+                                             trials=4 if quick else copying.TRIALS),
+            "passkey": lambda: passkey.probe(models, stream, dict_, trained, n=4 if quick else passkey.TRIALS,
+                                             multiples=multiples),
+            "length": lambda: length.probe(models, stream, trained, multiples=multiples,
+                                           max_tokens=4 * most * trained if quick else 16 * most * trained),
+            "generation": lambda: generation.probe(models, stream, dict_, trained, n=4 if quick else generation.PROMPTS,
+                                                     longest=16 if quick else 64),
+            "speed": lambda: speed.probe(models, kind, trained, window=4 if quick else 16, longest=most),
         }
     else:
         model_task = models[0].model

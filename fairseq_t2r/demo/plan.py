@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 from typing import List, Optional
 
+from ..compare.run import LM_PROBES, MT_PROBES
 from . import evaluation, measure, presets, teachers
 from .presets import Preset
 from .runner import Step, logfile
@@ -166,6 +167,8 @@ class TaskPlan:
             steps.append(evaluation.eval_step(self, name, dep))
             steps.append(evaluation.faithfulness_step(self, name, dep + teacher_dep))
         steps.append(self.speed_step(teacher_dep))
+        if self.runs():
+            steps.append(self.compare_step(teacher_dep))
         if k == "mt":  # the BLEU the finetuning curves (validation set) are compared with
             steps.append(evaluation.eval_step(self, "teacher", teacher_dep, subset="valid"))
         return steps
@@ -224,7 +227,7 @@ class TaskPlan:
         if variant.recipe == "distill":  # the teacher's distribution joins the task loss
             flags = _without_criterion(flags) + ["--criterion", "t2r_distillation", "--t2r-teacher", self.teacher_path]
             flags += ["--label-smoothing", presets.LABEL_SMOOTHING] if self.kind == "mt" else []
-        flags += self.bleu_curve_flags() if variant.name in ("t2r", "control") else []
+        flags += self.bleu_curve_flags()  # every arm: the report's BLEU panel shows them all
         return Step(f"{self.kind}/{name}", f"{variant.label} ({p.ft_updates} updates, seed {seed})",
                     "fairseq_cli.train", flags, deps=teacher_dep)
 
@@ -268,9 +271,24 @@ class TaskPlan:
                     describe=f"fairseq_t2r.demo.measure.speed: {self.teacher_path} vs {self.checkpoint(run)}, "
                              f"contexts {','.join(map(str, self.preset.contexts))}")
 
+    def compare_step(self, teacher_dep: List[str]) -> Step:
+        """Where each arm loses against the teacher (t2r-compare, fairseq_t2r/compare/): the first seed's
+        run of every arm, ratios against the control when there is one; fewer trials at --quick."""
+        k = self.kind
+        runs = [(name, v) for name, v, s in self.runs() if s == self.seeds[0]]
+        names = [name for name, _ in runs]
+        args = [self.teacher_path, *[self.checkpoint(n) for n in names], "--data", str(self.bin),
+                "--out", str(self.dir / "compare"), "--names", ",".join(names), "--force",
+                "--baseline", "control" if "control" in names else "teacher"]
+        # --quick: fewer trials, and no decoding speed per arm (the speed step times the teacher and T2R)
+        args += ["--quick", "--probes", ",".join(p for p in (LM_PROBES if k == "lm" else MT_PROBES) if p != "speed")] \
+            if self.preset.compare_quick else []
+        return Step(f"{k}/compare", "where each arm loses against the teacher (t2r-compare)", "fairseq_t2r.compare",
+                    args, deps=[*teacher_dep, *[f"{k}/{n}" for n in names]])
+
     def bleu_curve_flags(self) -> List[str]:
         """Translation: fairseq's own validation BLEU (the test's beam, detokenised), for BLEU vs updates
-        of the two finetuning recipes the demo compares (swap + finetune, transfer + finetune)."""
+        of every finetuning arm."""
         if self.kind != "mt":
             return []
         return ["--eval-bleu", "--eval-bleu-args", json.dumps({"beam": presets.BEAM}), "--eval-bleu-detok", "moses",
