@@ -155,7 +155,8 @@ def summary(res: Dict, baseline: str) -> List[str]:
 def markdown(res: Dict, baseline: str, command: str) -> str:
     lines = ["# t2r-compare", "", f"`{command}`", "",
              f"Task: {'language model' if res['task'] == 'lm' else 'translation'}; data `{res['data']}` "
-             f"({res['subset']} split); trained length {res['trained_length']} tokens; ratios are against "
+             f"({res['subset']} split); " + (f"trained length {res['trained_length']} tokens; " if res["task"] == "lm" else "")
+             + f"ratios are against "
              f"`{baseline}`; {res['seconds']['total']:.0f} s in all" + (" (--quick: fewer trials)" if res["quick"] else "")
              + ".", "", "## Where each model loses", "", *summary(res, baseline)]
     if res["task"] == "lm":

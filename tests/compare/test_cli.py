@@ -3,6 +3,7 @@ demo tests): the demo's own where-it-loses steps, the command on a teacher and a
 one-line errors for bad input, and a converted model scored past its trained length by the stock
 fairseq-eval-lm where the softmax teacher is refused."""
 import json
+import re
 
 from quick_demo import quick_demo
 from tool_server import ToolServer
@@ -29,7 +30,7 @@ def pipeline(root):
         run("no_data", "fairseq_t2r.compare", teacher, t2r, "--data", root / "nowhere", "--out", root / "nodata")
         for name, path in (("eval_t2r", t2r), ("eval_teacher", teacher)):
             run(name, "fairseq_cli.eval_lm", data, "--user-dir", f"{REPO}/fairseq_t2r", "--path", path,
-                "--gen-subset", "test", "--tokens-per-sample", "256", "--num-workers", "0")
+                "--gen-subset", "test", "--tokens-per-sample", "1024", "--num-workers", "0")
     return out, root, runs
 
 
@@ -102,5 +103,8 @@ def test_a_t2r_model_scores_past_its_trained_length_and_the_softmax_teacher_is_r
     _, _, runs = pipeline_result
     t2r, teacher = runs["eval_t2r"], runs["eval_teacher"]
     assert t2r.returncode == 0 and "Perplexity: " in t2r.stdout + t2r.stderr, t2r.stderr[-2000:]
-    # the stock teacher keeps fairseq's limit: every 256-token sample skipped, refused in one line
+    scored = int(re.search(r"Evaluated ([\d,]+) tokens", t2r.stdout + t2r.stderr).group(1).replace(",", ""))
+    assert scored > 1000  # every 1024-token block of the test split, 8x the trained 128
+    # the stock teacher keeps fairseq's limit: it skips every block longer than its 128 positions (here all of
+    # them, refused in one line)
     assert teacher.returncode == 1 and "evaluated 0 tokens" in teacher.error_lines()[0]

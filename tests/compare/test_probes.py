@@ -122,3 +122,16 @@ def test_learned_positions_are_refused_past_their_table_and_sinusoidal_ones_exte
     assert torch.isfinite(lp).all() and lp.shape == (1, 299)
     assert len(set(table)) <= 4 and table[-1] >= 202
     assert positions.kind(t2r_lm(no_token_positional_embeddings=True).decoder) == "none"
+
+
+def test_translation_buckets_and_documents_on_known_inputs():
+    from fairseq_t2r.compare import translation
+
+    lengths = [3, 5, 8, 9, 12, 20, 30, 41]
+    ranges = translation.buckets(lengths)
+    assert ranges[0][0] == 3 and ranges[-1][1] == 41
+    assert sum(sum(lo <= n <= hi for n in lengths) for lo, hi in ranges) == len(lengths)  # each in exactly one
+    eos = 2
+    sents = [torch.tensor([10 + i, 20 + i, eos]) for i in range(5)]
+    docs = translation.join(sents, 2, 10, eos)
+    assert [d.tolist() for d in docs] == [[10, 20, 11, 21, 2], [12, 22, 13, 23, 2]]  # the fifth is left out
