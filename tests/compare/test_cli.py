@@ -31,6 +31,13 @@ def pipeline(root):
         for name, path in (("eval_t2r", t2r), ("eval_teacher", teacher)):
             run(name, "fairseq_cli.eval_lm", data, "--user-dir", f"{REPO}/fairseq_t2r", "--path", path,
                 "--gen-subset", "test", "--tokens-per-sample", "1024", "--num-workers", "0")
+        # fairseq-interactive past the trained length: 200 new tokens from a 128-position T2R model
+        prompt = root / "prompt.txt"
+        prompt.write_text("The president said that\n")
+        runs["long_output"] = server.run(
+            "fairseq_cli.interactive", str(data), "--user-dir", f"{REPO}/fairseq_t2r", "--task", "language_modeling",
+            "--path", str(t2r), "--beam", "1", "--min-len", "200", "--max-len-b", "200", "--num-workers", "0",
+            cwd=REPO, env=ENV, threads=1, stdin=prompt, check=False, timeout=900)
     return out, root, runs
 
 
@@ -108,3 +115,11 @@ def test_a_t2r_model_scores_past_its_trained_length_and_the_softmax_teacher_is_r
     # the stock teacher keeps fairseq's limit: it skips every block longer than its 128 positions (here all of
     # them, refused in one line)
     assert teacher.returncode == 1 and "evaluated 0 tokens" in teacher.error_lines()[0]
+
+
+def test_a_t2r_model_generates_past_its_trained_length(pipeline_result):
+    res = pipeline_result[2]["long_output"]
+    assert res.returncode == 0, res.stderr[-2000:]
+    scores = [line for line in res.stdout.splitlines() if line.startswith("P-")]
+    assert len(scores) == 1 and len(scores[0].split("\t")[1].split()) > 200  # 200 tokens and the eos
+
