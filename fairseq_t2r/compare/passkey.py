@@ -1,5 +1,5 @@
 """Passkey (RULER's single needle): a random number stated once in real filler text, asked for at
-the end, the digits decoded greedily.
+the end, the digits decoded greedily (in one forward pass, see ``key_argmax``).
 
 A trial is ``filler[:depth] + "the pass key is d d d d d ." + filler[depth:] + "the pass key is"``
 at a total length of 1x, 2x, 4x, 8x the trained block length; the model then decodes as many
@@ -53,38 +53,39 @@ def trials(stream: np.ndarray, vocab: dict, length: int, n: int = TRIALS, seed: 
     return out
 
 
-def greedy(model, prompts, steps: int):
-    """(B, steps) greedy continuations of equal-length ``prompts`` (B, T), one full forward per step."""
+def key_argmax(model, prompts, keys):
+    """(B, digits) the model's top-1 token at each key position, reading the prompt and the true key
+    before it (one forward pass). A greedy decoder writes the whole key right exactly when every one
+    of these is right (up to its first error it reads what this forward reads), so the full-key
+    accuracy is greedy decoding's; per digit, this is the teacher-forced accuracy."""
     import torch
 
-    x = prompts
-    for _ in range(steps):
-        lp = model.get_normalized_probs(model(x), log_probs=True)[:, -1]
-        x = torch.cat([x, lp.argmax(-1, keepdim=True)], dim=1)
-    return x[:, prompts.shape[1]:]
+    x = torch.cat([prompts, keys[:, :-1]], dim=1)
+    lp = model.get_normalized_probs(model(x), log_probs=True)
+    return lp[:, prompts.shape[1] - 1:].argmax(-1)
 
 
 def probe(models, stream: np.ndarray, dict_, trained: int, n: int = TRIALS, seed: int = SEED,
-          multiples=MULTIPLES) -> Dict:
+          multiples=MULTIPLES, digits: int = DIGITS) -> Dict:
     """{"lengths", "trials", "models": {name: [{length, accuracy, digit_accuracy} or None]}} or
-    {"skipped": reason}."""
+    {"skipped": reason}. ``accuracy``: keys decoded greedily with every digit right; ``digit_accuracy``:
+    digits right when the digits before them are given."""
     import torch
 
     vocab = vocabulary(dict_)
     if vocab is None:
         return {"skipped": "the dictionary has fewer than 4 of the digits 0-9 as tokens"}
-    lengths = [k * trained for k in multiples if k * trained + DIGITS < len(stream)]
+    lengths = [k * trained for k in multiples if k * trained + digits < len(stream)]
     out = {m.name: [] for m in models}
     for length in lengths:
-        ts = trials(stream, vocab, length, n, seed)
+        ts = trials(stream, vocab, length, n, seed, digits)
         prompts = torch.as_tensor(np.stack([t["prompt"] for t in ts]))
         keys = np.stack([t["key"] for t in ts])
         for m in models:
-            if not m.runs(length + DIGITS):
+            if not m.runs(length + digits):
                 out[m.name].append(None)
                 continue
-            got = greedy(m.model, prompts, DIGITS).numpy()
-            right = got == keys
+            right = key_argmax(m.model, prompts, torch.as_tensor(keys)).numpy() == keys
             out[m.name].append({"length": length, "accuracy": float(right.all(1).mean()),
                                 "digit_accuracy": float(right.mean())})
-    return {"lengths": lengths, "trials": n, "digits": DIGITS, "models": out}
+    return {"lengths": lengths, "trials": n, "digits": digits, "models": out}

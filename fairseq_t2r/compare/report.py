@@ -54,7 +54,7 @@ def lm_lines(res: Dict, baseline: str) -> List[str]:
         else:
             lines += [f"A {p['digits']}-digit key stated once in test text, asked for at the end, decoded greedily "
                       f"({p['trials']} trials per length, fixed seed): share of keys with every digit right "
-                      "(share of digits right).", "",
+                      "(share of digits right given the digits before them).", "",
                       "| model | " + " | ".join(f"{n} tokens" for n in p["lengths"]) + " |",
                       "|---" * (1 + len(p["lengths"])) + "|"]
             for name, pts in p["models"].items():

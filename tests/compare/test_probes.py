@@ -135,3 +135,22 @@ def test_translation_buckets_and_documents_on_known_inputs():
     sents = [torch.tensor([10 + i, 20 + i, eos]) for i in range(5)]
     docs = translation.join(sents, 2, 10, eos)
     assert [d.tolist() for d in docs] == [[10, 20, 11, 21, 2], [12, 22, 13, 23, 2]]  # the fifth is left out
+
+
+def test_passkey_full_key_accuracy_is_greedy_decoding_s():
+    """A copier solves every key in one forward; greedy decoding token by token agrees with it."""
+    d = dictionary(40)
+    for w in [*map(str, range(10)), *passkey.CARRIER, "."]:
+        d.add_symbol(w)
+    stream = np.arange(4, 40).repeat(10)
+    model = lm("copier", Copier(len(d)))
+    vocab = passkey.vocabulary(d)
+    ts = passkey.trials(stream, vocab, 96, n=4, digits=1)  # one digit: the copier's last-occurrence rule is exact
+    prompts = torch.as_tensor(np.stack([t["prompt"] for t in ts]))
+    keys = torch.as_tensor(np.stack([t["key"] for t in ts]))
+    forced = passkey.key_argmax(model.model, prompts, keys)
+    greedy = model.model(prompts)[0][:, -1].argmax(-1, keepdim=True)
+    assert (forced == keys).all() and (greedy == keys).all()
+    res = passkey.probe([model, lm("uniform", Copier(len(d), copies=False))], stream, d, trained=40, n=3, digits=1)
+    assert res["lengths"] == [40, 80, 160, 320] and all(p["accuracy"] == 1.0 for p in res["models"]["copier"])
+    assert all(p["accuracy"] == 0.0 for p in res["models"]["uniform"])
