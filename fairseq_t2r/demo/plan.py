@@ -10,7 +10,6 @@ import json
 from pathlib import Path
 from typing import List, Optional
 
-from ..compare.run import LM_PROBES, MT_PROBES
 from . import evaluation, measure, presets, teachers
 from .presets import Preset
 from .runner import Step, logfile
@@ -168,7 +167,7 @@ class TaskPlan:
             steps.append(evaluation.faithfulness_step(self, name, dep + teacher_dep))
         steps.append(self.speed_step(teacher_dep))
         if self.runs():
-            steps.append(self.compare_step(teacher_dep))
+            steps.append(evaluation.compare_step(self, teacher_dep))
         if k == "mt":  # the BLEU the finetuning curves (validation set) are compared with
             steps.append(evaluation.eval_step(self, "teacher", teacher_dep, subset="valid"))
         return steps
@@ -270,21 +269,6 @@ class TaskPlan:
                     func=lambda: measure.speed(self, run, self.dir / "speed.json"), deps=[*teacher_dep, *dep],
                     describe=f"fairseq_t2r.demo.measure.speed: {self.teacher_path} vs {self.checkpoint(run)}, "
                              f"contexts {','.join(map(str, self.preset.contexts))}")
-
-    def compare_step(self, teacher_dep: List[str]) -> Step:
-        """Where each arm loses against the teacher (t2r-compare, fairseq_t2r/compare/): the first seed's
-        run of every arm, ratios against the control when there is one; fewer trials at --quick."""
-        k = self.kind
-        runs = [(name, v) for name, v, s in self.runs() if s == self.seeds[0]]
-        names = [name for name, _ in runs]
-        args = [self.teacher_path, *[self.checkpoint(n) for n in names], "--data", str(self.bin),
-                "--out", str(self.dir / "compare"), "--names", ",".join(names), "--force",
-                "--baseline", "control" if "control" in names else "teacher"]
-        # --quick: fewer trials, and no decoding speed per arm (the speed step times the teacher and T2R)
-        args += ["--quick", "--probes", ",".join(p for p in (LM_PROBES if k == "lm" else MT_PROBES) if p != "speed")] \
-            if self.preset.compare_quick else []
-        return Step(f"{k}/compare", "where each arm loses against the teacher (t2r-compare)", "fairseq_t2r.compare",
-                    args, deps=[*teacher_dep, *[f"{k}/{n}" for n in names]])
 
     def bleu_curve_flags(self) -> List[str]:
         """Translation: fairseq's own validation BLEU (the test's beam, detokenised), for BLEU vs updates
