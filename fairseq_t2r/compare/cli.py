@@ -30,6 +30,7 @@ def build_parser():
                    help="the model the report's ratios are against (a name: teacher, or one of --names)")
     p.add_argument("--probes", help=f"comma-separated subset: LM {','.join(LM_PROBES)}; translation {','.join(MT_PROBES)}")
     p.add_argument("--subset", default="test", help="the split scored (default test)")
+    p.add_argument("--max-sentences", type=int, help="translation: test sentences translated (default 400; --quick 48)")
     p.add_argument("--quick", action="store_true", help="fewer trials and sentences (a smoke run)")
     p.add_argument("--force", action="store_true", help="replace an existing report in --out")
     return p
@@ -48,6 +49,8 @@ def check(args):
     unknown = [p for p in probes or [] if p not in LM_PROBES + MT_PROBES]
     if unknown:
         raise T2RUserError(f"--probes: unknown {', '.join(unknown)}; choose from {', '.join(LM_PROBES + MT_PROBES)}")
+    if args.max_sentences is not None and args.max_sentences < 8:
+        raise T2RUserError(f"--max-sentences {args.max_sentences}: give at least 8 (four length buckets of two)")
     if (Path(args.out) / "report.md").exists() and not args.force:
         raise T2RUserError(f"{args.out}/report.md exists: pass another --out, or --force to replace it")
     return names, probes
@@ -57,7 +60,7 @@ def main(argv=None) -> dict:
     args = build_parser().parse_args(argv)
     names, probes = check(args)
     res = compare(args.teacher, args.converted, args.data, names=names, probes=probes, subset=args.subset,
-                  quick=args.quick, say=lambda line: print(line, flush=True))
+                  quick=args.quick, max_sentences=args.max_sentences, say=lambda line: print(line, flush=True))
     command = "t2r-compare " + " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
     report.write(Path(args.out), res, args.baseline, command)
     print(f"[t2r-compare] wrote {args.out}/report.md, results.json, compare.png "

@@ -41,9 +41,10 @@ def check_inputs(teacher: str, converted: List[str], data: str) -> str:
 
 def compare(teacher: str, converted: List[str], data: str, names: Optional[List[str]] = None,
             probes: Optional[List[str]] = None, subset: str = "test", quick: bool = False,
-            say: Callable[[str], None] = print) -> Dict:
+            max_sentences: Optional[int] = None, say: Callable[[str], None] = print) -> Dict:
     """Loads the models and runs the probes (``probes``: a subset of the task's, default all);
-    ``quick`` runs fewer trials and sentences (the demo's and the tests' setting)."""
+    ``quick`` runs fewer trials and sentences (the demo's and the tests' setting); ``max_sentences``:
+    translation's test sentences (documents: one per 25 sentences, at least 4)."""
     kind = check_inputs(teacher, converted, data)
     names = names or model_names(converted)
     wanted = LM_PROBES if kind == "lm" else MT_PROBES
@@ -90,11 +91,12 @@ def compare(teacher: str, converted: List[str], data: str, names: Optional[List[
         model_task = models[0].model
         src_dict, tgt_dict = model_task.encoder.dictionary, model_task.decoder.dictionary
         src, tgt = _languages(data)
+        n_sentences = max_sentences or (48 if quick else translation.MAX_SENTENCES)
         runs = {
             "translation": lambda: translation.probe(
                 models, sentences(f"{data}/{subset}.{src}-{tgt}.{src}", src_dict),
                 sentences(f"{data}/{subset}.{src}-{tgt}.{tgt}", tgt_dict), src_dict, tgt_dict, tgt,
-                max_sentences=48 if quick else translation.MAX_SENTENCES, docs=4 if quick else translation.DOCS),
+                max_sentences=n_sentences, docs=max(4, min(translation.DOCS, n_sentences // 25))),
             "speed": lambda: speed.probe(models, kind, trained, window=4 if quick else 16),
         }
     for i, name in enumerate(probes, start=2):
