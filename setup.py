@@ -36,6 +36,7 @@ setup(
             "t2r-prepare-lm=fairseq_t2r.prep.lm:cli_main",
             "t2r-prepare-mt=fairseq_t2r.prep.mt:cli_main",
             "t2r-demo=fairseq_t2r.demo.cli:cli_main",
+            "t2r-compare=fairseq_t2r.compare.cli:cli_main",
         ]
     },
 )

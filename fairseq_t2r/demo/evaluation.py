@@ -1,7 +1,9 @@
 """The demo's evaluation steps: the task metric of every model (stock fairseq-eval-lm and
-fairseq-generate) and its faithfulness to the teacher (``faithfulness.py``)."""
+fairseq-generate), its faithfulness to the teacher (``faithfulness.py``), and where each arm loses
+(``t2r-compare``, ``fairseq_t2r/compare/``)."""
 from typing import List
 
+from ..compare.run import LM_PROBES, MT_PROBES
 from . import presets
 from .runner import Step, logfile
 
@@ -36,3 +38,21 @@ def faithfulness_step(plan, name: str, deps: List[str]) -> Step:
         deps = [f"mt/eval_{name}", "mt/eval_teacher"]
     return Step(f"{k}/faithfulness_{name}", f"faithfulness of {name} to the teacher", "fairseq_t2r.demo.faithfulness",
                 args, deps=deps)
+
+
+def compare_step(plan, teacher_dep: List[str]) -> Step:
+    """Where each arm loses against the teacher (t2r-compare) on the first seed's run of every arm, ratios
+    against the control when there is one; fewer trials at --quick."""
+    k = plan.kind
+    names = [name for name, _, seed in plan.runs() if seed == plan.seeds[0]]
+    args = [plan.teacher_path, *[plan.checkpoint(n) for n in names], "--data", str(plan.bin),
+            "--out", str(plan.dir / "compare"), "--names", ",".join(names), "--force",
+            "--baseline", "control" if "control" in names else "teacher"]
+    # no decoding speed per arm (the speed step times the teacher and T2R): it took a third of the step's time
+    args += ["--probes", ",".join(p for p in (LM_PROBES if k == "lm" else MT_PROBES) if p != "speed")]
+    args += ["--quick"] if plan.preset.compare_quick else []
+    # translation: 200 sentences (the demo's 7000 pairs leave ~350), within the 30 minutes of the default run
+    args += ["--max-sentences", "200"] if k == "mt" and not plan.preset.compare_quick else []
+    return Step(f"{k}/compare", "where each arm loses against the teacher (t2r-compare)", "fairseq_t2r.compare",
+                args, deps=[*teacher_dep, *[f"{k}/{n}" for n in names]])
+

@@ -166,6 +166,8 @@ class TaskPlan:
             steps.append(evaluation.eval_step(self, name, dep))
             steps.append(evaluation.faithfulness_step(self, name, dep + teacher_dep))
         steps.append(self.speed_step(teacher_dep))
+        if self.runs():
+            steps.append(evaluation.compare_step(self, teacher_dep))
         if k == "mt":  # the BLEU the finetuning curves (validation set) are compared with
             steps.append(evaluation.eval_step(self, "teacher", teacher_dep, subset="valid"))
         return steps
@@ -224,7 +226,7 @@ class TaskPlan:
         if variant.recipe == "distill":  # the teacher's distribution joins the task loss
             flags = _without_criterion(flags) + ["--criterion", "t2r_distillation", "--t2r-teacher", self.teacher_path]
             flags += ["--label-smoothing", presets.LABEL_SMOOTHING] if self.kind == "mt" else []
-        flags += self.bleu_curve_flags() if variant.name in ("t2r", "control") else []
+        flags += self.bleu_curve_flags()  # every arm: the report's BLEU panel shows them all
         return Step(f"{self.kind}/{name}", f"{variant.label} ({p.ft_updates} updates, seed {seed})",
                     "fairseq_cli.train", flags, deps=teacher_dep)
 
@@ -270,7 +272,7 @@ class TaskPlan:
 
     def bleu_curve_flags(self) -> List[str]:
         """Translation: fairseq's own validation BLEU (the test's beam, detokenised), for BLEU vs updates
-        of the two finetuning recipes the demo compares (swap + finetune, transfer + finetune)."""
+        of every finetuning arm."""
         if self.kind != "mt":
             return []
         return ["--eval-bleu", "--eval-bleu-args", json.dumps({"beam": presets.BEAM}), "--eval-bleu-detok", "moses",

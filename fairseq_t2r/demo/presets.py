@@ -30,6 +30,7 @@ class Preset:
     contexts: List[int]         # decoding speed/memory measured at these context lengths
     feature_dim: int = 32       # T2R feature size k (the paper's default, as --t2r-feature-dim)
     tokens_per_sample: int = 128  # LM block length in training and evaluation (perplexities compare at one length)
+    compare_quick: bool = False   # t2r-compare with fewer trials and sentences (the where-it-loses section)
 
 
 PRESETS: Dict[str, Preset] = {
@@ -37,7 +38,7 @@ PRESETS: Dict[str, Preset] = {
     # pipeline runs end to end (the tests run it on tests/data/), its figures mean little
     "quick": Preset(lm_lines=2000, lm_merges=500, mt_pairs=2000, mt_merges=500, layers=2, dim=64, ffn=128,
                     heads=4, lm_teacher_updates=60, mt_teacher_updates=60, ft_updates=30, transfer_updates=10, validate_every=10,
-                    max_tokens=1024, contexts=[32, 256], feature_dim=16),
+                    max_tokens=1024, contexts=[32, 256], feature_dim=16, compare_quick=True),
     # the default: each teacher trained on a complete schedule long enough to meet the plateau criterion
     # (docs/results/demo/): the LM on 12000 lines needs 10000 updates (at 5000 it still improved 3.0% over
     # the last quarter); EN-DE on 12000 pairs still improved 2.6% at 10000 (27.9 min), so it gets

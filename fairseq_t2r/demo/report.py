@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 from typing import Dict, List
 
+from ..compare import report as compare_report
 from .tables import TASK_TITLES, label, task_lines
 from .variants import split_run_name
 
@@ -30,7 +31,7 @@ def write(folder: Path, header: Dict, tasks: Dict[str, Dict], commands: List[str
 def markdown(header, tasks, commands, plots) -> str:
     lines = _header_lines(header)
     for k, t in tasks.items():
-        lines += task_lines(k, t)
+        lines += task_lines(k, t) + where_lines(k, t)
     for p in plots:
         lines += [f"![{p}]({p})", ""]
     lines += LIMITS + ["## Commands", "",
@@ -38,6 +39,21 @@ def markdown(header, tasks, commands, plots) -> str:
               "(forked, one thread each), so these lines reproduce it one by one:", "", "```"]
     lines += commands + ["```", ""]
     return "\n".join(lines)
+
+
+def _baseline(compare: Dict) -> str:
+    return "control" if "control" in compare["models"] else "teacher"
+
+
+def where_lines(k: str, t: Dict) -> List[str]:
+    """The short "where it loses" section: one line per arm from t2r-compare's run on this task."""
+    if "compare" not in t:
+        return []
+    c = t["compare"]
+    return [f"### Where each arm loses ({TASK_TITLES[k].split(' (')[0]}, t2r-compare)", "",
+            f"Ratios against `{_baseline(c)}`" + ("; recall tokens complete a bigram seen earlier in the same block" if k == "lm" else "") + ". "
+            f"Every table: `{k}/compare/report.md` ({c['seconds']['total']:.0f} s).", "",
+            *compare_report.summary(c, _baseline(c))]
 
 
 def _header_lines(header) -> List[str]:
@@ -61,8 +77,13 @@ def plot(folder: Path, tasks: Dict[str, Dict]) -> List[str]:
     panels = [(k, "teacher", "ppl") for k in tasks] + [(k, "finetune", "ppl") for k in tasks]
     panels += [(k, "finetune", "bleu") for k, t in tasks.items()
                if any("bleu" in p for r in t["runs"].values() for p in r.get("curve", []))]
-    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4.5), squeeze=False)
-    for ax, (k, which, key) in zip(axes[0], panels):
+    # a grid two panels wide, readable at page width; every arm on every panel
+    cols = 2
+    rows = (len(panels) + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(10, 3.8 * rows), squeeze=False)
+    for ax in axes.flat[len(panels):]:
+        ax.set_visible(False)
+    for ax, (k, which, key) in zip(axes.flat, panels):
         t = tasks[k]
         for name, r in t["runs"].items():
             pts = [p for p in r.get("curve", []) if key in p]
@@ -82,6 +103,12 @@ def plot(folder: Path, tasks: Dict[str, Dict]) -> List[str]:
     fig.savefig(folder / "curves.png", dpi=110)
     plt.close(fig)
     written.append("curves.png")
+
+    compared = [(k, t["compare"]) for k, t in tasks.items() if "compare" in t]
+    if compared:  # one plot of where the arms lose: the LM's (recall, copying, passkey, length) when there is one
+        k, c = compared[0]
+        compare_report.plot(c, _baseline(c), folder / "where_it_loses.png")
+        written.append("where_it_loses.png")
 
     speed = {k: t["speed"] for k, t in tasks.items() if "speed" in t}
     if speed:

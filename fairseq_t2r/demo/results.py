@@ -50,7 +50,8 @@ def collect(plan, runner) -> Dict:
         out["finetune_cost"] = {"updates_fraction": round(f["updates"] / t["updates"], 3)}
         if t.get("train_seconds") and f.get("train_seconds"):
             out["finetune_cost"]["seconds_fraction"] = round(f["train_seconds"] / t["train_seconds"], 3)
-    for name, path in (("data", plan.data_dir / "stats.json"), ("speed", plan.dir / "speed.json")):
+    for name, path in (("data", plan.data_dir / "stats.json"), ("speed", plan.dir / "speed.json"),
+                       ("compare", plan.dir / "compare" / "results.json")):
         if path.exists():
             out[name] = json.loads(path.read_text())
     return out
@@ -123,14 +124,25 @@ def separated(a: Dict, b: Dict) -> Optional[bool]:
 
 
 def headline(runs: Dict, kind: str) -> Dict:
-    """The conversion's cost: T2R (swap + finetune) against the softmax control of the same budget."""
-    key, _ = METRIC[kind]
+    """The conversion's cost against the softmax control of the same budget: the paper's T2R (swap +
+    finetune), and the best converted arm of the run's first seed (``best``; T2R itself when it is)."""
+    key, higher = METRIC[kind]
     t2r, control, teacher = runs.get("t2r", {}), runs.get("control", {}), runs.get("teacher", {})
     out = {"metric": key, "t2r": t2r.get(key), "control": control.get(key), "teacher": teacher.get(key)}
     if out["t2r"] is not None and out["control"] is not None:
-        out["t2r_vs_control"] = round(out["t2r"] / out["control"], 4) if kind == "lm" else \
-            round(out["t2r"] - out["control"], 2)
+        out["t2r_vs_control"] = _versus(out["t2r"], out["control"], kind)
+    converted = {name: r[key] for name, r in runs.items() if r.get("variant") not in (None, "control", "scratch")
+                 and r.get(key) is not None and "-s" not in name[len(r["variant"]):]}
+    if converted and out["control"] is not None:
+        best = (max if higher else min)(converted, key=converted.get)
+        out["best"] = {"run": best, "variant": runs[best]["variant"], key: converted[best],
+                       "vs_control": _versus(converted[best], out["control"], kind)}
     return out
+
+
+def _versus(value, control, kind):
+    """LM: perplexity ratio to the control; translation: BLEU difference."""
+    return round(value / control, 4) if kind == "lm" else round(value - control, 2)
 
 
 def _sum(*xs):

@@ -83,12 +83,16 @@ def headline_lines(k: str, t: Dict) -> List[str]:
     h = t.get("headline", {})
     if h.get("t2r_vs_control") is None:
         return []
-    if k == "lm":
-        cost = f"test perplexity {h['t2r']:.2f} against {h['control']:.2f}, {100 * (h['t2r_vs_control'] - 1):+.1f}%"
-    else:
-        cost = f"test BLEU {h['t2r']:.2f} against {h['control']:.2f}, {h['t2r_vs_control']:+.2f}"
-    return [f"**The conversion's cost** (T2R swap + finetune against the softmax control trained for the same "
-            f"updates): {cost}.", ""]
+    def cost(value, versus):
+        return (f"test perplexity {value:.2f} against {h['control']:.2f}, {100 * (versus - 1):+.1f}%" if k == "lm"
+                else f"test BLEU {value:.2f} against {h['control']:.2f}, {versus:+.2f}")
+
+    best = h.get("best")
+    lead = ""
+    if best and best["run"] != "t2r":  # the best arm first, then the paper's T2R
+        lead = f"the best arm, {label(best['run'])}: {cost(best[h['metric']], best['vs_control'])}; the paper's "
+    return [f"**The conversion's cost** (against the softmax control trained for the same updates): {lead}"
+            f"T2R swap + finetune: {cost(h['t2r'], h['t2r_vs_control'])}.", ""]
 
 
 def results_table(k: str, runs: Dict) -> List[str]:

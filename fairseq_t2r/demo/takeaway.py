@@ -4,6 +4,7 @@ gains in decoding, in this run's own figures and nothing more."""
 from typing import Dict, List, Optional
 
 from . import teachers
+from .variants import VARIANTS
 
 
 def sentence(kind: str, task: Dict) -> Optional[str]:
@@ -23,6 +24,13 @@ def sentence(kind: str, task: Dict) -> Optional[str]:
             quality += f", {t2r['bleu_vs_teacher']:.1f} BLEU against the teacher's own translations"
     words = (f"{kind.upper()}: converting to T2R and finetuning for {t2r['updates']} updates gives {quality} "
              f"(the control: the teacher trained for the same {t2r['updates']} updates)")
+    best = h.get("best")
+    if best and best["run"] != "t2r":
+        # lead with the best converted arm of the run, then the paper's T2R
+        figure = (f"test perplexity {best['test_ppl']:.1f} ({100 * (best['vs_control'] - 1):+.1f}% against the control)"
+                  if kind == "lm" else f"test BLEU {best['bleu']:.1f} ({best['vs_control']:+.1f} against the control)")
+        words = (f"{kind.upper()}: the best conversion of this run, {VARIANTS[best['variant']].label} "
+                 f"(`{best['run']}`), gives {figure}; the paper's recipe: " + words[len(kind) + 2:])
     speed = task.get("speed")
     if speed and speed.get("teacher") and speed.get("t2r"):
         a, b = speed["teacher"][-1], speed["t2r"][-1]

@@ -27,7 +27,7 @@ from fairseq.models.transformer import TransformerModel
 from .. import patches
 from ..config import T2RCrossConfig, set_t2r_defaults
 from ..modules.t2r_attention import T2RAttention
-from . import trainable
+from . import positions, trainable
 from .conversion import check_task, convert_decoder, fill_new_tensors
 from .release_tasks import check_release_task
 from .twins import register_twins
@@ -53,6 +53,7 @@ class T2RTransformerModel(TransformerModel):
         check_release_task(args, task)  # M2M-100 / mBART: their task and language tokens
         model = super().build_model(args, task)
         model = convert_decoder(model, args, with_cross=True)
+        positions.extend(model.decoder)  # long outputs where the positions allow (models/positions.py)
         if all(isinstance(getattr(layer, "encoder_attn", None), T2RAttention) for layer in model.decoder.layers):
             patches.reorder_encoder_out_once(model.encoder)
         return trainable.prepare(model, args, task)  # --t2r-trainable; lets criteria find the model

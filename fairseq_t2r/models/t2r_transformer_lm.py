@@ -6,7 +6,7 @@ from fairseq.models import register_model
 from fairseq.models.transformer_lm import TransformerLanguageModel, TransformerLanguageModelConfig
 
 from ..config import T2RConfig
-from . import trainable
+from . import positions, trainable
 from .conversion import check_task, convert_decoder, fill_new_tensors
 from .twins import register_twins
 
@@ -23,6 +23,8 @@ class T2RTransformerLanguageModel(TransformerLanguageModel):
         check_task(False, args, task)
         model = super().build_model(args, task)
         convert_decoder(model, args, with_cross=False)
+        # past the trained length where the positions allow; learned ones refuse a longer --tokens-per-sample
+        positions.extend(model.decoder, requested=getattr(getattr(task, "args", None), "tokens_per_sample", None))
         return trainable.prepare(model, args, task)  # --t2r-trainable; lets criteria find the model
 
     def upgrade_state_dict_named(self, state_dict, name):
