@@ -87,8 +87,9 @@ def check_output(input_path, output_path, force):
         raise T2RUserError(f"the directory of output {output_path} does not exist: create {parent} first")
 
 
-def convert(input_path, output_path, t2r_options, seed=1, force=False):
-    """Returns (twin arch, number of copied tensors, names of new tensors)."""
+def convert(input_path, output_path, t2r_options, seed=1, force=False, extra=None):
+    """Returns (twin arch, number of copied tensors, names of new tensors). ``extra``: more
+    top-level entries for the checkpoint (e.g. ``t2r_select``, layer_select.py)."""
     from . import models  # noqa: F401  registers the t2r_ architectures
     from .models.conversion import attention_specs, new_tensors, summarize_names
 
@@ -114,6 +115,7 @@ def convert(input_path, output_path, t2r_options, seed=1, force=False):
     state.pop("last_optimizer_state", None)  # belongs to the softmax model's parameter list
     state["t2r_converted_from"] = os.path.abspath(input_path)
     state[checkpoint.MARKER_KEY] = RequiresUserDir  # fairseq without --user-dir then names the plugin
+    state.update(extra or {})
     checkpoint.atomic_write(output_path, state)
     logging.getLogger("fairseq_t2r").info(
         f"wrote {output_path}: arch {twin}, copied {copied} tensors unchanged, "
@@ -122,12 +124,12 @@ def convert(input_path, output_path, t2r_options, seed=1, force=False):
     return twin, copied, list(added)
 
 
-def convert_with_transfer(input_path, output_path, t2r_options, transfer_options, seed=1, force=False):
+def convert_with_transfer(input_path, output_path, t2r_options, transfer_options, seed=1, force=False, extra=None):
     """Swap, then attention transfer (stage one); writes OUT only when both succeeded."""
     check_output(input_path, output_path, force)  # before training, not after
     with stage_one.work_dir_beside(output_path) as work:
         swapped = os.path.join(work, "swapped.pt")
-        twin, _, _ = convert(input_path, swapped, t2r_options, seed=seed, force=True)
+        twin, _, _ = convert(input_path, swapped, t2r_options, seed=seed, force=True, extra=extra)
         trained = stage_one.run(swapped, work, transfer_options, seed)
         state = checkpoint.load(swapped)
         names = stage_one.merge_feature_maps(state, trained)
@@ -163,7 +165,14 @@ def cli_main(argv=None):
     args = build_parser().parse_args(own)
     args.train_options = train_options
     check_swap_options(args)
-    if stage_one.requested(args):
+    if args.t2r_keep_softmax is not None or args.t2r_select is not None:
+        from .layer_select import convert_selecting
+
+        if stage_one.requested(args):
+            stage_one.check_options(args)
+            fill_defaults(args, TransferConfig)
+        convert_selecting(args, swap_options(args))
+    elif stage_one.requested(args):
         stage_one.check_options(args)
         fill_defaults(args, TransferConfig)  # the options not given get their defaults only now
         convert_with_transfer(args.input, args.output, swap_options(args), args, seed=args.seed, force=args.force)
