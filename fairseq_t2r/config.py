@@ -229,7 +229,8 @@ class DemoConfig(FairseqDataclass):
     seed: int = field(default=1, metadata={"help": "seed of the data split, every conversion and every training run"})
     # the arms compared (demo/variants.py declares them): the control and the paper's recipes by default
     variants: str = field(default=DEMO_DEFAULT, metadata={
-        "help": "comma-separated arms: control, t2r, elu, rfa, transfer, distill, hybrid, cross-linear, cross-64, "
+        "help": "comma-separated arms: control, t2r, elu, rfa, transfer, distill, hybrid, hybrid-last, hybrid-even, "
+                "hybrid-transfer, hybrid-kl (one layer kept softmax by t2r-convert --t2r-select), cross-linear, cross-64, "
                 "cross-128 (these three: translation; t2r converts its self-attention only), decay, gate, delta, gated-delta, scratch"})
     no_teacher_cache: bool = field(default=False, metadata={
         "help": "train the teachers in this run even when a teacher with the same data and settings is cached"})

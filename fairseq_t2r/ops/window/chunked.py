@@ -31,47 +31,62 @@ def shift(x: Tensor, window: int) -> Tensor:
     return torch.cat([pad, x[:, :, : max(T - window, 0)]], dim=2)
 
 
+def _blocks(x: Tensor, C: int, nb: int) -> Tensor:
+    """x (B, H, T, ...) zero-padded to nb * C positions and cut into (B, H, nb, C, ...)."""
+    T = x.size(2)
+    x = torch.cat([x, x.new_zeros(*x.shape[:2], nb * C - T, *x.shape[3:])], 2) if nb * C > T else x
+    return x.reshape(*x.shape[:2], nb, C, *x.shape[3:])
+
+
+def _key_blocks(x: Tensor, window: int, C: int, nb: int, fill=0.0) -> Tensor:
+    """x (B, H, T, D) -> (B, H, nb, C + W - 1, D): block b holds positions [bC - W + 1, bC + C), those
+    outside [0, T) set to ``fill``. A strided view of one padded copy (memory O(N + W), not O(N W))."""
+    T = x.size(2)
+    front = x.new_full((*x.shape[:2], window - 1, *x.shape[3:]), fill)
+    back = x.new_full((*x.shape[:2], nb * C - T, *x.shape[3:]), fill)
+    xp = torch.cat([front, x, back], 2)  # (B, H, W - 1 + nb C, ...)
+    return xp.unfold(2, C + window - 1, C).movedim(-1, 3)  # (B, H, nb, C + W - 1, ...)
+
+
 def window_parts(q: Tensor, k: Tensor, v: Tensor, window: int, key_padding_mask: Optional[Tensor] = None,
                  chunk: Optional[int] = None) -> Tuple[Tensor, Tensor, Tensor]:
     """(m (B, H, T), sum exp(s - m) (B, H, T), sum exp(s - m) v (B, H, T, D)) over each query's window;
-    m = -inf and both sums 0 where the window holds no valid key."""
-    T, C = q.size(2), _chunk(window, chunk)
-    ms, dens, nums = [], [], []
-    for t0 in range(0, T, C):
-        t1, k0 = min(t0 + C, T), max(0, t0 - window + 1)
-        s = torch.matmul(q[:, :, t0:t1], k[:, :, k0:t1].transpose(-1, -2))  # (B, H, C, R)
-        i = torch.arange(t0, t1, device=q.device)[:, None]
-        j = torch.arange(k0, t1, device=q.device)[None, :]
-        hidden = (j > i) | (j <= i - window)
-        if key_padding_mask is not None:
-            hidden = hidden | key_padding_mask[:, None, None, k0:t1].bool()
-        s = s.masked_fill(hidden, float("-inf"))
-        m = s.amax(-1).detach()
-        e = torch.exp(s - torch.where(torch.isfinite(m), m, torch.zeros_like(m))[..., None])
-        ms.append(m)
-        dens.append(e.sum(-1))
-        nums.append(torch.matmul(e, v[:, :, k0:t1]))
-    return torch.cat(ms, 2), torch.cat(dens, 2), torch.cat(nums, 2)
+    m = -inf and both sums 0 where the window holds no valid key. All blocks at once: query a of a block
+    sees the block's key slots r with a <= r <= a + W - 1 (slot r is position bC - W + 1 + r)."""
+    B, H, T, D = q.shape
+    C = min(_chunk(window, chunk), T)
+    nb = -(-T // C)
+    s = torch.matmul(_blocks(q, C, nb), _key_blocks(k, window, C, nb).transpose(-1, -2))  # (B, H, nb, C, C+W-1)
+    a = torch.arange(C, device=q.device)[:, None]
+    r = torch.arange(C + window - 1, device=q.device)[None, :]
+    hidden = (r < a) | (r > a + window - 1)  # the band, the same in every block
+    padded = torch.zeros(B, T, dtype=torch.bool, device=q.device) if key_padding_mask is None else \
+        key_padding_mask.bool()
+    # (B, 1, nb, C+W-1): the padded key slots, and the slots before position 0 or past T
+    pad = _key_blocks(padded[:, None, :, None], window, C, nb, fill=True)[..., 0]
+    s = s.masked_fill(hidden | pad[:, :, :, None, :], float("-inf"))
+    m = s.amax(-1).detach()
+    e = torch.exp(s - torch.where(torch.isfinite(m), m, torch.zeros_like(m))[..., None])
+    num = torch.matmul(e, _key_blocks(v, window, C, nb))  # (B, H, nb, C, D)
+    return (m.reshape(B, H, nb * C)[:, :, :T], e.sum(-1).reshape(B, H, nb * C)[:, :, :T],
+            num.reshape(B, H, nb * C, D)[:, :, :T])
 
 
 def shifted_linear(phi_q: Tensor, phi_k: Tensor, v: Tensor, window: int, chunk: Optional[int] = None):
     """(phi(q_i).S_i (B, H, T, D), phi(q_i).z_i (B, H, T)) of the additive state holding keys j <= i - W
-    (phi_k already zero at padded keys)."""
-    pk, pv = shift(phi_k, window), shift(v, window)
+    (phi_k already zero at padded keys): causal linear attention over the shifted stream, all blocks
+    at once (each block's state is the exclusive cumulative sum of the earlier blocks')."""
     B, H, T, F = phi_q.shape
-    C = _chunk(window, chunk)
-    S = phi_q.new_zeros(B, H, F, v.size(-1))
-    z = phi_q.new_zeros(B, H, F)
-    nums, dens = [], []
-    for t0 in range(0, T, C):
-        t1 = min(t0 + C, T)
-        fq, fk, vv = phi_q[:, :, t0:t1], pk[:, :, t0:t1], pv[:, :, t0:t1]
-        a = torch.matmul(fq, fk.transpose(-1, -2)).tril()  # inclusive: shifted key t holds key t - W
-        nums.append(torch.matmul(a, vv) + torch.matmul(fq, S))
-        dens.append(a.sum(-1) + torch.matmul(fq, z[..., None])[..., 0])
-        S = S + torch.matmul(fk.transpose(-1, -2), vv)
-        z = z + fk.sum(2)
-    return torch.cat(nums, 2), torch.cat(dens, 2)
+    C = min(_chunk(window, chunk), T)
+    nb = -(-T // C)
+    fq, fk, vv = _blocks(phi_q, C, nb), _blocks(shift(phi_k, window), C, nb), _blocks(shift(v, window), C, nb)
+    a = torch.matmul(fq, fk.transpose(-1, -2)).tril()  # inclusive: shifted key t holds key t - W
+    kv = torch.matmul(fk.transpose(-1, -2), vv)  # (B, H, nb, F, D): each block's sum
+    S = torch.cumsum(kv, 2) - kv  # the earlier blocks'
+    z = (torch.cumsum(fk.sum(3), 2) - fk.sum(3))[..., None]  # (B, H, nb, F, 1)
+    num = torch.matmul(a, vv) + torch.matmul(fq, S)
+    den = a.sum(-1) + torch.matmul(fq, z)[..., 0]
+    return num.reshape(B, H, nb * C, -1)[:, :, :T], den.reshape(B, H, nb * C)[:, :, :T]
 
 
 @autocast_off

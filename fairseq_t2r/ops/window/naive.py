@@ -27,7 +27,7 @@ def additive_step(state, phi_k_j: Tensor, v_j: Tensor, valid_j: Tensor):
 
 def additive_read(state, phi_q_i: Tensor):
     S, z = state
-    return torch.einsum("bhf,bhfd->bhd", phi_q_i, S), torch.einsum("bhf,bhf->bh", phi_q_i, z)
+    return torch.matmul(phi_q_i[..., None, :], S)[..., 0, :], (phi_q_i * z).sum(-1)
 
 
 def window_naive(q: Tensor, k: Tensor, v: Tensor, phi_q: Tensor, phi_k: Tensor, window: int,

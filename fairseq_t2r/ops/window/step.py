@@ -55,26 +55,27 @@ def window_step(state: WindowState, q: Tensor, k: Tensor, v: Tensor, phi_q: Tens
                 log_factor: Optional[Tensor] = None, mix_logit: Optional[Tensor] = None, pad: Optional[Tensor] = None,
                 push: Callable = additive_step, read: Callable = additive_read):
     """One token: q, k, v (B, H, D) (q scaled), phi_q, phi_k (B, H, F), pad (B,) True = padded token.
-    Returns (output (B, H, D) in v's dtype, the new state); ``state`` itself is left unchanged."""
+    Returns (output (B, H, D) in v's dtype, the state). The ring buffer is written in place (a copy
+    of W slots per token would cost more than the attention itself): ``clone`` keeps a snapshot."""
     ct = state.k.dtype
     W = state.k.size(2)
     slot = state.t % W
     valid_now = torch.ones(q.size(0), dtype=torch.bool, device=q.device) if pad is None else ~pad.bool()
-    linear = state.linear
     if state.t >= W:  # the token in the slot leaves the window and enters the linear state
-        linear = push(linear, state.phi_k[:, :, slot], state.v[:, :, slot], state.valid[:, slot])
-    new = WindowState(state.k.clone(), state.v.clone(), state.phi_k.clone(), state.valid.clone(), linear, state.t + 1)
-    new.k[:, :, slot], new.v[:, :, slot] = k.to(ct), v.to(ct)
-    new.phi_k[:, :, slot] = phi_k.to(ct) * valid_now[:, None, None].to(ct)
-    new.valid[:, slot] = valid_now
-    s = torch.einsum("bhd,bhwd->bhw", q.to(ct), new.k).masked_fill(~new.valid[:, None, :], float("-inf"))
+        state.linear = push(state.linear, state.phi_k[:, :, slot], state.v[:, :, slot], state.valid[:, slot])
+    state.k[:, :, slot], state.v[:, :, slot] = k, v
+    state.phi_k[:, :, slot] = phi_k if pad is None else phi_k * valid_now[:, None, None].to(ct)
+    state.valid[:, slot] = valid_now
+    state.t += 1
+    s = torch.matmul(state.k, q.to(ct)[..., None])[..., 0]  # (B, H, W)
+    s = s.masked_fill(~state.valid[:, None, :], float("-inf"))  # empty or padded slots
     m = s.amax(-1)
     e = torch.exp(s - torch.where(torch.isfinite(m), m, torch.zeros_like(m))[..., None])
-    d_win, n_win = e.sum(-1), torch.einsum("bhw,bhwd->bhd", e, new.v)
-    n_lin, d_lin = read(linear, phi_q.to(ct))
+    d_win, n_win = e.sum(-1), torch.matmul(e[..., None, :], state.v)[..., 0, :]
+    n_lin, d_lin = read(state.linear, phi_q.to(ct))
     if d_lin is None:
         y_win = n_win / torch.where(d_win > 0, d_win, torch.ones_like(d_win))[..., None]
         out = mix(y_win, n_lin, mix_logit.to(ct))
     else:
         out = sum_normalised(m, d_win, n_win, n_lin, d_lin, log_factor.to(ct))
-    return out.to(v.dtype), new
+    return out.to(v.dtype), state
