@@ -1,4 +1,5 @@
-"""Which decoder layers keep softmax: ``t2r-convert IN OUT --t2r-keep-softmax N --t2r-select RULE``.
+"""Which decoder layers keep softmax: ``t2r-convert IN OUT --t2r-keep-softmax N --t2r-select RULE``
+(``convert.convert_selecting`` runs the command; this module chooses and measures).
 
 The choice is written into OUT exactly as ``--t2r-layers`` writes it (the converted layers), so
 fairseq-train, -generate and -eval-lm read it back without any new flag; OUT also records
@@ -25,18 +26,15 @@ gives each layer's fitted map at once; the scores then take ``--t2r-select-batch
 DATA's train split (the data stage one fitted on; the valid and test splits stay unseen), and the
 kept layers' maps are dropped from OUT. Ties go to the later layer (as ``last`` would).
 """
-import logging
 import math
-import os
 from contextlib import contextmanager
 from typing import Dict, List, Sequence
 
 import torch
 
-from . import checkpoint
 from .errors import T2RUserError
+from .modules.transfer import Recordable, module_label, recording
 
-logger = logging.getLogger("fairseq_t2r")
 RULES = ("last", "even", "transfer", "kl")
 MEASURED = ("transfer", "kl")
 
@@ -100,8 +98,6 @@ def converting_only(model, layer):
     """A forward of ``model`` (a T2R model) in which only decoder layer ``layer``'s T2R modules run
     linear and every other one passes on its softmax output (``layer`` None: the softmax model).
     Yields the records (modules.transfer.recording) of the teacher-forced modules."""
-    from .modules.transfer import recording
-
     with recording(model) as records:
         for m in model.modules():
             if getattr(m, "transfer", None) is not None and layer is not None:
@@ -114,8 +110,6 @@ def converting_only(model, layer):
 def layer_scores(model, batches, rule: str, pad: int) -> Dict[int, float]:
     """{decoder layer: score} of every converted layer of ``model`` over ``batches`` (fairseq samples);
     float64 sums, eval mode, no autograd."""
-    from .criterions.attention_transfer import decoder_input
-
     model.eval()
     layers = sorted({_layer_of(lbl) for lbl in _labels(model)})
     sums = {i: 0.0 for i in layers}
@@ -123,7 +117,8 @@ def layer_scores(model, batches, rule: str, pad: int) -> Dict[int, float]:
     with torch.no_grad():
         for sample in batches:
             if rule == "transfer":
-                keep = decoder_input(sample).ne(pad)
+                net_input = sample["net_input"]  # translation: prev_output_tokens; LM: src_tokens
+                keep = net_input.get("prev_output_tokens", net_input["src_tokens"]).ne(pad)
                 with converting_only(model, None) as records:
                     model(**sample["net_input"], features_only=True)
                 for lbl, rec in records.items():
@@ -146,8 +141,6 @@ def layer_scores(model, batches, rule: str, pad: int) -> Dict[int, float]:
 
 
 def _labels(model):
-    from .modules.transfer import Recordable, module_label
-
     return [module_label(n) for n, m in model.named_modules() if isinstance(m, Recordable)]
 
 
@@ -157,70 +150,14 @@ def _lprobs(model, sample, layer):
     return model.get_normalized_probs(out, log_probs=True).double()
 
 
-def measure(path: str, data: str, rule: str, batches: int, max_tokens: int) -> Dict[int, float]:
-    """``layer_scores`` of the converted checkpoint ``path`` on the first ``batches`` batches of
-    ``data``'s train split, in the order fairseq's iterator gives them unshuffled."""
-    from fairseq import checkpoint_utils, utils
+def first_batches(task, model, batches: int, max_tokens: int) -> list:
+    """The first ``batches`` batches of ``task``'s train split, in the order fairseq's iterator gives
+    them unshuffled (the split stage one fitted on; valid and test stay unseen)."""
+    from fairseq import utils
 
-    from . import criterions, models  # noqa: F401  registers the T2R models
-
-    ms, _, task = checkpoint_utils.load_model_ensemble_and_task([path], arg_overrides={"data": data})
-    model = ms[0]
     task.load_dataset("train")
     itr = task.get_batch_iterator(
         dataset=task.dataset("train"), max_tokens=max_tokens,
         max_positions=utils.resolve_max_positions(task.max_positions(), model.max_positions()),
     ).next_epoch_itr(shuffle=False)
-    taken = [sample for _, sample in zip(range(batches), itr)]
-    return layer_scores(model, taken, rule, task.target_dictionary.pad())
-
-
-# ----------------------------------------------------------------------------- t2r-convert
-def num_decoder_layers(path: str) -> int:
-    args, _ = checkpoint.model_config(checkpoint.load(path))
-    return int(args.decoder_layers)
-
-
-def convert_selecting(args, t2r_options) -> List[int]:
-    """t2r-convert with --t2r-keep-softmax: choose, convert, write; returns the kept layers."""
-    from . import convert, stage_one
-
-    num_layers = num_decoder_layers(args.input)
-    rule = args.t2r_select or "last"
-    transfer = stage_one.requested(args)
-    check_request(args.t2r_keep_softmax, rule, t2r_options.get("t2r_layers"), num_layers, transfer)
-    if args.t2r_select_batches <= 0:
-        raise T2RUserError(f"--t2r-select-batches must be positive, got {args.t2r_select_batches}")
-    keep = args.t2r_keep_softmax
-    if rule not in MEASURED:
-        kept = by_position(rule, keep, num_layers)
-        record = {"rule": rule, "keep_softmax": keep, "kept": kept, "scores": None}
-        options = {**t2r_options, "t2r_layers": ",".join(map(str, converted(kept, num_layers)))}
-        extra = {"t2r_select": record}
-        if transfer:
-            convert.convert_with_transfer(args.input, args.output, options, args, seed=args.seed, force=args.force,
-                                          extra=extra)
-        else:
-            convert.convert(args.input, args.output, options, seed=args.seed, force=args.force, extra=extra)
-        logger.info(log_line(rule, kept, num_layers))
-        return kept
-    convert.check_output(args.input, args.output, args.force)
-    with stage_one.work_dir_beside(args.output) as work:
-        every = os.path.join(work, "every_layer.pt")
-        convert.convert_with_transfer(args.input, every, {**t2r_options, "t2r_layers": None}, args,
-                                      seed=args.seed, force=True)
-        scores = measure(every, args.transfer_data, rule, args.t2r_select_batches, args.transfer_max_tokens)
-        kept = by_score(scores, keep)
-        state = checkpoint.load(every)
-        _, twin = checkpoint.model_config(state)
-        for name in [n for n in state["model"] if checkpoint.is_new_tensor(n)]:
-            if any(name.startswith(f"decoder.layers.{i}.") for i in kept):
-                del state["model"][name]
-        convert.set_model_config(state, twin, {"t2r_layers": ",".join(map(str, converted(kept, num_layers)))})
-        state["t2r_select"] = {"rule": rule, "keep_softmax": keep, "kept": kept, "scores": scores,
-                               "batches": args.t2r_select_batches}
-        convert.check_output(args.input, args.output, args.force)  # still free after the training
-        checkpoint.atomic_write(args.output, state)
-    where = f"after {args.transfer_updates} updates of attention transfer, on {args.t2r_select_batches} train batches"
-    logger.info(log_line(rule, kept, num_layers, scores, where))
-    return kept
+    return [sample for _, sample in zip(range(batches), itr)]
