@@ -148,9 +148,11 @@ def test_decayed_state_plugs_into_the_reference_and_the_step():
 def test_gradients_are_finite():
     q, k, v, phi_q, phi_k, kpm = (x.float() if x.is_floating_point() else x for x in inputs(5))
     leaves = [x.clone().requires_grad_() for x in (q, k, v, phi_q, phi_k)]
-    log_factor = torch.tensor([0.0, -3.0], requires_grad=True)
+    log_factor = torch.tensor([0.0, -math.inf], requires_grad=True)  # head 1: no linear branch
+    mix_logit = torch.tensor([0.3, -0.4], requires_grad=True)
     out = win.windowed_linear(*leaves, 4, log_factor, key_padding_mask=kpm, chunk=8)
-    out.pow(2).sum().backward()
-    for x in (*leaves, log_factor):
+    mixed = win.mix(win.windowed_softmax(*leaves[:3], 4, key_padding_mask=kpm), leaves[2] * 0.5, mix_logit)
+    (out.pow(2).sum() + mixed.pow(2).sum()).backward()
+    for x in (*leaves, log_factor, mix_logit):
         assert x.grad is not None and torch.isfinite(x.grad).all()
-    assert log_factor.grad.abs().sum() > 0
+    assert log_factor.grad[0] != 0 and log_factor.grad[1] == 0 and (mix_logit.grad != 0).all()
