@@ -156,3 +156,21 @@ def test_gradients_are_finite():
     for x in (*leaves, log_factor, mix_logit):
         assert x.grad is not None and torch.isfinite(x.grad).all()
     assert log_factor.grad[0] != 0 and log_factor.grad[1] == 0 and (mix_logit.grad != 0).all()
+
+
+def test_training_memory_grows_linearly_in_the_length():
+    """What autograd keeps for the backward (the training form's memory) doubles with the length at a
+    fixed window: O(N W), no (N, N) matrix anywhere."""
+    def saved_bytes(length, window=8):
+        g = torch.Generator().manual_seed(0)
+        q, k, v = (torch.randn(1, 2, length, 4, generator=g, requires_grad=True) for _ in range(3))
+        phi_q, phi_k = (torch.rand(1, 2, length, 3, generator=g, requires_grad=True) for _ in range(2))
+        total = []
+        with torch.autograd.graph.saved_tensors_hooks(lambda t: total.append(t.numel() * t.element_size()) or t,
+                                                      lambda t: t):
+            win.windowed_linear(q, k, v, phi_q, phi_k, window, torch.zeros(2), chunk=16)
+        return sum(total)
+
+    small, large = saved_bytes(1024), saved_bytes(4096)
+    assert 3.5 < large / small < 4.5, (small, large)  # 4x the length, 4x the memory (not 16x)
+    assert large < 4096 * 4096 * 2 * 4 / 8  # far below one (N, N) float matrix per head
