@@ -66,7 +66,7 @@ def window_parts(q: Tensor, k: Tensor, v: Tensor, window: int, key_padding_mask:
     pad = _key_blocks(padded[:, None, :, None], window, C, nb, fill=True)[..., 0]
     s = s.masked_fill(hidden | pad[:, :, :, None, :], float("-inf"))
     m = s.amax(-1).detach()
-    e = torch.exp(s - torch.where(torch.isfinite(m), m, torch.zeros_like(m))[..., None])
+    e = torch.exp(s - m.nan_to_num(nan=0.0, neginf=0.0)[..., None])
     num = torch.matmul(e, _key_blocks(v, window, C, nb))  # (B, H, nb, C, D)
     return (m.reshape(B, H, nb * C)[:, :, :T], e.sum(-1).reshape(B, H, nb * C)[:, :, :T],
             num.reshape(B, H, nb * C, D)[:, :, :T])

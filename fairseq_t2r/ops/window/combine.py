@@ -23,14 +23,11 @@ def sum_normalised(win_max: Tensor, win_den: Tensor, win_num: Tensor, lin_num: T
     m = win_max.detach()
     has_lin = lin_den > 0
     safe_den = torch.where(has_lin, lin_den, torch.ones_like(lin_den))
-    log_lin = torch.where(has_lin, _per_head(log_factor, lin_den) + torch.log(safe_den),
-                          torch.full_like(lin_den, float("-inf")))
-    c = torch.maximum(m, log_lin.detach())
-    c = torch.where(torch.isfinite(c), c, torch.zeros_like(c))  # nothing visible: any finite shift
+    log_lin = (_per_head(log_factor, lin_den) + torch.log(safe_den)).masked_fill(~has_lin, float("-inf"))
+    c = torch.maximum(m, log_lin.detach()).nan_to_num(nan=0.0, neginf=0.0)  # nothing visible: any finite shift
     w_win = torch.exp(m - c)  # exp(-inf) = 0 for an empty window
-    w_lin = torch.exp(log_lin - c)
-    y_lin = torch.where(has_lin[..., None], lin_num / safe_den[..., None], torch.zeros_like(lin_num))
-    num = w_win[..., None] * win_num + w_lin[..., None] * y_lin
+    w_lin = torch.exp(log_lin - c)  # 0 without linear mass, where y_lin = lin_num / 1 is finite
+    num = w_win[..., None] * win_num + (w_lin / safe_den)[..., None] * lin_num
     den = w_win * win_den + w_lin
     return num / torch.where(den > 0, den, torch.ones_like(den))[..., None]
 

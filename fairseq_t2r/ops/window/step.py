@@ -71,7 +71,7 @@ def window_step(state: WindowState, q: Tensor, k: Tensor, v: Tensor, phi_q: Tens
     s = torch.matmul(q.to(ct)[..., None, :], state.k.transpose(-1, -2))[..., 0, :]  # (B, H, W)
     s = s.masked_fill(~state.valid[:, None, :], float("-inf"))  # empty or padded slots
     m = s.amax(-1)
-    e = torch.exp(s - torch.where(torch.isfinite(m), m, torch.zeros_like(m))[..., None])
+    e = torch.exp(s - m.nan_to_num(nan=0.0, neginf=0.0)[..., None])
     d_win, n_win = e.sum(-1), torch.matmul(e[..., None, :], state.v)[..., 0, :]
     n_lin, d_lin = read(state.linear, phi_q.to(ct))
     if d_lin is None:
