@@ -33,7 +33,9 @@ import quality_report  # noqa: E402
 BENCH = dict(lm_lines=60000, lm_merges=4000, mt_pairs=None, mt_merges=8000, layers=4, dim=128, ffn=512, heads=4,
              lm_teacher_updates=6000, mt_teacher_updates=6000, ft_updates=300, transfer_updates=60, validate_every=100,
              max_tokens=2048, contexts=[512, 2048], tokens_per_sample=512)
-ALL_ARMS = "control,t2r,elu,rfa,transfer,distill,hybrid,cross-linear,decay,gate,delta,gated-delta"
+# the hybrid-RULE arms: one of the 4 layers kept softmax, chosen by each --t2r-select rule (layer_select.py)
+ALL_ARMS = ("control,t2r,elu,rfa,transfer,distill,hybrid,hybrid-last,hybrid-even,hybrid-transfer,hybrid-kl,"
+            "cross-linear,decay,gate,delta,gated-delta")
 
 
 def build_parser():

@@ -26,6 +26,8 @@ from .modules.states import NORMS, STATE_UPDATES, option_choices, state_names
 
 TRAINABLE_CHOICES = ["all", "attention", "feature-map"]
 CROSS_CHOICES = ["softmax", "linear"]
+# how t2r-convert chooses the layers kept softmax (layer_select.py measures them)
+SELECT_RULES = ("last", "even", "transfer", "kl")
 
 
 # ----------------------------------------------------------------------------- the swap
@@ -172,6 +174,17 @@ class ConvertConfig(CrossSwapConfig):
 
     seed: int = field(default=1, metadata={"help": "seed for the new feature maps' initialisation"})
     force: bool = field(default=False, metadata={"help": "overwrite OUTPUT if it exists (never the input)"})
+    # which layers keep softmax, chosen by t2r-convert (layer_select.py); the choice is written as --t2r-layers
+    t2r_keep_softmax: Optional[int] = field(
+        default=None, metadata={"help": "keep N decoder layers softmax, chosen by --t2r-select, and convert the "
+                                "others (written into OUTPUT as --t2r-layers; give one of the two)"})
+    t2r_select: Optional[ChoiceEnum(SELECT_RULES)] = field(
+        default=None, metadata={"help": "--t2r-keep-softmax: which layers keep softmax: last (default), even "
+                                "(evenly spaced), transfer (worst attention-transfer error of converting each "
+                                "layer alone) or kl (most KL to the teacher added by converting each layer alone); "
+                                "transfer and kl measure after attention transfer (--transfer-data, --transfer-updates)"})
+    t2r_select_batches: int = field(
+        default=8, metadata={"help": "--t2r-select transfer/kl: train batches of --transfer-data the scores average over"})
 
 
 def _with_default(default, help_text):

@@ -87,8 +87,9 @@ def check_output(input_path, output_path, force):
         raise T2RUserError(f"the directory of output {output_path} does not exist: create {parent} first")
 
 
-def convert(input_path, output_path, t2r_options, seed=1, force=False):
-    """Returns (twin arch, number of copied tensors, names of new tensors)."""
+def convert(input_path, output_path, t2r_options, seed=1, force=False, extra=None):
+    """Returns (twin arch, number of copied tensors, names of new tensors). ``extra``: more
+    top-level entries for the checkpoint (e.g. ``t2r_select``, layer_select.py)."""
     from . import models  # noqa: F401  registers the t2r_ architectures
     from .models.conversion import attention_specs, new_tensors, summarize_names
 
@@ -114,6 +115,7 @@ def convert(input_path, output_path, t2r_options, seed=1, force=False):
     state.pop("last_optimizer_state", None)  # belongs to the softmax model's parameter list
     state["t2r_converted_from"] = os.path.abspath(input_path)
     state[checkpoint.MARKER_KEY] = RequiresUserDir  # fairseq without --user-dir then names the plugin
+    state.update(extra or {})
     checkpoint.atomic_write(output_path, state)
     logging.getLogger("fairseq_t2r").info(
         f"wrote {output_path}: arch {twin}, copied {copied} tensors unchanged, "
@@ -122,12 +124,12 @@ def convert(input_path, output_path, t2r_options, seed=1, force=False):
     return twin, copied, list(added)
 
 
-def convert_with_transfer(input_path, output_path, t2r_options, transfer_options, seed=1, force=False):
+def convert_with_transfer(input_path, output_path, t2r_options, transfer_options, seed=1, force=False, extra=None):
     """Swap, then attention transfer (stage one); writes OUT only when both succeeded."""
     check_output(input_path, output_path, force)  # before training, not after
     with stage_one.work_dir_beside(output_path) as work:
         swapped = os.path.join(work, "swapped.pt")
-        twin, _, _ = convert(input_path, swapped, t2r_options, seed=seed, force=True)
+        twin, _, _ = convert(input_path, swapped, t2r_options, seed=seed, force=True, extra=extra)
         trained = stage_one.run(swapped, work, transfer_options, seed)
         state = checkpoint.load(swapped)
         names = stage_one.merge_feature_maps(state, trained)
@@ -148,6 +150,53 @@ def convert_with_transfer(input_path, output_path, t2r_options, transfer_options
     )
 
 
+def convert_selecting(args, t2r_options):
+    """--t2r-keep-softmax N --t2r-select RULE (layer_select.py): choose the layers kept softmax, convert
+    the others, write OUT; returns the kept layers. A positional rule is plain conversion (with stage
+    one if asked) with --t2r-layers set; a measured one converts every layer with stage one, scores
+    each layer on the result, and drops the kept layers' new tensors."""
+    from . import layer_select as sel
+
+    num_layers = int(checkpoint.model_config(checkpoint.load(args.input))[0].decoder_layers)
+    rule, keep, transfer = args.t2r_select or "last", args.t2r_keep_softmax, stage_one.requested(args)
+    sel.check_request(keep, rule, t2r_options.get("t2r_layers"), num_layers, transfer)
+    if args.t2r_select_batches <= 0:
+        raise T2RUserError(f"--t2r-select-batches must be positive, got {args.t2r_select_batches}")
+    if rule not in sel.MEASURED:
+        kept = sel.by_position(rule, keep, num_layers)
+        options = {**t2r_options, "t2r_layers": ",".join(map(str, sel.converted(kept, num_layers)))}
+        extra = {"t2r_select": {"rule": rule, "keep_softmax": keep, "kept": kept, "scores": None}}
+        if transfer:
+            convert_with_transfer(args.input, args.output, options, args, seed=args.seed, force=args.force, extra=extra)
+        else:
+            convert(args.input, args.output, options, seed=args.seed, force=args.force, extra=extra)
+        logging.getLogger("fairseq_t2r").info(sel.log_line(rule, kept, num_layers))
+        return kept
+    check_output(args.input, args.output, args.force)
+    with stage_one.work_dir_beside(args.output) as work:
+        every = os.path.join(work, "every_layer.pt")
+        convert_with_transfer(args.input, every, {**t2r_options, "t2r_layers": None}, args, seed=args.seed, force=True)
+        from fairseq import checkpoint_utils
+
+        ms, _, task = checkpoint_utils.load_model_ensemble_and_task([every], arg_overrides={"data": args.transfer_data})
+        batches = sel.first_batches(task, ms[0], args.t2r_select_batches, args.transfer_max_tokens)
+        scores = sel.layer_scores(ms[0], batches, rule, task.target_dictionary.pad())
+        kept = sel.by_score(scores, keep)
+        state = checkpoint.load(every)
+        for name in [n for n in state["model"] if checkpoint.is_new_tensor(n)]:
+            if any(name.startswith(f"decoder.layers.{i}.") for i in kept):
+                del state["model"][name]
+        twin = checkpoint.model_config(state)[1]
+        set_model_config(state, twin, {"t2r_layers": ",".join(map(str, sel.converted(kept, num_layers)))})
+        state["t2r_select"] = {"rule": rule, "keep_softmax": keep, "kept": kept, "scores": scores,
+                               "batches": args.t2r_select_batches}
+        check_output(args.input, args.output, args.force)  # still free after the training
+        checkpoint.atomic_write(args.output, state)
+    where = f"after {args.transfer_updates} updates of attention transfer, on {args.t2r_select_batches} train batches"
+    logging.getLogger("fairseq_t2r").info(sel.log_line(rule, kept, num_layers, scores, where))
+    return kept
+
+
 def check_swap_options(args):
     if args.t2r_feature_dim <= 0 or (args.t2r_cross_feature_dim is not None and args.t2r_cross_feature_dim <= 0):
         raise T2RUserError("feature sizes must be positive: pass --t2r-feature-dim N with N >= 1")
@@ -163,7 +212,12 @@ def cli_main(argv=None):
     args = build_parser().parse_args(own)
     args.train_options = train_options
     check_swap_options(args)
-    if stage_one.requested(args):
+    if args.t2r_keep_softmax is not None or args.t2r_select is not None:
+        if stage_one.requested(args):
+            stage_one.check_options(args)
+            fill_defaults(args, TransferConfig)
+        convert_selecting(args, swap_options(args))
+    elif stage_one.requested(args):
         stage_one.check_options(args)
         fill_defaults(args, TransferConfig)  # the options not given get their defaults only now
         convert_with_transfer(args.input, args.output, swap_options(args), args, seed=args.seed, force=args.force)

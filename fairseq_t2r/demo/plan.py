@@ -68,6 +68,8 @@ class TaskPlan:
             return str(self.dir / "swapped.pt")
         if name.startswith("transfer_stage1"):
             return str(self.dir / name / "checkpoint_last.pt")
+        if name.endswith("_selected"):
+            return str(self.dir / f"{name}.pt")  # beside swapped.pt
         return str(self.save_dir(name) / "checkpoint_best.pt")
 
     def dictionary(self) -> Path:
@@ -213,6 +215,8 @@ class TaskPlan:
             return [self.scratch_step(name, variant, seed)]
         if variant.recipe == "transfer":
             return self.transfer_steps(name, variant, seed, teacher_dep)
+        if variant.recipe == "select":
+            return self.select_steps(name, variant, seed, teacher_dep)
         return [self.finetune_step(name, variant, seed, teacher_dep)]
 
     def finetune_step(self, name: str, variant: Variant, seed: int, teacher_dep: List[str]) -> Step:
@@ -245,6 +249,33 @@ class TaskPlan:
                      f"softmax attention ({p.transfer_updates} updates, seed {seed})", "fairseq_cli.train", stage1,
                      deps=teacher_dep),
                 Step(f"{k}/{name}", f"finetune after attention transfer ({rest} updates, seed {seed})",
+                     "fairseq_cli.train", finetune, deps=[f"{k}/{stage}"])]
+
+    def stage_name(self, name: str, variant: Variant) -> Optional[str]:
+        """The run's first stage (attention transfer, or the layer choice with it), if it has one."""
+        if variant.recipe == "transfer":
+            return name.replace(variant.name, "transfer_stage1", 1)
+        return f"{name}_selected" if variant.recipe == "select" else None
+
+    def select_steps(self, name: str, variant: Variant, seed: int, teacher_dep: List[str]) -> List[Step]:
+        """t2r-convert keeps one layer softmax by ``variant.select`` (with attention transfer, the
+        transfer recipe's stage one), then finetuning from it for the rest of the budget."""
+        k, p = self.kind, self.preset
+        stage = self.stage_name(name, variant)
+        convert = [self.teacher_path, self.checkpoint(stage), "--t2r-feature-map", variant.feature_map,
+                   "--t2r-feature-dim", str(p.feature_dim), *variant.flags, "--t2r-keep-softmax", "1",
+                   "--t2r-select", variant.select, "--transfer-data", str(self.bin), "--transfer-updates",
+                   str(p.transfer_updates), "--transfer-lr", str(presets.TRANSFER_LR), "--transfer-max-tokens",
+                   str(p.max_tokens), "--seed", str(seed), "--force"]
+        rest = p.ft_updates - p.transfer_updates
+        finetune = self.train_flags(self.save_dir(name), rest, presets.FINETUNE_LR,
+                                    presets.warmup(rest, presets.FINETUNE_WARMUP_SHARE), seed)
+        # no --t2r-layers: the layers are the selected checkpoint's (models/from_checkpoint.py)
+        finetune += self.student_flags(variant) + ["--finetune-from-model", self.checkpoint(stage)]
+        return [Step(f"{k}/{stage}", f"choose the softmax layer by {variant.select}, with attention transfer "
+                     f"({p.transfer_updates} updates, seed {seed})", "fairseq_t2r.convert", convert,
+                     deps=teacher_dep, cost=p.transfer_updates),
+                Step(f"{k}/{name}", f"finetune the {variant.select}-chosen hybrid ({rest} updates, seed {seed})",
                      "fairseq_cli.train", finetune, deps=[f"{k}/{stage}"])]
 
     def scratch_step(self, name: str, variant: Variant, seed: int) -> Step:

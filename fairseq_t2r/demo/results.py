@@ -2,6 +2,7 @@
 ``collect`` is what ``results.json`` holds per task and what the report and the takeaway read."""
 import json
 import statistics
+from pathlib import Path
 from typing import Dict, List, Optional
 
 from . import measure, teachers
@@ -28,11 +29,13 @@ def collect(plan, runner) -> Dict:
              "train_seconds": seconds.get(f"{k}/{name}"), "curve": measure.valid_curve(runner.logfile(steps[f"{k}/{name}"]))}
         if variant.recipe == "scratch":
             r["updates"] = plan.teacher_updates + p.ft_updates
-        if variant.recipe == "transfer":
-            stage = f"{k}/" + name.replace(variant.name, "transfer_stage1", 1)
+        if variant.recipe in ("transfer", "select"):
+            stage = f"{k}/" + plan.stage_name(name, variant)
             r["train_seconds"] = _sum(seconds.get(stage), r["train_seconds"])
             r["transfer_updates"] = p.transfer_updates
             r["curve"] = [{**q, "updates": q["updates"] + p.transfer_updates} for q in r["curve"]]
+        if variant.recipe == "select":  # the layer kept softmax, and the scores that chose it
+            r["select"] = _selection(plan.checkpoint(plan.stage_name(name, variant)))
         runs[name] = r
     for name, r in runs.items():
         r.update(_scores(plan, runner, steps, name))
@@ -54,6 +57,15 @@ def collect(plan, runner) -> Dict:
         if path.exists():
             out[name] = json.loads(path.read_text())
     return out
+
+
+def _selection(path) -> Optional[Dict]:
+    """t2r-convert's record of its --t2r-select choice in ``path`` (None before the step ran)."""
+    if not Path(path).exists():
+        return None
+    from ..checkpoint import load
+
+    return load(path, mmap=True).get("t2r_select")
 
 
 def _scores(plan, runner, steps, name) -> Dict:

@@ -8,6 +8,9 @@ finetuning budget and schedule, so that the only difference is what the arm chan
   hybrid or (translation) linear cross-attention: the teacher swapped that way, then finetuned;
 - ``transfer``: attention transfer first (only the feature maps learn), then finetuning, inside
   the same budget; ``distill``: finetuning with the teacher's distillation loss added;
+- ``hybrid-RULE``: one decoder layer kept softmax, chosen by ``t2r-convert --t2r-keep-softmax 1
+  --t2r-select RULE`` (layer_select.py), with attention transfer (the measured rules score each layer
+  after it), then finetuning, inside the same budget: the four rules differ in the choice only;
 - ``scratch``: T2R from random init for the teacher's budget plus the finetuning budget.
 """
 from dataclasses import dataclass
@@ -23,9 +26,10 @@ class Variant:
     label: str                      # the report's wording
     feature_map: str = "t2r"        # "" for the softmax control
     flags: Tuple[str, ...] = ()     # more t2r-model flags (state update, converted layers, cross-attention)
-    recipe: str = "finetune"        # finetune | transfer | distill | scratch
+    recipe: str = "finetune"        # finetune | transfer | select | distill | scratch
     kinds: Tuple[str, ...] = ("lm", "mt")
     hybrid: bool = False            # keep the last decoder layer softmax (--t2r-layers: all the others)
+    select: str = ""                # recipe select: the --t2r-select rule choosing the one softmax layer
 
 
 _ALL = [
@@ -36,6 +40,8 @@ _ALL = [
     Variant("transfer", "T2R, attention transfer + finetune", recipe="transfer"),
     Variant("distill", "T2R, swap + finetune with distillation", recipe="distill"),
     Variant("hybrid", "T2R hybrid (last layer softmax), swap + finetune", hybrid=True),
+    *[Variant(f"hybrid-{rule}", f"T2R hybrid (1 layer softmax, --t2r-select {rule}), transfer + finetune",
+              recipe="select", select=rule) for rule in ("last", "even", "transfer", "kl")],
     # translation: every arm above converts the decoder's self-attention only (--t2r-cross softmax,
     # the default); these convert its cross-attention too
     Variant("cross-linear", "T2R with linear cross-attention too, swap + finetune", flags=("--t2r-cross", "linear"),

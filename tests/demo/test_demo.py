@@ -412,3 +412,26 @@ def test_teachers_anneal_to_zero_at_their_cap_and_finetuning_keeps_inverse_sqrt(
     for arm in ("control", "t2r"):
         assert flag(steps[f"lm/{arm}"], "--lr-scheduler") == "inverse_sqrt"
         assert "--total-num-update" not in steps[f"lm/{arm}"]
+
+
+def test_hybrid_rule_arms_choose_the_layer_with_t2r_convert(tmp_path):
+    """hybrid-RULE: t2r-convert --t2r-keep-softmax 1 --t2r-select RULE with attention transfer, then
+    finetuning from its checkpoint (the layers are the checkpoint's) for the rest of the budget."""
+    from fairseq_t2r.demo import presets
+    from fairseq_t2r.demo.plan import TaskPlan
+
+    preset = presets.PRESETS["quick"]
+    plan = TaskPlan("lm", tmp_path, preset, f"{REPO}/fairseq_t2r", variants="control,hybrid-kl,hybrid-even",
+                    teacher_cache=False)
+    steps = {s.name: s for s in plan.steps()}
+    for rule in ("kl", "even"):
+        select, finetune = steps[f"lm/hybrid-{rule}_selected"], steps[f"lm/hybrid-{rule}"]
+        args = select.args
+        assert select.module == "fairseq_t2r.convert" and args[:2] == [plan.teacher_path, plan.checkpoint(select.name[3:])]
+        for flag, value in (("--t2r-keep-softmax", "1"), ("--t2r-select", rule),
+                            ("--transfer-updates", str(preset.transfer_updates)), ("--transfer-data", str(plan.bin))):
+            assert args[args.index(flag) + 1] == value
+        ft = finetune.args
+        assert ft[ft.index("--finetune-from-model") + 1] == plan.checkpoint(select.name[3:])
+        assert "--t2r-layers" not in ft and finetune.deps == [select.name]
+        assert ft[ft.index("--max-update") + 1] == str(preset.ft_updates - preset.transfer_updates)
