@@ -32,6 +32,8 @@ class IncrementalDecoding:
 
     def _decode(self, query, key, value, key_padding_mask, incremental_state: IncrementalState) -> Tensor:
         """query (T, B, C) -> output (T, B, C), updating the state."""
+        if self.windowed and not self.encoder_decoder_attention:
+            return self._window_tokens(query, key, value, key_padding_mask, incremental_state)
         if query.size(0) == 1 and not self.training and not torch.is_grad_enabled():
             if self.encoder_decoder_attention:
                 return self._cross_attention_step(query, key, value, key_padding_mask, incremental_state)
@@ -69,6 +71,12 @@ class IncrementalDecoding:
             kpm = key_padding_mask[:, -1:]
             phi_k = phi_k.masked_fill(kpm.to(torch.bool).view(B, 1, 1), 0.0)
         buf = self._get_input_buffer(incremental_state)
+        if self.windowed:  # the ring buffer and the linear state, in buf (window.py)
+            first = not buf
+            out = self.window.step(self, x, phi_q, phi_k, v1, kpm, buf)
+            if first:
+                self._set_input_buffer(incremental_state, buf)
+            return self._out_proj_step(out, B)
         state = buf.get(su.state_key)
         out, new_state = su.step(phi_q, phi_k, v1, su.token_inputs(query, self.k_proj, kpm), state, self.eps,
                                  query.dtype)
@@ -76,6 +84,19 @@ class IncrementalDecoding:
             buf[su.state_key] = new_state
             self._set_input_buffer(incremental_state, buf)
         return self._out_proj_step(out, B)
+
+    def _window_tokens(self, query, key, value, key_padding_mask, incremental_state):
+        """A windowed layer decodes token by token, several tokens (a prompt) included: its ring
+        buffer is written in place, which needs no autograd (inference). Self-attention: key and
+        value are the query (fairseq passes the same tensor; callers may pass equal slices)."""
+        T = query.size(0)
+        outs = []
+        for i in range(T):
+            kpm = None if key_padding_mask is None else \
+                key_padding_mask[:, key_padding_mask.size(1) - T + i: key_padding_mask.size(1) - T + i + 1]
+            q = query[i : i + 1]
+            outs.append(self._self_attention_step(q, q, q, kpm, incremental_state))
+        return torch.cat(outs, 0)
 
     def _cross_attention_step(self, query, key, value, key_padding_mask, incremental_state):
         Sz = self._source_summary(key, value, key_padding_mask, query, incremental_state)
