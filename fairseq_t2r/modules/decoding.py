@@ -59,9 +59,18 @@ class IncrementalDecoding:
         nqk = y.size(1) - H * (D + 1)
         qk = y[:, :nqk].view(B, H, 2, -1)
         fm = self.feature_map
-        if self.folded.active:
+        if self.folded.active and not self.windowed:
             phi = fm.activate(qk)
             phi_q, phi_k = phi[:, :, :1], phi[:, :, 1]  # (B, H, 1, F), (B, H, F)
+        elif self.windowed and self.window.branch == "window":  # the window alone reads no features
+            phi_q = phi_k = qk[:, :, 1]
+        elif self.windowed and fm.linear_part() is not None:  # act(W_h q + b_h): one batched matmul per head
+            w, b = fm.linear_part()
+            pre = torch.bmm(qk.permute(1, 0, 2, 3).reshape(H, B * 2, D), w.transpose(1, 2))  # (H, 2B, F')
+            if b is not None:
+                pre += b[:, None, :]
+            phi = fm.activate(pre, inplace=True).view(H, B, 2, -1).permute(1, 0, 2, 3)  # (B, H, 2, F)
+            phi_q, phi_k = phi[:, :, :1], phi[:, :, 1]
         else:
             phi_q, phi_k = fm.forward_queries(qk[:, :, :1]), fm.forward_keys(qk[:, :, 1:]).squeeze(2)
         v1 = y[:, nqk:].view(B, H, 1, D + 1)
@@ -73,7 +82,7 @@ class IncrementalDecoding:
         buf = self._get_input_buffer(incremental_state)
         if self.windowed:  # the ring buffer and the linear state, in buf (window.py)
             first = not buf
-            out = self.window.step(self, x, phi_q, phi_k, v1, kpm, buf)
+            out = self.window.step(self, x, qk[:, :, 0], qk[:, :, 1], phi_q, phi_k, v1, kpm, buf)
             if first:
                 self._set_input_buffer(incremental_state, buf)
             return self._out_proj_step(out, B)

@@ -109,9 +109,10 @@ class SlidingWindow(nn.Module):
         return out.to(v.dtype)
 
     # -- one token at inference (no autograd; the ring buffer written in place) -------------------
-    def step(self, attn, x: Tensor, phi_q: Tensor, phi_k: Tensor, v1: Tensor, pad: Optional[Tensor],
-             buf: Dict[str, Optional[Tensor]]) -> Tensor:
-        """x (B, C) the token's layer input; phi_q (B, H, 1, F), phi_k (B, H, F) (zero if padded); v1
+    def step(self, attn, x: Tensor, q: Tensor, k: Tensor, phi_q: Tensor, phi_k: Tensor, v1: Tensor,
+             pad: Optional[Tensor], buf: Dict[str, Optional[Tensor]]) -> Tensor:
+        """x (B, C) the token's layer input; q (scaled), k (B, H, D) from the step's one projection
+        (``FoldedProjections.step`` leaves them unfolded for a window); phi_q (B, H, 1, F), phi_k (B, H, F) (zero if padded); v1
         (B, H, 1, D + 1) = [v | 1]; pad (B, 1) True = padded or None; ``buf`` the module's incremental
         state (filled here). -> (B, H, D) in x's dtype."""
         su, W = attn.state_update, self.window
@@ -125,27 +126,31 @@ class SlidingWindow(nn.Module):
         kb, vb, fb, xb, valid = buf["win_k"], buf["win_v"], buf["win_phi_k"], buf["win_x"], buf["win_valid"]
         t = int(buf["win_t"][0]) if B else 0
         slot = t % W
-        if t >= W and self.branch == "both":  # the token in the slot leaves the window: into the state
+        both = self.branch == "both"
+        if t >= W and both:  # the token in the slot leaves the window: into the state
             inputs = su.token_inputs(xb[:, slot][None], attn.k_proj, ~valid[:, slot : slot + 1])
             buf[su.state_key] = su.update(buf.get(su.state_key), fb[:, :, slot], vb[:, :, slot : slot + 1], inputs)
-        w = attn.k_proj.weight
-        q = nn.functional.linear(x, attn.q_proj.weight, attn.q_proj.bias).mul_(attn.scaling).view(B, H, -1)
-        kb[:, :, slot] = nn.functional.linear(x, w, attn.k_proj.bias).view(B, H, -1)
+        kb[:, :, slot] = k
         vb[:, :, slot] = v1[:, :, 0]
-        fb[:, :, slot] = phi_k
-        xb[:, slot] = x
+        if both:
+            fb[:, :, slot] = phi_k
+            xb[:, slot] = x
         valid[:, slot] = True if pad is None else ~pad[:, 0].bool()
         buf["win_t"].add_(1)
-        s = torch.matmul(q.to(ct)[..., None, :], kb.transpose(-1, -2))[..., 0, :]  # (B, H, W)
-        s = s.masked_fill(~valid[:, None, :], float("-inf"))
-        m = s.amax(-1)
-        e = torch.exp(s - torch.where(torch.isfinite(m), m, torch.zeros_like(m))[..., None])
-        nd_win = torch.matmul(e[..., None, :], vb)[..., 0, :]  # (B, H, D + 1): [sum e v | sum e]
+        # a row vector times K^T (B H, 1, D) x (B H, D, W): the matrix-vector form is several times
+        # slower on CPU (ops/window/step.py)
+        s = torch.bmm(q.reshape(B * H, 1, -1).to(ct), kb.view(B * H, W, -1).transpose(1, 2)).view(B, H, W)
+        s = s.masked_fill_(~valid[:, None, :], float("-inf"))  # empty or padded slots
+        # an empty window's max is -inf: clamped, its terms are exp(-inf) = 0 all the same and
+        # sum_normalised's weight exp(m - c) of an empty window underflows to 0
+        m = s.amax(-1).clamp_(min=-1e4)
+        e = torch.exp(s.sub_(m[..., None]))
+        nd_win = torch.bmm(e.view(B * H, 1, W), vb.view(B * H, W, D1)).view(B, H, D1)  # [sum e v | sum e]
         n_win, d_win = nd_win[..., :-1], nd_win[..., -1]
         state = buf.get(su.state_key)
-        if self.branch == "window" or (not self.summed and state is None):
+        if not both or (not self.summed and state is None):
             y_win = n_win / torch.where(d_win > 0, d_win, torch.ones_like(d_win))[..., None]
-            out = y_win if self.branch == "window" else mix(y_win, torch.zeros_like(y_win), self.mix_logit.to(ct))
+            out = y_win if not both else mix(y_win, torch.zeros_like(y_win), self.mix_logit.to(ct))
         elif self.summed:
             if state is None:
                 n_lin, d_lin = torch.zeros_like(n_win), torch.zeros_like(d_win)
@@ -158,7 +163,6 @@ class SlidingWindow(nn.Module):
             y_win = n_win / torch.where(d_win > 0, d_win, torch.ones_like(d_win))[..., None]
             out = mix(y_win, y_lin, self.mix_logit.to(ct))
         return out.to(x.dtype)
-
 
     def attention_weights(self, attn, x: Tensor, key_padding_mask: Optional[Tensor], phi_q: Tensor,
                           phi_k: Tensor) -> Tensor:
