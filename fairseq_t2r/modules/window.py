@@ -32,7 +32,8 @@ Incremental state (batch-major beside the state's own key, so beam reordering, b
 D + 1) ([v | 1], what ``update`` takes), ``win_phi_k`` (B, H, W, F), ``win_x`` (B, W, C) (the
 evicted token's gates and write strengths are recomputed from it by ``token_inputs``),
 ``win_valid`` (B, W) and ``win_t`` (B,) the tokens seen; the linear state under the state's key.
-Per layer B (H W (2 D + 1 + F) + W C + state) numbers, constant in the generated length.
+Per layer B (H W (2 D + 1 + F) + W C + state) numbers, constant in the generated length (the
+window alone: B H W (2 D + 1), no features, inputs or state).
 """
 import math
 from typing import Dict, Optional
@@ -46,7 +47,6 @@ from ..ops.window.combine import mix, sum_normalised
 
 WINDOW_BRANCHES = ("both", "window", "linear")
 MIX_INIT = math.log(9.0)  # sigmoid = 0.9 on the window (module docstring)
-RING_KEYS = ("win_k", "win_v", "win_phi_k", "win_x", "win_valid", "win_t")
 
 
 def delay_tokens(x: Tensor, key_padding_mask: Optional[Tensor], window: int):
@@ -118,15 +118,17 @@ class SlidingWindow(nn.Module):
         su, W = attn.state_update, self.window
         B, H, _, D1 = v1.shape
         ct = ops.compute_dtype(v1.dtype)
+        both = self.branch == "both"
         if "win_k" not in buf:
             z = lambda *shape, dt=ct: x.new_zeros(*shape, dtype=dt)  # noqa: E731
-            buf.update(win_k=z(B, H, W, D1 - 1), win_v=z(B, H, W, D1), win_phi_k=z(B, H, W, phi_k.size(-1)),
-                       win_x=z(B, W, x.size(-1), dt=x.dtype), win_valid=z(B, W, dt=torch.bool),
+            buf.update(win_k=z(B, H, W, D1 - 1), win_v=z(B, H, W, D1), win_valid=z(B, W, dt=torch.bool),
                        win_t=z(B, dt=torch.long))
-        kb, vb, fb, xb, valid = buf["win_k"], buf["win_v"], buf["win_phi_k"], buf["win_x"], buf["win_valid"]
+            if both:  # what the evicted token needs to enter the state (the window alone keeps none)
+                buf.update(win_phi_k=z(B, H, W, phi_k.size(-1)), win_x=z(B, W, x.size(-1), dt=x.dtype))
+        kb, vb, valid = buf["win_k"], buf["win_v"], buf["win_valid"]
+        fb, xb = buf.get("win_phi_k"), buf.get("win_x")
         t = int(buf["win_t"][0]) if B else 0
         slot = t % W
-        both = self.branch == "both"
         if t >= W and both:  # the token in the slot leaves the window: into the state
             inputs = su.token_inputs(xb[:, slot][None], attn.k_proj, ~valid[:, slot : slot + 1])
             buf[su.state_key] = su.update(buf.get(su.state_key), fb[:, :, slot], vb[:, :, slot : slot + 1], inputs)
