@@ -35,7 +35,7 @@ BENCH = dict(lm_lines=60000, lm_merges=4000, mt_pairs=None, mt_merges=8000, laye
              max_tokens=2048, contexts=[512, 2048], tokens_per_sample=512)
 # the hybrid-RULE arms: one of the 4 layers kept softmax, chosen by each --t2r-select rule (layer_select.py)
 ALL_ARMS = ("control,t2r,elu,rfa,transfer,distill,hybrid,hybrid-last,hybrid-even,hybrid-transfer,hybrid-kl,"
-            "cross-linear,decay,gate,delta,gated-delta")
+            "cross-linear,decay,gate,delta,gated-delta,window,window-only")
 
 
 def build_parser():

@@ -24,7 +24,8 @@ from .errors import RequiresUserDir, T2RUserError
 # key of the marker in a checkpoint's top level (t2r-convert) and in the model state dict's
 # metadata (every T2R model, see mark_state_dict)
 MARKER_KEY = "fairseq_t2r"
-NEW_TENSOR_PARTS = (".feature_map.", ".state_update.")  # modules/feature_maps.py, modules/states/
+# modules/feature_maps.py, modules/states/, modules/window.py
+NEW_TENSOR_PARTS = (".feature_map.", ".state_update.", ".window.")
 
 
 def is_new_tensor(name: str) -> bool:

@@ -23,6 +23,7 @@ from fairseq.utils import safe_getattr
 from .errors import T2RUserError
 from .modules.feature_maps import FEATURE_MAPS
 from .modules.states import NORMS, STATE_UPDATES, option_choices, state_names
+from .modules.window import WINDOW_BRANCHES
 
 TRAINABLE_CHOICES = ["all", "attention", "feature-map"]
 CROSS_CHOICES = ["softmax", "linear"]
@@ -82,6 +83,17 @@ class SwapConfig(FairseqDataclass):
     t2r_gate_temperature: float = field(
         default=16.0, metadata={"help": "--t2r-state gate: g = sigmoid(logits)^(1/temperature) (GLA's 16)"}
     )
+    # the sliding window beside the state (modules/window.py; ops/window's docstring is the spec)
+    t2r_window: int = field(
+        default=0, metadata={"help": "converted self-attention keeps exact softmax (the teacher's own q/k scores) over "
+                             "the last W tokens and feeds the state only the tokens older than W, combined in one "
+                             "normalised sum with a learned per-head factor (sum-normalised states, LoLCATs) or by a "
+                             "learned per-head mix (--t2r-norm rms, Liger); 0: no window"})
+    t2r_window_branch: ChoiceEnum(WINDOW_BRANCHES) = field(
+        default="both", metadata={"help": "--t2r-window: which branches run: both; window (the window alone, "
+                                  "softmax over the last W tokens: the baseline); linear (the state alone over every "
+                                  "token, no window). At eval/generate time: --model-overrides "
+                                  "\"{'t2r_window_branch': 'window'}\" scores a windowed model with one branch"})
 
 
 @dataclass

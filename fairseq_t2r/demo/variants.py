@@ -11,6 +11,9 @@ finetuning budget and schedule, so that the only difference is what the arm chan
 - ``hybrid-RULE``: one decoder layer kept softmax, chosen by ``t2r-convert --t2r-keep-softmax 1
   --t2r-select RULE`` (layer_select.py), with attention transfer (the measured rules score each layer
   after it), then finetuning, inside the same budget: the four rules differ in the choice only;
+- ``window``: the best state update (the gate from the key) with exact softmax over the last
+  ``WINDOW`` tokens beside it (``--t2r-window``); ``window-only``: that window alone, no linear
+  branch (``--t2r-window-branch window``), the baseline that says whether the linear branch matters;
 - ``scratch``: T2R from random init for the teacher's budget plus the finetuning budget.
 """
 from dataclasses import dataclass
@@ -18,6 +21,8 @@ from typing import Dict, List, Tuple
 
 from ..errors import T2RUserError
 from ..modules.states import STATE_UPDATES, state_names
+
+WINDOW = 64  # the window arms' --t2r-window (see their entries)
 
 
 @dataclass(frozen=True)
@@ -53,6 +58,13 @@ _ALL = [
     # the state updates that declare an arm (modules/states/: each class's ``arm``), in their order
     *(Variant(name, STATE_UPDATES[name].arm[0], flags=("--t2r-state", name) + STATE_UPDATES[name].arm[1])
       for name in state_names() if STATE_UPDATES[name].arm is not None),
+    # --t2r-window: the field's 64 (LoLCATs, Liger); the demo's LM blocks are 128 tokens and the
+    # benchmark's 512, so the linear branch carries 1/2 and 7/8 of the positions' older context
+    # (most translation targets are shorter than 64: there the window is the teacher's softmax)
+    Variant("window", f"T2R + gate from the key + {WINDOW}-token softmax window, swap + finetune",
+            flags=("--t2r-state", "gate", "--t2r-gate-source", "key", "--t2r-window", str(WINDOW))),
+    Variant("window-only", f"{WINDOW}-token softmax window alone (no linear branch), swap + finetune",
+            flags=("--t2r-window", str(WINDOW), "--t2r-window-branch", "window")),
     Variant("scratch", "T2R from random init", recipe="scratch"),
 ]
 VARIANTS: Dict[str, Variant] = {v.name: v for v in _ALL}

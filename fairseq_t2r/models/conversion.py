@@ -18,6 +18,7 @@ from ..errors import T2RUserError
 from ..modules.feature_maps import build_feature_map
 from ..modules.states import build_state_update, option_names
 from ..modules.t2r_attention import T2RAttention
+from ..modules.window import build_window
 from .from_checkpoint import hint
 
 logger = logging.getLogger("fairseq_t2r")
@@ -40,6 +41,7 @@ class AttentionSpec(NamedTuple):
     feature_map: str
     feature_dim: int
     state_options: dict = {}  # the state update's options (self-attention; cross keeps the additive state)
+    window_options: dict = {}  # --t2r-window and its branch (self-attention only)
 
 
 STATE_OPTIONS = option_names()  # state, norm and the sub-options the registered states read
@@ -48,6 +50,11 @@ STATE_OPTIONS = option_names()  # state, norm and the sub-options the registered
 def state_options(args) -> dict:
     """--t2r-state and its sub-options as ``build_state_update``'s keyword arguments."""
     return {name: t2r_option(args, "t2r_" + name) for name in STATE_OPTIONS}
+
+
+def window_options(args) -> dict:
+    """--t2r-window and --t2r-window-branch as ``build_window``'s keyword arguments."""
+    return {"window": int(t2r_option(args, "t2r_window") or 0), "window_branch": t2r_option(args, "t2r_window_branch")}
 
 
 def linear_cross(args) -> bool:
@@ -70,7 +77,8 @@ def attention_specs(args, with_cross: bool) -> List[AttentionSpec]:
     cross = with_cross and linear_cross(args)
     cross_dim = t2r_option(args, "t2r_cross_feature_dim") or dim
     for i in parse_layers(t2r_option(args, "t2r_layers"), num_layers):
-        specs.append(AttentionSpec(f"decoder.layers.{i}.self_attn", heads, head_dim, fmap, dim, state_options(args)))
+        specs.append(AttentionSpec(f"decoder.layers.{i}.self_attn", heads, head_dim, fmap, dim, state_options(args),
+                                   window_options(args)))
         if cross:
             specs.append(AttentionSpec(f"decoder.layers.{i}.encoder_attn", heads, head_dim, fmap, cross_dim))
     return specs
@@ -83,7 +91,7 @@ def convert_decoder(model, args, with_cross: bool):
         parent = model.get_submodule(parent_path)
         with user_errors():
             t2r = T2RAttention.from_softmax(getattr(parent, attr), spec.feature_map, spec.feature_dim,
-                                            state_options=spec.state_options)
+                                            state_options=spec.state_options, window_options=spec.window_options)
         setattr(parent, attr, t2r)
     if all(isinstance(layer.self_attn, T2RAttention) for layer in model.decoder.layers):
         patches.skip_future_mask(model.decoder)
@@ -101,8 +109,9 @@ def new_tensors(args, with_cross: bool) -> Dict[str, torch.Tensor]:
         with user_errors():
             fmap = build_feature_map(spec.feature_map, spec.num_heads, spec.head_dim, spec.feature_dim)
             update = build_state_update(spec.num_heads, spec.head_dim, fmap.output_dim, **spec.state_options)
-        for part, module in (("feature_map", fmap), ("state_update", update)):
-            for name, tensor in module.state_dict().items():
+            window = build_window(spec.num_heads, update, **spec.window_options)
+        for part, module in (("feature_map", fmap), ("state_update", update), ("window", window)):
+            for name, tensor in (module.state_dict().items() if module is not None else ()):
                 out[f"{spec.path}.{part}.{name}"] = tensor
     return out
 

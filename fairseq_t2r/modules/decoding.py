@@ -32,6 +32,8 @@ class IncrementalDecoding:
 
     def _decode(self, query, key, value, key_padding_mask, incremental_state: IncrementalState) -> Tensor:
         """query (T, B, C) -> output (T, B, C), updating the state."""
+        if self.windowed and not self.encoder_decoder_attention:
+            return self._window_tokens(query, key, value, key_padding_mask, incremental_state)
         if query.size(0) == 1 and not self.training and not torch.is_grad_enabled():
             if self.encoder_decoder_attention:
                 return self._cross_attention_step(query, key, value, key_padding_mask, incremental_state)
@@ -57,9 +59,18 @@ class IncrementalDecoding:
         nqk = y.size(1) - H * (D + 1)
         qk = y[:, :nqk].view(B, H, 2, -1)
         fm = self.feature_map
-        if self.folded.active:
+        if self.folded.active and not self.windowed:
             phi = fm.activate(qk)
             phi_q, phi_k = phi[:, :, :1], phi[:, :, 1]  # (B, H, 1, F), (B, H, F)
+        elif self.windowed and self.window.branch == "window":  # the window alone reads no features
+            phi_q = phi_k = qk[:, :, 1]
+        elif self.windowed and fm.linear_part() is not None:  # act(W_h q + b_h): one batched matmul per head
+            w, b = fm.linear_part()
+            pre = torch.bmm(qk.permute(1, 0, 2, 3).reshape(H, B * 2, D), w.transpose(1, 2))  # (H, 2B, F')
+            if b is not None:
+                pre += b[:, None, :]
+            phi = fm.activate(pre, inplace=True).view(H, B, 2, -1).permute(1, 0, 2, 3)  # (B, H, 2, F)
+            phi_q, phi_k = phi[:, :, :1], phi[:, :, 1]
         else:
             phi_q, phi_k = fm.forward_queries(qk[:, :, :1]), fm.forward_keys(qk[:, :, 1:]).squeeze(2)
         v1 = y[:, nqk:].view(B, H, 1, D + 1)
@@ -69,6 +80,12 @@ class IncrementalDecoding:
             kpm = key_padding_mask[:, -1:]
             phi_k = phi_k.masked_fill(kpm.to(torch.bool).view(B, 1, 1), 0.0)
         buf = self._get_input_buffer(incremental_state)
+        if self.windowed:  # the ring buffer and the linear state, in buf (window.py)
+            first = not buf
+            out = self.window.step(self, x, qk[:, :, 0], qk[:, :, 1], phi_q, phi_k, v1, kpm, buf)
+            if first:
+                self._set_input_buffer(incremental_state, buf)
+            return self._out_proj_step(out, B)
         state = buf.get(su.state_key)
         out, new_state = su.step(phi_q, phi_k, v1, su.token_inputs(query, self.k_proj, kpm), state, self.eps,
                                  query.dtype)
@@ -76,6 +93,19 @@ class IncrementalDecoding:
             buf[su.state_key] = new_state
             self._set_input_buffer(incremental_state, buf)
         return self._out_proj_step(out, B)
+
+    def _window_tokens(self, query, key, value, key_padding_mask, incremental_state):
+        """A windowed layer decodes token by token, several tokens (a prompt) included: its ring
+        buffer is written in place, which needs no autograd (inference). Self-attention: key and
+        value are the query (fairseq passes the same tensor; callers may pass equal slices)."""
+        T = query.size(0)
+        outs = []
+        for i in range(T):
+            kpm = None if key_padding_mask is None else \
+                key_padding_mask[:, key_padding_mask.size(1) - T + i: key_padding_mask.size(1) - T + i + 1]
+            q = query[i : i + 1]
+            outs.append(self._self_attention_step(q, q, q, kpm, incremental_state))
+        return torch.cat(outs, 0)
 
     def _cross_attention_step(self, query, key, value, key_padding_mask, incremental_state):
         Sz = self._source_summary(key, value, key_padding_mask, query, incremental_state)

@@ -57,18 +57,20 @@ class FoldedProjections:
     def step(self) -> Linear:
         """Inference only: the single map that gives, for one token of self-attention, per head
         [query features' pre-activations | key features' pre-activations] (or, for maps without a
-        linear part -- elu, rfa, performer -- or with folding off, [s W_q x | W_k x], mapped
-        afterwards), then per head [v, 1].
+        linear part -- elu, rfa, performer -- with folding off, or with a sliding window, which
+        needs q and k themselves for its scores, [s W_q x | W_k x], mapped afterwards), then per
+        head [v, 1].
 
         Per head, so that every slice the step takes is a view; the ones column (zero weights,
         bias 1) makes the state update phi(k) [v, 1]^T accumulate S and z together."""
         a = self.attn
-        stamp = self._stamp(a.q_proj, a.k_proj, a.v_proj) + (a.merge_projections,)
+        windowed = getattr(a, "windowed", False)
+        stamp = self._stamp(a.q_proj, a.k_proj, a.v_proj) + (a.merge_projections, windowed)
         cached = self.cache.get("step")
         if cached is not None and cached[0] == stamp:
             return cached[1]
         H, D, C = a.num_heads, a.head_dim, a.embed_dim
-        mq = self.query()
+        mq = None if windowed else self.query()
         if mq is not None:
             mk = self.key()
         else:

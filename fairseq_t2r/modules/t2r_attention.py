@@ -33,6 +33,7 @@ from .decoding import IncrementalDecoding
 from .feature_maps import build_feature_map
 from .folding import FoldedProjections
 from .states import build_state_update
+from .window import build_window
 
 
 @with_incremental_state
@@ -51,9 +52,11 @@ class T2RAttention(IncrementalDecoding, transfer.Recordable, nn.Module):
         encoder_decoder_attention: bool = False,
         eps: float = ops.DEFAULT_EPS,
         state_options: Optional[dict] = None,
+        window_options: Optional[dict] = None,
     ):
         """``state_options``: ``build_state_update``'s keyword arguments (state, norm, decay_init, ...)
-        for causal self-attention; cross-attention keeps the additive source summary."""
+        for causal self-attention; cross-attention keeps the additive source summary.
+        ``window_options``: ``build_window``'s (window, window_branch), self-attention only."""
         super().__init__()
         self.embed_dim = embed_dim
         self.num_heads = num_heads
@@ -67,6 +70,10 @@ class T2RAttention(IncrementalDecoding, transfer.Recordable, nn.Module):
             raise ValueError("cross-attention keeps its source summary: --t2r-state applies to self-attention only")
         self.state_update = build_state_update(num_heads, self.head_dim, self.feature_map.output_dim,
                                                **(state_options or {}))
+        if encoder_decoder_attention and window_options and window_options.get("window"):
+            raise ValueError("--t2r-window applies to causal self-attention, not to cross-attention")
+        # --t2r-window: softmax over the last W tokens beside the state (window.py); None without
+        self.window = build_window(num_heads, self.state_update, **(window_options or {}))
         self.dropout_module = FairseqDropout(dropout, module_name=self.__class__.__name__)
         self.encoder_decoder_attention = encoder_decoder_attention
         self.self_attention = not encoder_decoder_attention
@@ -82,7 +89,7 @@ class T2RAttention(IncrementalDecoding, transfer.Recordable, nn.Module):
 
     @classmethod
     def from_softmax(cls, mha: MultiheadAttention, feature_map: str, feature_dim: int, eps=ops.DEFAULT_EPS,
-                     state_options: Optional[dict] = None):
+                     state_options: Optional[dict] = None, window_options: Optional[dict] = None):
         """Build from a MultiheadAttention, taking over its projection modules as they are."""
         if mha.bias_k is not None or mha.add_zero_attn:
             raise ValueError("attention with --add-bias-kv / --add-zero-attn cannot be converted to T2R")
@@ -99,6 +106,7 @@ class T2RAttention(IncrementalDecoding, transfer.Recordable, nn.Module):
             encoder_decoder_attention=mha.encoder_decoder_attention,
             eps=eps,
             state_options=state_options,
+            window_options=window_options,
         )
 
     def upgrade_state_dict_named(self, state_dict, name):
@@ -189,11 +197,19 @@ class T2RAttention(IncrementalDecoding, transfer.Recordable, nn.Module):
         else:
             phi_q, phi_k = self._phi_queries_keys(query, key, key_padding_mask)
             v = self._heads(self.v_proj(value))
-            out = self.state_update.parallel(phi_q, phi_k, v, query, self.k_proj, key_padding_mask, self.eps,
-                                             weight_dropout=self._weight_dropout())
+            if self.windowed:
+                out = self.window.parallel(self, query, key_padding_mask, phi_q, phi_k, v)
+            else:
+                    out = self.state_update.parallel(phi_q, phi_k, v, query, self.k_proj, key_padding_mask, self.eps,
+                                                 weight_dropout=self._weight_dropout())
         if self.transfer is not None:
             out = transfer.teacher_force(self, out, query, key, value, key_padding_mask)
         return self.out_proj(self._unheads(out)), None
+
+    @property
+    def windowed(self) -> bool:
+        """Whether a sliding window runs beside the state (``--t2r-window``, its branch not ``linear``)."""
+        return self.window is not None and self.window.active
 
     def _fused_from_input(self, query, key, value) -> bool:
         """Whether this parallel (training or scoring) call of self-attention runs
@@ -202,6 +218,7 @@ class T2RAttention(IncrementalDecoding, transfer.Recordable, nn.Module):
         op knows no other)."""
         return (
             self.state_update.is_paper
+            and not self.windowed
             and key is query
             and value is query
             and self.feature_map.relu_of_linear

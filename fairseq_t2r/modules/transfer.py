@@ -82,10 +82,13 @@ def teacher_force(attn, out: Tensor, query: Tensor, key: Tensor, value: Tensor,
 def linear_weights(attn, phi_q: Tensor, phi_k: Tensor, x: Tensor, key_padding_mask: Optional[Tensor]) -> Tensor:
     """The (B, H, T, S) weights of ``attn``'s linear attention: cross-attention's plain ones, else
     its state update's (a decayed or gated state weighs key j at query i by the gates between
-    them as well: exactly the matrix its outputs use). Only states whose
+    them as well: exactly the matrix its outputs use; with ``--t2r-window`` the window's softmax and
+    the delayed state's terms in one matrix, ``SlidingWindow.attention_weights``). Only states whose
     ``weights_are_distributions`` have weights that are distributions."""
     if not attn.self_attention:
         return ops.linear_attention_weights(phi_q, phi_k, False, attn.eps)
+    if attn.windowed:
+        return attn.window.attention_weights(attn, x, key_padding_mask, phi_q, phi_k)
     return attn.state_update.attention_weights(phi_q, phi_k, x, attn.k_proj, key_padding_mask, attn.eps)
 
 

@@ -444,3 +444,17 @@ def test_hybrid_rule_arms_choose_the_layer_with_t2r_convert(tmp_path):
         assert ft[ft.index("--finetune-from-model") + 1] == plan.checkpoint(select.name[3:])
         assert "--t2r-layers" not in ft and finetune.deps == [select.name]
         assert ft[ft.index("--max-update") + 1] == str(preset.ft_updates - preset.transfer_updates)
+
+
+def test_window_arms_pass_the_window_to_the_swap(tmp_path):
+    """window: the gate from the key with a 64-token window; window-only: the window alone."""
+    from fairseq_t2r.demo import presets
+    from fairseq_t2r.demo.plan import TaskPlan
+
+    plan = TaskPlan("lm", tmp_path, presets.PRESETS["quick"], f"{REPO}/fairseq_t2r", variants="window,window-only",
+                    teacher_cache=False)
+    steps = {s.name: s.args for s in plan.steps()}
+    flag = lambda args, name: args[args.index(name) + 1]  # noqa: E731
+    assert flag(steps["lm/window"], "--t2r-window") == flag(steps["lm/window-only"], "--t2r-window") == "64"
+    assert flag(steps["lm/window"], "--t2r-state") == "gate" and "--t2r-window-branch" not in steps["lm/window"]
+    assert flag(steps["lm/window-only"], "--t2r-window-branch") == "window"

@@ -188,6 +188,11 @@ class StateUpdate(nn.Module):
              normalize: Optional[bool] = None) -> Tensor:
         raise NotImplementedError
 
+    def read_sums(self, phi_q: Tensor, state: Tensor) -> Tuple[Tensor, Tensor]:
+        """(phi(q).S (B, H, R, D), phi(q).z (B, H, R)) in the state's dtype: a sum-normalised state's
+        numerator and denominator apart (a sliding window adds its own terms to both)."""
+        raise NotImplementedError(f"--t2r-state {self.name} --t2r-norm {self.norm} keeps no sum normaliser")
+
     def finish(self, out: Tensor) -> Tensor:
         """The forms' output (B, H, T, D) -> the attention output per head: unchanged for ``sum``,
         for ``rms`` out / rms(out) * norm_weight per head (in fp32 for half inputs)."""
@@ -255,6 +260,11 @@ class RunningSums(StateUpdate):
             g = log_g.to(state.dtype).exp()  # (B, H, 1) or (B, H, 1, F)
             state.mul_(g.unsqueeze(-1) if g.dim() == 3 else g.transpose(-1, -2))
         return state.addcmul_(phi_k.unsqueeze(-1), v1)
+
+    def read_sums(self, phi_q, state):
+        B, H, F, D1 = state.shape
+        nd = torch.bmm(phi_q.reshape(B * H, -1, F).to(state.dtype), state.view(B * H, F, D1)).view(B, H, -1, D1)
+        return nd[..., :-1], nd[..., -1]
 
     def read(self, phi_q, state, eps, out_dtype, normalize=None):
         """phi_q (B, H, R, F) against [S | z] (B, H, F, D + 1) -> (B, H, R, D) = num / max(den, eps)

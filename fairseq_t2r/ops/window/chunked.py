@@ -53,7 +53,7 @@ def window_parts(q: Tensor, k: Tensor, v: Tensor, window: int, key_padding_mask:
     """(m (B, H, T), sum exp(s - m) (B, H, T), sum exp(s - m) v (B, H, T, D)) over each query's window;
     m = -inf and both sums 0 where the window holds no valid key. All blocks at once: query a of a block
     sees the block's key slots r with a <= r <= a + W - 1 (slot r is position bC - W + 1 + r)."""
-    B, H, T, D = q.shape
+    B, H, T, _ = q.shape
     C = min(_chunk(window, chunk), T)
     nb = -(-T // C)
     s = torch.matmul(_blocks(q, C, nb), _key_blocks(k, window, C, nb).transpose(-1, -2))  # (B, H, nb, C, C+W-1)
@@ -69,7 +69,7 @@ def window_parts(q: Tensor, k: Tensor, v: Tensor, window: int, key_padding_mask:
     e = torch.exp(s - m.nan_to_num(nan=0.0, neginf=0.0)[..., None])
     num = torch.matmul(e, _key_blocks(v, window, C, nb))  # (B, H, nb, C, D)
     return (m.reshape(B, H, nb * C)[:, :, :T], e.sum(-1).reshape(B, H, nb * C)[:, :, :T],
-            num.reshape(B, H, nb * C, D)[:, :, :T])
+            num.reshape(B, H, nb * C, v.size(-1))[:, :, :T])
 
 
 def shifted_linear(phi_q: Tensor, phi_k: Tensor, v: Tensor, window: int, chunk: Optional[int] = None):
