@@ -15,7 +15,7 @@ and fairseq. Three parts:
    after a warm-up step, and the layer output of the fla path against ours;
 3. a table on stdout and ``gpu_check.json`` in ``--out``.
 
-    python3 benchmarks/gpu_check.py --out DIR
+    python3 -m benchmarks.gpu_check --out DIR
 """
 import argparse
 import json
@@ -27,8 +27,6 @@ import traceback
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
-sys.path.insert(0, REPO)
-sys.path.insert(0, HERE)
 
 import torch  # noqa: E402
 
@@ -268,8 +266,7 @@ def run_timing(ops, a, result):
 def main(argv=None):
     a = build_parser().parse_args(argv)
     os.makedirs(a.out, exist_ok=True)
-    from common import machine
-
+    from benchmarks.common import machine
     from fairseq_t2r import ops
 
     result = {"benchmark": "gpu_check: ours vs fla vs fairseq softmax, attention layer fwd+bwd",

@@ -38,9 +38,9 @@ twin's, each prefilled with its own state and timed side by side with the additi
 (interleaved per repeat); a state whose model build refuses it is skipped and the reason recorded.
 Results go to benchmarks/results/states_lm_generation.* by default, not the speed table's files.
 
-    python benchmarks/lm_generation.py            # default: 6 layers, 512 dims, contexts 128..8192
-    python benchmarks/lm_generation.py --quick    # tiny model, contexts 16,64 (smoke test)
-    python benchmarks/lm_generation.py --states additive,decay,gate --contexts 128,2048
+    python -m benchmarks.lm_generation            # default: 6 layers, 512 dims, contexts 128..8192
+    python -m benchmarks.lm_generation --quick    # tiny model, contexts 16,64 (smoke test)
+    python -m benchmarks.lm_generation --states additive,decay,gate --contexts 128,2048
 """
 import argparse
 import copy
@@ -48,14 +48,20 @@ import dataclasses
 import json
 import os
 import statistics
-import sys
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
 
 import torch  # noqa: E402
-from common import (  # noqa: E402
+from fairseq.models import (  # noqa: E402
+    ARCH_CONFIG_REGISTRY,
+    ARCH_MODEL_NAME_REGISTRY,
+    ARCH_MODEL_REGISTRY,
+    MODEL_DATACLASS_REGISTRY,
+)
+
+import fairseq_t2r.models  # noqa: E402,F401  (registers t2r_transformer_lm)
+from benchmarks.common import (  # noqa: E402
     FakeTask,
     add_model_options,
     clock,
@@ -66,14 +72,6 @@ from common import (  # noqa: E402
     state_bytes,
     state_options,
 )
-from fairseq.models import (  # noqa: E402
-    ARCH_CONFIG_REGISTRY,
-    ARCH_MODEL_NAME_REGISTRY,
-    ARCH_MODEL_REGISTRY,
-    MODEL_DATACLASS_REGISTRY,
-)
-
-import fairseq_t2r.models  # noqa: E402,F401  (registers t2r_transformer_lm)
 from fairseq_t2r.errors import T2RUserError  # noqa: E402
 
 

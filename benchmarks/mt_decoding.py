@@ -26,9 +26,9 @@ repeat (the order alternates) because the machine may be shared; medians are rep
 also gives the decoder's time per step, (generate - encoder) / (tgt + 1), the figure that should
 not depend on the source length for T2R.
 
-    python benchmarks/mt_decoding.py            # 6+6 layers, 512 dims, 8 heads, FFN 2048, vocab 10k
-    python benchmarks/mt_decoding.py --quick    # tiny model, lengths 32,128 (smoke test)
-    python benchmarks/mt_decoding.py --contexts 128,1024 ...  # + source = target length points
+    python -m benchmarks.mt_decoding            # 6+6 layers, 512 dims, 8 heads, FFN 2048, vocab 10k
+    python -m benchmarks.mt_decoding --quick    # tiny model, lengths 32,128 (smoke test)
+    python -m benchmarks.mt_decoding --contexts 128,1024 ...  # + source = target length points
 
 ``--contexts L,...``: per L, L decoder steps timed directly on an L-token source (the whole
 translation of an L-token sentence: ms per token averaged over it) and the incremental state's
@@ -44,14 +44,13 @@ import sys
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
 
 import torch  # noqa: E402
-from common import FakeTask, add_model_options, clock, make_dictionary, set_up_torch, state_bytes  # noqa: E402
 from fairseq.models import ARCH_CONFIG_REGISTRY, ARCH_MODEL_REGISTRY  # noqa: E402
 from fairseq.sequence_generator import SequenceGenerator  # noqa: E402
 
 import fairseq_t2r.models  # noqa: E402,F401  (registers t2r_transformer)
+from benchmarks.common import FakeTask, add_model_options, clock, make_dictionary, set_up_torch, state_bytes  # noqa: E402
 
 # the models timed: name -> (arch, --t2r-cross); "t2r" is linear cross-attention, as in earlier results
 TWINS = {"softmax": ("transformer", None), "t2r": ("t2r_transformer", "linear"),
@@ -409,7 +408,7 @@ def main(argv=None):
         "machine": mach, "config": run_config(a, dictionary, n_soft, n_t2r, wall),
         "results": rows, "decoder_steps": step_rows, "contexts": contexts,
     }
-    result["config"]["command"] = " ".join(["python benchmarks/mt_decoding.py"]
+    result["config"]["command"] = " ".join(["python -m benchmarks.mt_decoding"]
                                            + [shlex.quote(x) for x in (sys.argv[1:] if argv is None else argv)])
     result["summary"] = summarize(rows, a, step_rows)
     result["summary"]["lines"] += context_lines(contexts)

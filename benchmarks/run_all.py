@@ -1,11 +1,11 @@
 #!/usr/bin/env python
 """Run every speed benchmark and write the results table ``docs/results/speed.md``.
 
-    python benchmarks/run_all.py              # full runs (~20 min on 2 quiet cores), results in
+    python -m benchmarks.run_all              # full runs (~20 min on 2 quiet cores), results in
                                               # benchmarks/results/, table in docs/results/speed.md
-    python benchmarks/run_all.py --quick      # smoke run (< 1 min): tiny models, nothing committed
+    python -m benchmarks.run_all --quick      # smoke run (< 1 min): tiny models, nothing committed
                                               # is touched (writes to --out-dir, default a temp dir)
-    python benchmarks/run_all.py --only lm_generation,training
+    python -m benchmarks.run_all --only lm_generation,training
 
 Each benchmark runs in its own process (``lm_generation.py``, ``mt_decoding.py``, ``training.py``,
 and ``gpu_check.py`` when CUDA is available), writing ``<name>.json`` and ``<name>.png`` to the
@@ -27,8 +27,7 @@ BENCHMARKS = ["lm_generation", "mt_decoding", "training", "gpu_check"]
 
 
 def run(name, out_dir, quick, threads, extra):
-    script = os.path.join(HERE, name + ".py")
-    cmd = [sys.executable, script]
+    cmd = [sys.executable, "-m", "benchmarks." + name]
     if name == "gpu_check":
         cmd += ["--out", out_dir]
     else:
@@ -385,12 +384,12 @@ def main(argv=None):
         for name in names:
             if name == "gpu_check" and not torch.cuda.is_available():
                 print("\n=== gpu_check skipped: no CUDA here (run it on a GPU machine: "
-                      "python3 benchmarks/gpu_check.py --out DIR)")
+                      "python3 -m benchmarks.gpu_check --out DIR)")
                 continue
             if run(name, a.out_dir, a.quick, a.threads, {}) != 0:
                 failed.append(name)
     res = {n: load(a.out_dir, n) for n in BENCHMARKS}
-    command = "python benchmarks/run_all.py" + (" --quick" if a.quick else "")
+    command = "python -m benchmarks.run_all" + (" --quick" if a.quick else "")
     path = write_markdown({n: r for n, r in res.items() if r}, a.out_dir, a.table, command)
     print(f"\nwrote {path}")
     with open(path) as f:

@@ -26,10 +26,10 @@ repeat, the order alternating), medians reported:
 - ``lm``: the whole 6-layer LM (``transformer_lm`` vs its ``t2r_transformer_lm`` twin, same
   weights), one sequence of ``--lm-len`` tokens, cross-entropy over the vocabulary, fwd + bwd.
 
-    python benchmarks/training.py                 # everything (~6 min on 2 quiet cores)
-    python benchmarks/training.py --quick         # smoke test (small lengths, < 1 min)
-    python benchmarks/training.py --parts layer --lengths 1024,4096
-    python benchmarks/training.py --states additive,decay,gate --lengths 1024,4096,8192
+    python -m benchmarks.training                 # everything (~6 min on 2 quiet cores)
+    python -m benchmarks.training --quick         # smoke test (small lengths, < 1 min)
+    python -m benchmarks.training --parts layer --lengths 1024,4096
+    python -m benchmarks.training --states additive,decay,gate --lengths 1024,4096,8192
 """
 import argparse
 import json
@@ -41,11 +41,10 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
-sys.path.insert(0, REPO)
-sys.path.insert(0, HERE)
 
 import torch  # noqa: E402
-from common import FakeTask, clock, machine, make_dictionary, parse_states, state_options  # noqa: E402
+
+from benchmarks.common import FakeTask, clock, machine, make_dictionary, parse_states, state_options  # noqa: E402
 
 
 def _mha_and_t2r(dim, heads, feature_dim, seed=0):
@@ -202,7 +201,7 @@ def part_layer(a):
 def measure_memory(name, T, a):
     """Peak RSS increase (MB) of one fwd + bwd step, in a fresh subprocess."""
     env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536")  # every tensor its own mapping: RSS follows live tensors
-    cmd = [sys.executable, os.path.abspath(__file__), "--_memory-child", name, str(T),
+    cmd = [sys.executable, "-m", "benchmarks.training", "--_memory-child", name, str(T),
            "--dim", str(a.dim), "--heads", str(a.heads), "--feature-dim", str(a.feature_dim),
            "--threads", str(a.threads)]
     if a.states:
@@ -246,7 +245,7 @@ def _reset_peak():
 def part_lm(a):
     import copy
 
-    import lm_generation as G
+    from benchmarks import lm_generation as G
 
     cfg = argparse.Namespace(layers=a.layers, dim=a.dim, heads=a.heads, ffn=a.ffn, feature_map="t2r",
                              feature_dim=a.feature_dim)
