@@ -30,6 +30,8 @@ REPO = os.path.dirname(HERE)
 
 import torch  # noqa: E402
 
+from benchmarks.report import checked, table, verdict
+
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 DEVICE = "cuda"  # "cpu" only for --cpu-smoke (a check of this script itself, with a stand-in kernel)
 # max |ours - fla| / max |ours| allowed: fp32 is tight up to TF32 rounding in fla's kernels
@@ -285,6 +287,32 @@ def main(argv=None):
     print(f"\n{'all checks passed' if ok else 'SOME CHECKS FAILED (see above)'}; wrote {path} "
           f"in {result['wall_s']:.0f} s")
     return 0 if ok else 1
+
+
+# ----------------------------------------------------------- the speed table's rows and section
+# (run_all.py writes docs/results/speed.md from these and this script's JSON)
+def targets(gpu):
+    if not gpu.get("equality"):
+        return []
+    ok = all(r["pass"] for r in gpu["equality"]["rows"])
+    worst = max(r["out_rel_err"] for r in gpu["equality"]["rows"] if r["dtype"] == "fp32")
+    return [checked("GPU", "ours == fla (fp32 tight, bf16/fp16 loose)", f"fp32 rel err {worst:.1e}", "all pass", ok)]
+
+
+def section(gpu):
+    lines = ["", "## GPU (gpu_check.py)", ""]
+    if gpu.get("equality"):
+        lines += table([[r["dtype"], r["length"], f"{r['out_rel_err']:.1e}", f"{r['grad_rel_err']:.1e}",
+                         verdict(r["pass"]).replace("MISS", "FAIL")] for r in gpu["equality"]["rows"]],
+                       ["dtype", "length", "out rel err", "grad rel err", ""])
+    if gpu.get("layer"):
+        lines += [""] + table([[r["dtype"], r["length"]] + [f"{r['ms'].get(v, float('nan')):.2f}" for v in ("ours", "fla", "softmax")]
+                               + [f"{r['peak_MB'].get(v, float('nan')):.0f}" for v in ("ours", "fla", "softmax")]
+                               for r in gpu["layer"]],
+                              ["dtype", "length", "ours ms", "fla ms", "softmax ms", "ours MB", "fla MB", "softmax MB"])
+    for e in gpu.get("errors", []):
+        lines.append(f"- error: {e.splitlines()[-1] if e else e}")
+    return lines
 
 
 if __name__ == "__main__":

@@ -72,6 +72,7 @@ from benchmarks.common import (  # noqa: E402
     state_bytes,
     state_options,
 )
+from benchmarks.report import checked, reported, table
 from fairseq_t2r.errors import T2RUserError  # noqa: E402
 
 
@@ -661,6 +662,86 @@ def summarize_states(rows, s):
         s.setdefault("states_over_additive", {})[v] = {"by_context": by_ctx, "max": worst}
         s["lines"].append(f"{v} / t2r (additive) per token: " + ", ".join(f"{c}: {x:.3f}" for c, x in by_ctx.items())
                           + f" (max {worst:.3f}; target <= 1.15)")
+
+
+# ----------------------------------------------------------- the speed table's rows and section
+# (run_all.py writes docs/results/speed.md from these and this script's JSON)
+def targets(lm):
+    by = {r["context"]: r for r in lm["results"]}
+    s = lm.get("summary", {})
+    return lm_flatness_rows(lm, by, s) + lm_speedup_rows(by) + lm_state_rows(by, s) + lm_floor_rows(by, s)
+
+
+def lm_flatness_rows(lm, by, s):
+    """T2R's time per token, longest context over shortest: side by side, and from the table's rows."""
+    rows = []
+    if "t2r_flatness" in s:
+        f = s["t2r_flatness"]
+        rows.append(checked("LM generation", f"T2R ms/token at {f['to']} / at {f['from']} (batch {lm['config']['batch']}; "
+                            "the two contexts timed side by side)", f"{f['ratio']:.3f}", "<= 1.15", f["ratio"] <= 1.15))
+    if "t2r_flatness_across_rows" in s:
+        f = s["t2r_flatness_across_rows"]
+        a, b = by[f["from"]]["ms_per_token"], by[f["to"]]["ms_per_token"]
+        drift = f" (the attention-free floor moved {b['floor_none'] / a['floor_none']:.3f}x)" if "floor_none" in a else ""
+        rows.append(reported("LM generation", f"same, from the table's rows (timed minutes apart){drift}",
+                             f"{f['ratio']:.3f}"))
+    return rows
+
+
+def lm_speedup_rows(by):
+    return [checked("LM generation", f"softmax / T2R time per token at {ctx}", f"{by[ctx]['speedup']:.1f}x",
+                    f">= {need}x", by[ctx]["speedup"] >= need)
+            for ctx, need in ((4096, 20), (8192, 35)) if ctx in by and "speedup" in by[ctx]]
+
+
+def lm_state_rows(by, s):
+    """T2R's state: the same size at every context, and a small fraction of softmax's KV cache."""
+    if "t2r_state_constant" not in s:
+        return []
+    longest = max(by)
+    last = by[longest]
+    ratio = last["t2r_state_bytes"] / last["softmax_state_bytes"]
+    return [checked("LM generation", "T2R incremental state bytes at every context",
+                    f"{last['t2r_state_bytes']:,} B at each" if s["t2r_state_constant"] else "varies",
+                    "constant", s["t2r_state_constant"]),
+            checked("LM generation", f"T2R state / softmax KV cache at {longest}",
+                    f"1/{1 / ratio:.0f} ({last['t2r_state_MB']:.2f} MB vs {last['softmax_state_MB']:.0f} MB)",
+                    "<= 1/100", ratio <= 0.01)]
+
+
+def lm_floor_rows(by, s):
+    """T2R against the same model with attention removed or reduced to its projections; merged projections."""
+    rows = []
+    if "t2r_over_floor_none_max" in s:
+        v = s["t2r_over_floor_none_max"]
+        rows.append(checked("LM generation", "T2R / same model with attention removed, per token (max over contexts)",
+                            f"{v:.3f}", "<= 1.10", v <= 1.10))
+    if all("floor_proj" in r["ms_per_token"] and "floor_none" in r["ms_per_token"] for r in by.values()):
+        # what limits the row above: the matmuls a T2R step cannot avoid, without any state
+        v = min(r["ms_per_token"]["floor_proj"] / r["ms_per_token"]["floor_none"] for r in by.values())
+        rows.append(reported("LM generation", "its limit: attention reduced to its two projections / attention removed "
+                             "(min over contexts)", f"{v:.3f}"))
+    if "t2r_over_floor_proj_max" in s:
+        rows.append(reported("LM generation", "T2R / attention reduced to its two projections (max over contexts)",
+                             f"{s['t2r_over_floor_proj_max']:.3f}"))
+    if "merged_speedup" in s:
+        rows.append(reported("LM generation", "merged vs unmerged projections, per token (median over contexts)",
+                             f"{s['merged_speedup']:.3f}x"))
+    return rows
+
+
+def section(lm):
+    c = lm["config"]
+    lines = ["", "## LM generation (ms per token)", "",
+             f"{c['layers']} layers, {c['dim']} dims, {c['heads']} heads, FFN {c['ffn']}, vocab {c['vocab']}, "
+             f"T2R k={c['feature_dim']}, batch {c['batch']}, fp32, {c.get('clock', 'wall')} clock. Softmax's KV "
+             f"cache is synthesised above {c.get('softmax_prefill_max')} tokens (see the script).", ""]
+    variants = c.get("variants", ["softmax", "t2r"])
+    head = ["context"] + variants + ["softmax / T2R", "softmax state MB", "T2R state MB"]
+    rows = [[r["context"]] + [f"{r['ms_per_token'][v]:.2f}" for v in variants]
+            + [f"{r.get('speedup', float('nan')):.1f}x", f"{r['softmax_state_MB']:.1f}", f"{r['t2r_state_MB']:.2f}"]
+            for r in lm["results"]]
+    return lines + table(rows, head) + ["", "![lm_generation](../../benchmarks/results/lm_generation.png)"]
 
 
 if __name__ == "__main__":

@@ -51,6 +51,7 @@ from fairseq.sequence_generator import SequenceGenerator  # noqa: E402
 
 import fairseq_t2r.models  # noqa: E402,F401  (registers t2r_transformer)
 from benchmarks.common import FakeTask, add_model_options, clock, make_dictionary, set_up_torch, state_bytes  # noqa: E402
+from benchmarks.report import checked, reported, table
 
 # the models timed: name -> (arch, --t2r-cross); "t2r" is linear cross-attention, as in earlier results
 TWINS = {"softmax": ("transformer", None), "t2r": ("t2r_transformer", "linear"),
@@ -464,6 +465,68 @@ def summarize(rows, a, step_rows=()):
                                   + ", ".join(f"{r['src']}: {r[key]:.2f}" for r in src)
                                   + f" ({src[-1]['src']} / {src[0]['src']}: {ratio:.2f})")
     return s
+
+
+# ----------------------------------------------------------- the speed table's rows and section
+# (run_all.py writes docs/results/speed.md from these and this script's JSON)
+def targets(mt):
+    s = mt.get("summary", {})
+    return mt_generate_rows(mt["config"], s) + mt_step_ratio_rows(s)
+
+
+def mt_generate_rows(c, s):
+    """softmax / T2R through fairseq's SequenceGenerator, at batch 1 and batched."""
+    rows = []
+    if "beam4_speedup" in s:
+        rows.append(checked("MT decoding", f"softmax / T2R, beam 4, src {c['fixed_src']}, tgt {c['fixed_tgt']}, "
+                            f"batch {c['batch']} (generate)",
+                            f"{s['beam4_speedup']:.2f}x", ">= 2x", s["beam4_speedup"] >= 2))
+        rows.append(reported("MT decoding", "same, decoder steps only (encoder time removed)",
+                             f"{s['beam4_decoder_speedup']:.2f}x"))
+    for b in c.get("batched", []):
+        v = s.get(f"beam4_batch{b}_speedup")
+        if v is not None:
+            rows.append(checked("MT decoding", f"same at batch {b} ({b} sentences x 4 beams per step)", f"{v:.2f}x",
+                                ">= 2x", v >= 2))
+    return rows
+
+
+def mt_step_ratio_rows(s):
+    """Decoder step time, longest source over shortest: timed directly, and through the generator."""
+    rows = []
+    for m in ("t2r", "softmax"):
+        d = s.get(f"direct_{m}_step_ratio")
+        if d:
+            what = (f"{'T2R' if m == 't2r' else 'softmax'} decoder step (timed directly), "
+                    f"source {d['to']} / source {d['from']}")
+            rows.append(checked("MT decoding", what, f"{d['ratio']:.3f}", "<= 1.10 (flat)", d["ratio"] <= 1.10)
+                        if m == "t2r" else reported("MT decoding", what, f"{d['ratio']:.3f}"))
+    for k, v in s.items():
+        if k.startswith("beam4_t2r_step_ratio") or k.startswith("beam4_softmax_step_ratio"):
+            a, b = k.split("_src")[1].split("_vs_")
+            who = "T2R" if "_t2r_" in k else "softmax"
+            rows.append(reported("MT decoding", f"{who} (generate - encoder) / steps, source {a} / source {b} "
+                                 "(whole SequenceGenerator, first-step source summaries included)", f"{v:.3f}"))
+    return rows
+
+
+def section(mt):
+    c = mt["config"]
+    lines = ["", "## MT decoding", "",
+             f"{c['enc_layers']}+{c['dec_layers']} layers, {c['dim']} dims, {c['heads']} heads, FFN {c['ffn']}, "
+             f"vocab {c['vocab']}, T2R k={c['feature_dim']} (self and cross), batch {c['batch']} (sweeps), fp32; "
+             "fairseq's SequenceGenerator with the output length forced.", ""]
+    rows = [[r["sweep"], r["beam"], r.get("batch", c["batch"]), r["src"], r["tgt"], f"{r['softmax_s']:.2f}", f"{r['t2r_s']:.2f}",
+             f"{r['speedup']:.2f}x", f"{r['softmax_decoder_ms_per_step']:.2f}", f"{r['t2r_decoder_ms_per_step']:.2f}",
+             f"{r['encoder_s']:.3f}"] for r in mt["results"]]
+    lines += table(rows, ["sweep", "beam", "batch", "src", "tgt", "softmax s", "T2R s", "speedup", "softmax ms/step",
+                          "T2R ms/step", "encoder s"])
+    if mt.get("decoder_steps"):
+        lines += ["", "Decoder steps timed directly (no SequenceGenerator; state reordered each step):", ""]
+        lines += table([[r["src"], r["beam"], r["steps"], f"{r['softmax_ms_per_step']:.2f}", f"{r['t2r_ms_per_step']:.2f}",
+                         f"{r['speedup']:.2f}x"] for r in mt["decoder_steps"]],
+                       ["src", "beam", "steps", "softmax ms/step", "T2R ms/step", "speedup"])
+    return lines + ["", "![mt_decoding](../../benchmarks/results/mt_decoding.png)"]
 
 
 if __name__ == "__main__":

@@ -45,6 +45,7 @@ REPO = os.path.dirname(HERE)
 import torch  # noqa: E402
 
 from benchmarks.common import FakeTask, clock, machine, make_dictionary, parse_states, state_options  # noqa: E402
+from benchmarks.report import checked, table
 
 
 def _mha_and_t2r(dim, heads, feature_dim, seed=0):
@@ -459,6 +460,83 @@ def main(argv=None):
     if a.out:
         save(result, a.out)
     return result
+
+
+# ----------------------------------------------------------- the speed table's rows and section
+# (run_all.py writes docs/results/speed.md from these and this script's JSON)
+def targets(tr):
+    layer = {r["length"]: r for r in tr.get("layer", [])}
+    rows = [checked("training", f"attention layer fwd+bwd, softmax / T2R at {T}", f"{layer[T]['speedup']:.2f}x",
+                    f">= {need}x", layer[T]["speedup"] >= need)
+            for T, need in ((1024, 1.5), (4096, 4), (8192, 8)) if T in layer]
+    rows += training_memory_rows(tr)
+    if "lm" in tr:
+        sp = tr["lm"]["speedup"]
+        rows.append(checked("training", f"whole {tr['config']['layers']}-layer LM fwd+bwd at {tr['lm']['length']}",
+                            f"{sp:.2f}x", ">= 2x", sp >= 2))
+    return rows
+
+
+def training_memory_rows(tr):
+    """Peak memory of one layer step at the longest length measured, T2R over softmax."""
+    big = max((r for r in tr.get("layer", []) if "peak_MB" in r), key=lambda r: r["length"], default=None)
+    if not big:
+        return []
+    pm = big["peak_MB"]
+    return [checked("training", f"layer step peak memory T2R / softmax at {big['length']} (step only)",
+                    f"{big['memory_ratio']:.2f} ({pm['t2r']:.0f} MB vs {pm['softmax']:.0f} MB)", "<= 0.25",
+                    big["memory_ratio"] <= 0.25),
+            checked("training", f"same, softmax's causal mask ({big['softmax_mask_MB']:.0f} MB) counted",
+                    f"{big['memory_ratio_with_mask']:.2f}", "<= 0.25", big["memory_ratio_with_mask"] <= 0.25)]
+
+
+def section(tr):
+    c = tr["config"]
+    lines = training_layer_section(tr) if tr.get("layer") else []
+    if tr.get("lm"):
+        r = tr["lm"]
+        lines += ["", f"Whole LM ({c['layers']} layers, vocab {c['vocab']}), one sequence of {r['length']} tokens, "
+                      f"fwd + bwd: softmax {r['ms']['softmax']:.0f} ms, T2R {r['ms']['t2r']:.0f} ms, "
+                      f"{r['speedup']:.2f}x."]
+    if tr.get("tune"):
+        lines += tune_section(tr["tune"])
+    return lines
+
+
+def training_layer_section(tr):
+    c = tr["config"]
+    lines = ["", "## Training: one attention layer, forward + backward", "",
+             f"{c['dim']} dims, {c['heads']} heads, T2R k={c['feature_dim']}, batch 1, fp32. {c['layer_call']}. "
+             f"Memory: {c['memory']}.", ""]
+    rows = []
+    for r in tr["layer"]:
+        pm = r.get("peak_MB", {})
+        rows.append([r["length"], f"{r['ms']['softmax']:.1f}", f"{r['ms']['t2r']:.1f}", f"{r['speedup']:.2f}x",
+                     f"{pm['softmax']:.0f} (+{r['softmax_mask_MB']:.0f} mask)" if pm else "",
+                     f"{pm['t2r']:.0f}" if pm else ""])
+    lines += table(rows, ["length", "softmax ms", "T2R ms", "speedup", "softmax peak MB", "T2R peak MB"])
+    return lines + ["", "![training](../../benchmarks/results/training.png)"]
+
+
+def tune_column(n):
+    """Older runs named the chunked column by its chunk size."""
+    return "chunked" if n.startswith("chunked C=") and n != "chunked C=T" else n
+
+
+def tune_section(t):
+    """The quadratic vs chunked timings, the chunk-size sweep, and the thresholds in force."""
+    lines = ["", "### Quadratic vs chunked form, chunk size (attention core alone, fwd + bwd, ms)", ""]
+    qrows = [{"length": r["length"], "ms": {tune_column(n): v for n, v in r["ms"].items()}} for r in t["quadratic_vs_chunked"]]
+    names = list(dict.fromkeys(n for r in qrows for n in r["ms"]))
+    lines += table([[r["length"]] + [f"{r['ms'][n]:.2f}" if n in r["ms"] else "" for n in names] for r in qrows],
+                   ["length"] + [n if n != "chunked" else f"chunked C=min(T, {t['current']['DEFAULT_CHUNK_SIZE']})"
+                                 for n in names])
+    if t["chunk_sizes"]:
+        names = sorted({n for r in t["chunk_sizes"] for n in r["ms"]}, key=lambda n: int(n[2:]))
+        lines += [""] + table([[r["length"]] + [f"{r['ms'][n]:.1f}" if n in r["ms"] else "" for n in names]
+                               for r in t["chunk_sizes"]], ["length"] + names)
+    return lines + ["", f"In force: QUADRATIC_MAX_LEN = {t['current']['QUADRATIC_MAX_LEN']}, "
+                        f"DEFAULT_CHUNK_SIZE = {t['current']['DEFAULT_CHUNK_SIZE']}."]
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ import os
 
 from utils import REPO
 
-from benchmarks import run_all
+from benchmarks import gpu_check, run_all
 
 RESULTS = os.path.join(REPO, "benchmarks", "results")
 
@@ -25,6 +25,6 @@ def test_gpu_check_rows():
         gpu = dict(json.load(f), equality=equality)
     assert run_all.targets({"gpu_check": gpu}) == [
         ("GPU", "ours == fla (fp32 tight, bf16/fp16 loose)", "fp32 rel err 1.0e-07", "all pass", "MISS")]
-    lines = run_all.gpu_section(gpu)
+    lines = gpu_check.section(gpu)
     assert "| bf16 | 8 | 1.0e-02 | 3.0e-02 | FAIL |" in lines
     assert sum(line.startswith("| fp16 | 8192 |") for line in lines) == 1  # the timing table
