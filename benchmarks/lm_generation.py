@@ -32,15 +32,11 @@ Variants, all timed side by side in one process, interleaved per context and per
   and nothing else: what stands above it is the recurrent state update and read-out and our
   Python.
 
-State updates (``--states additive,decay,gate,gate-feature,delta,gated-delta``, ``gate-feature``
-the gate with one gate per feature): one T2R model per state (``--t2r-state``/``--t2r-norm``, see fairseq_t2r/config.py), every shared tensor the additive
-twin's, each prefilled with its own state and timed side by side with the additive ``t2r``
-(interleaved per repeat); a state whose model build refuses it is skipped and the reason recorded.
-Results go to benchmarks/results/states_lm_generation.* by default, not the speed table's files.
+The state updates other than the additive one are timed by ``lm_states.py`` (the ``--states``
+sweep), on the measurement code here.
 
     python -m benchmarks.lm_generation            # default: 6 layers, 512 dims, contexts 128..8192
     python -m benchmarks.lm_generation --quick    # tiny model, contexts 16,64 (smoke test)
-    python -m benchmarks.lm_generation --states additive,decay,gate --contexts 128,2048
 """
 import argparse
 import copy
@@ -66,14 +62,10 @@ from benchmarks.common import (  # noqa: E402
     add_model_options,
     clock,
     make_dictionary,
-    parse_states,
-    save_figure,
     set_up_torch,
     state_bytes,
-    state_options,
 )
 from benchmarks.report import checked, reported, table
-from fairseq_t2r.errors import T2RUserError  # noqa: E402
 
 
 def build(arch: str, task, a, max_positions: int, **options):
@@ -315,34 +307,27 @@ def build_parser():
                         "shared machine for comparing variants with --threads 1")
     p.add_argument("--quick", action="store_true", help="tiny model, contexts 16,64, few repeats (smoke test)")
     p.add_argument("--out", default=None,
-                   help="output prefix for .json/.png (default benchmarks/results/lm_generation, with "
-                        "--states benchmarks/results/states_lm_generation; --quick writes nothing unless given)")
-    p.add_argument("--states", default=None,
-                   help="comma-separated state updates STATE[:NORM] (additive, decay, gate, delta, gated-delta; "
-                        "norm sum or rms, default rms for delta and gated-delta, else sum): one T2R model per "
-                        "state, timed side by side with the additive t2r (with --variants left at its default, "
-                        "the only other variant)")
+                   help="output prefix for .json/.png (default benchmarks/results/lm_generation; --quick "
+                        "writes nothing unless given)")
     return p
 
 
-def parse_args(argv):
-    """The options, with --quick's tiny model; ``a.contexts`` (sorted ints), ``a.variants`` (a list)
-    and ``a.out`` (the output prefix, None: write nothing) resolved."""
-    p = build_parser()
+def parse_args(argv, p=None, out_name="lm_generation"):
+    """The options of ``p`` (default build_parser()), with --quick's tiny model; ``a.contexts`` (sorted
+    ints), ``a.variants`` (a list) and ``a.out`` (the output prefix, default
+    benchmarks/results/OUT_NAME; None: write nothing) resolved. ``a.states``: None here (lm_states.py
+    sets it)."""
+    p = p or build_parser()
     a = p.parse_args(argv)
+    a.states = getattr(a, "states", None)
     if a.quick:
         a.layers, a.dim, a.heads, a.ffn, a.vocab = 2, 64, 4, 128, 1000
         a.steps, a.softmax_steps, a.warmup, a.repeats = 4, 2, 1, 2
         if a.contexts == p.get_default("contexts"):
             a.contexts = "16,64"
         a.softmax_prefill_max = min(a.softmax_prefill_max, 16)
-    if a.states is not None:
-        a.states = parse_states(a.states)
-        if a.variants == p.get_default("variants"):
-            a.variants = "t2r"
-        a.variants += "," + ",".join(v for v, _, _ in a.states)
     if a.out is None and not a.quick:
-        a.out = os.path.join(REPO, "benchmarks", "results", "states_lm_generation" if a.states else "lm_generation")
+        a.out = os.path.join(REPO, "benchmarks", "results", out_name)
     a.contexts = sorted(int(c) for c in a.contexts.split(","))
     a.variants = list(dict.fromkeys(v for v in a.variants.split(",") if v))
     return a
@@ -378,24 +363,6 @@ def build_models(a, dictionary):
 
 def max_positions(a):
     return max(a.contexts) + a.warmup + a.steps + 8
-
-
-def build_state_models(a, dictionary, t2r):
-    """One T2R model per state of ``a.states`` but the additive one, every shared tensor ``t2r``'s
-    (its state dict loaded: the new state tensors take their swap initialisation): ({variant:
-    model}, {variant: why its build refused it})."""
-    models, skipped = {}, {}
-    for variant, state, norm in a.states[1:]:
-        try:
-            options = {f"t2r_{k}": v for k, v in state_options(state, norm).items()}
-            m = build("t2r_transformer_lm", FakeTask(dictionary), a, max_positions(a), **options)
-        except (ValueError, T2RUserError) as e:
-            skipped[variant] = str(e)
-            print(f"{variant} skipped: --t2r-state {state} --t2r-norm {norm} refused: {e}", flush=True)
-            continue
-        m.load_state_dict(copy.deepcopy(t2r.state_dict()))
-        models[variant] = m
-    return models, skipped
 
 
 def check_prefills(sources, dictionary):
@@ -512,9 +479,9 @@ def measure(models, soft, t2r, dictionary, a, states=None):
     return checks, rows, flat
 
 
-def run_config(a, dictionary, models, counts, wall, skipped=None):
+def run_config(a, dictionary, models, counts, wall):
     n_soft, n_t2r = counts
-    config = {
+    return {
         "layers": a.layers, "dim": a.dim, "heads": a.heads, "ffn": a.ffn, "vocab": len(dictionary),
         "feature_map": a.feature_map, "feature_dim": a.feature_dim, "batch": a.batch,
         "steps": a.steps, "softmax_steps_synthetic": a.softmax_steps, "warmup": a.warmup, "repeats": a.repeats,
@@ -527,82 +494,53 @@ def run_config(a, dictionary, models, counts, wall, skipped=None):
         "clock": a.clock,
         "wall_s": wall,
     }
-    if a.states:
-        config["states"] = [{"variant": v, "state": s, "norm": n} for v, s, n in a.states]
-        config["states_skipped"] = skipped or {}
-    return config
 
 
-def save(result, a):
-    """OUT.json and OUT.png (``a.out`` the prefix)."""
+def save(result, a, plot_rows):
+    """OUT.json and OUT.png (``a.out`` the prefix; ``plot_rows(rows, path, title)`` draws it)."""
     out, mach = a.out, result["machine"]
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     with open(out + ".json", "w") as f:
         json.dump(result, f, indent=1)
     title = (f"{a.layers}L/{a.dim}d/{a.heads}h LM, batch {a.batch}, fp32, {mach['cpu']} x{mach['threads']} threads, "
              f"torch {torch.__version__}; T2R k={a.feature_dim}")
-    (plot_states if a.states else plot)(result["results"], out + ".png", title)
+    plot_rows(result["results"], out + ".png", title)
     print(f"\nwrote {out}.json and {out}.png")
 
 
-def plot_states(rows, path, title):
-    """Time per token of each state update by context, and its ratio over the additive t2r."""
-    import logging
-
-    logging.getLogger("matplotlib").setLevel(logging.WARNING)  # fairseq sets the root logger to DEBUG
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    ctx = [r["context"] for r in rows]
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.4))
-    color = {}  # one colour per state in both panels
-    for name in rows[0]["ms_per_token"]:
-        line, = ax1.plot(ctx, [r["ms_per_token"][name] for r in rows], "s-", label=name)
-        color[name] = line.get_color()
-    for name in rows[0].get("over_additive", {}):
-        ax2.plot(ctx, [r["over_additive"][name] for r in rows], "s-", label=name, color=color[name])
-    ax2.axhline(1.15, color="k", ls=":", label="target 1.15")
-    ax1.set_ylabel("ms / token (median)")
-    ax1.set_title("time per generated token")
-    ax2.set_ylabel("state / additive t2r, per token")
-    ax2.set_title("side by side with the additive state")
-    for ax in (ax1, ax2):
-        ax.set_xscale("log", base=2)
-        ax.set_xticks(ctx)
-        ax.set_xticklabels([str(c) for c in ctx])
-        ax.set_xlabel("context length (tokens)")
-        ax.legend(fontsize=7)
-        ax.grid(alpha=0.3)
-    save_figure(fig, title, path)
-
-
 def main(argv=None):
-    a = parse_args(argv)
+    return run(parse_args(argv))
+
+
+def run(a, sweep=None):
+    """Build, check, time, summarise and save (``a`` from parse_args). ``sweep``: the module adding
+    the other state updates (lm_states.py: ``build_state_models``, ``summarize_states``, ``config``,
+    ``plot_states``)."""
     mach = set_up(a)
     t_start = time.perf_counter()
     dictionary = make_dictionary(a.vocab)
     models, soft, t2r, counts = build_models(a, dictionary)
-    states, skipped = build_state_models(a, dictionary, t2r) if a.states else ({}, {})
+    states, skipped = sweep.build_state_models(a, dictionary, t2r) if sweep else ({}, {})
     models.update(states)
     checks, rows, flat = measure(models, soft, t2r, dictionary, a, states)
     wall = time.perf_counter() - t_start
     summary = summarize(rows, flat)
+    if sweep:
+        sweep.summarize_states(rows, summary)
     for line in summary["lines"]:
         print(line)
     print(f"measured in {wall:.0f} s", flush=True)
     result = {
         "benchmark": "lm_generation: per-token incremental decoding, softmax transformer_lm vs T2R twin and floors",
         "machine": mach,
-        "config": run_config(a, dictionary, models, counts, wall, skipped),
+        "config": {**run_config(a, dictionary, models, counts, wall), **(sweep.config(a, skipped) if sweep else {})},
         "prefill_check_max_abs_diff": checks,
         "summary": summary,
         "results": rows,
         "flatness": flat,
     }
     if a.out:
-        save(result, a)
+        save(result, a, sweep.plot_states if sweep else plot)
     return result
 
 
@@ -650,18 +588,7 @@ def summarize(rows, flat=None):
     if have("t2r") and have("t2r_unmerged"):
         s["merged_speedup"] = statistics.median(r["merged_speedup"] for r in rows)
         s["lines"].append(f"merged vs unmerged projections: {s['merged_speedup']:.3f}x per token (median over contexts)")
-    summarize_states(rows, s)
     return s
-
-
-def summarize_states(rows, s):
-    """Each other state's time per token over the additive t2r's, by context (timed side by side)."""
-    for v in rows[0].get("over_additive", {}):
-        by_ctx = {str(r["context"]): r["over_additive"][v] for r in rows}
-        worst = max(by_ctx.values())
-        s.setdefault("states_over_additive", {})[v] = {"by_context": by_ctx, "max": worst}
-        s["lines"].append(f"{v} / t2r (additive) per token: " + ", ".join(f"{c}: {x:.3f}" for c, x in by_ctx.items())
-                          + f" (max {worst:.3f}; target <= 1.15)")
 
 
 # ----------------------------------------------------------- the speed table's rows and section
