@@ -62,6 +62,7 @@ from benchmarks.common import (  # noqa: E402
     add_model_options,
     clock,
     make_dictionary,
+    pyplot,
     set_up_torch,
     state_bytes,
 )
@@ -240,14 +241,8 @@ STYLE = {
 
 
 def plot(rows, path, title):
-    import logging
-
-    logging.getLogger("matplotlib").setLevel(logging.WARNING)  # fairseq sets the root logger to DEBUG
-    import matplotlib
-    import matplotlib.ticker
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
+    from matplotlib import ticker
 
     ctx = [r["context"] for r in rows]
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.4))
@@ -274,7 +269,7 @@ def plot(rows, path, title):
     for ax in (ax1, ax2):
         ax.set_xticks(ctx)
         ax.set_xticklabels([str(c) for c in ctx])
-        ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+        ax.xaxis.set_minor_locator(ticker.NullLocator())
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=120)

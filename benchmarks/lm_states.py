@@ -15,7 +15,7 @@ import copy
 import sys
 
 from benchmarks import lm_generation as G
-from benchmarks.common import FakeTask, parse_states, save_figure, state_options
+from benchmarks.common import FakeTask, parse_states, pyplot, save_figure, state_options
 from fairseq_t2r.errors import T2RUserError
 
 
@@ -70,13 +70,7 @@ def summarize_states(rows, s):
 
 def plot_states(rows, path, title):
     """Time per token of each state update by context, and its ratio over the additive t2r."""
-    import logging
-
-    logging.getLogger("matplotlib").setLevel(logging.WARNING)  # fairseq sets the root logger to DEBUG
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     ctx = [r["context"] for r in rows]
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.4))

@@ -50,7 +50,7 @@ from fairseq.models import ARCH_CONFIG_REGISTRY, ARCH_MODEL_REGISTRY  # noqa: E4
 from fairseq.sequence_generator import SequenceGenerator  # noqa: E402
 
 import fairseq_t2r.models  # noqa: E402,F401  (registers t2r_transformer)
-from benchmarks.common import FakeTask, add_model_options, clock, make_dictionary, set_up_torch, state_bytes  # noqa: E402
+from benchmarks.common import FakeTask, add_model_options, clock, make_dictionary, pyplot, set_up_torch, state_bytes  # noqa: E402
 from benchmarks.report import checked, reported, table
 
 # the models timed: name -> (arch, --t2r-cross); "t2r" is linear cross-attention, as in earlier results
@@ -133,14 +133,8 @@ def encode(model, sample):
 
 
 def plot(rows, a, path, title):
-    import logging
-
-    logging.getLogger("matplotlib").setLevel(logging.WARNING)  # fairseq sets the root logger to DEBUG
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import matplotlib.ticker
+    plt = pyplot()
+    from matplotlib import ticker
 
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.4))
     sweeps = [("source", "src", a.fixed_tgt, "tgt"), ("target", "tgt", a.fixed_src, "src")]
@@ -161,7 +155,7 @@ def plot(rows, a, path, title):
         xs = sorted({r[xkey] for r in rows if r["sweep"] == sweep})
         ax.set_xticks(xs)
         ax.set_xticklabels([str(x) for x in xs])
-        ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+        ax.xaxis.set_minor_locator(ticker.NullLocator())
         ax.set_ylim(bottom=0)
         ax.set_xlabel(f"{sweep} length (tokens); {fixed_key} length {fixed}")
         ax.set_ylabel("decoder ms per step ((generate - encoder) / steps)")

@@ -44,7 +44,7 @@ REPO = os.path.dirname(HERE)
 
 import torch  # noqa: E402
 
-from benchmarks.common import FakeTask, clock, machine, make_dictionary, parse_states, state_options  # noqa: E402
+from benchmarks.common import FakeTask, clock, machine, make_dictionary, parse_states, pyplot, state_options  # noqa: E402
 from benchmarks.report import checked, table
 
 
@@ -280,13 +280,7 @@ def part_lm(a):
 
 
 def plot(result, path):
-    import logging
-
-    logging.getLogger("matplotlib").setLevel(logging.WARNING)
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     layer = result.get("layer")
     if not layer:
