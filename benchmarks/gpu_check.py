@@ -28,7 +28,7 @@ import traceback
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 
-import torch  # noqa: E402
+import torch
 
 from benchmarks.report import checked, table, verdict
 

@@ -25,11 +25,11 @@ if CPU:  # must be set before triton is first imported
     os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-import torch  # noqa: E402
-import torch.nn.functional as nnf  # noqa: E402
+import torch
+import torch.nn.functional as nnf
 
-from fairseq_t2r import ops  # noqa: E402
-from fairseq_t2r.ops import kernels  # noqa: E402
+from fairseq_t2r import ops
+from fairseq_t2r.ops import kernels
 
 TOL = 2e-4  # fp32: sums of ~T fp32-rounded terms, different summation orders
 DEV = "cpu" if CPU else "cuda"

@@ -20,10 +20,10 @@ import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-import torch  # noqa: E402
+import torch
 
-from fairseq_t2r import ops  # noqa: E402
-from fairseq_t2r.machine import machine  # noqa: E402
+from fairseq_t2r import ops
+from fairseq_t2r.machine import machine
 
 DEVICE = "cuda"
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -56,7 +56,7 @@ def model_check(T=512):
     import argparse
 
     from benchmarks.common import FakeTask, make_dictionary
-    from benchmarks.lm_generation import build
+    from benchmarks.lm_models import build
 
     torch.manual_seed(0)
     size = argparse.Namespace(layers=2, dim=128, heads=4, ffn=256, feature_map="t2r", feature_dim=32)

@@ -40,10 +40,10 @@ import traceback
 if "--cpu-smoke" in sys.argv:  # the interpreter must be chosen before triton is first imported
     os.environ["TRITON_INTERPRET"] = "1"
 
-import torch  # noqa: E402
+import torch
 
-from benchmarks import gpu_check  # noqa: E402
-from benchmarks.gpu_check import cuda_time, features, rel_err  # noqa: E402
+from benchmarks import gpu_check
+from benchmarks.gpu_check import cuda_time, features, rel_err
 
 # max relative error vs float64: fp32 sums of ~C + T / C fp32-rounded terms; bf16 operands
 # rounded to 8 bits (u = 3.9e-3) before fp32-accumulated matmuls

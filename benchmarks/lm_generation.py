@@ -39,8 +39,6 @@ sweep), on the measurement code here.
     python -m benchmarks.lm_generation --quick    # tiny model, contexts 16,64 (smoke test)
 """
 import argparse
-import copy
-import dataclasses
 import json
 import os
 import statistics
@@ -48,188 +46,19 @@ import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-import torch  # noqa: E402
-from fairseq.models import (  # noqa: E402
-    ARCH_CONFIG_REGISTRY,
-    ARCH_MODEL_NAME_REGISTRY,
-    ARCH_MODEL_REGISTRY,
-    MODEL_DATACLASS_REGISTRY,
-)
+import torch
 
-import fairseq_t2r.models  # noqa: E402,F401  (registers t2r_transformer_lm)
-from benchmarks.common import (  # noqa: E402
-    FakeTask,
+from benchmarks import lm_models
+from benchmarks.common import (
     add_model_options,
     clock,
     make_dictionary,
     pyplot,
     set_up_torch,
-    state_bytes,
 )
+from benchmarks.lm_measure import measure
+from benchmarks.lm_models import build_models
 from benchmarks.report import checked, reported, table
-
-
-def build(arch: str, task, a, max_positions: int, **options):
-    """The model of ``arch`` at the size ``a`` asks for; ``options`` (e.g. t2r_state) set before the
-    arch's defaults."""
-    args = argparse.Namespace(
-        arch=arch,
-        decoder_layers=a.layers,
-        decoder_embed_dim=a.dim,
-        decoder_input_dim=a.dim,
-        decoder_output_dim=a.dim,
-        decoder_attention_heads=a.heads,
-        decoder_ffn_embed_dim=a.ffn,
-        tokens_per_sample=max_positions,
-        max_target_positions=max_positions,
-        add_bos_token=False,
-        tpu=False,
-        dropout=0.0,
-        attention_dropout=0.0,
-        activation_dropout=0.0,
-        t2r_feature_map=a.feature_map,
-        t2r_feature_dim=a.feature_dim,
-        **options,
-    )
-    ARCH_CONFIG_REGISTRY[arch](args)
-    # options the arch fn leaves unset: the model config dataclass defaults (as fairseq-train)
-    for f in dataclasses.fields(MODEL_DATACLASS_REGISTRY[ARCH_MODEL_NAME_REGISTRY[arch]]):
-        if f.name.startswith("_") or hasattr(args, f.name):
-            continue
-        default = f.default_factory() if f.default is dataclasses.MISSING else f.default
-        setattr(args, f.name, None if isinstance(default, str) and default.startswith("${") else default)
-    model = ARCH_MODEL_REGISTRY[arch].build_model(args, task)
-    return model.eval().float()
-
-
-def copy_state(state):
-    """Deep copy of an incremental state (T2R updates its state tensors in place)."""
-    return {k: ({n: (t.clone() if torch.is_tensor(t) else t) for n, t in v.items()} if isinstance(v, dict) else v)
-            for k, v in state.items()}
-
-
-class NoAttention(torch.nn.Module):
-    """A self-attention that returns its input at no cost (the ``floor_none`` variant)."""
-
-    def forward(self, query, key=None, value=None, **kwargs):
-        return query, None
-
-    def _get_input_buffer(self, incremental_state):
-        return {}
-
-
-class ProjectionsOnly(torch.nn.Module):
-    """A self-attention that does only the two matmuls a T2R generation step cannot avoid: one
-    fused projection x -> [s W_h W_q x | W_h W_k x | per head (v, 1)] (the folded feature maps,
-    as merged T2R does) and out_proj; no recurrent state (the ``floor_proj`` variant). Built from
-    the T2R module's own weights, independently of its code."""
-
-    def __init__(self, attn):
-        super().__init__()
-        H, D, C = attn.num_heads, attn.head_dim, attn.embed_dim
-        with torch.no_grad():
-            fm_w, fm_b = attn.feature_map.linear_part()
-            wq = (torch.matmul(fm_w, attn.q_proj.weight.view(H, D, C)) * attn.scaling).reshape(-1, C)
-            wk = torch.matmul(fm_w, attn.k_proj.weight.view(H, D, C)).reshape(-1, C)
-            wv = torch.cat([attn.v_proj.weight.view(H, D, C), attn.v_proj.weight.new_zeros(H, 1, C)], 1).view(-1, C)
-            self.weight = torch.nn.Parameter(torch.cat([wq, wk, wv], 0).contiguous())
-            self.bias = torch.nn.Parameter(torch.randn(self.weight.size(0)))
-        self.out_proj = attn.out_proj
-        self.embed_dim = C
-
-    def forward(self, query, key=None, value=None, **kwargs):
-        y = torch.addmm(self.bias, query[0], self.weight.t())
-        return self.out_proj(y[:, : self.embed_dim].unsqueeze(0)), None
-
-    def _get_input_buffer(self, incremental_state):
-        return {}
-
-
-def with_self_attention(model, make):
-    m = copy.deepcopy(model)
-    for layer in m.decoder.layers:
-        layer.self_attn = make(layer.self_attn)
-    return m
-
-
-def set_merge(model, merge: bool):
-    for mod in model.modules():
-        if hasattr(mod, "merge_projections"):
-            mod.merge_projections = merge
-
-
-def synthetic_softmax_state(model, batch, ctx):
-    """The KV cache a real prefill of ``ctx`` tokens leaves, filled with random values."""
-    state = {}
-    for layer in model.decoder.layers:
-        attn = layer.self_attn
-        shape = (batch, attn.num_heads, ctx, attn.head_dim)
-        buf = {"prev_key": torch.randn(shape), "prev_value": torch.randn(shape), "prev_key_padding_mask": None}
-        attn._set_input_buffer(state, buf)
-    return state
-
-
-def describe_state(state):
-    return sorted((name, tuple(t.shape) if torch.is_tensor(t) else None, str(t.dtype) if torch.is_tensor(t) else None)
-                  for buf in state.values() for name, t in buf.items())
-
-
-def prefill(decoder, tokens, incremental_state, chunk: int):
-    """Push ``tokens`` (B, T) through the decoder layers into ``incremental_state``, in parallel
-    calls of ``chunk`` tokens (TransformerDecoder.forward would keep only the last token)."""
-    B, T = tokens.shape
-    positions = decoder.embed_positions(tokens) if decoder.embed_positions is not None else None
-    for start in range(0, T, chunk):
-        end = min(T, start + chunk)
-        x = decoder.embed_scale * decoder.embed_tokens(tokens[:, start:end])
-        if decoder.project_in_dim is not None:
-            x = decoder.project_in_dim(x)
-        if positions is not None:
-            x = x + positions[:, start:end]
-        if decoder.layernorm_embedding is not None:
-            x = decoder.layernorm_embedding(x)
-        x = decoder.dropout_module(x).transpose(0, 1)
-        # causal mask of the chunk's queries over (cached prefix + chunk) keys
-        mask = torch.full((end - start, end), float("-inf")).triu_(start + 1)
-        for layer in decoder.layers:
-            x, _, _ = layer(x, None, None, incremental_state, self_attn_mask=mask, self_attn_padding_mask=None)
-
-
-def step(model, tokens, incremental_state):
-    """One decoding step as SequenceGenerator.forward_decoder runs it (batch of one model)."""
-    out = model.decoder(tokens, encoder_out=None, incremental_state=incremental_state)
-    lprobs = model.get_normalized_probs((out[0][:, -1:, :], out[1]), log_probs=True, sample=None)
-    return lprobs[:, -1, :]
-
-
-def check_prefill(model, tokens, chunk):
-    """prefill(T-1 tokens) + one step must equal the full parallel forward's last position."""
-    state = {}
-    prefill(model.decoder, tokens[:, :-1], state, chunk)
-    inc = step(model, tokens, state)
-    full = model.get_normalized_probs(model.decoder(tokens), log_probs=True)[:, -1, :]
-    return (inc - full).abs().max().item()
-
-
-CLOCK = time.perf_counter
-
-
-def time_steps(model, base_tokens, base_state, ctx, steps, warmup):
-    tokens = base_tokens.clone()
-    state = copy_state(base_state) if base_state is not None else {}
-    times = []
-    for i in range(warmup + steps):
-        n = ctx + i + 1
-        t0 = CLOCK()
-        lprobs = step(model, tokens[:, :n], state)
-        tokens[:, n] = lprobs.argmax(-1)
-        dt = CLOCK() - t0
-        if i >= warmup:
-            times.append(dt)
-    return times
-
-
-
 
 STYLE = {
     "softmax": ("o-", "softmax (KV cache)"),
@@ -274,9 +103,6 @@ def plot(rows, path, title):
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
-
-
-STATEFUL = {"softmax": "softmax", "t2r": "t2r", "t2r_unmerged": "t2r"}  # variant -> whose state it uses
 
 
 def build_parser():
@@ -330,148 +156,8 @@ def parse_args(argv, p=None, out_name="lm_generation"):
 
 def set_up(a):
     """Clock, threads and seed as asked; returns the machine description (also printed)."""
-    global CLOCK
-    CLOCK = clock(a.clock)
+    lm_models.CLOCK = clock(a.clock)  # the clock the timing loops read
     return set_up_torch(a)
-
-
-def build_models(a, dictionary):
-    """The softmax model, its T2R twin (same weights) and the floors asked for: ({variant: model}
-    in the table's order, softmax, t2r, (softmax params, T2R params)); the model is printed."""
-    task = FakeTask(dictionary)
-    max_pos = max_positions(a)
-    soft = build("transformer_lm", task, a, max_pos)
-    t2r = build("t2r_transformer_lm", task, a, max_pos)
-    t2r.load_state_dict(copy.deepcopy(soft.state_dict()))  # fills the feature-map tensors itself
-    n_soft = sum(x.numel() for x in soft.parameters())
-    n_t2r = sum(x.numel() for x in t2r.parameters())
-    print(f"model: {a.layers} layers, {a.dim} dims, {a.heads} heads, FFN {a.ffn}, vocab {len(dictionary)}; "
-          f"params softmax {n_soft / 1e6:.2f}M, T2R {n_t2r / 1e6:.2f}M "
-          f"(+{n_t2r - n_soft} feature map, {a.feature_map} k={a.feature_dim}); batch {a.batch}", flush=True)
-    models = {"softmax": soft, "t2r": t2r, "t2r_unmerged": t2r}
-    if "floor_none" in a.variants:
-        models["floor_none"] = with_self_attention(t2r, lambda attn: NoAttention())
-    if "floor_proj" in a.variants:
-        models["floor_proj"] = with_self_attention(t2r, ProjectionsOnly)
-    return {k: m for k, m in models.items() if k in a.variants}, soft, t2r, (n_soft, n_t2r)
-
-
-def max_positions(a):
-    return max(a.contexts) + a.warmup + a.steps + 8
-
-
-def check_prefills(sources, dictionary):
-    """Prefill + one step == the full forward for every model of ``sources`` ({name: model},
-    softmax first), and the synthetic softmax cache has a real prefill's layout: {model: max
-    |log-prob diff|} (also printed)."""
-    soft = sources["softmax"]
-    probe = torch.randint(dictionary.nspecial, len(dictionary), (2, 33))
-    checks = {name: check_prefill(m, probe, chunk=8) for name, m in sources.items()}
-    real = {}
-    prefill(soft.decoder, probe[:, :9], real, 8)
-    synth_ok = describe_state(real) == describe_state(synthetic_softmax_state(soft, 2, 9))
-    assert synth_ok, "synthetic softmax cache differs from a real prefill's"
-    print("prefill check (max |log-prob diff| vs full forward): "
-          + ", ".join(f"{k} {v:.1e}" for k, v in checks.items())
-          + "; synthetic softmax cache has the real one's layout", flush=True)
-    return checks
-
-
-def prefill_states(sources, models, tokens, ctx, a):
-    """The state of each model in ``sources`` ({name: model}) that a timed variant reads, filled with
-    the first ``ctx`` of ``tokens`` (B, >ctx): ({name: state}, {name: bytes}, {name: seconds}). The
-    softmax cache above --softmax-prefill-max is synthesised (see the module docstring)."""
-    base, nbytes, prefill_s = {}, {}, {}
-    for name, m in sources.items():
-        if not any(STATEFUL.get(v, v) == name for v in models):
-            continue
-        t0 = time.perf_counter()
-        if name == "softmax" and ctx > a.softmax_prefill_max:
-            base[name] = synthetic_softmax_state(m, a.batch, ctx)
-        else:
-            base[name] = {}
-            prefill(m.decoder, tokens[:, :ctx], base[name], a.prefill_chunk)
-        prefill_s[name] = time.perf_counter() - t0
-        nbytes[name] = state_bytes(base[name])
-    return base, nbytes, prefill_s
-
-
-def time_variants(models, t2r, base, tokens, ctx, a):
-    """{variant: [seconds per step]}: every variant's steps from its state in ``base``, the variants
-    interleaved per repeat, the order alternating."""
-    times = {n: [] for n in models}
-    for r in range(a.repeats):
-        order = list(models) if r % 2 == 0 else list(models)[::-1]
-        for name in order:
-            steps = a.softmax_steps if name == "softmax" and ctx > a.softmax_prefill_max else a.steps
-            set_merge(t2r, name != "t2r_unmerged")
-            st = base.get(STATEFUL.get(name, name))
-            times[name] += time_steps(models[name], tokens, st, ctx, steps, a.warmup)
-    set_merge(t2r, True)
-    return times
-
-
-def context_row(ctx, times, nbytes, prefill_s, a):
-    """The table's row of one context: medians, state sizes, ratios."""
-    ms = {n: 1000 * statistics.median(t) for n, t in times.items()}
-    row = {
-        "context": ctx,
-        "ms_per_token": ms,
-        "softmax_state_MB": nbytes.get("softmax", 0) / 2**20,
-        "t2r_state_MB": nbytes.get("t2r", 0) / 2**20,
-        "softmax_state_bytes": nbytes.get("softmax"),
-        "t2r_state_bytes": nbytes.get("t2r"),
-        "softmax_cache": "synthetic" if ctx > a.softmax_prefill_max else "prefilled",
-        "prefill_s": prefill_s,
-        "step_ms": {n: [1000 * t for t in ts] for n, ts in times.items()},
-    }
-    if "softmax" in ms and "t2r" in ms:
-        row["speedup"] = ms["softmax"] / ms["t2r"]
-    if "t2r" in ms:
-        for f in ("floor_none", "floor_proj"):
-            if f in ms:
-                row[f"t2r_over_{f}"] = ms["t2r"] / ms[f]
-        if "t2r_unmerged" in ms:
-            row["merged_speedup"] = ms["t2r_unmerged"] / ms["t2r"]
-    states = [v for v, _, _ in a.states[1:] if v in ms] if a.states else []
-    if states:
-        row["state_bytes"] = {v: nbytes.get(v) for v in ["t2r"] + states}
-        row["over_additive"] = {v: ms[v] / ms["t2r"] for v in states}
-    return row
-
-
-def measure_context(models, sources, dictionary, ctx, a, kept):
-    """Prefill, time and print one context's row; keeps T2R's (tokens, state) at the first and the
-    last context in ``kept`` for flatness()."""
-    tokens = torch.full((a.batch, ctx + a.warmup + a.steps + 1), dictionary.pad(), dtype=torch.long)
-    tokens[:, :ctx] = torch.randint(dictionary.nspecial, len(dictionary), (a.batch, ctx))
-    base, nbytes, prefill_s = prefill_states(sources, models, tokens, ctx, a)
-    if "t2r" in base and ctx in (a.contexts[0], a.contexts[-1]):
-        kept[ctx] = (tokens, base["t2r"])  # 3 MB each
-    row = context_row(ctx, time_variants(models, sources["t2r"], base, tokens, ctx, a), nbytes, prefill_s, a)
-    cells = " ".join(f"{row['ms_per_token'][v]:>{max(13, len(v))}.2f}" for v in models)
-    # a --states run times no softmax model: its cache is not measured (not 0 MB)
-    soft = "-" if row["softmax_state_bytes"] is None else f"{row['softmax_state_MB']:.2f}"
-    print(f"{ctx:>8} {cells}  {soft:>21} {row['t2r_state_MB']:>7.2f}", flush=True)
-    return row
-
-
-def measure(models, soft, t2r, dictionary, a, states=None):
-    """The checks, the table's rows and T2R's flatness (None with one context or without T2R);
-    ``states``: {variant: model} of the other state updates."""
-    sources = {"softmax": soft, "t2r": t2r, **(states or {})}
-    with torch.no_grad():
-        checks = check_prefills(sources, dictionary)
-        header = " ".join(f"{v:>{max(13, len(v))}}" for v in models)
-        print(f"\n{'context':>8} {header}  (ms/token)  {'softmax MB':>10} {'t2r MB':>7}", flush=True)
-        kept = {}  # context -> (tokens, T2R state as prefilled), first and last context
-        rows = [measure_context(models, sources, dictionary, ctx, a, kept) for ctx in a.contexts]
-        flat = None
-        if "t2r" in models and len(a.contexts) > 1:
-            flat = flatness(t2r, kept, a)
-            print(f"T2R side by side, contexts interleaved: {flat['ms'][0]:.2f} ms at {flat['contexts'][0]}, "
-                  f"{flat['ms'][1]:.2f} ms at {flat['contexts'][1]}", flush=True)
-    return checks, rows, flat
 
 
 def run_config(a, dictionary, models, counts, wall):
@@ -537,22 +223,6 @@ def run(a, sweep=None):
     if a.out:
         save(result, a, sweep.plot_states if sweep else plot)
     return result
-
-
-def flatness(t2r, kept, a):
-    """T2R's time per token at the shortest and the longest context, timed side by side: the two
-    states the table's rows prefilled (``kept``: context -> (tokens, state)), interleaved per repeat
-    (the order alternating), so that the machine's drift between the rows (minutes apart) stays out
-    of the ratio."""
-    short, long = sorted(kept)
-    times = {short: [], long: []}
-    for r in range(a.repeats):
-        for ctx in ((short, long) if r % 2 == 0 else (long, short)):
-            tokens, state = kept[ctx]
-            times[ctx] += time_steps(t2r, tokens, state, ctx, a.steps, a.warmup)
-    ms = [1000 * statistics.median(times[c]) for c in (short, long)]
-    return {"contexts": [short, long], "ms": ms, "ratio": ms[1] / ms[0],
-            "step_ms": {str(c): [1000 * t for t in times[c]] for c in (short, long)}}
 
 
 def summarize(rows, flat=None):

@@ -15,6 +15,7 @@ import copy
 import sys
 
 from benchmarks import lm_generation as G
+from benchmarks import lm_models
 from benchmarks.common import FakeTask, parse_states, pyplot, save_figure, state_options
 from fairseq_t2r.errors import T2RUserError
 
@@ -43,7 +44,7 @@ def build_state_models(a, dictionary, t2r):
     for variant, state, norm in a.states[1:]:
         try:
             options = {f"t2r_{k}": v for k, v in state_options(state, norm).items()}
-            m = G.build("t2r_transformer_lm", FakeTask(dictionary), a, G.max_positions(a), **options)
+            m = lm_models.build("t2r_transformer_lm", FakeTask(dictionary), a, lm_models.max_positions(a), **options)
         except (ValueError, T2RUserError) as e:
             skipped[variant] = str(e)
             print(f"{variant} skipped: --t2r-state {state} --t2r-norm {norm} refused: {e}", flush=True)

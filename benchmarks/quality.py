@@ -24,7 +24,7 @@ from dataclasses import asdict, replace
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-from benchmarks import quality_report  # noqa: E402
+from benchmarks import quality_report
 
 # the benchmark's size: 4 layers, 512-token blocks, the whole LM corpus sample the teacher saw
 BENCH = dict(lm_lines=60000, lm_merges=4000, mt_pairs=None, mt_merges=8000, layers=4, dim=128, ffn=512, heads=4,
