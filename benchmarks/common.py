@@ -92,25 +92,3 @@ def parse_states(spec: str):
     return out
 
 
-def pyplot():
-    """matplotlib.pyplot, set up once for every benchmark's plot: the file backend (Agg), and
-    matplotlib's logger at WARNING (fairseq sets the root logger to DEBUG)."""
-    import logging
-
-    logging.getLogger("matplotlib").setLevel(logging.WARNING)
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def save_figure(fig, title, path):
-    """Title, tight layout, PNG at 120 dpi, figure closed (matplotlib)."""
-    import matplotlib.pyplot as plt
-
-    fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)

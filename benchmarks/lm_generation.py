@@ -44,65 +44,20 @@ import os
 import statistics
 import time
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
 import torch
 
-from benchmarks import lm_models
+from benchmarks import lm_models, plots
 from benchmarks.common import (
     add_model_options,
     clock,
     make_dictionary,
-    pyplot,
     set_up_torch,
 )
 from benchmarks.lm_measure import measure
 from benchmarks.lm_models import build_models
 from benchmarks.report import checked, reported, table
 
-STYLE = {
-    "softmax": ("o-", "softmax (KV cache)"),
-    "t2r": ("s-", "T2R (recurrent state, merged projections)"),
-    "t2r_unmerged": ("s--", "T2R, unmerged projections"),
-    "floor_proj": ("^:", "floor: projections only, no state"),
-    "floor_none": ("v:", "floor: no attention at all"),
-}
-
-
-def plot(rows, path, title):
-    plt = pyplot()
-    from matplotlib import ticker
-
-    ctx = [r["context"] for r in rows]
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.4))
-    for name, (style, label) in STYLE.items():
-        if all(name in r["ms_per_token"] for r in rows):
-            ax1.plot(ctx, [r["ms_per_token"][name] for r in rows], style, label=label)
-    ax1.set_xscale("log", base=2)
-    ax1.set_yscale("log")
-    ax1.set_xlabel("context length (tokens)")
-    ax1.set_ylabel("ms / token (median, log)")
-    ax1.set_title("time per generated token")
-    ax1.legend(fontsize=7)
-    ax1.grid(alpha=0.3, which="both")
-    if all(r["softmax_state_bytes"] is not None for r in rows):  # measured (not in a --states run)
-        ax2.plot(ctx, [r["softmax_state_MB"] for r in rows], "o-", label="softmax (KV cache)")
-    ax2.plot(ctx, [r["t2r_state_MB"] for r in rows], "s-", label="T2R [S | z]")
-    ax2.set_xscale("log", base=2)
-    ax2.set_yscale("log")
-    ax2.set_xlabel("context length (tokens)")
-    ax2.set_ylabel("incremental state (MB, log)")
-    ax2.set_title("decoder state memory")
-    ax2.legend()
-    ax2.grid(alpha=0.3, which="both")
-    for ax in (ax1, ax2):
-        ax.set_xticks(ctx)
-        ax.set_xticklabels([str(c) for c in ctx])
-        ax.xaxis.set_minor_locator(ticker.NullLocator())
-    fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def build_parser():
@@ -221,7 +176,7 @@ def run(a, sweep=None):
         "flatness": flat,
     }
     if a.out:
-        save(result, a, sweep.plot_states if sweep else plot)
+        save(result, a, sweep.plot_states if sweep else plots.lm_generation)
     return result
 
 

@@ -16,7 +16,8 @@ import sys
 
 from benchmarks import lm_generation as G
 from benchmarks import lm_models
-from benchmarks.common import FakeTask, parse_states, pyplot, save_figure, state_options
+from benchmarks.common import FakeTask, parse_states, state_options
+from benchmarks.plots import pyplot, save_figure
 from fairseq_t2r.errors import T2RUserError
 
 

@@ -41,13 +41,10 @@ import shlex
 import sys
 import time
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
 import torch
 
-import fairseq_t2r.models  # noqa: F401  (registers t2r_transformer)
-from benchmarks import mt_measure
-from benchmarks.common import add_model_options, clock, make_dictionary, pyplot, set_up_torch
+from benchmarks import mt_measure, plots
+from benchmarks.common import add_model_options, clock, make_dictionary, set_up_torch
 from benchmarks.mt_measure import (
     LABELS,
     build_twins,
@@ -59,41 +56,7 @@ from benchmarks.mt_measure import (
 )
 from benchmarks.report import checked, reported, table
 
-
-def plot(rows, a, path, title):
-    plt = pyplot()
-    from matplotlib import ticker
-
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.4))
-    sweeps = [("source", "src", a.fixed_tgt, "tgt"), ("target", "tgt", a.fixed_src, "src")]
-    for ax, (sweep, xkey, fixed, fixed_key) in zip(axes, sweeps):
-        for beam, style in zip(a.beams, ("-", "--", ":", "-.")):
-            pts = sorted((r[xkey], r) for r in rows if r["sweep"] == sweep and r["beam"] == beam)
-            if not pts:
-                continue
-            xs = [x for x, _ in pts]
-            ax.plot(xs, [r["softmax_decoder_ms_per_step"] for _, r in pts], "o" + style, color="C0",
-                    label=f"softmax, beam {beam}")
-            ax.plot(xs, [r["t2r_decoder_ms_per_step"] for _, r in pts], "s" + style, color="C1",
-                    label=f"T2R linear cross, beam {beam}")
-            if "t2r_softmax_cross_decoder_ms_per_step" in pts[0][1]:
-                ax.plot(xs, [r["t2r_softmax_cross_decoder_ms_per_step"] for _, r in pts], "^" + style, color="C2",
-                        label=f"T2R softmax cross, beam {beam}")
-        ax.set_xscale("log", base=2)
-        xs = sorted({r[xkey] for r in rows if r["sweep"] == sweep})
-        ax.set_xticks(xs)
-        ax.set_xticklabels([str(x) for x in xs])
-        ax.xaxis.set_minor_locator(ticker.NullLocator())
-        ax.set_ylim(bottom=0)
-        ax.set_xlabel(f"{sweep} length (tokens); {fixed_key} length {fixed}")
-        ax.set_ylabel("decoder ms per step ((generate - encoder) / steps)")
-        ax.set_title(f"decoding time vs {sweep} length")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def build_parser():
@@ -184,7 +147,7 @@ def save(result, a, out):
         mach = result["machine"]
         title = (f"{a.enc_layers}+{a.dec_layers}L/{a.dim}d/{a.heads}h translation model, batch {a.batch}, fp32, "
                  f"{mach['cpu']} x{mach['threads']} threads, torch {torch.__version__}; T2R k={a.feature_dim}")
-        plot(result["results"], a, out + ".png", title)
+        plots.mt_decoding(result["results"], a, out + ".png", title)
         print(f"wrote {out}.png")
     except ImportError:
         print("matplotlib is not installed: no PNG (pip install matplotlib)")

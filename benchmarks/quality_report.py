@@ -1,7 +1,7 @@
 """benchmarks/quality.py's summary, targets, Markdown and plot, from ``results.collect``'s figures."""
 from typing import Dict, List
 
-from benchmarks.common import pyplot
+from benchmarks.plots import pyplot
 from fairseq_t2r.demo import teachers
 from fairseq_t2r.demo.results import METRIC, separated
 from fairseq_t2r.demo.variants import VARIANTS, split_run_name

@@ -36,63 +36,15 @@ import json
 import os
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-REPO = os.path.dirname(HERE)
-
 import torch
 
-from benchmarks import training_parts
-from benchmarks.common import clock, machine, parse_states, pyplot
+from benchmarks import plots, training_parts
+from benchmarks.common import clock, machine, parse_states
 from benchmarks.report import checked, table
 from benchmarks.training_parts import memory_child, part_layer, part_lm, part_tune, state_layers
 
-
-def plot(result, path):
-    plt = pyplot()
-
-    layer = result.get("layer")
-    if not layer:
-        return False
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.4))
-    L = [r["length"] for r in layer]
-    ax1.plot(L, [r["ms"]["softmax"] for r in layer], "o-", label="fairseq MultiheadAttention (SDPA)")
-    ax1.plot(L, [r["ms"]["t2r"] for r in layer], "s-", label="T2RAttention")
-    for n in layer[0].get("over_additive", {}):
-        ax1.plot(L, [r["ms"][n] for r in layer], "d--", label=f"T2RAttention, {n}")
-    ax1.set_xscale("log", base=2)
-    ax1.set_yscale("log")
-    ax1.set_xlabel("sequence length (tokens, batch 1)")
-    ax1.set_ylabel("ms per fwd + bwd (median, log)")
-    ax1.set_title("one attention layer, training step")
-    ax1.set_xticks(L)
-    ax1.set_xticklabels([str(x) for x in L])
-    ax1.legend(fontsize=8)
-    ax1.grid(alpha=0.3, which="both")
-    mem = [r for r in layer if "peak_MB" in r]
-    if mem:
-        Lm = [r["length"] for r in mem]
-        ax2.plot(Lm, [r["peak_MB"]["softmax"] for r in mem], "o-", label="softmax step")
-        ax2.plot(Lm, [r["peak_MB"]["softmax"] + r["softmax_mask_MB"] for r in mem], "o:",
-                 label="softmax step + its causal mask")
-        ax2.plot(Lm, [r["peak_MB"]["t2r"] for r in mem], "s-", label="T2R step")
-        ax2.set_xscale("log", base=2)
-        ax2.set_yscale("log")
-        ax2.set_xticks(Lm)
-        ax2.set_xticklabels([str(x) for x in Lm])
-        ax2.set_xlabel("sequence length (tokens, batch 1)")
-        ax2.set_ylabel("peak RSS increase, MB (log)")
-        ax2.set_title("memory of one fwd + bwd step")
-        ax2.legend(fontsize=8)
-        ax2.grid(alpha=0.3, which="both")
-    else:
-        ax2.axis("off")  # no memory measured (--mem-lengths)
-    m = result["machine"]
-    fig.suptitle(f"{result['config']['dim']}d/{result['config']['heads']}h, T2R k={result['config']['feature_dim']}, "
-                 f"fp32, {m['cpu']} x{m['threads']} threads, torch {m['torch']}", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return True
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
 
 
 def ints(s):
@@ -195,7 +147,7 @@ def save(result, out):
     with open(out + ".json", "w") as f:
         json.dump(result, f, indent=1)
     wrote = [out + ".json"]
-    if plot(result, out + ".png"):
+    if plots.training(result, out + ".png"):
         wrote.append(out + ".png")
     print("wrote " + ", ".join(wrote))
 
