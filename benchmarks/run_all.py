@@ -7,12 +7,13 @@
                                               # is touched (writes to --out-dir, default a temp dir)
     python -m benchmarks.run_all --only lm_generation,training
 
-Each benchmark runs in its own process (``lm_generation.py``, ``mt_decoding.py``, ``training.py``,
-and ``gpu_check.py`` when CUDA is available), writing ``<name>.json`` and ``<name>.png`` to the
-output folder; then the table of targets (figure, target, PASS/MISS) is generated from those
-JSON files with the machine description they record: each benchmark module's ``targets(result)``
-gives its rows and ``section(result)`` its part of the page (its JSON layout is read there only). ``--table-only`` regenerates the table from
-existing results without running anything.
+Each benchmark runs in its own process (``python -m benchmarks.NAME``: ``lm_generation``,
+``mt_decoding``, ``training``, and ``gpu_check`` when CUDA is available), writing ``<name>.json``
+and ``<name>.png`` to the output folder; then the page is put together from those JSON files and
+the machine description they record: each benchmark module's ``targets(result)`` gives its rows of
+the targets table (figure, target, PASS/MISS) and ``section(result)`` its part of the page (its
+JSON layout is read there only). ``--table-only`` regenerates the table from existing results
+without running anything.
 """
 import argparse
 import importlib
