@@ -25,9 +25,6 @@ import sys
 import time
 import traceback
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-REPO = os.path.dirname(HERE)
-
 import torch
 
 from benchmarks.report import checked, table, verdict

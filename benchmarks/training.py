@@ -43,8 +43,7 @@ from benchmarks.common import clock, machine, parse_states
 from benchmarks.report import checked, table
 from benchmarks.training_parts import memory_child, part_layer, part_lm, part_tune, state_layers
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-REPO = os.path.dirname(HERE)
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def ints(s):
