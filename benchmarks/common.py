@@ -3,13 +3,10 @@
 (``fairseq_t2r/demo/measure.py``), a stand-in fairseq task, the model-size options, the clock and
 the start-up line."""
 import os
-import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from fairseq_t2r.demo.measure import state_bytes  # noqa: E402,F401
-from fairseq_t2r.machine import machine  # noqa: E402,F401
+from fairseq_t2r.demo.measure import state_bytes  # noqa: F401
+from fairseq_t2r.machine import machine  # noqa: F401
 
 
 class FakeTask:
@@ -95,11 +92,3 @@ def parse_states(spec: str):
     return out
 
 
-def save_figure(fig, title, path):
-    """Title, tight layout, PNG at 120 dpi, figure closed (matplotlib)."""
-    import matplotlib.pyplot as plt
-
-    fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)

@@ -11,17 +11,13 @@ head dim 64 (the paper's base model):
 
 Variants interleaved per length, the order alternating between repeats, medians reported.
 
-    python benchmarks/delta_speed.py --threads 1 --clock cpu            # 1024, 4096
-    python benchmarks/delta_speed.py --lengths 1024 --chunks 32,64,128
+    python -m benchmarks.delta_speed --threads 1 --clock cpu            # 1024, 4096
+    python -m benchmarks.delta_speed --lengths 1024 --chunks 32,64,128
 """
 import argparse
 import json
-import os
 import statistics
-import sys
 import time
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import torch
 

@@ -15,7 +15,7 @@ and fairseq. Three parts:
    after a warm-up step, and the layer output of the fla path against ours;
 3. a table on stdout and ``gpu_check.json`` in ``--out``.
 
-    python3 benchmarks/gpu_check.py --out DIR
+    python3 -m benchmarks.gpu_check --out DIR
 """
 import argparse
 import json
@@ -25,12 +25,9 @@ import sys
 import time
 import traceback
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-REPO = os.path.dirname(HERE)
-sys.path.insert(0, REPO)
-sys.path.insert(0, HERE)
+import torch
 
-import torch  # noqa: E402
+from benchmarks.report import checked, table, verdict
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 DEVICE = "cuda"  # "cpu" only for --cpu-smoke (a check of this script itself, with a stand-in kernel)
@@ -268,8 +265,7 @@ def run_timing(ops, a, result):
 def main(argv=None):
     a = build_parser().parse_args(argv)
     os.makedirs(a.out, exist_ok=True)
-    from common import machine
-
+    from benchmarks.common import machine
     from fairseq_t2r import ops
 
     result = {"benchmark": "gpu_check: ours vs fla vs fairseq softmax, attention layer fwd+bwd",
@@ -288,6 +284,32 @@ def main(argv=None):
     print(f"\n{'all checks passed' if ok else 'SOME CHECKS FAILED (see above)'}; wrote {path} "
           f"in {result['wall_s']:.0f} s")
     return 0 if ok else 1
+
+
+# ----------------------------------------------------------- the speed table's rows and section
+# (run_all.py writes docs/results/speed.md from these and this script's JSON)
+def targets(gpu):
+    if not gpu.get("equality"):
+        return []
+    ok = all(r["pass"] for r in gpu["equality"]["rows"])
+    worst = max(r["out_rel_err"] for r in gpu["equality"]["rows"] if r["dtype"] == "fp32")
+    return [checked("GPU", "ours == fla (fp32 tight, bf16/fp16 loose)", f"fp32 rel err {worst:.1e}", "all pass", ok)]
+
+
+def section(gpu):
+    lines = ["", "## GPU (gpu_check.py)", ""]
+    if gpu.get("equality"):
+        lines += table([[r["dtype"], r["length"], f"{r['out_rel_err']:.1e}", f"{r['grad_rel_err']:.1e}",
+                         verdict(r["pass"]).replace("MISS", "FAIL")] for r in gpu["equality"]["rows"]],
+                       ["dtype", "length", "out rel err", "grad rel err", ""])
+    if gpu.get("layer"):
+        lines += [""] + table([[r["dtype"], r["length"]] + [f"{r['ms'].get(v, float('nan')):.2f}" for v in ("ours", "fla", "softmax")]
+                               + [f"{r['peak_MB'].get(v, float('nan')):.0f}" for v in ("ours", "fla", "softmax")]
+                               for r in gpu["layer"]],
+                              ["dtype", "length", "ours ms", "fla ms", "softmax ms", "ours MB", "fla MB", "softmax MB"])
+    for e in gpu.get("errors", []):
+        lines.append(f"- error: {e.splitlines()[-1] if e else e}")
+    return lines
 
 
 if __name__ == "__main__":

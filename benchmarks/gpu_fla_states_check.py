@@ -8,9 +8,9 @@ gate (chunk_simple_gla, per-head gates), additive rms (chunk_simple_gla without 
 delta and gated delta (chunk_gated_delta_rule). Prints, per state and tensor, the max abs
 difference fla - ours and ours' own fp32 error against float64 (the dtype's yardstick).
 
-    python benchmarks/gpu_fla_states_check.py                  # on a GPU, through dispatch with
+    python -m benchmarks.gpu_fla_states_check                  # on a GPU, through dispatch with
                                                                # FAIRSEQ_T2R_FLA=1 (B=2, H=8, T=1024)
-    python benchmarks/gpu_fla_states_check.py --cpu-interpret  # Triton's interpreter, tiny shapes,
+    python -m benchmarks.gpu_fla_states_check --cpu-interpret  # Triton's interpreter, tiny shapes,
                                                                # with the shims of shared/gpu/interp_patch.py
 Exits 1 when a difference exceeds TOL relative to the tensor's largest value (or 1).
 """
@@ -25,12 +25,11 @@ if CPU:  # must be set before triton is first imported
     os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-import torch  # noqa: E402
-import torch.nn.functional as nnf  # noqa: E402
+import torch
+import torch.nn.functional as nnf
 
-from fairseq_t2r import ops  # noqa: E402
-from fairseq_t2r.ops import kernels  # noqa: E402
+from fairseq_t2r import ops
+from fairseq_t2r.ops import kernels
 
 TOL = 2e-4  # fp32: sums of ~T fp32-rounded terms, different summation orders
 DEV = "cpu" if CPU else "cuda"

@@ -8,7 +8,7 @@
 3. training: stock fairseq-train of a small T2R LM on real text in fp32, --fp16 and --amp,
    same seed and data: final validation perplexity and wall time of each.
 
-    python benchmarks/gpu_precision.py --out DIR [--updates N]
+    python -m benchmarks.gpu_precision --out DIR [--updates N]
 """
 import argparse
 import json
@@ -19,12 +19,11 @@ import sys
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
 
-import torch  # noqa: E402
+import torch
 
-from fairseq_t2r import ops  # noqa: E402
-from fairseq_t2r.machine import machine  # noqa: E402
+from fairseq_t2r import ops
+from fairseq_t2r.machine import machine
 
 DEVICE = "cuda"
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -56,8 +55,8 @@ def ops_check(T=2048, B=2, H=8, F=32, D=64):
 def model_check(T=512):
     import argparse
 
-    from common import FakeTask, make_dictionary
-    from lm_generation import build
+    from benchmarks.common import FakeTask, make_dictionary
+    from benchmarks.lm_models import build
 
     torch.manual_seed(0)
     size = argparse.Namespace(layers=2, dim=128, heads=4, ffn=256, feature_map="t2r", feature_dim=32)

@@ -24,8 +24,8 @@ yet measured there):
    heads in one group (today on CUDA) and with the CPU-sized head groups (before), the triton
    relu form and SDPA flash, at 1024 and 8192 tokens.
 
-    python benchmarks/gpu_triton_check.py --out DIR      # writes DIR/gpu_triton_check.json
-    python benchmarks/gpu_triton_check.py --out DIR --cpu-smoke   # this script on CPU, Triton's
+    python -m benchmarks.gpu_triton_check --out DIR      # writes DIR/gpu_triton_check.json
+    python -m benchmarks.gpu_triton_check --out DIR --cpu-smoke   # this script on CPU, Triton's
                                           # interpreter, tiny sizes (figures mean nothing)
 Exits 1 with one line when there is no CUDA; 1 when a check fails.
 """
@@ -40,9 +40,10 @@ import traceback
 if "--cpu-smoke" in sys.argv:  # the interpreter must be chosen before triton is first imported
     os.environ["TRITON_INTERPRET"] = "1"
 
-import gpu_check  # noqa: E402  (puts the repository on sys.path; features, cuda_time, rel_err)
-import torch  # noqa: E402
-from gpu_check import cuda_time, features, rel_err  # noqa: E402
+import torch
+
+from benchmarks import gpu_check
+from benchmarks.gpu_check import cuda_time, features, rel_err
 
 # max relative error vs float64: fp32 sums of ~C + T / C fp32-rounded terms; bf16 operands
 # rounded to 8 bits (u = 3.9e-3) before fp32-accumulated matmuls
@@ -309,8 +310,8 @@ def main(argv=None):
     elif not torch.cuda.is_available():
         sys.exit("gpu_triton_check needs CUDA (or --cpu-smoke to check the script itself)")
     import triton
-    from common import machine
 
+    from benchmarks.common import machine
     from fairseq_t2r import ops
     from fairseq_t2r.ops.additive import triton as tlin
 

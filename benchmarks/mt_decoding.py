@@ -26,156 +26,37 @@ repeat (the order alternates) because the machine may be shared; medians are rep
 also gives the decoder's time per step, (generate - encoder) / (tgt + 1), the figure that should
 not depend on the source length for T2R.
 
-    python benchmarks/mt_decoding.py            # 6+6 layers, 512 dims, 8 heads, FFN 2048, vocab 10k
-    python benchmarks/mt_decoding.py --quick    # tiny model, lengths 32,128 (smoke test)
-    python benchmarks/mt_decoding.py --contexts 128,1024 ...  # + source = target length points
+    python -m benchmarks.mt_decoding            # 6+6 layers, 512 dims, 8 heads, FFN 2048, vocab 10k
+    python -m benchmarks.mt_decoding --quick    # tiny model, lengths 32,128 (smoke test)
+    python -m benchmarks.mt_decoding --contexts 128,1024 ...  # + source = target length points
 
 ``--contexts L,...``: per L, L decoder steps timed directly on an L-token source (the whole
 translation of an L-token sentence: ms per token averaged over it) and the incremental state's
 bytes at its end, for every model.
 """
 import argparse
-import copy
 import json
 import os
 import shlex
-import statistics
 import sys
 import time
 
+import torch
+
+from benchmarks import mt_measure, plots
+from benchmarks.common import add_model_options, clock, make_dictionary, set_up_torch
+from benchmarks.mt_measure import (
+    LABELS,
+    build_twins,
+    context_rows,
+    direct_step_rows,
+    generate_rows,
+    parse_lengths,
+    sweep_points,
+)
+from benchmarks.report import checked, reported, table
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
-
-import torch  # noqa: E402
-from common import FakeTask, add_model_options, clock, make_dictionary, set_up_torch, state_bytes  # noqa: E402
-from fairseq.models import ARCH_CONFIG_REGISTRY, ARCH_MODEL_REGISTRY  # noqa: E402
-from fairseq.sequence_generator import SequenceGenerator  # noqa: E402
-
-import fairseq_t2r.models  # noqa: E402,F401  (registers t2r_transformer)
-
-# the models timed: name -> (arch, --t2r-cross); "t2r" is linear cross-attention, as in earlier results
-TWINS = {"softmax": ("transformer", None), "t2r": ("t2r_transformer", "linear"),
-         "t2r_softmax_cross": ("t2r_transformer", "softmax")}
-LABELS = {"softmax": "softmax", "t2r": "T2R linear cross", "t2r_softmax_cross": "T2R softmax cross"}
-
-
-def build(arch, task, a, max_positions, cross=None):
-    args = argparse.Namespace(
-        arch=arch,
-        encoder_layers=a.enc_layers, decoder_layers=a.dec_layers,
-        encoder_embed_dim=a.dim, decoder_embed_dim=a.dim,
-        encoder_ffn_embed_dim=a.ffn, decoder_ffn_embed_dim=a.ffn,
-        encoder_attention_heads=a.heads, decoder_attention_heads=a.heads,
-        share_all_embeddings=True,
-        max_source_positions=max_positions, max_target_positions=max_positions,
-        dropout=0.0, attention_dropout=0.0, activation_dropout=0.0,
-        t2r_feature_map=a.feature_map, t2r_feature_dim=a.feature_dim, t2r_cross=cross,
-    )
-    ARCH_CONFIG_REGISTRY[arch](args)
-    return ARCH_MODEL_REGISTRY[arch].build_model(args, task).eval().float()
-
-
-def source_batch(dictionary, batch, length, seed):
-    g = torch.Generator().manual_seed(seed)
-    src = torch.randint(dictionary.nspecial, len(dictionary), (batch, length), generator=g)
-    src[:, -1] = dictionary.eos()
-    return {"net_input": {"src_tokens": src, "src_lengths": torch.full((batch,), length)}}
-
-
-def generate(model, dictionary, sample, beam, tgt):
-    gen = SequenceGenerator([model], dictionary, beam_size=beam, min_len=tgt, max_len_a=0,
-                            max_len_b=tgt, max_len=tgt + 2)
-    t0 = CLOCK()
-    hypos = gen.generate([model], sample)
-    dt = CLOCK() - t0
-    got = {len(h["tokens"]) for nbest in hypos for h in nbest}
-    assert got == {tgt + 1}, f"forced length {tgt} + eos, got lengths {sorted(got)}"
-    return dt
-
-
-CLOCK = time.perf_counter
-
-
-def decoder_steps(model, dictionary, src_len, beam, steps, warmup, seed):
-    """(ms per decoder step, bytes of the incremental state after the last step), timed directly (no SequenceGenerator): one sentence of src_len tokens
-    encoded once and expanded to ``beam`` rows, then ``steps`` incremental decoder steps, each
-    followed by a reorder of the incremental state (a shuffle within the beam, as beam search
-    does). fairseq's generator also re-indexes encoder_out at every step (an O(source) copy,
-    outside the attention; the T2R model skips it once its source summaries exist), which this
-    leaves out."""
-    sample = source_batch(dictionary, 1, src_len, seed)
-    enc = model.encoder(**sample["net_input"])
-    enc = model.encoder.reorder_encoder_out(enc, torch.zeros(beam, dtype=torch.long))
-    if hasattr(model, "set_beam_size"):  # as SequenceGenerator does (the stock transformer has none)
-        model.set_beam_size(beam)
-    g = torch.Generator().manual_seed(seed)
-    tokens = torch.randint(dictionary.nspecial, len(dictionary), (beam, warmup + steps + 1), generator=g)
-    tokens[:, 0] = dictionary.eos()
-    shuffle = torch.roll(torch.arange(beam), 1)
-    state, times = {}, []
-    for t in range(warmup + steps):
-        t0 = CLOCK()
-        out = model.decoder(tokens[:, : t + 1], encoder_out=enc, incremental_state=state)
-        model.get_normalized_probs((out[0][:, -1:, :], out[1]), log_probs=True, sample=None)
-        model.decoder.reorder_incremental_state_scripting(state, shuffle)
-        dt = CLOCK() - t0
-        if t >= warmup:
-            times.append(dt)
-    return 1000 * sum(times) / len(times), state_bytes(state)
-
-
-def encode(model, sample):
-    t0 = CLOCK()
-    model.encoder(**sample["net_input"])
-    return CLOCK() - t0
-
-
-
-
-def plot(rows, a, path, title):
-    import logging
-
-    logging.getLogger("matplotlib").setLevel(logging.WARNING)  # fairseq sets the root logger to DEBUG
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import matplotlib.ticker
-
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.4))
-    sweeps = [("source", "src", a.fixed_tgt, "tgt"), ("target", "tgt", a.fixed_src, "src")]
-    for ax, (sweep, xkey, fixed, fixed_key) in zip(axes, sweeps):
-        for beam, style in zip(a.beams, ("-", "--", ":", "-.")):
-            pts = sorted((r[xkey], r) for r in rows if r["sweep"] == sweep and r["beam"] == beam)
-            if not pts:
-                continue
-            xs = [x for x, _ in pts]
-            ax.plot(xs, [r["softmax_decoder_ms_per_step"] for _, r in pts], "o" + style, color="C0",
-                    label=f"softmax, beam {beam}")
-            ax.plot(xs, [r["t2r_decoder_ms_per_step"] for _, r in pts], "s" + style, color="C1",
-                    label=f"T2R linear cross, beam {beam}")
-            if "t2r_softmax_cross_decoder_ms_per_step" in pts[0][1]:
-                ax.plot(xs, [r["t2r_softmax_cross_decoder_ms_per_step"] for _, r in pts], "^" + style, color="C2",
-                        label=f"T2R softmax cross, beam {beam}")
-        ax.set_xscale("log", base=2)
-        xs = sorted({r[xkey] for r in rows if r["sweep"] == sweep})
-        ax.set_xticks(xs)
-        ax.set_xticklabels([str(x) for x in xs])
-        ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
-        ax.set_ylim(bottom=0)
-        ax.set_xlabel(f"{sweep} length (tokens); {fixed_key} length {fixed}")
-        ax.set_ylabel("decoder ms per step ((generate - encoder) / steps)")
-        ax.set_title(f"decoding time vs {sweep} length")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
-def parse_lengths(s):
-    return sorted({int(x) for x in s.split(",") if x.strip()})
 
 
 def build_parser():
@@ -232,125 +113,10 @@ def parse_args(argv):
     return a
 
 
-def sweep_points(a):
-    """[(sweep, src, tgt, batch)]: the source sweep, the target sweep, then the batched points."""
-    points = [("source", s, a.fixed_tgt, a.batch) for s in parse_lengths(a.src_lens)]
-    points += [("target", a.fixed_src, t, a.batch) for t in parse_lengths(a.tgt_lens)
-               if ("source", a.fixed_src, t, a.batch) not in points]
-    points += [("batch", a.fixed_src, a.fixed_tgt, b) for b in parse_lengths(a.batched) if b != a.batch]
-    return points + [("context", n, n, a.batch) for n in parse_lengths(a.contexts)]
-
-
 def set_up(a):
     """Clock, threads and seed as asked; returns the machine description (also printed)."""
-    global CLOCK
-    CLOCK = clock(a.clock)
+    mt_measure.CLOCK = clock(a.clock)  # the clock the timing loops read
     return set_up_torch(a)
-
-
-def build_twins(a, dictionary, points):
-    """The softmax model and its T2R twins with the same weights: ({name: model}, parameter counts)."""
-    task = FakeTask(dictionary)
-    max_pos = max(max(s, t) for _, s, t, _ in points) + 8
-    names = ["softmax", "t2r"] + (["t2r_softmax_cross"] if "softmax" in a.t2r_cross.split(",") else [])
-    models = {n: build(TWINS[n][0], task, a, max_pos, TWINS[n][1]) for n in names}
-    for n in names[1:]:
-        models[n].load_state_dict(copy.deepcopy(models["softmax"].state_dict()))  # the hook adds the feature maps
-    counts = {n: sum(x.numel() for x in m.parameters()) for n, m in models.items()}
-    print(f"model: {a.enc_layers}+{a.dec_layers} layers, {a.dim} dims, {a.heads} heads, FFN {a.ffn}, "
-          f"vocab {len(dictionary)} (shared embeddings); params "
-          + ", ".join(f"{LABELS[n]} {c / 1e6:.2f}M" for n, c in counts.items())
-          + f" ({a.feature_map} k={a.feature_dim}); batch {a.batch} sentence(s); also batches {a.batched} "
-          f"at src {a.fixed_src}, tgt {a.fixed_tgt}", flush=True)
-    return models, counts["softmax"], counts["t2r"]
-
-
-def generate_rows(models, dictionary, a, points):
-    """One row per beam and point: both models through SequenceGenerator, interleaved, medians."""
-    warm = source_batch(dictionary, a.batch, a.fixed_src, a.seed)
-    for beam in a.beams:  # untimed: first calls allocate and warm up kernels
-        for m in models.values():
-            generate(m, dictionary, warm, beam, 32)
-    print(f"\n{'sweep':>6} {'beam':>4} {'batch':>5} {'src':>5} {'tgt':>5} | "
-          + " ".join(f"{n + ' ms/tok':>14}" for n in models) + f" | {'softmax/t2r':>11} | {'encoder s':>9}", flush=True)
-    rows = []
-    for beam in a.beams:
-        for point in points:
-            if point[0] != "context":  # (timed directly: context_rows)
-                rows.append(generate_row(models, dictionary, a, beam, *point))
-    return rows
-
-
-def generate_row(models, dictionary, a, beam, sweep, src_len, tgt_len, batch):
-    sample = source_batch(dictionary, batch, src_len, a.seed + src_len)
-    times = {n: [] for n in models}
-    for r in range(a.repeats if sweep != "batch" else a.batched_repeats):
-        for name in (list(models) if r % 2 == 0 else list(models)[::-1]):
-            times[name].append(generate(models[name], dictionary, sample, beam, tgt_len))
-    enc = statistics.median(encode(models["softmax"], sample) for _ in range(max(1, a.repeats)))
-    med = {n: statistics.median(t) for n, t in times.items()}
-    row = {"sweep": sweep, "beam": beam, "src": src_len, "tgt": tgt_len, "batch": batch, "encoder_s": enc}
-    for n in models:  # softmax_s, t2r_s, ..._ms_per_token, ..._decoder_ms_per_step, ..._runs_s
-        row.update({f"{n}_s": med[n], f"{n}_ms_per_token": 1000 * med[n] / tgt_len,
-                    f"{n}_decoder_ms_per_step": 1000 * (med[n] - enc) / (tgt_len + 1), f"{n}_runs_s": times[n]})
-        if n != "softmax":
-            row["speedup" + ("" if n == "t2r" else "_" + n)] = med["softmax"] / med[n]
-    print(f"{sweep:>6} {beam:>4} {batch:>5} {src_len:>5} {tgt_len:>5} | "
-          + " ".join(f"{row[n + '_ms_per_token']:>14.2f}" for n in models)
-          + f" | {row['speedup']:>10.2f}x | {enc:>9.3f}", flush=True)
-    return row
-
-
-def interleaved_steps(models, dictionary, a, lengths, steps, repeats):
-    """{(model, src_len): [(ms per step, state bytes)]}: every length and model timed per repeat,
-    orders alternating (the machine drifts over the minutes a sweep takes)."""
-    got = {(n, L): [] for n in models for L in lengths}
-    for r in range(repeats):
-        for src_len in (lengths if r % 2 == 0 else lengths[::-1]):
-            for name in (list(models) if r % 2 == 0 else list(models)[::-1]):
-                got[name, src_len].append(decoder_steps(models[name], dictionary, src_len, a.beams[0],
-                                                        steps(src_len), a.warmup_steps, a.seed + src_len))
-    return got
-
-
-def direct_step_rows(models, dictionary, a):
-    """One row per source length: decoder steps timed directly, at the first beam size."""
-    print(f"\ndecoder steps timed directly ({a.step_count} steps after {a.warmup_steps}, beam {a.beams[0]}, "
-          f"state reordered each step):", flush=True)
-    lens = parse_lengths(a.src_lens)
-    got = interleaved_steps(models, dictionary, a, lens, lambda L: a.step_count, a.step_repeats)
-    step_rows = []
-    for src_len in lens:
-        med = {n: statistics.median(ms for ms, _ in got[n, src_len]) for n in models}
-        row = {"src": src_len, "beam": a.beams[0], "steps": a.step_count}
-        for n in models:
-            row[f"{n}_ms_per_step"] = med[n]
-            if n != "softmax":
-                row["speedup" + ("" if n == "t2r" else "_" + n)] = med["softmax"] / med[n]
-        step_rows.append(row)
-        print(f"  src {src_len:>5}: " + ", ".join(f"{LABELS[n]} {med[n]:.2f}" for n in models) + " ms/step", flush=True)
-    return step_rows
-
-
-def context_rows(models, dictionary, a):
-    """--contexts: per L, a whole L-token translation of an L-token source, decoder steps timed
-    directly (mean ms per token over the L steps) and the state's bytes after them."""
-    lens = parse_lengths(a.contexts)
-    if not lens:
-        return []
-    print(f"\nsource = target length, L decoder steps timed directly (beam {a.beams[0]}, median of "
-          f"{a.step_repeats}):", flush=True)
-    got = interleaved_steps(models, dictionary, a, lens, lambda L: L, a.step_repeats)
-    rows = []
-    for L in lens:
-        row = {"context": L, "beam": a.beams[0]}
-        for n in models:
-            row[f"{n}_ms_per_token"] = statistics.median(ms for ms, _ in got[n, L])
-            row[f"{n}_state_bytes"] = got[n, L][0][1]
-        rows.append(row)
-        print(f"  L {L:>5}: " + ", ".join(f"{LABELS[n]} {row[n + '_ms_per_token']:.2f} ms/token, "
-                                         f"{row[n + '_state_bytes'] / 2**20:.2f} MiB" for n in models), flush=True)
-    return rows
 
 
 def run_config(a, dictionary, n_soft, n_t2r, wall):
@@ -381,7 +147,7 @@ def save(result, a, out):
         mach = result["machine"]
         title = (f"{a.enc_layers}+{a.dec_layers}L/{a.dim}d/{a.heads}h translation model, batch {a.batch}, fp32, "
                  f"{mach['cpu']} x{mach['threads']} threads, torch {torch.__version__}; T2R k={a.feature_dim}")
-        plot(result["results"], a, out + ".png", title)
+        plots.mt_decoding(result["results"], a, out + ".png", title)
         print(f"wrote {out}.png")
     except ImportError:
         print("matplotlib is not installed: no PNG (pip install matplotlib)")
@@ -409,7 +175,7 @@ def main(argv=None):
         "machine": mach, "config": run_config(a, dictionary, n_soft, n_t2r, wall),
         "results": rows, "decoder_steps": step_rows, "contexts": contexts,
     }
-    result["config"]["command"] = " ".join(["python benchmarks/mt_decoding.py"]
+    result["config"]["command"] = " ".join(["python -m benchmarks.mt_decoding"]
                                            + [shlex.quote(x) for x in (sys.argv[1:] if argv is None else argv)])
     result["summary"] = summarize(rows, a, step_rows)
     result["summary"]["lines"] += context_lines(contexts)
@@ -465,6 +231,68 @@ def summarize(rows, a, step_rows=()):
                                   + ", ".join(f"{r['src']}: {r[key]:.2f}" for r in src)
                                   + f" ({src[-1]['src']} / {src[0]['src']}: {ratio:.2f})")
     return s
+
+
+# ----------------------------------------------------------- the speed table's rows and section
+# (run_all.py writes docs/results/speed.md from these and this script's JSON)
+def targets(mt):
+    s = mt.get("summary", {})
+    return mt_generate_rows(mt["config"], s) + mt_step_ratio_rows(s)
+
+
+def mt_generate_rows(c, s):
+    """softmax / T2R through fairseq's SequenceGenerator, at batch 1 and batched."""
+    rows = []
+    if "beam4_speedup" in s:
+        rows.append(checked("MT decoding", f"softmax / T2R, beam 4, src {c['fixed_src']}, tgt {c['fixed_tgt']}, "
+                            f"batch {c['batch']} (generate)",
+                            f"{s['beam4_speedup']:.2f}x", ">= 2x", s["beam4_speedup"] >= 2))
+        rows.append(reported("MT decoding", "same, decoder steps only (encoder time removed)",
+                             f"{s['beam4_decoder_speedup']:.2f}x"))
+    for b in c.get("batched", []):
+        v = s.get(f"beam4_batch{b}_speedup")
+        if v is not None:
+            rows.append(checked("MT decoding", f"same at batch {b} ({b} sentences x 4 beams per step)", f"{v:.2f}x",
+                                ">= 2x", v >= 2))
+    return rows
+
+
+def mt_step_ratio_rows(s):
+    """Decoder step time, longest source over shortest: timed directly, and through the generator."""
+    rows = []
+    for m in ("t2r", "softmax"):
+        d = s.get(f"direct_{m}_step_ratio")
+        if d:
+            what = (f"{'T2R' if m == 't2r' else 'softmax'} decoder step (timed directly), "
+                    f"source {d['to']} / source {d['from']}")
+            rows.append(checked("MT decoding", what, f"{d['ratio']:.3f}", "<= 1.10 (flat)", d["ratio"] <= 1.10)
+                        if m == "t2r" else reported("MT decoding", what, f"{d['ratio']:.3f}"))
+    for k, v in s.items():
+        if k.startswith("beam4_t2r_step_ratio") or k.startswith("beam4_softmax_step_ratio"):
+            a, b = k.split("_src")[1].split("_vs_")
+            who = "T2R" if "_t2r_" in k else "softmax"
+            rows.append(reported("MT decoding", f"{who} (generate - encoder) / steps, source {a} / source {b} "
+                                 "(whole SequenceGenerator, first-step source summaries included)", f"{v:.3f}"))
+    return rows
+
+
+def section(mt):
+    c = mt["config"]
+    lines = ["", "## MT decoding", "",
+             f"{c['enc_layers']}+{c['dec_layers']} layers, {c['dim']} dims, {c['heads']} heads, FFN {c['ffn']}, "
+             f"vocab {c['vocab']}, T2R k={c['feature_dim']} (self and cross), batch {c['batch']} (sweeps), fp32; "
+             "fairseq's SequenceGenerator with the output length forced.", ""]
+    rows = [[r["sweep"], r["beam"], r.get("batch", c["batch"]), r["src"], r["tgt"], f"{r['softmax_s']:.2f}", f"{r['t2r_s']:.2f}",
+             f"{r['speedup']:.2f}x", f"{r['softmax_decoder_ms_per_step']:.2f}", f"{r['t2r_decoder_ms_per_step']:.2f}",
+             f"{r['encoder_s']:.3f}"] for r in mt["results"]]
+    lines += table(rows, ["sweep", "beam", "batch", "src", "tgt", "softmax s", "T2R s", "speedup", "softmax ms/step",
+                          "T2R ms/step", "encoder s"])
+    if mt.get("decoder_steps"):
+        lines += ["", "Decoder steps timed directly (no SequenceGenerator; state reordered each step):", ""]
+        lines += table([[r["src"], r["beam"], r["steps"], f"{r['softmax_ms_per_step']:.2f}", f"{r['t2r_ms_per_step']:.2f}",
+                         f"{r['speedup']:.2f}x"] for r in mt["decoder_steps"]],
+                       ["src", "beam", "steps", "softmax ms/step", "T2R ms/step", "speedup"])
+    return lines + ["", "![mt_decoding](../../benchmarks/results/mt_decoding.png)"]
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ It is the demo's pipeline (same steps, same fairseq commands, resumable) at a la
 4-layer LM on 512-token blocks, a model that really uses its attention (the bare swap's cost is
 reported for every setting).
 
-    python benchmarks/quality.py [--quick] [--out DIR] [--tasks lm] [--seeds 1,2,3]
+    python -m benchmarks.quality [--quick] [--out DIR] [--tasks lm] [--seeds 1,2,3]
                                  [--variants control,t2r,...] [--one-seed ARMS] [--lm-teacher PATH] [--jobs 2]
                                  [--demo-size]
 
@@ -24,10 +24,7 @@ from dataclasses import asdict, replace
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-sys.path.insert(0, str(REPO / "benchmarks"))
-import quality_report  # noqa: E402
+from benchmarks import quality_report
 
 # the benchmark's size: 4 layers, 512-token blocks, the whole LM corpus sample the teacher saw
 BENCH = dict(lm_lines=60000, lm_merges=4000, mt_pairs=None, mt_merges=8000, layers=4, dim=128, ffn=512, heads=4,
@@ -91,7 +88,7 @@ def main(argv=None):
     if not a.report_only:
         runner.run(steps)
     collected = {k: results.collect(p, runner) for k, p in plans.items()}
-    header = {"benchmark": "quality", "command": "python benchmarks/quality.py " + " ".join(argv or sys.argv[1:]),
+    header = {"benchmark": "quality", "command": "python -m benchmarks.quality " + " ".join(argv or sys.argv[1:]),
               "settings": asdict(preset), "seeds": seeds, "machine": machine(), "jobs": a.jobs,
               # a report of a stopped run: the run's wall time is not this process's
               "seconds": None if a.report_only else round(time.time() - t0, 1)}

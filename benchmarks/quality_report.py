@@ -1,6 +1,7 @@
 """benchmarks/quality.py's summary, targets, Markdown and plot, from ``results.collect``'s figures."""
 from typing import Dict, List
 
+from benchmarks.plots import pyplot
 from fairseq_t2r.demo import teachers
 from fairseq_t2r.demo.results import METRIC, separated
 from fairseq_t2r.demo.variants import VARIANTS, split_run_name
@@ -124,10 +125,7 @@ def markdown(header: Dict, summary: Dict, collected: Dict) -> str:
 
 
 def plot(path, summary: Dict):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, axes = plt.subplots(1, len(summary), figsize=(7 * len(summary), 4.5), squeeze=False)
     for ax, (k, s) in zip(axes[0], summary.items()):

@@ -26,311 +26,24 @@ repeat, the order alternating), medians reported:
 - ``lm``: the whole 6-layer LM (``transformer_lm`` vs its ``t2r_transformer_lm`` twin, same
   weights), one sequence of ``--lm-len`` tokens, cross-entropy over the vocabulary, fwd + bwd.
 
-    python benchmarks/training.py                 # everything (~6 min on 2 quiet cores)
-    python benchmarks/training.py --quick         # smoke test (small lengths, < 1 min)
-    python benchmarks/training.py --parts layer --lengths 1024,4096
-    python benchmarks/training.py --states additive,decay,gate --lengths 1024,4096,8192
+    python -m benchmarks.training                 # everything (~6 min on 2 quiet cores)
+    python -m benchmarks.training --quick         # smoke test (small lengths, < 1 min)
+    python -m benchmarks.training --parts layer --lengths 1024,4096
+    python -m benchmarks.training --states additive,decay,gate --lengths 1024,4096,8192
 """
 import argparse
 import json
 import os
-import statistics
-import subprocess
-import sys
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-REPO = os.path.dirname(HERE)
-sys.path.insert(0, REPO)
-sys.path.insert(0, HERE)
+import torch
 
-import torch  # noqa: E402
-from common import FakeTask, clock, machine, make_dictionary, parse_states, state_options  # noqa: E402
+from benchmarks import plots, training_parts
+from benchmarks.common import clock, machine, parse_states
+from benchmarks.report import checked, table
+from benchmarks.training_parts import memory_child, part_layer, part_lm, part_tune, state_layers
 
-
-def _mha_and_t2r(dim, heads, feature_dim, seed=0):
-    from fairseq.modules import MultiheadAttention
-
-    import fairseq_t2r.models  # noqa: F401  (registers the T2R models)
-    from fairseq_t2r.modules import T2RAttention
-
-    torch.manual_seed(seed)
-    mha = MultiheadAttention(dim, heads, self_attention=True)
-    torch.manual_seed(seed)
-    t2r = T2RAttention.from_softmax(MultiheadAttention(dim, heads, self_attention=True), "t2r", feature_dim)
-    return {"softmax": mha.train(), "t2r": t2r.train()}
-
-
-def state_layers(a):
-    """One T2RAttention per state of ``a.states`` but the additive one, each on the weights
-    _mha_and_t2r gives (same seed): ({variant: module}, {variant: why the module refused it})."""
-    from fairseq.modules import MultiheadAttention
-
-    from fairseq_t2r.modules import T2RAttention
-
-    mods, skipped = {}, {}
-    for variant, state, norm in a.states[1:]:
-        torch.manual_seed(0)
-        try:
-            options = state_options(state, norm)
-            mods[variant] = T2RAttention.from_softmax(MultiheadAttention(a.dim, a.heads, self_attention=True), "t2r",
-                                                      a.feature_dim, state_options=options).train()
-        except ValueError as e:
-            skipped[variant] = str(e)
-    return mods, skipped
-
-
-def layer_modules(a):
-    """{name: attention layer}: softmax, t2r, and with --states one per other state update."""
-    mods = _mha_and_t2r(a.dim, a.heads, a.feature_dim)
-    if a.states:
-        mods.update(state_layers(a)[0])
-    return mods
-
-
-def causal_mask(T):
-    # what fairseq's TransformerDecoder.buffered_future_mask builds (and caches)
-    return torch.full((T, T), float("-inf")).triu_(1)
-
-
-def layer_step(module, x, mask, grad):
-    """One training step of the layer: forward, then backward from a given output gradient
-    (allocated beforehand, like x, so that no loss function's temporaries enter the figures)."""
-    out, _ = module(x, x, x, attn_mask=mask, need_weights=False)
-    out.backward(grad)
-
-
-CLOCK = time.perf_counter
-
-
-def interleaved(fns, repeats):
-    """{name: [seconds]}: every fn once per repeat, the order alternating between repeats."""
-    times = {n: [] for n in fns}
-    names = list(fns)
-    for r in range(repeats):
-        for n in names if r % 2 == 0 else names[::-1]:
-            t0 = CLOCK()
-            fns[n]()
-            times[n].append(CLOCK() - t0)
-    return times
-
-
-def tune_row(T, fns, repeats, digits):
-    """One warm-up call of each fn, then the fns interleaved: {"length": T, "ms": {name: median ms}}
-    (printed with ``digits`` decimals)."""
-    for f in fns.values():
-        f()
-    t = interleaved(fns, repeats)
-    row = {"length": T, "ms": {n: 1000 * statistics.median(x) for n, x in t.items()}}
-    print(f"tune T={T:>5}: " + ", ".join(f"{n} {m:.{digits}f} ms" for n, m in row["ms"].items()), flush=True)
-    return row
-
-
-# ------------------------------------------------------------------ tune: the core alone
-def part_tune(a):
-    from fairseq_t2r import ops
-
-    H, F, D = a.heads, a.feature_dim, a.dim // a.heads
-    rows = []
-
-    def inputs(T):
-        g = torch.Generator().manual_seed(T)
-        # laid out as the module makes them: permuted views of (T, B, H, X) projections
-        q = torch.relu(torch.randn(T, 1, H, F, generator=g)).permute(1, 2, 0, 3).requires_grad_()
-        k = torch.relu(torch.randn(T, 1, H, F, generator=g)).permute(1, 2, 0, 3).requires_grad_()
-        v = torch.randn(T, 1, H, D, generator=g).permute(1, 2, 0, 3).requires_grad_()
-        return q, k, v
-
-    def fwd_bwd(f, q, k, v):
-        def run():
-            out = f(q, k, v)
-            out.backward(torch.ones_like(out))
-        return run
-
-    for T in a.tune_short:
-        q, k, v = inputs(T)
-        fns = {"quadratic": fwd_bwd(lambda q, k, v: ops.causal_quadratic(q, k, v), q, k, v),
-               "chunked": fwd_bwd(lambda q, k, v: ops.causal_chunked(q, k, v), q, k, v),
-               "chunked C=T": fwd_bwd(lambda q, k, v: ops.causal_chunked(q, k, v, chunk_size=T), q, k, v)}
-        rows.append(tune_row(T, fns, a.tune_repeats, 2))
-    chunk_rows = []
-    for T in a.tune_long:
-        q, k, v = inputs(T)
-        fns = {f"C={C}": fwd_bwd(lambda q, k, v, C=C: ops.causal_chunked(q, k, v, chunk_size=C), q, k, v)
-               for C in a.tune_chunks if C <= T}
-        chunk_rows.append(tune_row(T, fns, a.tune_repeats, 1))
-    return {"quadratic_vs_chunked": rows, "chunk_sizes": chunk_rows,
-            "current": {"QUADRATIC_MAX_LEN": ops.QUADRATIC_MAX_LEN, "DEFAULT_CHUNK_SIZE": ops.DEFAULT_CHUNK_SIZE}}
-
-
-# ------------------------------------------------------------------ layer: time and memory
-def part_layer(a):
-    mods = layer_modules(a)
-    rows = []
-    for T in a.lengths:
-        x = torch.randn(T, 1, a.dim, requires_grad=True)
-        grad = torch.randn(T, 1, a.dim)
-        mask = causal_mask(T)
-        fns = {n: (lambda m=m: layer_step(m, x, mask, grad)) for n, m in mods.items()}
-        for f in fns.values():  # warm-up
-            f()
-        reps = a.repeats if T < 8192 else max(2, a.repeats - 2)
-        t = interleaved(fns, reps)
-        ms = {n: 1000 * statistics.median(v) for n, v in t.items()}
-        row = {"length": T, "ms": ms, "runs_ms": {n: [1000 * s for s in v] for n, v in t.items()},
-               "speedup": ms["softmax"] / ms["t2r"]}
-        if a.states:
-            row["over_additive"] = {n: ms[n] / ms["t2r"] for n in mods if n not in ("softmax", "t2r")}
-        if T in a.mem_lengths:
-            row["peak_MB"] = {n: measure_memory(n, T, a) for n in mods}
-            row["softmax_mask_MB"] = T * T * 4 / 2**20
-            row["memory_ratio"] = row["peak_MB"]["t2r"] / row["peak_MB"]["softmax"]
-            row["memory_ratio_with_mask"] = row["peak_MB"]["t2r"] / (row["peak_MB"]["softmax"] + row["softmax_mask_MB"])
-        rows.append(row)
-        mem = ""
-        if "peak_MB" in row:
-            mem = (f" | step peak MB: softmax {row['peak_MB']['softmax']:.0f} (+ mask {row['softmax_mask_MB']:.0f}), "
-                   f"t2r {row['peak_MB']['t2r']:.0f}")
-        print(f"layer T={T:>5}: softmax {ms['softmax']:8.1f} ms, t2r {ms['t2r']:7.1f} ms, "
-              f"{row['speedup']:5.2f}x{mem}", flush=True)
-        if row.get("over_additive"):
-            print("  state / additive t2r: " + ", ".join(f"{n} {ms[n]:.1f} ms {x:.2f}x" for n, x in
-                                                       row["over_additive"].items()), flush=True)
-    return rows
-
-
-def measure_memory(name, T, a):
-    """Peak RSS increase (MB) of one fwd + bwd step, in a fresh subprocess."""
-    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536")  # every tensor its own mapping: RSS follows live tensors
-    cmd = [sys.executable, os.path.abspath(__file__), "--_memory-child", name, str(T),
-           "--dim", str(a.dim), "--heads", str(a.heads), "--feature-dim", str(a.feature_dim),
-           "--threads", str(a.threads)]
-    if a.states:
-        cmd += ["--states", ",".join(f"{st}:{norm}" for _, st, norm in a.states)]
-    res = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, env=env)
-    lines = [ln for ln in res.stdout.splitlines() if ln.startswith("PEAK_MB ")]
-    if res.returncode != 0 or not lines:
-        raise RuntimeError(f"memory child failed: {res.stderr[-2000:]}")
-    return float(lines[-1].split()[1])
-
-
-def memory_child(name, T, a):
-    torch.set_num_threads(a.threads)
-    mod = layer_modules(a)[name]
-    xw = torch.randn(256, 1, a.dim, requires_grad=True)
-    layer_step(mod, xw, causal_mask(256), torch.randn(256, 1, a.dim))  # warm-up: thread pools, kernels
-    mod.zero_grad(set_to_none=False)  # gradient buffers exist before the measured step
-    del xw
-    x = torch.randn(T, 1, a.dim, requires_grad=True)
-    grad = torch.randn(T, 1, a.dim)
-    mask = causal_mask(T)
-    rss0 = _status_kb("VmRSS")
-    _reset_peak()
-    layer_step(mod, x, mask, grad)
-    print(f"PEAK_MB {(_status_kb('VmHWM') - rss0) / 1024:.2f}")
-
-
-def _status_kb(field):
-    with open("/proc/self/status") as f:
-        return next(int(line.split()[1]) for line in f if line.startswith(field + ":"))
-
-
-def _reset_peak():
-    """Reset the kernel's peak-RSS mark (VmHWM) to the current RSS (Linux: clear_refs 5), so the
-    peak read after the step is the step's, not the imports'."""
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")
-
-
-# ------------------------------------------------------------------ lm: the whole model
-def part_lm(a):
-    import copy
-
-    import lm_generation as G
-
-    cfg = argparse.Namespace(layers=a.layers, dim=a.dim, heads=a.heads, ffn=a.ffn, feature_map="t2r",
-                             feature_dim=a.feature_dim)
-    d = make_dictionary(a.vocab)
-    task = FakeTask(d)
-    soft = G.build("transformer_lm", task, cfg, a.lm_len + 8).train()
-    t2r = G.build("t2r_transformer_lm", task, cfg, a.lm_len + 8).train()
-    t2r.load_state_dict(copy.deepcopy(soft.state_dict()))
-    g = torch.Generator().manual_seed(0)
-    tokens = torch.randint(d.nspecial, len(d), (1, a.lm_len + 1), generator=g)
-    inp, target = tokens[:, :-1], tokens[:, 1:]
-
-    def step(model):
-        def run():
-            model.zero_grad(set_to_none=True)
-            logits, _ = model.decoder(inp)
-            loss = torch.nn.functional.cross_entropy(logits.view(-1, logits.size(-1)), target.reshape(-1))
-            loss.backward()
-        return run
-
-    fns = {"softmax": step(soft), "t2r": step(t2r)}
-    for f in fns.values():
-        f()
-    t = interleaved(fns, a.lm_repeats)
-    ms = {n: 1000 * statistics.median(v) for n, v in t.items()}
-    row = {"length": a.lm_len, "ms": ms, "runs_ms": {n: [1000 * s for s in v] for n, v in t.items()},
-           "speedup": ms["softmax"] / ms["t2r"]}
-    print(f"lm T={a.lm_len}: softmax {ms['softmax']:.0f} ms, t2r {ms['t2r']:.0f} ms per fwd+bwd, "
-          f"{row['speedup']:.2f}x", flush=True)
-    return row
-
-
-def plot(result, path):
-    import logging
-
-    logging.getLogger("matplotlib").setLevel(logging.WARNING)
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    layer = result.get("layer")
-    if not layer:
-        return False
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.4))
-    L = [r["length"] for r in layer]
-    ax1.plot(L, [r["ms"]["softmax"] for r in layer], "o-", label="fairseq MultiheadAttention (SDPA)")
-    ax1.plot(L, [r["ms"]["t2r"] for r in layer], "s-", label="T2RAttention")
-    for n in layer[0].get("over_additive", {}):
-        ax1.plot(L, [r["ms"][n] for r in layer], "d--", label=f"T2RAttention, {n}")
-    ax1.set_xscale("log", base=2)
-    ax1.set_yscale("log")
-    ax1.set_xlabel("sequence length (tokens, batch 1)")
-    ax1.set_ylabel("ms per fwd + bwd (median, log)")
-    ax1.set_title("one attention layer, training step")
-    ax1.set_xticks(L)
-    ax1.set_xticklabels([str(x) for x in L])
-    ax1.legend(fontsize=8)
-    ax1.grid(alpha=0.3, which="both")
-    mem = [r for r in layer if "peak_MB" in r]
-    if mem:
-        Lm = [r["length"] for r in mem]
-        ax2.plot(Lm, [r["peak_MB"]["softmax"] for r in mem], "o-", label="softmax step")
-        ax2.plot(Lm, [r["peak_MB"]["softmax"] + r["softmax_mask_MB"] for r in mem], "o:",
-                 label="softmax step + its causal mask")
-        ax2.plot(Lm, [r["peak_MB"]["t2r"] for r in mem], "s-", label="T2R step")
-        ax2.set_xscale("log", base=2)
-        ax2.set_yscale("log")
-        ax2.set_xticks(Lm)
-        ax2.set_xticklabels([str(x) for x in Lm])
-        ax2.set_xlabel("sequence length (tokens, batch 1)")
-        ax2.set_ylabel("peak RSS increase, MB (log)")
-        ax2.set_title("memory of one fwd + bwd step")
-        ax2.legend(fontsize=8)
-        ax2.grid(alpha=0.3, which="both")
-    else:
-        ax2.axis("off")  # no memory measured (--mem-lengths)
-    m = result["machine"]
-    fig.suptitle(f"{result['config']['dim']}d/{result['config']['heads']}h, T2R k={result['config']['feature_dim']}, "
-                 f"fp32, {m['cpu']} x{m['threads']} threads, torch {m['torch']}", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return True
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def ints(s):
@@ -396,8 +109,7 @@ def parse_args(argv):
 
 def set_up(a):
     """Clock and threads as asked; returns the machine description (also printed)."""
-    global CLOCK
-    CLOCK = clock(a.clock)
+    training_parts.CLOCK = clock(a.clock)  # the clock the timing loops read
     torch.set_num_threads(a.threads)
     mach = machine()
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, {mach['cpu']}", flush=True)
@@ -434,7 +146,7 @@ def save(result, out):
     with open(out + ".json", "w") as f:
         json.dump(result, f, indent=1)
     wrote = [out + ".json"]
-    if plot(result, out + ".png"):
+    if plots.training(result, out + ".png"):
         wrote.append(out + ".png")
     print("wrote " + ", ".join(wrote))
 
@@ -460,6 +172,83 @@ def main(argv=None):
     if a.out:
         save(result, a.out)
     return result
+
+
+# ----------------------------------------------------------- the speed table's rows and section
+# (run_all.py writes docs/results/speed.md from these and this script's JSON)
+def targets(tr):
+    layer = {r["length"]: r for r in tr.get("layer", [])}
+    rows = [checked("training", f"attention layer fwd+bwd, softmax / T2R at {T}", f"{layer[T]['speedup']:.2f}x",
+                    f">= {need}x", layer[T]["speedup"] >= need)
+            for T, need in ((1024, 1.5), (4096, 4), (8192, 8)) if T in layer]
+    rows += training_memory_rows(tr)
+    if "lm" in tr:
+        sp = tr["lm"]["speedup"]
+        rows.append(checked("training", f"whole {tr['config']['layers']}-layer LM fwd+bwd at {tr['lm']['length']}",
+                            f"{sp:.2f}x", ">= 2x", sp >= 2))
+    return rows
+
+
+def training_memory_rows(tr):
+    """Peak memory of one layer step at the longest length measured, T2R over softmax."""
+    big = max((r for r in tr.get("layer", []) if "peak_MB" in r), key=lambda r: r["length"], default=None)
+    if not big:
+        return []
+    pm = big["peak_MB"]
+    return [checked("training", f"layer step peak memory T2R / softmax at {big['length']} (step only)",
+                    f"{big['memory_ratio']:.2f} ({pm['t2r']:.0f} MB vs {pm['softmax']:.0f} MB)", "<= 0.25",
+                    big["memory_ratio"] <= 0.25),
+            checked("training", f"same, softmax's causal mask ({big['softmax_mask_MB']:.0f} MB) counted",
+                    f"{big['memory_ratio_with_mask']:.2f}", "<= 0.25", big["memory_ratio_with_mask"] <= 0.25)]
+
+
+def section(tr):
+    c = tr["config"]
+    lines = training_layer_section(tr) if tr.get("layer") else []
+    if tr.get("lm"):
+        r = tr["lm"]
+        lines += ["", f"Whole LM ({c['layers']} layers, vocab {c['vocab']}), one sequence of {r['length']} tokens, "
+                      f"fwd + bwd: softmax {r['ms']['softmax']:.0f} ms, T2R {r['ms']['t2r']:.0f} ms, "
+                      f"{r['speedup']:.2f}x."]
+    if tr.get("tune"):
+        lines += tune_section(tr["tune"])
+    return lines
+
+
+def training_layer_section(tr):
+    c = tr["config"]
+    lines = ["", "## Training: one attention layer, forward + backward", "",
+             f"{c['dim']} dims, {c['heads']} heads, T2R k={c['feature_dim']}, batch 1, fp32. {c['layer_call']}. "
+             f"Memory: {c['memory']}.", ""]
+    rows = []
+    for r in tr["layer"]:
+        pm = r.get("peak_MB", {})
+        rows.append([r["length"], f"{r['ms']['softmax']:.1f}", f"{r['ms']['t2r']:.1f}", f"{r['speedup']:.2f}x",
+                     f"{pm['softmax']:.0f} (+{r['softmax_mask_MB']:.0f} mask)" if pm else "",
+                     f"{pm['t2r']:.0f}" if pm else ""])
+    lines += table(rows, ["length", "softmax ms", "T2R ms", "speedup", "softmax peak MB", "T2R peak MB"])
+    return lines + ["", "![training](../../benchmarks/results/training.png)"]
+
+
+def tune_column(n):
+    """Older runs named the chunked column by its chunk size."""
+    return "chunked" if n.startswith("chunked C=") and n != "chunked C=T" else n
+
+
+def tune_section(t):
+    """The quadratic vs chunked timings, the chunk-size sweep, and the thresholds in force."""
+    lines = ["", "### Quadratic vs chunked form, chunk size (attention core alone, fwd + bwd, ms)", ""]
+    qrows = [{"length": r["length"], "ms": {tune_column(n): v for n, v in r["ms"].items()}} for r in t["quadratic_vs_chunked"]]
+    names = list(dict.fromkeys(n for r in qrows for n in r["ms"]))
+    lines += table([[r["length"]] + [f"{r['ms'][n]:.2f}" if n in r["ms"] else "" for n in names] for r in qrows],
+                   ["length"] + [n if n != "chunked" else f"chunked C=min(T, {t['current']['DEFAULT_CHUNK_SIZE']})"
+                                 for n in names])
+    if t["chunk_sizes"]:
+        names = sorted({n for r in t["chunk_sizes"] for n in r["ms"]}, key=lambda n: int(n[2:]))
+        lines += [""] + table([[r["length"]] + [f"{r['ms'][n]:.1f}" if n in r["ms"] else "" for n in names]
+                               for r in t["chunk_sizes"]], ["length"] + names)
+    return lines + ["", f"In force: QUADRATIC_MAX_LEN = {t['current']['QUADRATIC_MAX_LEN']}, "
+                        f"DEFAULT_CHUNK_SIZE = {t['current']['DEFAULT_CHUNK_SIZE']}."]
 
 
 if __name__ == "__main__":

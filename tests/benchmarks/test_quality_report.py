@@ -1,13 +1,6 @@
 """benchmarks/quality_report.py: the quality benchmark's summary and targets, on hand-made figures
 (the pipeline it summarises is the demo's, which tests/demo runs end to end)."""
-import os
-import sys
-
-from utils import REPO
-
-sys.path.insert(0, os.path.join(REPO, "benchmarks"))
-import quality_report  # noqa: E402
-
+from benchmarks import quality_report
 from fairseq_t2r.demo import teachers  # noqa: E402
 from fairseq_t2r.demo.results import by_variant  # noqa: E402
 
@@ -47,7 +40,7 @@ def test_summary_states_each_target_with_its_verdict():
     assert quality_report._fewer([300, 100], [200, 250]) is True      # same hits: 400 updates against 450
     assert quality_report._fewer([300, 300], [200, 250]) is False     # 600 against 450
     text = quality_report.markdown({"machine": {"date": "d", "cpu": "c", "cpu_count": 2, "torch": "t"},
-                                    "command": "python benchmarks/quality.py", "seconds": 60, "jobs": 2,
+                                    "command": "python -m benchmarks.quality", "seconds": 60, "jobs": 2,
                                     "seeds": [1, 2, 3], "settings": {}}, {"lm": s}, _collected())
     assert "| T2R, swap + finetune | 51.200 ± 0.200 (3) |" in text and "-> **not separable**" in text
     assert "): held (the control: validation perplexity 1.0% above the teacher's)." in text  # the budget check

@@ -10,7 +10,7 @@ def pipeline(root):
     """The benchmarks' smoke run, started in the background at collection (tests/conftest.py)."""
     env = dict(os.environ, OMP_NUM_THREADS="1")
     res = subprocess.run(
-        [sys.executable, os.path.join(REPO, "benchmarks", "run_all.py"), "--quick", "--threads", "1",
+        [sys.executable, "-m", "benchmarks.run_all", "--quick", "--threads", "1",
          "--out-dir", str(root)],
         capture_output=True, text=True, cwd=REPO, env=env, timeout=300,
     )
