@@ -17,7 +17,7 @@ Arms: ``additive`` (the paper), ``gate`` (the gate from the key: the window arm'
 ``gate+window`` (W = --window), ``window-only`` (--t2r-window-branch window). Variants interleaved,
 the order alternating between repeats, medians reported; ratios against ``additive``.
 
-    nice python benchmarks/window_module_speed.py       # writes benchmarks/results/window_module_speed.json
+    nice python -m benchmarks.window_module_speed       # writes benchmarks/results/window_module_speed.json
 """
 import argparse
 import json
@@ -26,13 +26,11 @@ import statistics
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import torch
+from fairseq.modules import MultiheadAttention
 
-import torch  # noqa: E402
-from fairseq.modules import MultiheadAttention  # noqa: E402
-
-from fairseq_t2r.machine import machine  # noqa: E402
-from fairseq_t2r.modules import T2RAttention  # noqa: E402
+from fairseq_t2r.machine import machine
+from fairseq_t2r.modules import T2RAttention
 
 C, H, F = 512, 8, 32
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "window_module_speed.json")
@@ -136,7 +134,7 @@ def main():
     torch.set_num_threads(a.threads)
     clock = time.process_time if a.clock == "cpu" else time.perf_counter
     layers = {n: build(s, w) for n, (s, w) in arms(a.window).items()}
-    result = {"benchmark": "window_module_speed", "command": "python benchmarks/window_module_speed.py " +
+    result = {"benchmark": "window_module_speed", "command": "python -m benchmarks.window_module_speed " +
               " ".join(sys.argv[1:]), "machine": machine(), "threads": a.threads, "clock": a.clock, "window": a.window,
               "layer": {"embed_dim": C, "heads": H, "feature_dim": F}}
     for attn in layers.values():

@@ -13,7 +13,7 @@ A layer's ratio is estimated as (projections + core) / (projections + additive c
 projections being the four 512 x 512 ones (q, k, v, out) of the same tokens. Variants interleaved,
 the order alternating between repeats, medians reported.
 
-    python benchmarks/window_speed.py                 # writes benchmarks/results/window_speed.json
+    python -m benchmarks.window_speed                 # writes benchmarks/results/window_speed.json
 """
 import argparse
 import json
@@ -21,8 +21,6 @@ import os
 import statistics
 import sys
 import time
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import torch
 
@@ -148,7 +146,7 @@ def main():
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     clock = time.process_time if a.clock == "cpu" else time.perf_counter
-    result = {"benchmark": "window_speed", "command": "python benchmarks/window_speed.py " + " ".join(sys.argv[1:]),
+    result = {"benchmark": "window_speed", "command": "python -m benchmarks.window_speed " + " ".join(sys.argv[1:]),
               "machine": machine(), "threads": a.threads, "clock": a.clock, "window": a.window,
               "training": training([int(x) for x in a.lengths.split(",")], a.window, a.repeats, clock),
               "decoding": decoding(a.batch, a.window, [int(x) for x in a.contexts.split(",")], a.repeats, clock)}
