@@ -16,25 +16,14 @@ Variants interleaved per length, the order alternating between repeats, medians 
 """
 import argparse
 import json
-import statistics
 import time
 
 import torch
 
+from benchmarks.core_timing import core_row, fwd_bwd, interleaved, projections
 from fairseq_t2r import ops
 
 H, F, D = 8, 32, 64
-
-
-def interleaved(fns, repeats, clock):
-    times = {n: [] for n in fns}
-    names = list(fns)
-    for r in range(repeats):
-        for n in names if r % 2 == 0 else names[::-1]:
-            t0 = clock()
-            fns[n]()
-            times[n].append(clock() - t0)
-    return {n: 1000 * statistics.median(t) for n, t in times.items()}
 
 
 def inputs(B, T, seed=0, grad=True):
@@ -47,40 +36,15 @@ def inputs(B, T, seed=0, grad=True):
     return [x.requires_grad_(grad) for x in (q, k, v, beta, gate)]
 
 
-def fwd_bwd(f):
-    def run():
-        out = f()
-        out.backward(torch.ones_like(out))
-
-    return run
-
-
-def projections(T):
-    """What a layer adds around the core, to put the core's figures in proportion: the four
-    512 x 512 projections (q, k, v, out) of T tokens, forward + backward."""
-    x = torch.randn(T, H * D, requires_grad=True)
-    lin = [torch.nn.Linear(H * D, H * D) for _ in range(4)]
-    return fwd_bwd(lambda: sum(m(x) for m in lin))
-
-
 def training(lengths, chunks, repeats, clock):
     rows = []
     for T in lengths:
         q, k, v, beta, gate = inputs(1, T, seed=T)
-        fns = {"projections": projections(T), "additive": fwd_bwd(lambda: ops.causal_chunked(q, k, v))}
+        fns = {"projections": projections(T, H * D), "additive": fwd_bwd(lambda: ops.causal_chunked(q, k, v))}
         for C in chunks:
             fns[f"delta C={C}"] = fwd_bwd(lambda C=C: ops.delta_chunked(q, k, v, beta, chunk_size=C))
             fns[f"gated-delta C={C}"] = fwd_bwd(lambda C=C: ops.delta_chunked(q, k, v, beta, gate, chunk_size=C))
-        for f in fns.values():
-            f()
-        ms = interleaved(fns, repeats, clock)
-        proj = ms.pop("projections")
-        ratio = {n: m / ms["additive"] for n, m in ms.items()}
-        # a layer's ratio, estimated: (projections + core) / (projections + additive core)
-        layer = {n: (proj + m) / (proj + ms["additive"]) for n, m in ms.items()}
-        rows.append({"length": T, "ms": ms, "projections_ms": proj, "ratio": ratio, "layer_ratio_estimate": layer})
-        print(f"train T={T:>5}: projections {proj:.1f} ms; core " + ", ".join(
-            f"{n} {m:.1f} ms ({ratio[n]:.2f}x, layer ~{layer[n]:.2f}x)" for n, m in ms.items()), flush=True)
+        rows.append(core_row(T, fns, repeats, clock))
     return rows
 
 

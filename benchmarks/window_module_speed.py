@@ -22,13 +22,13 @@ the order alternating between repeats, medians reported; ratios against ``additi
 import argparse
 import json
 import os
-import statistics
 import sys
 import time
 
 import torch
 from fairseq.modules import MultiheadAttention
 
+from benchmarks.core_timing import interleaved
 from fairseq_t2r.machine import machine
 from fairseq_t2r.modules import T2RAttention
 
@@ -46,17 +46,6 @@ def build(state, window, seed=0):
     torch.manual_seed(seed)
     return T2RAttention.from_softmax(MultiheadAttention(C, H, self_attention=True), "t2r", F,
                                      state_options=state or None, window_options=window)
-
-
-def interleaved(fns, repeats, clock):
-    times = {n: [] for n in fns}
-    names = list(fns)
-    for r in range(repeats):
-        for n in names if r % 2 == 0 else names[::-1]:
-            t0 = clock()
-            fns[n]()
-            times[n].append(clock() - t0)
-    return {n: statistics.median(t) for n, t in times.items()}
 
 
 def state_bytes(incremental_state):
@@ -84,9 +73,9 @@ def decoding(layers, batch, contexts, repeats, clock, per_call=100):
             done = context
             fns = {name: (lambda name=name: steps(name, per_call)) for name in layers}
             fns["ffn"] = lambda: [ffn(x) for _ in range(per_call)]
-            sec = interleaved(fns, repeats, clock)
+            ms = interleaved(fns, repeats, clock)
             done += per_call * repeats
-            us = {n: 1e6 * s / per_call for n, s in sec.items()}
+            us = {n: 1000 * m / per_call for n, m in ms.items()}
             ffn_us = us.pop("ffn")
             ratio = {n: u / us["additive"] for n, u in us.items()}
             # the same layer with its feed-forward block (C -> 4C -> C) beside the attention
@@ -105,14 +94,14 @@ def training(layers, lengths, repeats, clock):
     for T in lengths:
         x = torch.randn(T, 1, C, requires_grad=True)
 
-        def fwd_bwd(attn):
+        def train_step(attn):
             out, _ = attn(x, x, x)
             out.backward(torch.ones_like(out))
 
-        fns = {n: (lambda a=a: fwd_bwd(a)) for n, a in layers.items()}
+        fns = {n: (lambda a=a: train_step(a)) for n, a in layers.items()}
         for f in fns.values():
             f()
-        ms = {n: 1000 * s for n, s in interleaved(fns, repeats, clock).items()}
+        ms = interleaved(fns, repeats, clock)
         ratio = {n: m / ms["additive"] for n, m in ms.items()}
         rows.append({"length": T, "ms": ms, "ratio": ratio})
         print(f"train T={T:>5}: " + ", ".join(f"{n} {m:.0f} ms ({ratio[n]:.2f}x)" for n, m in ms.items()), flush=True)

@@ -18,29 +18,18 @@ the order alternating between repeats, medians reported.
 import argparse
 import json
 import os
-import statistics
 import sys
 import time
 
 import torch
 
+from benchmarks.core_timing import core_row, fwd_bwd, interleaved, projections
 from fairseq_t2r import ops
 from fairseq_t2r.machine import machine
 from fairseq_t2r.ops import window as win
 
 H, F, D = 8, 32, 64
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "window_speed.json")
-
-
-def interleaved(fns, repeats, clock):
-    times = {n: [] for n in fns}
-    names = list(fns)
-    for r in range(repeats):
-        for n in names if r % 2 == 0 else names[::-1]:
-            t0 = clock()
-            fns[n]()
-            times[n].append(clock() - t0)
-    return {n: 1000 * statistics.median(t) for n, t in times.items()}
 
 
 def tensors(B, T, grad, seed=0):
@@ -51,38 +40,16 @@ def tensors(B, T, grad, seed=0):
     return [x.requires_grad_(grad) for x in (q, k, v, phi_q, phi_k)]
 
 
-def fwd_bwd(f):
-    def run():
-        out = f()
-        out.backward(torch.ones_like(out))
-
-    return run
-
-
-def projections(T, grad=True):
-    x = torch.randn(T, H * D, requires_grad=grad)
-    lin = [torch.nn.Linear(H * D, H * D) for _ in range(4)]
-    return fwd_bwd(lambda: sum(m(x) for m in lin)) if grad else (lambda: [m(x) for m in lin])
-
-
 def training(lengths, window, repeats, clock):
     rows = []
     log_factor = torch.zeros(H, requires_grad=True)
     for T in lengths:
         q, k, v, phi_q, phi_k = tensors(1, T, True, seed=T)
-        fns = {"projections": projections(T),
+        fns = {"projections": projections(T, H * D),
                "additive": fwd_bwd(lambda: ops.causal_chunked(phi_q, phi_k, v)),
                f"window+linear W={window}": fwd_bwd(lambda: win.windowed_linear(q, k, v, phi_q, phi_k, window, log_factor)),
                f"window alone W={window}": fwd_bwd(lambda: win.windowed_softmax(q, k, v, window))}
-        for f in fns.values():
-            f()
-        ms = interleaved(fns, repeats, clock)
-        proj = ms.pop("projections")
-        ratio = {n: m / ms["additive"] for n, m in ms.items()}
-        layer = {n: (proj + m) / (proj + ms["additive"]) for n, m in ms.items()}
-        rows.append({"length": T, "ms": ms, "projections_ms": proj, "ratio": ratio, "layer_ratio_estimate": layer})
-        print(f"train T={T:>5}: projections {proj:.1f} ms; core " + ", ".join(
-            f"{n} {m:.1f} ms ({ratio[n]:.2f}x, layer ~{layer[n]:.2f}x)" for n, m in ms.items()), flush=True)
+        rows.append(core_row(T, fns, repeats, clock))
     return rows
 
 
@@ -108,7 +75,7 @@ def decoding(batch, window, contexts, repeats, clock):
     log_factor = torch.zeros(H)
     with torch.no_grad():
         q, k, v, phi_q, phi_k = (x[:, :, 0] for x in tensors(batch, 1, False))
-        x1 = projections(batch, grad=False)
+        x1 = projections(batch, H * D, grad=False)
         for context in contexts:
             ws = state_at(batch, window, context, g)
             additive = (torch.rand(batch, H, F, D, generator=g), torch.rand(batch, H, F, generator=g) + 1)
