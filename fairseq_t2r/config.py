@@ -94,6 +94,11 @@ class SwapConfig(FairseqDataclass):
                                   "softmax over the last W tokens: the baseline); linear (the state alone over every "
                                   "token, no window). At eval/generate time: --model-overrides "
                                   "\"{'t2r_window_branch': 'window'}\" scores a windowed model with one branch"})
+    # hybrids collapse onto the window when nothing makes the linear branch work (arXiv 2510.05901)
+    t2r_window_dropout: float = field(
+        default=0.0, metadata={"help": "--t2r-window: the share of training forwards, per layer, in which the window "
+                               "is switched off and the state alone runs over every token, so the linear branch "
+                               "learns to carry the output (never at evaluation or decoding)"})
 
 
 @dataclass

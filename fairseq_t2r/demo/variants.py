@@ -14,6 +14,8 @@ finetuning budget and schedule, so that the only difference is what the arm chan
 - ``window``: the best state update (the gate from the key) with exact softmax over the last
   ``WINDOW`` tokens beside it (``--t2r-window``); ``window-only``: that window alone, no linear
   branch (``--t2r-window-branch window``), the baseline that says whether the linear branch matters;
+  ``window-dropout``: ``window`` with the window switched off in half of the training forwards
+  (``--t2r-window-dropout``), against the collapse onto the window (0.5 is a first choice, not tuned);
 - ``scratch``: T2R from random init for the teacher's budget plus the finetuning budget.
 """
 from dataclasses import dataclass
@@ -65,6 +67,9 @@ _ALL = [
             flags=("--t2r-state", "gate", "--t2r-gate-source", "key", "--t2r-window", str(WINDOW))),
     Variant("window-only", f"{WINDOW}-token softmax window alone (no linear branch), swap + finetune",
             flags=("--t2r-window", str(WINDOW), "--t2r-window-branch", "window")),
+    Variant("window-dropout", "window arm with the window off in half the training forwards, swap + finetune",
+            flags=("--t2r-state", "gate", "--t2r-gate-source", "key", "--t2r-window", str(WINDOW),
+                   "--t2r-window-dropout", "0.5")),
     Variant("scratch", "T2R from random init", recipe="scratch"),
 ]
 VARIANTS: Dict[str, Variant] = {v.name: v for v in _ALL}

@@ -53,8 +53,9 @@ def state_options(args) -> dict:
 
 
 def window_options(args) -> dict:
-    """--t2r-window and --t2r-window-branch as ``build_window``'s keyword arguments."""
-    return {"window": int(t2r_option(args, "t2r_window") or 0), "window_branch": t2r_option(args, "t2r_window_branch")}
+    """--t2r-window, --t2r-window-branch and --t2r-window-dropout as ``build_window``'s keyword arguments."""
+    return {"window": int(t2r_option(args, "t2r_window") or 0), "window_branch": t2r_option(args, "t2r_window_branch"),
+            "window_dropout": float(t2r_option(args, "t2r_window_dropout") or 0.0)}
 
 
 def linear_cross(args) -> bool:

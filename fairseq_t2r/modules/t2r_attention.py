@@ -197,7 +197,7 @@ class T2RAttention(IncrementalDecoding, transfer.Recordable, nn.Module):
         else:
             phi_q, phi_k = self._phi_queries_keys(query, key, key_padding_mask)
             v = self._heads(self.v_proj(value))
-            if self.windowed:
+            if self.windowed and not self.window.dropped(self.training):
                 out = self.window.parallel(self, query, key_padding_mask, phi_q, phi_k, v)
             else:
                     out = self.state_update.parallel(phi_q, phi_k, v, query, self.k_proj, key_padding_mask, self.eps,

@@ -62,13 +62,16 @@ def delay_tokens(x: Tensor, key_padding_mask: Optional[Tensor], window: int):
 
 
 class SlidingWindow(nn.Module):
-    def __init__(self, num_heads: int, window: int, summed: bool, branch: str = "both"):
+    def __init__(self, num_heads: int, window: int, summed: bool, branch: str = "both", dropout: float = 0.0):
         super().__init__()
         if int(window) < 1:
             raise ValueError(f"--t2r-window {window}: give the window in tokens (>= 1), or 0 for none")
         if str(branch) not in WINDOW_BRANCHES:
             raise ValueError(f"--t2r-window-branch {branch}: choose from {list(WINDOW_BRANCHES)}")
+        if not 0.0 <= float(dropout) <= 1.0:
+            raise ValueError(f"--t2r-window-dropout {dropout}: give the share of training forwards in [0, 1]")
         self.window, self.summed, self.branch = int(window), bool(summed), str(branch)
+        self.dropout = float(dropout)
         if self.summed:
             self.log_factor = nn.Parameter(torch.zeros(num_heads))
         else:
@@ -79,8 +82,17 @@ class SlidingWindow(nn.Module):
         """False for ``--t2r-window-branch linear``: the module then runs its state alone."""
         return self.branch != "linear"
 
+    def dropped(self, training: bool) -> bool:
+        """``--t2r-window-dropout p``: in a training forward, with probability p, the window is
+        switched off and the state alone runs over every key (the ``linear`` branch), so that the
+        linear branch must carry the output by itself for a share of the steps: hybrids otherwise
+        collapse onto the window (arXiv 2510.05901). One draw per layer and forward (torch's
+        generator, so fairseq's --seed fixes it); never at evaluation or decoding."""
+        return training and self.dropout > 0 and bool(torch.rand(()) < self.dropout)
+
     def extra_repr(self) -> str:
-        return f"window={self.window}, {'sum' if self.summed else 'mix'}, branch={self.branch}"
+        drop = f", dropout={self.dropout}" if self.dropout else ""
+        return f"window={self.window}, {'sum' if self.summed else 'mix'}, branch={self.branch}{drop}"
 
     # -- training and scoring ---------------------------------------------------------------------
     def parallel(self, attn, x: Tensor, key_padding_mask: Optional[Tensor], phi_q: Tensor, phi_k: Tensor,
@@ -174,8 +186,9 @@ class SlidingWindow(nn.Module):
         return self.parallel(attn, x, key_padding_mask, phi_q, phi_k, eye)
 
 
-def build_window(num_heads: int, state_update, window: int = 0, window_branch: str = "both") -> Optional[SlidingWindow]:
+def build_window(num_heads: int, state_update, window: int = 0, window_branch: str = "both",
+                 window_dropout: float = 0.0) -> Optional[SlidingWindow]:
     """The window of ``--t2r-window`` (None for 0): its combination follows the state's normaliser."""
     if not window:
         return None
-    return SlidingWindow(num_heads, window, state_update.normalize, window_branch)
+    return SlidingWindow(num_heads, window, state_update.normalize, window_branch, window_dropout)

@@ -451,10 +451,12 @@ def test_window_arms_pass_the_window_to_the_swap(tmp_path):
     from fairseq_t2r.demo import presets
     from fairseq_t2r.demo.plan import TaskPlan
 
-    plan = TaskPlan("lm", tmp_path, presets.PRESETS["quick"], f"{REPO}/fairseq_t2r", variants="window,window-only",
+    plan = TaskPlan("lm", tmp_path, presets.PRESETS["quick"], f"{REPO}/fairseq_t2r", variants="window,window-only,window-dropout",
                     teacher_cache=False)
     steps = {s.name: s.args for s in plan.steps()}
     flag = lambda args, name: args[args.index(name) + 1]  # noqa: E731
     assert flag(steps["lm/window"], "--t2r-window") == flag(steps["lm/window-only"], "--t2r-window") == "64"
     assert flag(steps["lm/window"], "--t2r-state") == "gate" and "--t2r-window-branch" not in steps["lm/window"]
     assert flag(steps["lm/window-only"], "--t2r-window-branch") == "window"
+    assert flag(steps["lm/window-dropout"], "--t2r-window-dropout") == "0.5"
+    assert flag(steps["lm/window-dropout"], "--t2r-window") == "64"

@@ -137,6 +137,29 @@ def test_branch_ablation(state):
     assert (y[W + 1:] - yw[W + 1:]).abs().max().item() > 1e-3 and (y - yl).abs().max().item() > 1e-3
 
 
+def test_window_dropout_runs_the_state_alone_in_a_share_of_training_forwards():
+    """--t2r-window-dropout p: a training forward runs the linear branch alone (the state over every
+    key, as --t2r-window-branch linear) with probability p, per layer and forward; evaluation and
+    decoding always keep the window."""
+    x = torch.randn(14, 2, 16, dtype=torch.float64)
+    with torch.no_grad():
+        both, only_linear = make("gate"), make("gate", branch="linear")
+        y_both, y_lin = both(x, x, x)[0], only_linear(x, x, x)[0]
+        assert (y_both - y_lin).abs().max().item() > 1e-3
+        for p, expected in ((1.0, y_lin), (0.0, y_both)):
+            both.window.dropout = p
+            assert torch.equal(both.train()(x, x, x)[0], expected)
+            assert torch.equal(both.eval()(x, x, x)[0], y_both)  # evaluation keeps the window
+        both.window.dropout = 0.5
+        torch.manual_seed(3)
+        outs = [both.train()(x, x, x)[0] for _ in range(40)]
+    dropped = sum(torch.equal(o, y_lin) for o in outs)
+    assert sum(torch.equal(o, y_both) for o in outs) + dropped == 40 and 8 <= dropped <= 32
+    with pytest.raises(ValueError, match="--t2r-window-dropout 1.5"):
+        T2RAttention.from_softmax(MultiheadAttention(16, 2, self_attention=True), "t2r", 8,
+                                  window_options=dict(window=W, window_dropout=1.5))
+
+
 def test_gradients_reach_the_window_and_the_state():
     attn = make("gate").train()
     x = torch.randn(12, 2, 16, dtype=torch.float64)
