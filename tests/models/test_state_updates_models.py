@@ -5,9 +5,8 @@ translation decoding equal the parallel forward (beam search rescoring included)
 writes a checkpoint that loads; attention transfer runs; bad combinations stop with one line."""
 import pytest
 import torch
-from fairseq.sequence_generator import SequenceGenerator
 from test_conversion import OPTIONS, save_softmax_checkpoint
-from test_t2r_transformer import build, converted, data_dir, left_padded_batch, rescoring_max_diff  # noqa: F401
+from test_t2r_transformer import build, converted, data_dir, decoding_gap_and_beam, rescoring_max_diff  # noqa: F401
 from test_t2r_transformer_lm import incremental_logits
 from utils import tiny_lm
 
@@ -74,22 +73,8 @@ def test_translation_decoding_and_beam_search(data_dir, extra):  # noqa: F811
     assert len(cross) == 2 and all(m.state_update.is_paper for m in cross)
     perturb(model)
     d = task.target_dictionary
-    src, src_lengths = left_padded_batch(d, [8, 3, 6, 5, 2], seed=11)
-    model.double().eval()
-    prev = torch.randint(d.nspecial, len(d), (5, 9), generator=torch.Generator().manual_seed(3))
-    prev[:, 0] = d.eos()
-    with torch.no_grad():
-        enc = model.encoder(src, src_lengths=src_lengths)
-        full, _ = model.decoder(prev, encoder_out=enc)
-        state, steps = {}, []
-        for t in range(prev.size(1)):
-            steps.append(model.decoder(prev[:, : t + 1], encoder_out=enc, incremental_state=state)[0])
-    assert (full - torch.cat(steps, 1)).abs().max().item() <= 1e-8
-    model.float()
-    with torch.no_grad():
-        model.decoder.embed_tokens.weight[d.eos()] *= 4  # sentences finish at different steps
-    gen = SequenceGenerator([model], d, beam_size=4, max_len_b=12, min_len=1)
-    hypos = gen.generate([model], {"net_input": {"src_tokens": src, "src_lengths": src_lengths}})
+    gap, src, src_lengths, hypos = decoding_gap_and_beam(model, d, beam_dtype=torch.float32)
+    assert gap <= 1e-8
     assert all(len(nbest) == 4 for nbest in hypos)
     assert rescoring_max_diff(model, d, src, src_lengths, hypos) <= 1e-4
 

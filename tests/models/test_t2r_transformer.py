@@ -245,6 +245,31 @@ def rescoring_max_diff(model, d, src, src_lengths, hypos):
     return worst
 
 
+def decoding_gap_and_beam(model, d, beam_dtype=None):
+    """The float64 checks every converted translation decoder gets: on five left-padded sources,
+    the decoder's parallel output against token-by-token incremental decoding (max |difference|),
+    then beam-4 search (in ``beam_dtype``, the model's own by default) with sentences finishing at
+    different steps. -> (gap, src, src_lengths, hypos)."""
+    src, src_lengths = left_padded_batch(d, [8, 3, 6, 5, 2], seed=11)
+    model.double().eval()
+    prev = torch.randint(d.nspecial, len(d), (5, 9), generator=torch.Generator().manual_seed(3))
+    prev[:, 0] = d.eos()
+    with torch.no_grad():
+        enc = model.encoder(src, src_lengths=src_lengths)
+        full, _ = model.decoder(prev, encoder_out=enc)
+        state, steps = {}, []
+        for t in range(prev.size(1)):
+            steps.append(model.decoder(prev[:, : t + 1], encoder_out=enc, incremental_state=state)[0])
+    gap = (full - torch.cat(steps, 1)).abs().max().item()
+    if beam_dtype is not None:
+        model.to(beam_dtype)
+    with torch.no_grad():
+        model.decoder.embed_tokens.weight[d.eos()] *= 4  # sentences finish at different steps
+    gen = SequenceGenerator([model], d, beam_size=4, max_len_b=12, min_len=1)
+    hypos = gen.generate([model], {"net_input": {"src_tokens": src, "src_lengths": src_lengths}})
+    return gap, src, src_lengths, hypos
+
+
 @pytest.mark.parametrize("cross", ["softmax", "linear"])
 def test_incremental_state_does_not_grow_with_generated_tokens(data_dir, cross):
     """Per generated token the decoder does constant work in the target length: its state (T2R

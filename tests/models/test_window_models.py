@@ -8,8 +8,7 @@ import re
 import pytest
 import torch
 from fairseq import options
-from fairseq.sequence_generator import SequenceGenerator
-from test_t2r_transformer import build, data_dir, left_padded_batch, rescoring_max_diff  # noqa: F401
+from test_t2r_transformer import build, data_dir, decoding_gap_and_beam, rescoring_max_diff  # noqa: F401
 from test_t2r_transformer_lm import incremental_logits
 from tool_server import tools
 from utils import USER_DIR, load_checkpoint, tiny_lm
@@ -48,21 +47,8 @@ def test_translation_decoding_and_beam_search(data_dir, state):  # noqa: F811
     _, task, model = build(data_dir, "--t2r-state", state, "--t2r-window", "3")
     perturb(model)
     d = task.target_dictionary
-    src, src_lengths = left_padded_batch(d, [8, 3, 6, 5, 2], seed=11)
-    model.double().eval()
-    prev = torch.randint(d.nspecial, len(d), (5, 9), generator=torch.Generator().manual_seed(3))
-    prev[:, 0] = d.eos()
-    with torch.no_grad():
-        enc = model.encoder(src, src_lengths=src_lengths)
-        full, _ = model.decoder(prev, encoder_out=enc)
-        state_, steps = {}, []
-        for t in range(prev.size(1)):
-            steps.append(model.decoder(prev[:, : t + 1], encoder_out=enc, incremental_state=state_)[0])
-    assert (full - torch.cat(steps, 1)).abs().max().item() <= 1e-8
-    with torch.no_grad():
-        model.decoder.embed_tokens.weight[d.eos()] *= 4  # sentences finish at different steps
-    gen = SequenceGenerator([model], d, beam_size=4, max_len_b=12, min_len=1)
-    hypos = gen.generate([model], {"net_input": {"src_tokens": src, "src_lengths": src_lengths}})
+    gap, src, src_lengths, hypos = decoding_gap_and_beam(model, d)
+    assert gap <= 1e-8
     assert all(len(nbest) == 4 for nbest in hypos)
     assert max(len(h["tokens"]) for nbest in hypos for h in nbest) > 3  # past the window
     # the generator keeps its scores in float32 (parallel == incremental at 1e-8 is checked above)
