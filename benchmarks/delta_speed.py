@@ -16,10 +16,10 @@ Variants interleaved per length, the order alternating between repeats, medians 
 """
 import argparse
 import json
-import time
 
 import torch
 
+from benchmarks.common import clock as timer
 from benchmarks.core_timing import core_row, fwd_bwd, interleaved, projections
 from fairseq_t2r import ops
 
@@ -80,7 +80,7 @@ def main():
     p.add_argument("--json", help="write the figures here")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
-    clock = time.process_time if a.clock == "cpu" else time.perf_counter
+    clock = timer(a.clock)
     result = {
         "threads": a.threads,
         "clock": a.clock,

@@ -23,11 +23,12 @@ import argparse
 import json
 import os
 import sys
-import time
 
 import torch
 from fairseq.modules import MultiheadAttention
 
+from benchmarks.common import clock as timer
+from benchmarks.common import state_bytes
 from benchmarks.core_timing import interleaved
 from fairseq_t2r.machine import machine
 from fairseq_t2r.modules import T2RAttention
@@ -46,11 +47,6 @@ def build(state, window, seed=0):
     torch.manual_seed(seed)
     return T2RAttention.from_softmax(MultiheadAttention(C, H, self_attention=True), "t2r", F,
                                      state_options=state or None, window_options=window)
-
-
-def state_bytes(incremental_state):
-    return sum(t.numel() * t.element_size() for buf in incremental_state.values() for t in buf.values()
-               if torch.is_tensor(t))
 
 
 def decoding(layers, batch, contexts, repeats, clock, per_call=100):
@@ -121,7 +117,7 @@ def main():
     p.add_argument("--json", default=RESULTS, help="write the figures here")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
-    clock = time.process_time if a.clock == "cpu" else time.perf_counter
+    clock = timer(a.clock)
     layers = {n: build(s, w) for n, (s, w) in arms(a.window).items()}
     result = {"benchmark": "window_module_speed", "command": "python -m benchmarks.window_module_speed " +
               " ".join(sys.argv[1:]), "machine": machine(), "threads": a.threads, "clock": a.clock, "window": a.window,

@@ -19,10 +19,11 @@ import argparse
 import json
 import os
 import sys
-import time
 
 import torch
 
+from benchmarks.common import clock as timer
+from benchmarks.common import state_bytes
 from benchmarks.core_timing import core_row, fwd_bwd, interleaved, projections
 from fairseq_t2r import ops
 from fairseq_t2r.machine import machine
@@ -65,10 +66,6 @@ def state_at(batch, window, context, g):
     return s
 
 
-def nbytes(x):
-    return sum(nbytes(y) for y in x) if isinstance(x, (tuple, list)) else x.numel() * x.element_size()
-
-
 def decoding(batch, window, contexts, repeats, clock):
     rows = []
     g = torch.Generator().manual_seed(0)
@@ -94,7 +91,7 @@ def decoding(batch, window, contexts, repeats, clock):
                          "layer_ratio_estimate": layer})
             print(f"step B={batch} context {context:>5}: projections {proj:.1f} us; core " + ", ".join(
                 f"{n} {u:.1f} us ({ratio[n]:.2f}x, layer ~{layer[n]:.2f}x)" for n, u in us.items()), flush=True)
-        memory = {"additive": nbytes(additive), f"window+linear W={window}": nbytes(
+        memory = {"additive": state_bytes(additive), f"window+linear W={window}": state_bytes(
             [ws.k, ws.v, ws.phi_k, ws.valid, ws.linear])}
     print(f"incremental state per layer, batch {batch}: " + ", ".join(f"{n} {b / 1024:.1f} KiB" for n, b in memory.items()))
     return {"batch": batch, "rows": rows, "state_bytes_per_layer": memory}
@@ -112,7 +109,7 @@ def main():
     p.add_argument("--json", default=RESULTS, help="write the figures here")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
-    clock = time.process_time if a.clock == "cpu" else time.perf_counter
+    clock = timer(a.clock)
     result = {"benchmark": "window_speed", "command": "python -m benchmarks.window_speed " + " ".join(sys.argv[1:]),
               "machine": machine(), "threads": a.threads, "clock": a.clock, "window": a.window,
               "training": training([int(x) for x in a.lengths.split(",")], a.window, a.repeats, clock),
