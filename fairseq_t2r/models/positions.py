@@ -16,6 +16,7 @@ length the same way where its positions allow (its memory then grows with the co
 from typing import Optional
 
 from ..errors import T2RUserError
+from ..patches import objects
 
 # fairseq's sinusoidal table's own limit (SinusoidalPositionalEmbedding.max_positions)
 EXTENDED = 100_000
@@ -59,26 +60,5 @@ def extend(decoder, requested: Optional[int] = None):
         return decoder
     decoder.max_target_positions = EXTENDED
     if k == "sinusoidal":
-        decoder.embed_positions.__class__ = _doubling_class(type(decoder.embed_positions))
+        objects.sinusoidal_table_doubles(decoder.embed_positions)
     return decoder
-
-
-_CLASSES = {}
-
-
-def _doubling_class(base):
-    """A subclass of fairseq's sinusoidal embedding whose table grows to twice the length asked for
-    whenever it is too short (fairseq's rebuilds it one row longer at each step past its size: O(T)
-    work per generated token)."""
-    if getattr(base, "_t2r_doubling", False):
-        return base
-    if base not in _CLASSES:
-        def forward(self, input, incremental_state=None, timestep=None, positions=None):
-            needed = self.padding_idx + 1 + input.size(1) + 1
-            if needed > self.weights.size(0):
-                size = max(2 * self.weights.size(0), needed)
-                self.weights = base.get_embedding(size, self.embedding_dim, self.padding_idx).to(self.weights)
-            return base.forward(self, input, incremental_state, timestep, positions)
-
-        _CLASSES[base] = type(f"Doubling{base.__name__}", (base,), {"forward": forward, "_t2r_doubling": True})
-    return _CLASSES[base]

@@ -43,6 +43,11 @@ setup_task of translation_     a missing --langs (AttributeError on None)   none
 from_pretrained_bart and       or --lang-pairs (ValueError) stops with a    tracebacks (0.12.3 and main)
 translation_multi_simple_      traceback; one line naming the option
 epoch (``tasks.py``)           and its form instead
+SinusoidalPositional-          past its table (a T2R decoder runs past      a fairseq release whose table
+Embedding of T2R decoders      its trained length, models/positions.py)     grows geometrically (none yet:
+grows its table by doubling    fairseq rebuilds the whole table one row     0.12.3 and main rebuild it at
+(``sinusoidal_table_``         longer at every step: O(T) work per          every step)
+``doubles``)                   generated token
 warnings filters and a log     fairseq's known-harmless notices (Hydra      a fairseq release on a current Hydra
 filter (``hide_harmless_       1.0-era deprecations, tensorboardX, torch    that logs no optional-package notice
 warnings``, on import; off     autocast/jit deprecations) bury a tool's     (none yet)
@@ -57,7 +62,7 @@ the tensorboardX notice, logged while fairseq itself is imported, still shows).
 idempotent and called
 where fairseq is used: on import of ``models`` and ``criterions`` (so by every fairseq tool run
 with ``--user-dir``) and by the loaders of the command-line tools -- never on import of the math
-(``ops``, ``modules``). Rows five to seven patch one object each and are called by the models.
+(``ops``, ``modules``). Rows five to seven and the sinusoidal-table row patch one object each and are called by the models.
 """
 import types
 

@@ -57,3 +57,31 @@ def remember(task, model):
 def built_models(task):
     """The T2R models ``task`` built that are still alive, oldest first."""
     return [m for m in (r() for r in getattr(task, "_t2r_models", [])) if m is not None]
+
+
+def sinusoidal_table_doubles(embed_positions):
+    """A T2R decoder's sinusoidal position table grows to twice the length asked for whenever it is
+    too short (``models/positions.py``): fairseq's rebuilds it one row longer at each decoding step
+    past its size, O(T) work per generated token."""
+    embed_positions.__class__ = _doubling_class(type(embed_positions))
+
+
+_CLASSES = {}
+
+
+def _doubling_class(base):
+    """A subclass of fairseq's sinusoidal embedding whose table grows to twice the length asked for
+    whenever it is too short (fairseq's rebuilds it one row longer at each step past its size: O(T)
+    work per generated token)."""
+    if getattr(base, "_t2r_doubling", False):
+        return base
+    if base not in _CLASSES:
+        def forward(self, input, incremental_state=None, timestep=None, positions=None):
+            needed = self.padding_idx + 1 + input.size(1) + 1
+            if needed > self.weights.size(0):
+                size = max(2 * self.weights.size(0), needed)
+                self.weights = base.get_embedding(size, self.embedding_dim, self.padding_idx).to(self.weights)
+            return base.forward(self, input, incremental_state, timestep, positions)
+
+        _CLASSES[base] = type(f"Doubling{base.__name__}", (base,), {"forward": forward, "_t2r_doubling": True})
+    return _CLASSES[base]
