@@ -14,6 +14,8 @@ from typing import Dict, Iterable, Optional
 
 import numpy as np
 
+from ..demo.faithfulness import per_position
+
 RARE_MAX_COUNT = 2          # a bigram seen at most this often in the training data is rare
 PARTS = ("repeated-2", "repeated-3", "rare-2", "other")
 PART_WORDS = {"repeated-2": "completes a bigram seen earlier in the context",
@@ -110,8 +112,6 @@ def probe(scorer, stream: np.ndarray, block: int, vocab: int, counts, names: Ite
         masks = {p: np.stack([m[p][1:] for m in masks_rows]) for p in PARTS}
         total += blocks.shape[0] * block
         for name, (target_lp, lprobs) in out.items():
-            agree = (lprobs.argmax(-1) == lt.argmax(-1)).numpy()
-            p = lt.double().exp()
-            kl = torch.where(p > 0, p * (lt.double() - lprobs.double()), torch.zeros_like(p)).sum(-1).numpy()
-            sums[name].add(masks, (-target_lp).double().numpy(), agree, kl)
+            agree, kl = per_position(lt, lprobs)
+            sums[name].add(masks, (-target_lp).double().numpy(), agree.numpy(), kl.numpy())
     return {name: s.result(total) for name, s in sums.items()}

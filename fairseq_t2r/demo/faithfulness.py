@@ -28,13 +28,20 @@ def _sums(teacher_lprobs, model_lprobs, mask=None):
     if mask.shape != teacher_lprobs.shape[:-1]:
         raise ValueError(f"mask {tuple(mask.shape)} must have the log-probs' shape without the last "
                          f"dimension, {tuple(teacher_lprobs.shape[:-1])}")
-    lt, lm = teacher_lprobs[mask].double(), model_lprobs[mask].double()  # (N, V)
-    agree = (lt.argmax(-1) == lm.argmax(-1)).sum().item()
+    agree, kl = per_position(teacher_lprobs[mask], model_lprobs[mask])  # (N,)
+    return agree.sum().item(), kl.sum().item(), int(mask.sum().item())
+
+
+def per_position(teacher_lprobs, model_lprobs):
+    """(top-1 agreement (bool), KL(teacher || model) in nats (float64)) at each position of (..., V)
+    log-probs."""
+    import torch
+
+    lt, lm = teacher_lprobs.double(), model_lprobs.double()
     p = lt.exp()
     # 0 * log 0 = 0: words the teacher gives no mass add nothing, whatever the model gives them
     # (where() also drops the NaN of -inf - -inf there)
-    kl = torch.where(p > 0, p * (lt - lm), torch.zeros_like(p)).sum().item()
-    return agree, kl, int(mask.sum().item())
+    return lt.argmax(-1) == lm.argmax(-1), torch.where(p > 0, p * (lt - lm), torch.zeros_like(p)).sum(-1)
 
 
 def agreement_and_kl(teacher_lprobs, model_lprobs, mask=None) -> dict:
