@@ -26,9 +26,12 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 from benchmarks import quality_report
 
-# the benchmark's size: 4 layers, 512-token blocks, the whole LM corpus sample the teacher saw
+# the benchmark's size: 4 layers, 512-token blocks, the whole LM corpus sample the teacher saw. The LM
+# teacher gets 16000 updates on one complete schedule (warmup, linear decay to 0): the teacher of
+# docs/results/quality_teacher16000.md took 16000 updates over three runs (quality_logs/lm_teacher*.sh) and
+# was the first benchmark model whose bare swap cost over 50%, a model that really uses its attention
 BENCH = dict(lm_lines=60000, lm_merges=4000, mt_pairs=None, mt_merges=8000, layers=4, dim=128, ffn=512, heads=4,
-             lm_teacher_updates=6000, mt_teacher_updates=6000, ft_updates=300, transfer_updates=60, validate_every=100,
+             lm_teacher_updates=16000, mt_teacher_updates=6000, ft_updates=300, transfer_updates=60, validate_every=100,
              max_tokens=2048, contexts=[512, 2048], tokens_per_sample=512)
 # the hybrid-RULE arms: one of the 4 layers kept softmax, chosen by each --t2r-select rule (layer_select.py)
 ALL_ARMS = ("control,t2r,elu,rfa,transfer,distill,hybrid,hybrid-last,hybrid-even,hybrid-transfer,hybrid-kl,"
@@ -53,6 +56,8 @@ def build_parser():
     p.add_argument("--mt-teacher", default=None)
     p.add_argument("--ft-updates", type=int, default=None, help="finetuning budget of every arm")
     p.add_argument("--jobs", type=int, default=2)
+    p.add_argument("--threads", type=int, default=1, help="threads of each run (jobs x threads at most the cores; "
+                   "e.g. --jobs 1 --threads 2 while only the teacher trains)")
     p.add_argument("--report-only", action="store_true", help="write the report from the steps finished so far "
                    "(a run stopped early: unfinished runs are left out, and each arm's n says how many seeds it has)")
     return p
@@ -84,12 +89,12 @@ def main(argv=None):
              for k in tasks}
     cli.preload_tools()
     steps = [s for p in plans.values() for s in p.steps()]
-    runner = Runner(out, jobs=a.jobs)
+    runner = Runner(out, jobs=a.jobs, threads=a.threads)
     if not a.report_only:
         runner.run(steps)
     collected = {k: results.collect(p, runner) for k, p in plans.items()}
     header = {"benchmark": "quality", "command": "python -m benchmarks.quality " + " ".join(argv or sys.argv[1:]),
-              "settings": asdict(preset), "seeds": seeds, "machine": machine(), "jobs": a.jobs,
+              "settings": asdict(preset), "seeds": seeds, "machine": machine(), "jobs": a.jobs, "threads": a.threads,
               # a report of a stopped run: the run's wall time is not this process's
               "seconds": None if a.report_only else round(time.time() - t0, 1)}
     summary = quality_report.summarize(collected)
