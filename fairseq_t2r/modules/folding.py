@@ -20,6 +20,19 @@ from torch import Tensor, nn
 Linear = Tuple[Tensor, Optional[Tensor]]  # (weight (rows, C), bias (rows) or None)
 
 
+def weights_stamp(*modules: nn.Module) -> tuple:
+    """Storage and version of every direct tensor of ``modules``: a weight derived from them and
+    cached at inference is stale when this changes (in place: the version; replaced, or moved by
+    ``.to()`` / ``.double()``: the storage)."""
+    stamp = []
+    for m in modules:
+        for t in list(m._parameters.values()) + list(m._buffers.values()):
+            if t is not None:
+                stamp.append(t.data_ptr())
+                stamp.append(t._version)
+    return tuple(stamp)
+
+
 class FoldedProjections:
     """The folded projections of one ``T2RAttention`` (``attn``), built on demand, cached at
     inference in ``cache`` (name -> (stamp of the source tensors, folded map))."""
@@ -117,13 +130,7 @@ class FoldedProjections:
     def _stamp(self, *modules: nn.Module) -> tuple:
         """Storage and version of every tensor a cached map is built from, the feature map's
         included (cheap: it is checked at every generation step)."""
-        stamp = []
-        for m in modules + (self.attn.feature_map,):
-            for t in list(m._parameters.values()) + list(m._buffers.values()):
-                if t is not None:
-                    stamp.append(t.data_ptr())
-                    stamp.append(t._version)
-        return tuple(stamp)
+        return weights_stamp(*modules, self.attn.feature_map)
 
     def _stack_per_head(self, *maps: Linear) -> Linear:
         """Linear maps (weight (H * X_i, C), bias or None) stacked per head: rows [map 0 | map 1 |

@@ -27,13 +27,14 @@ ablation of a windowed model); ``linear`` is the state alone over every key, no 
 delay (the converted model without its window). Given at eval/generate time
 (``--model-overrides "{'t2r_window_branch': 'window'}"``) it scores a windowed model with one branch.
 
-Incremental state (batch-major beside the state's own key, so beam reordering, batch shrinking and
-``.clone()`` need nothing more): a W-slot ring buffer ``win_k`` (B, H, W, D), ``win_v`` (B, H, W,
-D + 1) ([v | 1], what ``update`` takes), ``win_phi_k`` (B, H, W, F), ``win_x`` (B, W, C) (the
-evicted token's gates and write strengths are recomputed from it by ``token_inputs``),
-``win_valid`` (B, W) and ``win_t`` (B,) the tokens seen; the linear state under the state's key.
-Per layer B (H W (2 D + 1 + F) + W C + state) numbers, constant in the generated length (the
-window alone: B H W (2 D + 1), no features, inputs or state).
+Incremental state (``window_step.py``, batch-major beside the state's own key, so beam reordering,
+batch shrinking and ``.clone()`` need nothing more): a W-slot ring buffer ``win_k`` (B, H, D, W),
+``win_v`` (B, H, W, D + 1) ([v | 1], what ``update`` takes), ``win_phi_k`` (B, H, W, F) and
+``win_in*`` (the token inputs the state's ``token_inputs`` gave each token when it came in: gates,
+write strengths, a few numbers per head), ``win_bias`` (B, 1, 1, W) (0 for a valid slot, -inf for
+an empty or padded one) and ``win_t`` (B,) the tokens seen; the linear state under the state's key.
+Per layer B (H W (2 D + 1 + F + inputs) + W + state) numbers, constant in the generated length
+(the window alone: B H W (2 D + 1), no features, inputs or state).
 """
 import math
 from typing import Dict, Optional
@@ -44,6 +45,7 @@ from torch import Tensor, nn
 from .. import ops
 from ..ops.window.chunked import shift, window_parts
 from ..ops.window.combine import mix, sum_normalised
+from .window_step import window_step
 
 WINDOW_BRANCHES = ("both", "window", "linear")
 MIX_INIT = math.log(9.0)  # sigmoid = 0.9 on the window (module docstring)
@@ -124,59 +126,10 @@ class SlidingWindow(nn.Module):
     def step(self, attn, x: Tensor, q: Tensor, k: Tensor, phi_q: Tensor, phi_k: Tensor, v1: Tensor,
              pad: Optional[Tensor], buf: Dict[str, Optional[Tensor]]) -> Tensor:
         """x (B, C) the token's layer input; q (scaled), k (B, H, D) from the step's one projection
-        (``FoldedProjections.step`` leaves them unfolded for a window); phi_q (B, H, 1, F), phi_k (B, H, F) (zero if padded); v1
-        (B, H, 1, D + 1) = [v | 1]; pad (B, 1) True = padded or None; ``buf`` the module's incremental
-        state (filled here). -> (B, H, D) in x's dtype."""
-        su, W = attn.state_update, self.window
-        B, H, _, D1 = v1.shape
-        ct = ops.compute_dtype(v1.dtype)
-        both = self.branch == "both"
-        if "win_k" not in buf:
-            z = lambda *shape, dt=ct: x.new_zeros(*shape, dtype=dt)  # noqa: E731
-            buf.update(win_k=z(B, H, W, D1 - 1), win_v=z(B, H, W, D1), win_valid=z(B, W, dt=torch.bool),
-                       win_t=z(B, dt=torch.long))
-            if both:  # what the evicted token needs to enter the state (the window alone keeps none)
-                buf.update(win_phi_k=z(B, H, W, phi_k.size(-1)), win_x=z(B, W, x.size(-1), dt=x.dtype))
-        kb, vb, valid = buf["win_k"], buf["win_v"], buf["win_valid"]
-        fb, xb = buf.get("win_phi_k"), buf.get("win_x")
-        t = int(buf["win_t"][0]) if B else 0
-        slot = t % W
-        if t >= W and both:  # the token in the slot leaves the window: into the state
-            inputs = su.token_inputs(xb[:, slot][None], attn.k_proj, ~valid[:, slot : slot + 1])
-            buf[su.state_key] = su.update(buf.get(su.state_key), fb[:, :, slot], vb[:, :, slot : slot + 1], inputs)
-        kb[:, :, slot] = k
-        vb[:, :, slot] = v1[:, :, 0]
-        if both:
-            fb[:, :, slot] = phi_k
-            xb[:, slot] = x
-        valid[:, slot] = True if pad is None else ~pad[:, 0].bool()
-        buf["win_t"].add_(1)
-        # a row vector times K^T (B H, 1, D) x (B H, D, W): the matrix-vector form is several times
-        # slower on CPU (ops/window/step.py)
-        s = torch.bmm(q.reshape(B * H, 1, -1).to(ct), kb.view(B * H, W, -1).transpose(1, 2)).view(B, H, W)
-        s = s.masked_fill_(~valid[:, None, :], float("-inf"))  # empty or padded slots
-        # an empty window's max is -inf: clamped, its terms are exp(-inf) = 0 all the same and
-        # sum_normalised's weight exp(m - c) of an empty window underflows to 0
-        m = s.amax(-1).clamp_(min=-1e4)
-        e = torch.exp(s.sub_(m[..., None]))
-        nd_win = torch.bmm(e.view(B * H, 1, W), vb.view(B * H, W, D1)).view(B, H, D1)  # [sum e v | sum e]
-        n_win, d_win = nd_win[..., :-1], nd_win[..., -1]
-        state = buf.get(su.state_key)
-        if not both or (not self.summed and state is None):
-            y_win = n_win / torch.where(d_win > 0, d_win, torch.ones_like(d_win))[..., None]
-            out = y_win if not both else mix(y_win, torch.zeros_like(y_win), self.mix_logit.to(ct))
-        elif self.summed:
-            if state is None:
-                n_lin, d_lin = torch.zeros_like(n_win), torch.zeros_like(d_win)
-            else:
-                n_lin, d_lin = su.read_sums(phi_q, state)
-                n_lin, d_lin = n_lin[:, :, 0].to(ct), d_lin[:, :, 0].to(ct)
-            out = sum_normalised(m, d_win, n_win, n_lin, d_lin, self.log_factor.to(ct))
-        else:
-            y_lin = su.finish(su.read(phi_q, state, attn.eps, ct))[:, :, 0]
-            y_win = n_win / torch.where(d_win > 0, d_win, torch.ones_like(d_win))[..., None]
-            out = mix(y_win, y_lin, self.mix_logit.to(ct))
-        return out.to(x.dtype)
+        (``FoldedProjections.step`` leaves them unfolded for a window); phi_q (B, H, 1, F), phi_k (B, H,
+        F) (zero if padded); v1 (B, H, 1, D + 1) = [v | 1]; pad (B, 1) True = padded or None; ``buf`` the
+        module's incremental state (filled here). -> (B, H, D) in x's dtype (``window_step.py``)."""
+        return window_step(self, attn, x, q, k, phi_q, phi_k, v1, pad, buf)
 
     def attention_weights(self, attn, x: Tensor, key_padding_mask: Optional[Tensor], phi_q: Tensor,
                           phi_k: Tensor) -> Tensor:

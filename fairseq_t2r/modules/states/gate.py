@@ -14,6 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from ... import ops
+from ..folding import weights_stamp
 from .base import RunningSums, constant_linear, gate_bias, register_state_update
 
 GATE_SOURCES = ("projection", "key")
@@ -66,12 +67,23 @@ class ForgetGate:
 
     def _gate_linear(self, k_proj: nn.Module):
         """(weight (H * G, C), bias) of the gate's logits: the new projection, or (Liger) the key
-        projection averaged over each head's head_dim / G channels."""
+        projection averaged over each head's head_dim / G channels. The average is cached at
+        inference (eval, no autograd) until a tensor of ``k_proj`` changes, as the folded maps are
+        (``folding.py``): rebuilding it read the whole key projection at every decoding step; under
+        autograd it is rebuilt at every call, so gradients reach ``k_proj``."""
         if self.gate_source == "projection":
             return self.gate_proj.weight, self.gate_proj.bias
+        inference = not self.training and not torch.is_grad_enabled()
+        if inference:
+            stamp = weights_stamp(k_proj)
+            cached = getattr(self, "_pooled_key", None)
+            if cached is not None and cached[0] == stamp:
+                return cached[1]
         H, G = self.num_heads, self.groups
         w = k_proj.weight.view(H, G, self.head_dim // G, -1).mean(2).reshape(H * G, -1)
         b = None if k_proj.bias is None else k_proj.bias.view(H, G, -1).mean(2).reshape(-1)
+        if inference:
+            self._pooled_key = (stamp, (w, b))
         return w, b
 
 
