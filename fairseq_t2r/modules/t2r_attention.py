@@ -194,14 +194,18 @@ class T2RAttention(IncrementalDecoding, transfer.Recordable, nn.Module):
         if self.encoder_decoder_attention:
             phi_q, phi_k = self._phi_queries(query), self._phi_keys(key, key_padding_mask)
             out = ops.noncausal(phi_q, phi_k, self._heads(self.v_proj(value)), self.eps, self._weight_dropout())
+        elif self.windowed and not self.window.dropped(self.training):
+            if key is query and value is query:  # q, k, v and the features from one projection
+                q, k, v, phi_q, phi_k = self.window.project(self, query, key_padding_mask)
+                out = self.window.parallel(self, query, key_padding_mask, phi_q, phi_k, v, q=q, k=k)
+            else:
+                phi_q, phi_k = self._phi_queries_keys(query, key, key_padding_mask)
+                out = self.window.parallel(self, query, key_padding_mask, phi_q, phi_k, self._heads(self.v_proj(value)))
         else:
             phi_q, phi_k = self._phi_queries_keys(query, key, key_padding_mask)
             v = self._heads(self.v_proj(value))
-            if self.windowed and not self.window.dropped(self.training):
-                out = self.window.parallel(self, query, key_padding_mask, phi_q, phi_k, v)
-            else:
-                    out = self.state_update.parallel(phi_q, phi_k, v, query, self.k_proj, key_padding_mask, self.eps,
-                                                 weight_dropout=self._weight_dropout())
+            out = self.state_update.parallel(phi_q, phi_k, v, query, self.k_proj, key_padding_mask, self.eps,
+                                             weight_dropout=self._weight_dropout())
         if self.transfer is not None:
             out = transfer.teacher_force(self, out, query, key, value, key_padding_mask)
         return self.out_proj(self._unheads(out)), None

@@ -97,14 +97,33 @@ class SlidingWindow(nn.Module):
         return f"window={self.window}, {'sum' if self.summed else 'mix'}, branch={self.branch}{drop}"
 
     # -- training and scoring ---------------------------------------------------------------------
+    @staticmethod
+    def project(attn, x: Tensor, key_padding_mask: Optional[Tensor]):
+        """Self-attention's projections for the window, made once: x (T, B, C) -> q (scaled), k, v
+        (B, H, T, D) from one matmul of [s W_q | W_k | W_v], and phi_q, phi_k (B, H, T, F) mapped from
+        q and k (zero at padded keys). The window needs q and k themselves for its scores, so the
+        features come from them (H small (D -> F) maps) rather than from a second, folded
+        projection of x (``FoldedProjections``), which cost as much as q or k again."""
+        C, s = attn.embed_dim, attn.scaling
+        qp, kp, vp = attn.q_proj, attn.k_proj, attn.v_proj
+        w = torch.cat([qp.weight * s, kp.weight, vp.weight], 0)
+        biases = (qp.bias, kp.bias, vp.bias)
+        b = None if all(t is None for t in biases) else torch.cat(
+            [w.new_zeros(C) if t is None else t * f for t, f in zip(biases, (s, 1.0, 1.0))], 0)
+        y = nn.functional.linear(x, w, b)
+        q, k, v = (attn._heads(y[..., i * C : (i + 1) * C]) for i in range(3))
+        fm = attn.feature_map
+        return q, k, v, fm.forward_queries(q), ops.mask_padded_keys(fm.forward_keys(k), key_padding_mask)
+
     def parallel(self, attn, x: Tensor, key_padding_mask: Optional[Tensor], phi_q: Tensor, phi_k: Tensor,
-                 v: Tensor) -> Tensor:
+                 v: Tensor, q: Optional[Tensor] = None, k: Optional[Tensor] = None) -> Tensor:
         """x (T, B, C) the layer input; phi_q, phi_k (B, H, T, F) (phi_k zero at padded keys); v (B, H,
-        T, D). -> (B, H, T, D): the chunked window (O(T W)) and the state's parallel form on the
-        stream delayed by W, combined."""
+        T, D); q (scaled), k (B, H, T, D) as ``project`` gives them (projected here when None). -> (B,
+        H, T, D): the chunked window (O(T W)) and the state's parallel form on the stream delayed by
+        W, combined."""
         ct = ops.compute_dtype(v.dtype)
-        q = attn._heads(attn.q_proj(x) * attn.scaling).to(ct)
-        k = attn._heads(attn.k_proj(x)).to(ct)
+        q = attn._heads(attn.q_proj(x) * attn.scaling).to(ct) if q is None else q.to(ct)
+        k = attn._heads(attn.k_proj(x)).to(ct) if k is None else k.to(ct)
         vc = v.to(ct)
         m, d_win, n_win = window_parts(q, k, vc, self.window, key_padding_mask)
         if self.branch == "window":
