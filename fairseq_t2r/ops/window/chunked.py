@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 
 from ..common import DEFAULT_CHUNK_SIZE, autocast_off, compute_dtype, mask_padded_keys
+from .band import WindowSums, blocks, key_blocks
 from .combine import sum_normalised
 
 
@@ -31,21 +32,7 @@ def shift(x: Tensor, window: int) -> Tensor:
     return torch.cat([pad, x[:, :, : max(T - window, 0)]], dim=2)
 
 
-def _blocks(x: Tensor, C: int, nb: int) -> Tensor:
-    """x (B, H, T, ...) zero-padded to nb * C positions and cut into (B, H, nb, C, ...)."""
-    T = x.size(2)
-    x = torch.cat([x, x.new_zeros(*x.shape[:2], nb * C - T, *x.shape[3:])], 2) if nb * C > T else x
-    return x.reshape(*x.shape[:2], nb, C, *x.shape[3:])
-
-
-def _key_blocks(x: Tensor, window: int, C: int, nb: int, fill=0.0) -> Tensor:
-    """x (B, H, T, D) -> (B, H, nb, C + W - 1, D): block b holds positions [bC - W + 1, bC + C), those
-    outside [0, T) set to ``fill``. A strided view of one padded copy (memory O(N + W), not O(N W))."""
-    T = x.size(2)
-    front = x.new_full((*x.shape[:2], window - 1, *x.shape[3:]), fill)
-    back = x.new_full((*x.shape[:2], nb * C - T, *x.shape[3:]), fill)
-    xp = torch.cat([front, x, back], 2)  # (B, H, W - 1 + nb C, ...)
-    return xp.unfold(2, C + window - 1, C).movedim(-1, 3)  # (B, H, nb, C + W - 1, ...)
+_blocks, _key_blocks = blocks, key_blocks
 
 
 def window_parts(q: Tensor, k: Tensor, v: Tensor, window: int, key_padding_mask: Optional[Tensor] = None,
@@ -56,7 +43,6 @@ def window_parts(q: Tensor, k: Tensor, v: Tensor, window: int, key_padding_mask:
     B, H, T, _ = q.shape
     C = min(_chunk(window, chunk), T)
     nb = -(-T // C)
-    s = torch.matmul(_blocks(q, C, nb), _key_blocks(k, window, C, nb).transpose(-1, -2))  # (B, H, nb, C, C+W-1)
     a = torch.arange(C, device=q.device)[:, None]
     r = torch.arange(C + window - 1, device=q.device)[None, :]
     hidden = (r < a) | (r > a + window - 1)  # the band, the same in every block
@@ -64,11 +50,8 @@ def window_parts(q: Tensor, k: Tensor, v: Tensor, window: int, key_padding_mask:
         key_padding_mask.bool()
     # (B, 1, nb, C+W-1): the padded key slots, and the slots before position 0 or past T
     pad = _key_blocks(padded[:, None, :, None], window, C, nb, fill=True)[..., 0]
-    s = s.masked_fill(hidden | pad[:, :, :, None, :], float("-inf"))
-    m = s.amax(-1).detach()
-    e = torch.exp(s - m.nan_to_num(nan=0.0, neginf=0.0)[..., None])
-    num = torch.matmul(e, _key_blocks(v, window, C, nb))  # (B, H, nb, C, D)
-    return (m.reshape(B, H, nb * C)[:, :, :T], e.sum(-1).reshape(B, H, nb * C)[:, :, :T],
+    m, den, num = WindowSums.apply(q, k, v, hidden | pad[:, :, :, None, :], window, C)  # band.py
+    return (m.reshape(B, H, nb * C)[:, :, :T], den.reshape(B, H, nb * C)[:, :, :T],
             num.reshape(B, H, nb * C, v.size(-1))[:, :, :T])
 
 
