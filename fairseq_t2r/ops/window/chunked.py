@@ -1,8 +1,9 @@
 """The training form of window + linear attention: O(N W) work and memory, never (N, N).
 
-- The window: queries in blocks of C (C = max(W, 64)); block [t0, t1) needs keys [t0-W+1, t1), so
-  its scores are (C, C+W-1) and a band mask keeps j in [i-W+1, i]. Per query: the window's max
-  score m, sum exp(s - m) and sum exp(s - m) v (``window_parts``).
+- The window: queries in blocks of C (C = max(W, 64)); block [t0, t1) needs keys [t0-W+1, t1), i.e.
+  its own block and the P = ceil((W-1)/C) before it (one, by default), so its scores are (C, (P+1) C)
+  and a band mask keeps j in [i-W+1, i]. Per query: the window's max score m, sum exp(s - m) and
+  sum exp(s - m) v (``window_parts``, an autograd Function with its own backward: ``band.py``).
 - The linear branch: the additive state on the stream delayed by W (``shift``: key j sits at
   position j+W), read by chunked causal linear attention: per block, the intra-block part
   (tril(phi_q phi_k'^T) v') plus the read of the running state of the earlier blocks.
@@ -16,7 +17,7 @@ import torch
 from torch import Tensor
 
 from ..common import DEFAULT_CHUNK_SIZE, autocast_off, compute_dtype, mask_padded_keys
-from .band import WindowSums, blocks, key_blocks
+from .band import WindowSums, blocks, hidden_slots
 from .combine import sum_normalised
 
 
@@ -32,25 +33,18 @@ def shift(x: Tensor, window: int) -> Tensor:
     return torch.cat([pad, x[:, :, : max(T - window, 0)]], dim=2)
 
 
-_blocks, _key_blocks = blocks, key_blocks
+_blocks = blocks
 
 
 def window_parts(q: Tensor, k: Tensor, v: Tensor, window: int, key_padding_mask: Optional[Tensor] = None,
                  chunk: Optional[int] = None) -> Tuple[Tensor, Tensor, Tensor]:
     """(m (B, H, T), sum exp(s - m) (B, H, T), sum exp(s - m) v (B, H, T, D)) over each query's window;
-    m = -inf and both sums 0 where the window holds no valid key. All blocks at once: query a of a block
-    sees the block's key slots r with a <= r <= a + W - 1 (slot r is position bC - W + 1 + r)."""
+    m = -inf and both sums 0 where the window holds no valid key. All blocks at once (``band.py``)."""
     B, H, T, _ = q.shape
     C = min(_chunk(window, chunk), T)
     nb = -(-T // C)
-    a = torch.arange(C, device=q.device)[:, None]
-    r = torch.arange(C + window - 1, device=q.device)[None, :]
-    hidden = (r < a) | (r > a + window - 1)  # the band, the same in every block
-    padded = torch.zeros(B, T, dtype=torch.bool, device=q.device) if key_padding_mask is None else \
-        key_padding_mask.bool()
-    # (B, 1, nb, C+W-1): the padded key slots, and the slots before position 0 or past T
-    pad = _key_blocks(padded[:, None, :, None], window, C, nb, fill=True)[..., 0]
-    m, den, num = WindowSums.apply(q, k, v, hidden | pad[:, :, :, None, :], window, C)  # band.py
+    hidden = hidden_slots(T, window, C, key_padding_mask, q.device)
+    m, den, num = WindowSums.apply(q, k, v, hidden, window, C)  # band.py
     return (m.reshape(B, H, nb * C)[:, :, :T], den.reshape(B, H, nb * C)[:, :, :T],
             num.reshape(B, H, nb * C, v.size(-1))[:, :, :T])
 
