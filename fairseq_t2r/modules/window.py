@@ -111,7 +111,7 @@ class SlidingWindow(nn.Module):
         b = None if all(t is None for t in biases) else torch.cat(
             [w.new_zeros(C) if t is None else t * f for t, f in zip(biases, (s, 1.0, 1.0))], 0)
         y = nn.functional.linear(x, w, b)
-        q, k, v = (attn._heads(y[..., i * C : (i + 1) * C]) for i in range(3))
+        q, k, v = (attn._heads(t) for t in y.split(C, -1))  # split: its backward is one cat, not 3 padded copies
         fm = attn.feature_map
         return q, k, v, fm.forward_queries(q), ops.mask_padded_keys(fm.forward_keys(k), key_padding_mask)
 
@@ -134,7 +134,8 @@ class SlidingWindow(nn.Module):
         if self.summed:  # [v | 1] unnormalised: phi(q).S and phi(q).z side by side
             v1 = torch.cat([vc, vc.new_ones(*vc.shape[:-1], 1)], -1)
             nd = su.parallel(phi_q, phi_kd, shift(v1, W), xd, attn.k_proj, kpm_d, attn.eps, normalize=False)
-            out = sum_normalised(m, d_win, n_win, nd[..., :-1].to(ct), nd[..., -1].to(ct), self.log_factor.to(ct))
+            n_lin, d_lin = nd.to(ct).split([nd.size(-1) - 1, 1], -1)
+            out = sum_normalised(m, d_win, n_win, n_lin, d_lin[..., 0], self.log_factor.to(ct))
         else:
             y_lin = su.parallel(phi_q, phi_kd, shift(vc, W), xd, attn.k_proj, kpm_d, attn.eps).to(ct)
             y_win = n_win / torch.where(d_win > 0, d_win, torch.ones_like(d_win))[..., None]

@@ -27,9 +27,10 @@ def sum_normalised(win_max: Tensor, win_den: Tensor, win_num: Tensor, lin_num: T
     c = torch.maximum(m, log_lin.detach()).nan_to_num(nan=0.0, neginf=0.0)  # nothing visible: any finite shift
     w_win = torch.exp(m - c)  # exp(-inf) = 0 for an empty window
     w_lin = torch.exp(log_lin - c)  # 0 without linear mass, where y_lin = lin_num / 1 is finite
-    num = w_win[..., None] * win_num + (w_lin / safe_den)[..., None] * lin_num
     den = w_win * win_den + w_lin
-    return num / torch.where(den > 0, den, torch.ones_like(den))[..., None]
+    den = torch.where(den > 0, den, torch.ones_like(den))
+    # the per-query weights divided first: two products on the (..., D) outputs, no division there
+    return (w_win / den)[..., None] * win_num + (w_lin / (safe_den * den))[..., None] * lin_num
 
 
 def mix(win_out: Tensor, lin_out: Tensor, mix_logit: Tensor) -> Tensor:
