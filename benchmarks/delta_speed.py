@@ -3,7 +3,7 @@
 functions on given features; no projections, no norm), fp32 CPU, 8 heads, feature size 32,
 head dim 64 (the paper's base model):
 
-- training: forward + backward of ``ops.delta_chunked`` (ungated and gated; beta and gate
+- training: forward + backward of ``ops.delta_chunked`` (ungated and gated; beta and the log-gate
   require grad, as the module's would) against ``ops.causal_chunked``, batch 1, per length;
   ``--chunks`` times the delta forms at several chunk sizes;
 - decoding: one ``ops.delta_step`` (out of place and in place, ungated and gated) against one

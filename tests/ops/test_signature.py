@@ -56,8 +56,8 @@ def same(a, b) -> bool:
 def run_steps(step, phi_q, phi_k, v, log_g=None, beta=None, inplace=False, **options):
     """Every step through the one call: token t's tensors (B, H, 1, *), the state it returned."""
     state, outs = None, []
-    token = lambda x: None if x is None else x[:, :, t : t + 1]  # noqa: E731
     for t in range(T):
+        token = lambda x, t=t: None if x is None else x[:, :, t : t + 1]  # noqa: E731
         before = state
         o, state = step(token(phi_q), token(phi_k), token(v), token(log_g), token(beta), state=state, inplace=inplace,
                         **{n: token(x) if n in ("q", "k") else x for n, x in options.items()})

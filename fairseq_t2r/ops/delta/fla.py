@@ -11,7 +11,6 @@ features and log-gate 0. The kernel is looked up by ``kernels.fla_state_kernel``
 """
 from typing import Optional
 
-import torch
 from torch import Tensor
 
 from ..common import autocast_off, compute_dtype
