@@ -48,11 +48,11 @@ one-token step and its optional GPU glue; what all share at the top.
   ``fla_state_kernel``).
 - ``softmax.py``: ``softmax_attention``, the target attention transfer fits the linear forms to.
 
-One gate convention and one signature (``docs/DESIGN.md``, "One step signature"): a forget gate
-is always given as its log, ``log_g`` = log g <= 0 (fla's ``g``), per token, 0 at a padded
-position; per-token inputs come after v in the order ``log_g``, ``beta`` (fla's order), and
-everything after them is keyword-only, so that no caller can pass eps where another form takes a
-per-token tensor. Every one-token step (``STEPS``) has the signature ``common.Step``:
+One gate convention and one signature (``docs/DESIGN.md``, "One gate convention and one step
+signature"): a forget gate is always given as its log, ``log_g`` = log g <= 0 (fla's ``g``), per
+token, 0 at a padded position; per-token inputs come after v in the order ``log_g``, ``beta``
+(fla's order), and everything after them is keyword-only, so that no caller can pass eps where
+another form takes a per-token tensor. Every one-token step (``STEPS``) has the signature ``common.Step``:
 ``X_step(phi_q, phi_k, v, log_g=None, beta=None, *, state=None, eps=..., inplace=False,
 <its own options>) -> (out, state)``, refusing the inputs it does not take; the parallel forms of
 a gated or delta algorithm take ``(phi_q, phi_k, v, <its per-token inputs>, *, eps=...,
