@@ -3,7 +3,7 @@
 functions on given features; no projections, no norm), fp32 CPU, 8 heads, feature size 32,
 head dim 64 (the paper's base model):
 
-- training: forward + backward of ``ops.delta_chunked`` (ungated and gated; beta and gate
+- training: forward + backward of ``ops.delta_chunked`` (ungated and gated; beta and the log-gate
   require grad, as the module's would) against ``ops.causal_chunked``, batch 1, per length;
   ``--chunks`` times the delta forms at several chunk sizes;
 - decoding: one ``ops.delta_step`` (out of place and in place, ungated and gated) against one
@@ -32,33 +32,33 @@ def inputs(B, T, seed=0, grad=True):
     k = torch.relu(torch.randn(B, H, T, F, generator=g))
     v = torch.randn(B, H, T, D, generator=g)
     beta = torch.sigmoid(torch.randn(B, H, T, generator=g))
-    gate = torch.sigmoid(torch.randn(B, H, T, generator=g) + 3)
-    return [x.requires_grad_(grad) for x in (q, k, v, beta, gate)]
+    log_g = torch.nn.functional.logsigmoid(torch.randn(B, H, T, generator=g) + 3)  # the forget gate, in log space
+    return [x.requires_grad_(grad) for x in (q, k, v, log_g, beta)]
 
 
 def training(lengths, chunks, repeats, clock):
     rows = []
     for T in lengths:
-        q, k, v, beta, gate = inputs(1, T, seed=T)
+        q, k, v, log_g, beta = inputs(1, T, seed=T)
         fns = {"projections": projections(T, H * D), "additive": fwd_bwd(lambda: ops.causal_chunked(q, k, v))}
         for C in chunks:
-            fns[f"delta C={C}"] = fwd_bwd(lambda C=C: ops.delta_chunked(q, k, v, beta, chunk_size=C))
-            fns[f"gated-delta C={C}"] = fwd_bwd(lambda C=C: ops.delta_chunked(q, k, v, beta, gate, chunk_size=C))
+            fns[f"delta C={C}"] = fwd_bwd(lambda C=C: ops.delta_chunked(q, k, v, None, beta, chunk_size=C))
+            fns[f"gated-delta C={C}"] = fwd_bwd(lambda C=C: ops.delta_chunked(q, k, v, log_g, beta, chunk_size=C))
         rows.append(core_row(T, fns, repeats, clock))
     return rows
 
 
 def decoding(batch, repeats, clock):
     with torch.no_grad():
-        q, k, v, beta, gate = (x[:, :, :1] for x in inputs(batch, 1, grad=False))
+        q, k, v, log_g, beta = (x[:, :, :1] for x in inputs(batch, 1, grad=False))
         additive_state = (torch.rand(batch, H, F, D), torch.rand(batch, H, F) + 1)
         S = torch.randn(batch, H, F, D)
         fns = {
-            "additive": lambda: ops.recurrent_step(q, k, v, additive_state),
-            "delta": lambda: ops.delta_step(q, k, v, beta, state=S),
-            "delta inplace": lambda: ops.delta_step(q, k, v, beta, state=S, inplace=True),
-            "gated-delta": lambda: ops.delta_step(q, k, v, beta, gate, state=S),
-            "gated-delta inplace": lambda: ops.delta_step(q, k, v, beta, gate, state=S, inplace=True),
+            "additive": lambda: ops.recurrent_step(q, k, v, state=additive_state),
+            "delta": lambda: ops.delta_step(q, k, v, None, beta, state=S),
+            "delta inplace": lambda: ops.delta_step(q, k, v, None, beta, state=S, inplace=True),
+            "gated-delta": lambda: ops.delta_step(q, k, v, log_g, beta, state=S),
+            "gated-delta inplace": lambda: ops.delta_step(q, k, v, log_g, beta, state=S, inplace=True),
         }
         for f in fns.values():
             f()

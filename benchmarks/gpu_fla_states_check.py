@@ -97,11 +97,9 @@ def run(state, leaves, mask, fla):
     -> the tensors to compare (out, and the final state where asked)."""
     q, k, v = leaves["q"], ops.mask_padded_keys(leaves["k"], mask), leaves["v"]
     if state in ("delta", "gated delta"):
-        gate = None
-        if state == "gated delta":
-            gate = ops.mask_padded_gate(leaves["log_g"].exp(), mask)
+        log_g = ops.mask_padded_log_gates(leaves["log_g"], mask) if state == "gated delta" else None
         fn = ops.delta_fla if fla else ops.delta_chunked
-        return [fn(q, k, v, leaves["beta"], gate)]
+        return [fn(q, k, v, log_g, leaves["beta"])]
     fn = ops.causal_gated_fla if fla else ops.causal_gated
     if state == "decay":
         log_g = ops.decay_log_gates(leaves["log_decay"], q.size(0), q.size(2), mask)
@@ -109,8 +107,7 @@ def run(state, leaves, mask, fla):
         out, (S, z) = fn(q, k, v, None, initial_state=(leaves["S0"], leaves["z0"]), return_state=True, normalize=False)
         return [out, S, z]
     else:
-        pad = mask[:, None, :, None] if leaves["log_g"].dim() == 4 else mask[:, None, :]
-        log_g = leaves["log_g"].masked_fill(pad, 0.0)
+        log_g = ops.mask_padded_log_gates(leaves["log_g"], mask)
     return [fn(q, k, v, log_g)]
 
 

@@ -54,6 +54,10 @@ def build_parser():
     p.add_argument("--lm-teacher", default=None, help="a softmax transformer_lm trained on this data (its "
                    "fairseq-train log beside it is checked for the plateau)")
     p.add_argument("--mt-teacher", default=None)
+    p.add_argument("--lm-text", default=None, help="plain text, one line per sentence, instead of SOTU + Brown from "
+                   "npm (a machine without the registries: the corpus carried as a file)")
+    p.add_argument("--mt-src", default=None, help="English side of parallel text instead of LibreOffice help from apt")
+    p.add_argument("--mt-tgt", default=None, help="German side, line-aligned with --mt-src")
     p.add_argument("--ft-updates", type=int, default=None, help="finetuning budget of every arm")
     p.add_argument("--jobs", type=int, default=2)
     p.add_argument("--threads", type=int, default=1, help="threads of each run (jobs x threads at most the cores; "
@@ -80,12 +84,16 @@ def main(argv=None):
         preset = replace(preset, ft_updates=a.ft_updates, transfer_updates=max(1, a.ft_updates // 5))
     out = Path(a.out or ("runs/quality-quick" if a.quick else "runs/quality")).resolve()
     data = REPO / "tests" / "data"
-    quick_data = dict(text=str(data / "lm" / "english.txt"), src=str(data / "mt" / "libreoffice.en"),
-                      tgt=str(data / "mt" / "libreoffice.de")) if a.quick else {}
+    # the corpora: the bundled slices for --quick, the user's files where given, else the registries' own
+    corpora = dict(text=str(data / "lm" / "english.txt"), src=str(data / "mt" / "libreoffice.en"),
+                   tgt=str(data / "mt" / "libreoffice.de")) if a.quick else {}
+    if bool(a.mt_src) != bool(a.mt_tgt):
+        sys.exit("quality: --mt-src and --mt-tgt go together (the two sides of one parallel text); give both")
+    corpora.update({k: v for k, v in dict(text=a.lm_text, src=a.mt_src, tgt=a.mt_tgt).items() if v})
     seeds = [int(s) for s in a.seeds.split(",")]
     tasks = [t for t in a.tasks.split(",") if t]
     plans = {k: plan.TaskPlan(k, out, preset, cli.USER_DIR, seed=seeds[0], seeds=seeds, variants=a.variants, one_seed=a.one_seed,
-                              teacher=a.lm_teacher if k == "lm" else a.mt_teacher, **quick_data)
+                              teacher=a.lm_teacher if k == "lm" else a.mt_teacher, **corpora)
              for k in tasks}
     cli.preload_tools()
     steps = [s for p in plans.values() for s in p.steps()]

@@ -77,8 +77,11 @@ def decoding(batch, window, contexts, repeats, clock):
             ws = state_at(batch, window, context, g)
             additive = (torch.rand(batch, H, F, D, generator=g), torch.rand(batch, H, F, generator=g) + 1)
             fns = {"projections": x1,
-                   "additive": lambda: ops.recurrent_step(phi_q[:, :, None], phi_k[:, :, None], v[:, :, None], additive),
-                   f"window+linear W={window}": lambda: win.window_step(ws, q, k, v, phi_q, phi_k, log_factor)}
+                   "additive": lambda: ops.recurrent_step(phi_q[:, :, None], phi_k[:, :, None], v[:, :, None],
+                                                          state=additive),
+                   f"window+linear W={window}": lambda: win.window_step(
+                       phi_q[:, :, None], phi_k[:, :, None], v[:, :, None], state=ws, inplace=True, q=q[:, :, None],
+                       k=k[:, :, None], log_factor=log_factor)}
             for f in fns.values():
                 f()
             per_call = 100  # one step is tens of microseconds: time 100 in a row

@@ -97,6 +97,12 @@ def mt_lines(res: Dict) -> List[str]:
         cells = [f"{r['overall']['bleu']:.1f} / {r['overall']['chrf']:.1f} ({r['overall']['bleu_vs_teacher']:.1f})"]
         cells += [f"{b['bleu']:.1f} / {b['chrf']:.1f} ({b['bleu_vs_teacher']:.1f})" for b in r["by_length"]]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    shares = {name: r["within_window"] for name, r in t["models"].items() if "within_window" in r}
+    if shares:
+        ws = list(next(iter(shares.values())))
+        lines += ["", "Share of each model's outputs that fit in a window of W decoder positions (there a "
+                  "`--t2r-window W` self-attention is plain softmax): " + "; ".join(
+                      f"{name} " + ", ".join(f"W={w} {100 * s[w]:.0f}%" for w in ws) for name, s in shares.items()) + "."]
     docs = next(iter(t["models"].values()))["documents"]
     if docs:
         lines += ["", "## Documents: k consecutive test sentences as one source", "",

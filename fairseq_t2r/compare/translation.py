@@ -6,6 +6,9 @@ buckets of source length (the test set's quartiles, in subword tokens). The docu
 k = 1, 2, 4, 8 consecutive test sentences into one source (and their references into one
 reference), so the decoder reads and writes k times the usual length: what a fixed-size decoder
 state, or a softmax cross-attention over a long source, does with text longer than it trained on.
+Each model's outputs are also measured in decoder positions (subword tokens + the leading eos): the
+share that fits within a window of W positions is the share for which a ``--t2r-window W`` model's
+self-attention is the teacher's plain softmax, its linear branch unused.
 """
 from typing import Dict, List
 
@@ -15,6 +18,7 @@ BEAM = 4
 MAX_SENTENCES = 400
 DOCS = 16
 JOINED = (1, 2, 4, 8)
+WINDOWS = (16, 32, 64)  # the --t2r-window sizes whose share of outputs is reported (the demo's window arms)
 
 
 def detok(dict_, tokens, lang: str) -> str:
@@ -41,6 +45,13 @@ def translate(model, sources: List, src_dict, tgt_dict, batch: int = 32) -> List
             t = h[0]["tokens"]
             out[i] = t[:-1] if len(t) and t[-1] == tgt_dict.eos() else t
     return out
+
+
+def within_windows(outputs: List) -> Dict[str, float]:
+    """Share of ``outputs`` (token tensors, no eos) whose decoder positions (tokens + the leading eos) fit in
+    each window of ``WINDOWS``."""
+    positions = np.array([len(t) + 1 for t in outputs])
+    return {str(w): round(float((positions <= w).mean()), 4) for w in WINDOWS}
 
 
 def scores(hyps: List[str], refs: List[str]) -> Dict[str, float]:
@@ -75,8 +86,8 @@ def probe(models, sources: List, targets: List, src_dict, tgt_dict, tgt_lang: st
     refs = [detok(tgt_dict, t[:-1], tgt_lang) for t in targets]
     lengths = [len(s) for s in sources]
     ranges = buckets(lengths)
-    hyps = {m.name: [detok(tgt_dict, t, tgt_lang) for t in translate(m.model, sources, src_dict, tgt_dict)]
-            for m in models}
+    outputs = {m.name: translate(m.model, sources, src_dict, tgt_dict) for m in models}
+    hyps = {name: [detok(tgt_dict, t, tgt_lang) for t in o] for name, o in outputs.items()}
     teacher = hyps[models[0].name]
     out = {}
     for m in models:
@@ -88,7 +99,7 @@ def probe(models, sources: List, targets: List, src_dict, tgt_dict, tgt_lang: st
             by_length.append({"range": [lo, hi], "sentences": len(idx), **scores(sel, [refs[i] for i in idx]),
                               "bleu_vs_teacher": scores(sel, [teacher[i] for i in idx])["bleu"]})
         out[m.name] = {"overall": {**scores(h, refs), "bleu_vs_teacher": scores(h, teacher)["bleu"]},
-                       "by_length": by_length}
+                       "by_length": by_length, "within_window": within_windows(outputs[m.name])}
     documents = {}
     for k in JOINED:
         srcs, tgts = join(sources, k, docs, src_dict.eos()), join(targets, k, docs, tgt_dict.eos())

@@ -65,6 +65,9 @@ _ALL = [
     # (most translation targets are shorter than 64: there the window is the teacher's softmax)
     Variant("window", f"T2R + gate from the key + {WINDOW}-token softmax window, swap + finetune",
             flags=("--t2r-state", "gate", "--t2r-gate-source", "key", "--t2r-window", str(WINDOW))),
+    # the window's size swept for translation, whose outputs are mostly shorter than 64 positions
+    *[Variant(f"window-{w}", f"T2R + gate from the key + {w}-token softmax window, swap + finetune",
+              flags=("--t2r-state", "gate", "--t2r-gate-source", "key", "--t2r-window", str(w))) for w in (16, 32)],
     Variant("window-only", f"{WINDOW}-token softmax window alone (no linear branch), swap + finetune",
             flags=("--t2r-window", str(WINDOW), "--t2r-window-branch", "window")),
     Variant("window-dropout", "window arm with the window off in half the training forwards, swap + finetune",

@@ -15,27 +15,30 @@ and the output is cast back; every form disables autocast and picks its precisio
 
 The layout: one folder per algorithm, each with its naive reference beside its fast forms, its
 one-token step and its optional GPU glue; what all share at the top.
-- ``common.py``: defaults (``DEFAULT_EPS``, ``DEFAULT_CHUNK_SIZE``), ``State`` = (S, z), the
-  precision rule, ``autocast_off``, ``mask_padded_keys``, ``causal_mask``.
+- ``common.py``: defaults (``DEFAULT_EPS``, ``DEFAULT_CHUNK_SIZE``), ``State`` = (S, z) and
+  ``empty_state``, ``Step`` (the one step signature), the precision rule, ``autocast_off``,
+  ``mask_padded_keys``, ``mask_padded_log_gates``, ``causal_mask``, ``refuse_inputs``.
 - ``additive/`` (T2R): ``naive.py`` (``causal_reference``, ``noncausal_reference``: token by token,
   independent of every other form), ``quadratic.py`` (``causal_quadratic``, ``noncausal``,
   ``linear_attention_weights``: the (T, T) weight forms, the only ones that drop attention
   weights), ``chunked.py`` + ``chunked_passes.py`` (``causal_chunked``: O(T * C) work, memory
   linear in T, a backward that recomputes the chunk states; continues from / returns a State),
   ``fused_relu.py`` (``causal_relu_from_input``: projection, relu and the chunked form in one
-  Function), ``step.py`` (``recurrent_step``, ``empty_state``, ``split_state`` / ``join_state``,
+  Function), ``step.py`` (``recurrent_step``, ``split_state`` / ``join_state``,
   ``summarize_keys`` / ``attend_state`` for cross-attention), ``fla.py`` (``causal_fla``) and
   ``triton.py`` (``causal_triton``; never imported unless ``dispatch`` picks it).
 - ``gated/`` (decay, gates per head or per feature; per-token log-gates, 0 where padded):
   ``naive.py`` (``causal_gated_reference``), ``chunked.py`` (``causal_gated``, exact in log
   space, and ``gated_step``), ``feature.py`` + ``scan.py`` (per-feature gates; the chunk-to-chunk
-  scan with its written-out backward), ``decay.py`` (``decay_log_gates``, ``causal_decay``,
-  ``decay_step``), ``fla.py`` (``causal_gated_fla``: fla's ``chunk_simple_gla`` / ``chunk_gla``).
+  scan with its written-out backward), ``decay.py`` (``decay_log_gates``: a per-head decay as
+  per-token log-gates for the gated forms), ``fla.py`` (``causal_gated_fla``: fla's
+  ``chunk_simple_gla`` / ``chunk_gla``).
 - ``delta/`` (delta rule, gated delta rule; L2-normalised features, no z, unnormalised output;
-  beta and gate (B, H, T)): ``naive.py`` (``delta_reference``), ``chunked.py``
+  log-gates and beta (B, H, T)): ``naive.py`` (``delta_reference``), ``chunked.py``
   (``delta_chunked``, the WY form), ``step.py`` (``delta_step``, ``l2_normalize``,
-  ``empty_delta_state``, ``mask_padded_gate``), ``fla.py`` (``delta_fla``: fla's
-  ``chunk_gated_delta_rule``).
+  ``empty_delta_state``), ``fla.py`` (``delta_fla``: fla's ``chunk_gated_delta_rule``).
+- ``window/`` (softmax over the last W tokens beside a linear state; its own docstring):
+  ``window_step`` is its step (under the same signature, with the softmax q, k as options).
 - ``dispatch.py``: which form training runs and on which backend: ``causal_parallel``
   (``parallel_form``: quadratic up to ``QUADRATIC_MAX_LEN`` or with weight dropout, else on CUDA
   the Triton kernels, fla, or chunked), ``gated_parallel`` / ``delta_parallel`` (``state_form``:
@@ -45,11 +48,20 @@ one-token step and its optional GPU glue; what all share at the top.
   ``fla_state_kernel``).
 - ``softmax.py``: ``softmax_attention``, the target attention transfer fits the linear forms to.
 
+One gate convention and one signature (``docs/DESIGN.md``, "One gate convention and one step
+signature"): a forget gate is always given as its log, ``log_g`` = log g <= 0 (fla's ``g``), per
+token, 0 at a padded position; per-token inputs come after v in the order ``log_g``, ``beta``
+(fla's order), and everything after them is keyword-only, so that no caller can pass eps where
+another form takes a per-token tensor. Every one-token step (``STEPS``) has the signature ``common.Step``:
+``X_step(phi_q, phi_k, v, log_g=None, beta=None, *, state=None, eps=..., inplace=False,
+<its own options>) -> (out, state)``, refusing the inputs it does not take; the parallel forms of
+a gated or delta algorithm take ``(phi_q, phi_k, v, <its per-token inputs>, *, eps=...,
+chunk_size=..., initial_state=..., return_state=..., <its own options>)``, the state being the one
+its step keeps.
+
 A new algorithm is a new folder: ``naive.py`` (its token-by-token reference, built on
-``common.py`` only) beside its fast forms under the same signature, per-token tensors after v:
-``causal_X(phi_q, phi_k, v, <per-token>, eps=..., chunk_size=..., initial_state=...,
-return_state=...)`` and ``X_step(phi_q, phi_k, v, <per-token>, state, eps=...) -> (out, state)``;
-its names in the imports below and, if training should pick among its forms, its policy in
+``common.py`` only) beside its fast forms under those signatures; its names in the imports
+below, its step in ``STEPS`` and, if training should pick among its forms, its policy in
 ``dispatch.py``. The module side of a state (its tensors and which forms it calls) is a class in
 ``modules/states/``.
 """
@@ -60,7 +72,6 @@ from .additive.naive import causal_reference, noncausal_reference  # noqa: F401
 from .additive.quadratic import causal_quadratic, linear_attention_weights, noncausal  # noqa: F401
 from .additive.step import (  # noqa: F401
     attend_state,
-    empty_state,
     join_state,
     recurrent_step,
     split_state,
@@ -70,10 +81,14 @@ from .common import (  # noqa: F401
     DEFAULT_CHUNK_SIZE,
     DEFAULT_EPS,
     State,
+    Step,
     autocast_off,
     causal_mask,
     compute_dtype,
+    empty_state,
     mask_padded_keys,
+    mask_padded_log_gates,
+    refuse_inputs,
 )
 from .delta.chunked import delta_chunked  # noqa: F401
 from .delta.fla import delta_fla  # noqa: F401
@@ -84,7 +99,6 @@ from .delta.step import (  # noqa: F401
     delta_step,
     empty_delta_state,
     l2_normalize,
-    mask_padded_gate,
 )
 from .dispatch import (  # noqa: F401
     QUADRATIC_MAX_LEN,
@@ -97,9 +111,13 @@ from .dispatch import (  # noqa: F401
     state_form,
 )
 from .gated.chunked import causal_gated, gated_step  # noqa: F401
-from .gated.decay import causal_decay, decay_log_gates, decay_step  # noqa: F401
+from .gated.decay import decay_log_gates  # noqa: F401
 from .gated.feature import FEATURE_GATE_CHUNK_SIZE, causal_gated_feature  # noqa: F401
 from .gated.fla import causal_gated_fla  # noqa: F401
 from .gated.naive import causal_gated_reference  # noqa: F401
 from .kernels import fla_kernel, fla_state_kernel  # noqa: F401
 from .softmax import softmax_attention  # noqa: F401
+from .window.step import window_step  # noqa: F401
+
+# every algorithm's one-token step, each under the signature ``common.Step``
+STEPS = {"additive": recurrent_step, "gated": gated_step, "delta": delta_step, "window": window_step}

@@ -123,22 +123,23 @@ def state_form(length: int, is_cuda: bool, dtype: torch.dtype, kernel: str) -> s
 
 
 def gated_parallel(
-    phi_q: Tensor, phi_k: Tensor, v: Tensor, log_g: Optional[Tensor], eps: float = DEFAULT_EPS,
+    phi_q: Tensor, phi_k: Tensor, v: Tensor, log_g: Optional[Tensor], *, eps: float = DEFAULT_EPS,
     initial_state: Optional[State] = None, return_state: bool = False, normalize: bool = True,
 ):
     """The gated (and decayed, and additive) state's training form, as ``causal_gated`` (same
     arguments and return, default chunk size), by ``state_form``'s choice."""
     form = state_form(phi_q.size(2), phi_q.is_cuda, v.dtype, gated_fla.gated_kernel_name(log_g))
     fn = gated_fla.causal_gated_fla if form == "fla" else causal_gated
-    return fn(phi_q, phi_k, v, log_g, eps, initial_state=initial_state, return_state=return_state, normalize=normalize)
+    return fn(phi_q, phi_k, v, log_g, eps=eps, initial_state=initial_state, return_state=return_state,
+              normalize=normalize)
 
 
 def delta_parallel(
-    phi_q: Tensor, phi_k: Tensor, v: Tensor, beta: Tensor, gate: Optional[Tensor] = None,
+    phi_q: Tensor, phi_k: Tensor, v: Tensor, log_g: Optional[Tensor], beta: Tensor, *,
     eps: float = DEFAULT_NORM_EPS, initial_state: Optional[Tensor] = None, return_state: bool = False,
 ):
     """The (gated) delta rule's training form, as ``delta_chunked`` (same arguments and return,
     default chunk size), by ``state_form``'s choice."""
     form = state_form(phi_q.size(2), phi_q.is_cuda, v.dtype, "gated_delta_rule")
     fn = delta_fla.delta_fla if form == "fla" else delta_chunked
-    return fn(phi_q, phi_k, v, beta, gate, eps, initial_state=initial_state, return_state=return_state)
+    return fn(phi_q, phi_k, v, log_g, beta, eps=eps, initial_state=initial_state, return_state=return_state)

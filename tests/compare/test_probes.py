@@ -135,6 +135,9 @@ def test_translation_buckets_and_documents_on_known_inputs():
     sents = [torch.tensor([10 + i, 20 + i, eos]) for i in range(5)]
     docs = translation.join(sents, 2, 10, eos)
     assert [d.tolist() for d in docs] == [[10, 20, 11, 21, 2], [12, 22, 13, 23, 2]]  # the fifth is left out
+    # decoder positions = tokens + the leading eos: 15 tokens fill a 16-window, 16 do not
+    outputs = [torch.zeros(n) for n in (15, 16, 31, 63, 64)]
+    assert translation.within_windows(outputs) == {"16": 0.2, "32": 0.6, "64": 0.8}
 
 
 def test_passkey_full_key_accuracy_is_greedy_decoding_s():

@@ -31,7 +31,7 @@ def reference(attn, x, kpm):
     log_g = torch.nn.functional.logsigmoid(attn.state_update.decay_logit)[None, :, None].repeat(B, 1, T, 1)
     if kpm is not None:
         log_g[kpm[:, None, :, None].expand_as(log_g)] = 0.0
-    out = ops.causal_gated_reference(phi_q, phi_k, attn._heads(attn.v_proj(x)), log_g, attn.eps)
+    out = ops.causal_gated_reference(phi_q, phi_k, attn._heads(attn.v_proj(x)), log_g, eps=attn.eps)
     return attn.out_proj(attn._unheads(out))
 
 

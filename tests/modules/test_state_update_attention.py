@@ -181,7 +181,7 @@ def test_transfer_weights_of_a_gated_state_are_its_attention(name):
         w = transfer.linear_weights(attn, phi_q, phi_k, x, kpm)
         log_g = attn.state_update.log_gates(x, attn.k_proj, kpm)
         eye = torch.eye(T, dtype=torch.float64).expand(B, attn.num_heads, T, T)
-        expected = ops.causal_gated_reference(phi_q, phi_k, eye, log_g, attn.eps)
+        expected = ops.causal_gated_reference(phi_q, phi_k, eye, log_g, eps=attn.eps)
         out, _ = attn(x, x, x, key_padding_mask=kpm)
         mixed = torch.matmul(w, attn._heads(attn.v_proj(x)))
     assert (w - expected).abs().max().item() <= TOL

@@ -128,8 +128,8 @@ def test_delta_glue_equals_delta_chunked(stand_ins, gated, with_state):
     leaves = [x for x in (q, k, v, log_g, beta, S0) if x is not None]
 
     def run(fn, **kw):
-        gate = ops.mask_padded_gate(log_g.exp(), mask) if gated else None
-        res = fn(q, ops.mask_padded_keys(k, mask), v, beta, gate, initial_state=S0, return_state=with_state, **kw)
+        lg = ops.mask_padded_log_gates(log_g, mask) if gated else None
+        res = fn(q, ops.mask_padded_keys(k, mask), v, lg, beta, initial_state=S0, return_state=with_state, **kw)
         return list(res) if with_state else [res]
 
     want = run(ops.delta_chunked, chunk_size=8)
@@ -168,13 +168,13 @@ def test_parallel_entry_points_run_the_chosen_form(monkeypatch, stand_ins, backe
                                                            for n, f in STAND_INS.items()})
     # CPU tensors: ours, even with the switch on and the kernels there
     assert_close([ops.gated_parallel(q, k, v, log_g)], [ops.causal_gated(q, k, v, log_g)])
-    assert_close([ops.delta_parallel(q, k, v, beta)], [ops.delta_chunked(q, k, v, beta)])
+    assert_close([ops.delta_parallel(q, k, v, None, beta)], [ops.delta_chunked(q, k, v, None, beta)])
     assert calls == []
     monkeypatch.setattr(dispatch, "state_form", lambda *a: "fla")  # as on CUDA
     assert_close([ops.gated_parallel(q, k, v, log_g)], [ops.causal_gated(q, k, v, log_g)])
     assert_close([ops.gated_parallel(q, k, v, None, normalize=False)], [ops.causal_gated(q, k, v, None, normalize=False)])
-    assert_close([ops.delta_parallel(q, k, v, beta, log_g[..., 0].exp())],
-                 [ops.delta_chunked(q, k, v, beta, log_g[..., 0].exp())])
+    assert_close([ops.delta_parallel(q, k, v, log_g[..., 0], beta)],
+                 [ops.delta_chunked(q, k, v, log_g[..., 0], beta)])
     assert calls == ["gla", "simple_gla", "gated_delta_rule"]
 
 

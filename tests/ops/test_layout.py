@@ -35,6 +35,6 @@ def test_causal_reference_is_the_recurrent_step_run_token_by_token():
     q, k, v = _features(2, 3, 9, 9, 4, 5, seed=1)
     state, outs = ops.empty_state(k, v), []
     for t in range(q.size(-2)):
-        o, state = ops.recurrent_step(q[:, :, t : t + 1], k[:, :, t : t + 1], v[:, :, t : t + 1], state)
+        o, state = ops.recurrent_step(q[:, :, t : t + 1], k[:, :, t : t + 1], v[:, :, t : t + 1], state=state)
         outs.append(o)
     assert torch.equal(torch.cat(outs, -2), ops.causal_reference(q, k, v))

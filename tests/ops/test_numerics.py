@@ -76,7 +76,8 @@ def test_denominator_is_clamped_in_every_form(feature_map, scale):
         _, state = ops.causal_chunked(phi_q[:, :, :-2], phi_k[:, :, :-2], ones[:, :, :-2], attn.eps, return_state=True)
         steps = []
         for t in (LONG - 2, LONG - 1):
-            o, state = ops.recurrent_step(phi_q[:, :, t : t + 1], phi_k[:, :, t : t + 1], ones[:, :, t : t + 1], state, attn.eps)
+            o, state = ops.recurrent_step(phi_q[:, :, t : t + 1], phi_k[:, :, t : t + 1], ones[:, :, t : t + 1],
+                                          state=state, eps=attn.eps)
             steps.append(o)
         out = ops.causal_parallel(phi_q, phi_k, v, attn.eps)
     assert all_finite(out)

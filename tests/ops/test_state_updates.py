@@ -1,5 +1,5 @@
-"""The gated and decayed state updates (ops/gate.py, ops/decay.py) against the token-by-token
-reference (ops/reference.causal_gated_reference) and against an explicit decay matrix: float64
+"""The gated and decayed state updates (ops/gated/) against the token-by-token reference
+(ops/gated/naive.causal_gated_reference) and against an explicit decay matrix: float64
 to 1e-8 over random shapes, chunk sizes, gates (per head, per feature, none), padding and a
 continued state; padded positions leave the state as if absent; extreme gates stay finite; half
 precision keeps the state in fp32; the plain-autograd gradient is right (gradcheck)."""
@@ -38,7 +38,8 @@ def steps(q, k, v, log_g, state, normalize, t0=0):
     outs = []
     for t in range(t0, q.size(2)):
         lg = None if log_g is None else log_g[:, :, t : t + 1]
-        o, state = ops.gated_step(q[:, :, t : t + 1], k[:, :, t : t + 1], v[:, :, t : t + 1], lg, state, normalize=normalize)
+        o, state = ops.gated_step(q[:, :, t : t + 1], k[:, :, t : t + 1], v[:, :, t : t + 1], lg, state=state,
+                                  normalize=normalize)
         outs.append(o)
     return outs, state
 
@@ -101,14 +102,14 @@ def test_padded_positions_leave_the_state_as_if_absent(gate):
 
 
 def test_decay_equals_explicit_decay_matrix():
-    """causal_decay against the (T, T) weights w_ij = g_h^(i-j) phi_q_i . phi_k_j, normalised by
+    """A per-head decay (its log-gates through causal_gated) against the (T, T) weights w_ij = g_h^(i-j) phi_q_i . phi_k_j, normalised by
     their sum, built directly (RetNet's parallel form), with right padding."""
     B, H, T, F, D = 2, 3, 50, 4, 5
     q, k, v, _ = inputs(B, H, T, F, D, "none", seed=1)
     g = torch.tensor([0.5, 0.9, 0.999], dtype=torch.float64)
     mask = torch.arange(T)[None, :] >= torch.tensor([T, 31])[:, None]
     k = ops.mask_padded_keys(k, mask)
-    out = ops.causal_decay(q, k, v, g.log(), key_padding_mask=mask, chunk_size=16)
+    out = ops.causal_gated(q, k, v, ops.decay_log_gates(g.log(), B, T, mask), chunk_size=16)
     i = torch.arange(T, dtype=torch.float64)
     dmat = (g.view(H, 1, 1) ** (i[:, None] - i[None, :]).clamp(min=0)).tril()  # (H, T, T)
     w = torch.matmul(q, k.transpose(-1, -2)) * dmat
@@ -118,8 +119,8 @@ def test_decay_equals_explicit_decay_matrix():
     # the step form with the same decays
     state, outs = ops.empty_state(k, v), []
     for t in range(T):
-        o, state = ops.decay_step(q[:, :, t : t + 1], k[:, :, t : t + 1], v[:, :, t : t + 1], g.log(), state,
-                                  key_padding_mask=mask[:, : t + 1])
+        o, state = ops.gated_step(q[:, :, t : t + 1], k[:, :, t : t + 1], v[:, :, t : t + 1],
+                                  ops.decay_log_gates(g.log(), B, 1, mask[:, : t + 1]), state=state)
         outs.append(o)
     assert (torch.cat(outs, 2) - out).abs().max().item() <= TOL
 
@@ -142,7 +143,7 @@ def test_half_precision_keeps_state_and_normaliser_in_fp32(dtype):
     out, (S, z) = ops.causal_gated(q.to(dtype), k.to(dtype), v.to(dtype), log_g.to(dtype), return_state=True)
     assert out.dtype == dtype and S.dtype == torch.float32 and z.dtype == torch.float32
     _, (S2, z2) = ops.gated_step(q[:, :, :1].to(dtype), k[:, :, :1].to(dtype), v[:, :, :1].to(dtype),
-                                 log_g[:, :, :1].to(dtype), (S, z))
+                                 log_g[:, :, :1].to(dtype), state=(S, z))
     assert S2.dtype == torch.float32 and z2.dtype == torch.float32
     assert (out.double() - want).abs().max().item() < 0.05
 

@@ -36,10 +36,11 @@ def stepwise(q, k, v, phi_q, phi_k, window, kpm=None, reorder_at=None, order=Non
             kpm = kpm.index_select(0, order) if kpm is not None else None
             outs = [o.index_select(0, order) for o in outs]
         pad = None if kpm is None else kpm[:, t]
-        o, state = win.window_step(state, q[:, :, t], k[:, :, t], v[:, :, t], phi_q[:, :, t], phi_k[:, :, t],
-                                   pad=pad, **kw)
+        tok = slice(t, t + 1)
+        o, state = win.window_step(phi_q[:, :, tok], phi_k[:, :, tok], v[:, :, tok], state=state, inplace=True,
+                                   q=q[:, :, tok], k=k[:, :, tok], pad=pad, **kw)
         outs.append(o)
-    return torch.stack(outs, 2), state
+    return torch.cat(outs, 2), state
 
 
 @pytest.mark.parametrize("window", [1, 3, 7, T, T + 5])

@@ -19,7 +19,7 @@ class AdditiveState(RunningSums):
             return ops.causal_parallel(phi_q, phi_k, v, eps, weight_dropout)
         state = ops.empty_state(phi_k, v) if initial_state is None else ops.split_state(initial_state)
         if phi_q.size(2) == 1:
-            out, (S, z) = ops.recurrent_step(phi_q, phi_k, v, state, eps)
+            out, (S, z) = ops.recurrent_step(phi_q, phi_k, v, state=state, eps=eps)
         else:  # several tokens at once (e.g. a prompt): the chunked form continuing the state
             out, (S, z) = ops.causal_chunked(phi_q, phi_k, v, eps, initial_state=state, return_state=True)
         return out, ops.join_state(S, z)

@@ -228,7 +228,7 @@ class RunningSums(StateUpdate):
         init = None if initial_state is None else ops.split_state(initial_state)
         if init is None and return_state:
             init = ops.empty_state(phi_k, v)
-        res = ops.gated_parallel(phi_q, phi_k, v, log_g, eps, initial_state=init, return_state=return_state,
+        res = ops.gated_parallel(phi_q, phi_k, v, log_g, eps=eps, initial_state=init, return_state=return_state,
                                  normalize=normalize)
         if not return_state:
             return res

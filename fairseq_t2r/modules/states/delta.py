@@ -1,6 +1,7 @@
 """The delta rule (DeltaNet) and the gated delta rule (Gated DeltaNet):
 S_i = g_i (I - beta_i k_i k_i^T) S_{i-1} + beta_i k_i v_i^T, beta_i = sigmoid(W_b x_i + b_b),
-g_i the ``gate`` state's gate, one per head (1 for the plain rule); k_i, q_i are phi(k_i),
+g_i the ``gate`` state's gate, one per head (1 for the plain rule), given to the ops as its log
+like every gate (``ops.Step``); k_i, q_i are phi(k_i),
 phi(q_i) L2-normalised inside ``ops.delta_*``. No z: the rule overwrites values, so a running key
 sum would not track them; the output is RMS-normalised (``--t2r-norm rms``, implied).
 
@@ -53,32 +54,32 @@ class DeltaState(StateUpdate):
     def weights_are_distributions(self) -> bool:
         return False  # signed
 
-    def gate(self, x, k_proj, key_padding_mask):
-        return None
+    def log_gates(self, x, k_proj, key_padding_mask):
+        return None  # the plain delta rule: g = 1
 
     def token_inputs(self, x, k_proj, key_padding_mask):
-        """(beta (B, H, T), gate (B, H, T) or None) in ``compute_dtype``, the gate 1 at padded
-        positions (beta there does not matter: their features are 0)."""
+        """(log_g (B, H, T) or None, beta (B, H, T)) in ``compute_dtype`` (the ops' order), the
+        log-gate 0 at padded positions (beta there does not matter: their features are 0)."""
         logits = nn.functional.linear(x, self.beta_proj.weight, self.beta_proj.bias)
         beta = torch.sigmoid(logits.to(ops.compute_dtype(x.dtype))).permute(1, 2, 0)
-        return beta, self.gate(x, k_proj, key_padding_mask)
+        return self.log_gates(x, k_proj, key_padding_mask), beta
 
     def parallel_form(self, phi_q, phi_k, v, inputs, eps, initial_state, return_state, normalize, weight_dropout):
-        beta, gate = inputs
-        return ops.delta_parallel(phi_q, phi_k, v, beta, gate, eps=ops.DEFAULT_NORM_EPS,
+        log_g, beta = inputs
+        return ops.delta_parallel(phi_q, phi_k, v, log_g, beta, eps=ops.DEFAULT_NORM_EPS,
                                   initial_state=initial_state, return_state=return_state)
 
     def step(self, phi_q, phi_k, v1, inputs, state, eps, out_dtype):
-        beta, gate = inputs
-        out, state = ops.delta_step(phi_q, phi_k.unsqueeze(2), v1[..., :-1], beta, gate, eps=ops.DEFAULT_NORM_EPS,
-                                    state=state, inplace=True)
+        log_g, beta = inputs
+        out, state = ops.delta_step(phi_q, phi_k.unsqueeze(2), v1[..., :-1], log_g, beta, state=state,
+                                    eps=ops.DEFAULT_NORM_EPS, inplace=True)
         return self.finish(out if out.dtype == out_dtype else out.to(out_dtype)), state
 
     def update(self, state, phi_k, v1, inputs):
-        beta, gate = inputs
+        log_g, beta = inputs
         q = phi_k.new_zeros(phi_k.shape).unsqueeze(2)
-        return ops.delta_step(q, phi_k.unsqueeze(2), v1[..., :-1], beta, gate, eps=ops.DEFAULT_NORM_EPS,
-                              state=state, inplace=True)[1]
+        return ops.delta_step(q, phi_k.unsqueeze(2), v1[..., :-1], log_g, beta, state=state,
+                              eps=ops.DEFAULT_NORM_EPS, inplace=True)[1]
 
     def read(self, phi_q, state, eps, out_dtype, normalize=None):
         q = ops.l2_normalize(phi_q.to(state.dtype), ops.DEFAULT_NORM_EPS)
@@ -97,5 +98,4 @@ class GatedDeltaState(ForgetGate, DeltaState):
                              "use --t2r-gate-shape head, or --t2r-state gate for per-feature gates")
         super().check(norm, head_dim, feature_dim, **options)
 
-    def gate(self, x, k_proj, key_padding_mask):
-        return self.log_gates(x, k_proj, key_padding_mask).exp()  # already 1 at padded positions
+    # ``log_gates`` is ForgetGate's: log g (B, H, T), already 0 at padded positions

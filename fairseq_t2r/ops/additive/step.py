@@ -7,31 +7,28 @@ from typing import Optional, Tuple
 import torch
 from torch import Tensor
 
-from ..common import DEFAULT_EPS, State, autocast_off, compute_dtype
-
-
-def empty_state(phi_k: Tensor, v: Tensor) -> State:
-    """The state before the first token: zeros S (B, H, F, D), z (B, H, F) in the compute dtype,
-    shaped from phi_k (B, H, *, F) and v (B, H, *, D)."""
-    B, H, _, F = phi_k.shape
-    ct = compute_dtype(v.dtype)
-    return (
-        v.new_zeros(B, H, F, v.size(-1), dtype=ct),
-        v.new_zeros(B, H, F, dtype=ct),
-    )
+from ..common import DEFAULT_EPS, State, autocast_off, compute_dtype, empty_state, refuse_inputs
 
 
 @autocast_off
 def recurrent_step(
-    phi_q: Tensor, phi_k: Tensor, v: Tensor, state: State, eps: float = DEFAULT_EPS
+    phi_q: Tensor, phi_k: Tensor, v: Tensor, log_g: Optional[Tensor] = None, beta: Optional[Tensor] = None, *,
+    state: Optional[State] = None, eps: float = DEFAULT_EPS, inplace: bool = False,
 ) -> Tuple[Tensor, State]:
-    """One token: phi_q/phi_k (B, H, 1, F), v (B, H, 1, D), state (S, z). Returns out
-    (B, H, 1, D) in v's dtype and the new state (a new tensor pair; the old one is unchanged)."""
-    S, z = state
+    """One token (the shared signature, ``common.Step``): phi_q/phi_k (B, H, 1, F), v (B, H, 1, D),
+    no gate and no beta (refused), state (S (B, H, F, D), z (B, H, F)) or None (empty). Returns
+    out (B, H, 1, D) in v's dtype and the new state: a new tensor pair (the old one unchanged),
+    or with ``inplace`` the given pair itself, updated."""
+    refuse_inputs("ops.recurrent_step (the additive state)", log_g=log_g, beta=beta)
+    S, z = empty_state(phi_k, v) if state is None else state
     ct = S.dtype
     q, k, vv = phi_q.to(ct), phi_k.to(ct), v.to(ct)
-    S = S + k.transpose(-1, -2) * vv  # (B,H,F,1)*(B,H,1,D): outer product
-    z = z + k.squeeze(-2)
+    if inplace:
+        S.addcmul_(k.transpose(-1, -2), vv)
+        z.add_(k.squeeze(-2))
+    else:
+        S = S + k.transpose(-1, -2) * vv  # (B,H,F,1)*(B,H,1,D): outer product
+        z = z + k.squeeze(-2)
     return attend_state(q, (S, z), eps, out_dtype=v.dtype), (S, z)
 
 

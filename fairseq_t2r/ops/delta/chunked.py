@@ -39,18 +39,20 @@ def delta_chunked(
     phi_q: Tensor,
     phi_k: Tensor,
     v: Tensor,
+    log_g: Optional[Tensor],
     beta: Tensor,
-    gate: Optional[Tensor] = None,
+    *,
     eps: float = DEFAULT_NORM_EPS,
     chunk_size: int = DEFAULT_DELTA_CHUNK_SIZE,
     initial_state: Optional[Tensor] = None,
     return_state: bool = False,
 ):
     """The (gated) delta rule over a sequence, exactly, in chunks. phi_q/phi_k (B, H, T, F),
-    v (B, H, T, D), beta (B, H, T) in (0, 1), gate (B, H, T) in (0, 1] or None -> out
+    v (B, H, T, D), log_g (B, H, T) the log forget gate (<= 0) or None (g = 1), beta (B, H, T) in
+    (0, 1) -> out
     (B, H, T, D) in v's dtype, unnormalised; with ``return_state`` (out, state (B, H, F, D)).
     ``initial_state``: the state of the tokens before these (as ``delta_step`` keeps it)."""
-    check_delta_inputs(phi_q, phi_k, v, beta, gate)
+    check_delta_inputs(phi_q, phi_k, v, log_g, beta)
     if chunk_size < 1:
         raise ValueError(f"delta rule: chunk_size must be >= 1, got {chunk_size}")
     B, H, T, F = phi_k.shape
@@ -61,11 +63,11 @@ def delta_chunked(
         out = v.new_zeros(B, H, 0, D)
         return (out, S) if return_state else out
     C = min(chunk_size, T)
-    qg, qk, u, wk, kd, g_end = _chunk_tensors(phi_q, phi_k, v, beta, gate, eps, C, ct)
+    qg, qk, u, wk, kd, g_end = _chunk_tensors(phi_q, phi_k, v, log_g, beta, eps, C, ct)
     # the only sequential part: carry the state across chunks (two small products per chunk);
     # unbind, not indexing: one backward node for all chunks instead of a full-size zero tensor each
     starts, ws = [], []
-    g_ends = g_end.unbind(2) if gate is not None else [None] * u.size(2)
+    g_ends = g_end.unbind(2) if log_g is not None else [None] * u.size(2)
     for u_i, wk_i, kd_i, g_i in zip(u.unbind(2), wk.unbind(2), kd.unbind(2), g_ends):
         w = u_i - torch.matmul(wk_i, S)  # (B, H, C, D): this chunk's corrected values
         starts.append(S)
@@ -79,7 +81,7 @@ def delta_chunked(
     return (out, S) if return_state else out
 
 
-def _chunk_tensors(phi_q, phi_k, v, beta, gate, eps, C, ct):
+def _chunk_tensors(phi_q, phi_k, v, log_g, beta, eps, C, ct):
     """Everything that does not depend on the carried state, for all chunks at once, laid out
     (B, H, n, C, *): qg = G q (C, F), qk = Gam * (q k^T) (C, C), u = U (C, D), wk = Wk (C, F),
     kd = Gam[C, :] k (C, F); and g_end = G_C (B, H, n) (None without a gate)."""
@@ -93,8 +95,8 @@ def _chunk_tensors(phi_q, phi_k, v, beta, gate, eps, C, ct):
     b = nnf.pad(beta.to(ct), (0, pad)).reshape(B, H, n, C, 1)
     incl = torch.ones(C, C, dtype=torch.bool, device=v.device).tril_()
     G = gam = None
-    if gate is not None:
-        c = nnf.pad(torch.log(gate.to(ct)), (0, pad)).reshape(B, H, n, C).cumsum(-1)
+    if log_g is not None:
+        c = nnf.pad(log_g.to(ct), (0, pad)).reshape(B, H, n, C).cumsum(-1)
         G = torch.exp(c).unsqueeze(-1)  # (B, H, n, C, 1)
         gam = torch.exp((c.unsqueeze(-1) - c.unsqueeze(-2)).masked_fill(~incl, float("-inf")))
     kk = torch.matmul(k, k.transpose(-1, -2))

@@ -17,13 +17,15 @@ def delta_reference(
     phi_q: Tensor,
     phi_k: Tensor,
     v: Tensor,
+    log_g: Optional[Tensor],
     beta: Tensor,
-    gate: Optional[Tensor] = None,
+    *,
     eps: float = 1e-6,
     initial_state: Optional[Tensor] = None,
     return_state: bool = False,
 ):
-    """phi_q/phi_k (B, H, T, F), v (B, H, T, D), beta and gate (B, H, T) (gate None: 1) ->
+    """phi_q/phi_k (B, H, T, F), v (B, H, T, D), log_g (B, H, T) the log forget gate (None:
+    g = 1), beta (B, H, T) ->
     out (B, H, T, D) in v's dtype, unnormalised; with ``return_state`` (out, S (B, H, F, D)).
     Features are divided by sqrt(||phi||^2 + eps^2); the state is in ``compute_dtype``."""
     B, H, T, F = phi_k.shape
@@ -36,7 +38,7 @@ def delta_reference(
         q = q / torch.sqrt((q * q).sum(-1, keepdim=True) + eps**2)
         k = k / torch.sqrt((k * k).sum(-1, keepdim=True) + eps**2)
         b = beta[:, :, t].to(ct)[..., None, None]
-        g = 1.0 if gate is None else gate[:, :, t].to(ct)[..., None, None]
+        g = 1.0 if log_g is None else torch.exp(log_g[:, :, t].to(ct))[..., None, None]
         erase = eye - b * k.unsqueeze(-1) * k.unsqueeze(-2)  # (B, H, F, F)
         write = b * k.unsqueeze(-1) * v[:, :, t].to(ct).unsqueeze(-2)  # (B, H, F, D)
         S = g * torch.matmul(erase, S) + write

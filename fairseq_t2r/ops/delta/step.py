@@ -3,7 +3,8 @@ one-token recurrent step. The chunked training form is in ``chunked.py``, the to
 reference in ``naive.py``.
 
 Per head, with k_i, q_i the L2-normalised features phi(k_i), phi(q_i), beta_i in (0, 1) the
-write strength and g_i in (0, 1] the forget gate (g_i = 1 without a gate: the plain delta rule):
+write strength and g_i in (0, 1] the forget gate, given as its log ``log_g`` = log g_i <= 0 as in
+every gated form (None: g_i = 1, the plain delta rule):
 
     S_i = g_i (I - beta_i k_i k_i^T) S_{i-1} + beta_i k_i v_i^T,      out_i = S_i^T q_i
 
@@ -22,8 +23,8 @@ outputs bounded by ||S|| in half precision.
 
 Padding: a padded position must leave the state as if it were absent. The caller zeros its
 features (``mask_padded_keys``, as for every form: k = 0 makes the erase and the write vanish,
-whatever beta is) and sets its gate to 1 (``mask_padded_gate``: otherwise the state would still
-decay there). beta at a padded position is then irrelevant.
+whatever beta is) and sets its log-gate to 0 (``mask_padded_log_gates``: otherwise the state would
+still decay there). beta at a padded position is then irrelevant.
 """
 from typing import Optional, Tuple
 
@@ -42,22 +43,16 @@ def l2_normalize(x: Tensor, eps: float = DEFAULT_NORM_EPS) -> Tensor:
     return x * torch.rsqrt(x.pow(2).sum(-1, keepdim=True) + eps * eps)
 
 
-def mask_padded_gate(gate: Optional[Tensor], key_padding_mask: Optional[Tensor]) -> Optional[Tensor]:
-    """gate (B, H, T) with 1 at padded positions (key_padding_mask (B, T), True where padded), so
-    that with zeroed features (``mask_padded_keys``) a padded position leaves the state as is."""
-    if gate is None or key_padding_mask is None:
-        return gate
-    return gate.masked_fill(key_padding_mask[:, None, :].to(torch.bool), 1.0)
-
-
-def check_delta_inputs(phi_q: Tensor, phi_k: Tensor, v: Tensor, beta: Tensor, gate: Optional[Tensor]) -> None:
-    """One clear ValueError when the per-token tensors do not line up (B, H, T, *)."""
+def check_delta_inputs(phi_q: Tensor, phi_k: Tensor, v: Tensor, log_g: Optional[Tensor], beta: Optional[Tensor]) -> None:
+    """One clear ValueError when beta is missing or the per-token tensors do not line up (B, H, T, *)."""
+    if beta is None:
+        raise ValueError("the delta rule needs beta (B, H, T), the write strength in (0, 1)")
     if phi_q.shape != phi_k.shape or phi_k.shape[:-1] != v.shape[:-1]:
         raise ValueError(
             f"delta rule: phi_q {tuple(phi_q.shape)}, phi_k {tuple(phi_k.shape)} must be (B, H, T, F) "
             f"and v {tuple(v.shape)} (B, H, T, D) with the same B, H, T"
         )
-    for name, t in (("beta", beta), ("gate", gate)):
+    for name, t in (("log_g", log_g), ("beta", beta)):
         if t is not None and t.shape != phi_k.shape[:-1]:
             raise ValueError(
                 f"delta rule: {name} has shape {tuple(t.shape)}, expected {tuple(phi_k.shape[:-1])} "
@@ -77,26 +72,28 @@ def delta_step(
     phi_q: Tensor,
     phi_k: Tensor,
     v: Tensor,
-    beta: Tensor,
-    gate: Optional[Tensor] = None,
-    eps: float = DEFAULT_NORM_EPS,
+    log_g: Optional[Tensor] = None,
+    beta: Optional[Tensor] = None,
+    *,
     state: Optional[Tensor] = None,
+    eps: float = DEFAULT_NORM_EPS,
     inplace: bool = False,
 ) -> Tuple[Tensor, Tensor]:
-    """One token of the (gated) delta rule: phi_q/phi_k (B, H, 1, F), v (B, H, 1, D), beta and
-    gate (B, H, 1), state (B, H, F, D) or None (empty). Returns out (B, H, 1, D) in v's dtype,
-    unnormalised, and the new state. By default the state is a new tensor (the old one is
-    unchanged: safe under autograd and for beam reordering); ``inplace=True`` updates ``state``
-    itself, for decoding under no_grad (no allocation of a second (F, D) state per step)."""
-    check_delta_inputs(phi_q, phi_k, v, beta, gate)
+    """One token of the (gated) delta rule (the shared signature, ``common.Step``): phi_q/phi_k
+    (B, H, 1, F), v (B, H, 1, D), log_g (B, H, 1) or None (g = 1), beta (B, H, 1) (required),
+    state (B, H, F, D) or None (empty). Returns out (B, H, 1, D) in v's dtype, unnormalised, and
+    the new state. By default the state is a new tensor (the old one is unchanged: safe under
+    autograd and for beam reordering); ``inplace=True`` updates ``state`` itself, for decoding
+    under no_grad (no allocation of a second (F, D) state per step)."""
+    check_delta_inputs(phi_q, phi_k, v, log_g, beta)
     if state is None:
         state = empty_delta_state(phi_k, v)
     ct = state.dtype
     q, k = l2_normalize(phi_q.to(ct), eps), l2_normalize(phi_k.to(ct), eps)
     b = beta.to(ct).unsqueeze(-1)  # (B, H, 1, 1)
     S = state
-    if gate is not None:
-        g = gate.to(ct).unsqueeze(-1)
+    if log_g is not None:
+        g = log_g.to(ct).exp().unsqueeze(-1)  # (B, H, 1, 1)
         S = S.mul_(g) if inplace else S * g
     # the write: beta * (v - what the forgotten state returns for k), stored along k
     delta = b * (v.to(ct) - torch.matmul(k, S))  # (B, H, 1, D)

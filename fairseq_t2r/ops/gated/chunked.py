@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as nnf
 from torch import Tensor
 
-from ..common import DEFAULT_CHUNK_SIZE, DEFAULT_EPS, State, autocast_off, compute_dtype
+from ..common import DEFAULT_CHUNK_SIZE, DEFAULT_EPS, State, autocast_off, compute_dtype, empty_state, refuse_inputs
 from .feature import causal_gated_feature
 from .scan import scan_states
 
@@ -41,6 +41,7 @@ def causal_gated(
     phi_k: Tensor,
     v: Tensor,
     log_g: Optional[Tensor],
+    *,
     eps: float = DEFAULT_EPS,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
     initial_state: Optional[State] = None,
@@ -89,20 +90,32 @@ def causal_gated(
 
 @autocast_off
 def gated_step(
-    phi_q: Tensor, phi_k: Tensor, v: Tensor, log_g: Optional[Tensor], state: State,
-    eps: float = DEFAULT_EPS, normalize: bool = True,
+    phi_q: Tensor, phi_k: Tensor, v: Tensor, log_g: Optional[Tensor] = None, beta: Optional[Tensor] = None, *,
+    state: Optional[State] = None, eps: float = DEFAULT_EPS, inplace: bool = False, normalize: bool = True,
 ):
-    """One token: phi_q/phi_k (B, H, 1, F), v (B, H, 1, D), log_g (B, H, 1) or (B, H, 1, F) or
-    None, state (S, z). Returns out (B, H, 1, D) in v's dtype and the new state (new tensors)."""
-    S, z = state
+    """One token (the shared signature, ``common.Step``): phi_q/phi_k (B, H, 1, F), v (B, H, 1, D),
+    log_g (B, H, 1) or (B, H, 1, F) or None (g = 1), no beta (refused), state (S (B, H, F, D),
+    z (B, H, F)) or None (empty). Returns out (B, H, 1, D) in v's dtype and the new state (new
+    tensors; with ``inplace`` the given pair itself, updated)."""
+    refuse_inputs("ops.gated_step (the gated state)", beta=beta)
+    S, z = empty_state(phi_k, v) if state is None else state
     ct = S.dtype
     q, k, vv = phi_q.to(ct), phi_k.to(ct), v.to(ct)
+    a = None
     if log_g is not None:
         a = log_g.to(ct).exp()
         a = a.squeeze(-2) if a.dim() == 4 else a  # (B, H, F) or (B, H, 1)
-        S, z = a.unsqueeze(-1) * S, a * z
-    S = S + k.transpose(-1, -2) * vv  # (B,H,F,1)*(B,H,1,D): outer product
-    z = z + k.squeeze(-2)
+    if inplace:
+        if a is not None:
+            S.mul_(a.unsqueeze(-1))
+            z.mul_(a)
+        S.addcmul_(k.transpose(-1, -2), vv)
+        z.add_(k.squeeze(-2))
+    else:
+        if a is not None:
+            S, z = a.unsqueeze(-1) * S, a * z
+        S = S + k.transpose(-1, -2) * vv  # (B,H,F,1)*(B,H,1,D): outer product
+        z = z + k.squeeze(-2)
     num = torch.matmul(q, S)
     if normalize:
         num = num / torch.matmul(q, z.unsqueeze(-1)).clamp(min=eps)

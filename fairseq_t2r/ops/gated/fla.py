@@ -41,6 +41,7 @@ def causal_gated_fla(
     phi_k: Tensor,
     v: Tensor,
     log_g: Optional[Tensor],
+    *,
     eps: float = DEFAULT_EPS,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
     initial_state: Optional[State] = None,

@@ -8,7 +8,7 @@ from ..common import DEFAULT_EPS, autocast_off, compute_dtype
 
 @autocast_off
 def causal_gated_reference(
-    phi_q: Tensor, phi_k: Tensor, v: Tensor, log_g, eps: float = DEFAULT_EPS, normalize: bool = True
+    phi_q: Tensor, phi_k: Tensor, v: Tensor, log_g, *, eps: float = DEFAULT_EPS, normalize: bool = True
 ) -> Tensor:
     """Gated (decayed) causal linear attention token by token. log_g: log-gates (B, H, T) per head
     or (B, H, T, F) per feature, or None (g = 1). out_i = (phi_q_i . S_i) / max(phi_q_i . z_i, eps)

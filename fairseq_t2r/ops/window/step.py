@@ -12,7 +12,7 @@ from typing import Callable, Optional
 import torch
 from torch import Tensor
 
-from ..common import compute_dtype
+from ..common import compute_dtype, refuse_inputs
 from .combine import mix, sum_normalised
 from .naive import additive_read, additive_step
 
@@ -51,12 +51,26 @@ def clone(state: WindowState) -> WindowState:
     return _map(state, lambda x: x.clone())
 
 
-def window_step(state: WindowState, q: Tensor, k: Tensor, v: Tensor, phi_q: Tensor, phi_k: Tensor,
-                log_factor: Optional[Tensor] = None, mix_logit: Optional[Tensor] = None, pad: Optional[Tensor] = None,
+def window_step(phi_q: Tensor, phi_k: Tensor, v: Tensor, log_g: Optional[Tensor] = None, beta: Optional[Tensor] = None,
+                *, state: Optional[WindowState] = None, eps: Optional[float] = None, inplace: bool = False,
+                q: Tensor, k: Tensor, window: int = 0, pad: Optional[Tensor] = None,
+                log_factor: Optional[Tensor] = None, mix_logit: Optional[Tensor] = None,
                 push: Callable = additive_step, read: Callable = additive_read):
-    """One token: q, k, v (B, H, D) (q scaled), phi_q, phi_k (B, H, F), pad (B,) True = padded token.
-    Returns (output (B, H, D) in v's dtype, the state). The ring buffer is written in place (a copy
-    of W slots per token would cost more than the attention itself): ``clone`` keeps a snapshot."""
+    """One token, under the shared step signature (``common.Step``): phi_q, phi_k (B, H, 1, F), v (B, H,
+    1, D); no log_g or beta (refused: the linear state's own update is ``push``); ``eps`` unused (the
+    combined normaliser is >= 1 by construction). Options: q (scaled), k (B, H, 1, D) the softmax
+    branch's query and key; ``window`` W, read only to make the empty state when ``state`` is None; pad
+    (B,) True = padded token. Returns (output (B, H, 1, D) in v's dtype, the state). The ring buffer is
+    written in place (a copy of W slots per token would cost more than the attention itself): with
+    ``inplace=False`` the given state is cloned first, ``inplace=True`` updates it."""
+    refuse_inputs("ops.window.window_step", log_g=log_g, beta=beta)
+    q, k, v, phi_q, phi_k = (x.squeeze(2) for x in (q, k, v, phi_q, phi_k))
+    if state is None:
+        if window < 1:
+            raise ValueError("ops.window.window_step: pass state=init_state(...) or window=W (>= 1) for the empty state")
+        state = init_state(v.size(0), v.size(1), window, v.size(-1), phi_k.size(-1), v.dtype, v.device)
+    elif not inplace:
+        state = clone(state)
     ct = state.k.dtype
     W = state.k.size(2)
     slot = state.t % W
@@ -79,4 +93,4 @@ def window_step(state: WindowState, q: Tensor, k: Tensor, v: Tensor, phi_q: Tens
         out = mix(y_win, n_lin, mix_logit.to(ct))
     else:
         out = sum_normalised(m, d_win, n_win, n_lin, d_lin, log_factor.to(ct))
-    return out.to(v.dtype), state
+    return out.to(v.dtype).unsqueeze(2), state
