@@ -3,7 +3,7 @@
 its softmax control (the same command with the softmax arch, from the softmax checkpoint, with its
 sizes): the validation loss after the tests' 4 updates, T2R against softmax, printed and saved.
 
-    python -m benchmarks.released_controls [--out DIR]   # ~1 min on 2 cores; DIR/released_controls.json
+    python -m benchmarks.released_controls [--out DIR]   # ~1.5 min on 2 cores; DIR/released_controls.json
 
 The commands are taken and changed exactly as tests/e2e/test_released.py does (``--max-update 4``,
 ``--update-freq 1``), on the stand-ins of tests/release_models.py (stock fairseq models in each
