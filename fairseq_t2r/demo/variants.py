@@ -76,10 +76,12 @@ _ALL = [
     Variant("scratch", "T2R from random init", recipe="scratch"),
 ]
 VARIANTS: Dict[str, Variant] = {v.name: v for v in _ALL}
-# the demo's default arms: the control, the paper's three feature maps and its two-stage recipe, and the
-# best state update of the quality benchmark (the gate from the key: docs/results/quality.md). Scratch,
-# T2R from random init, costs the teacher's whole budget again: it doubled the default's time
-DEMO_DEFAULT = "control,t2r,elu,rfa,transfer,gate"
+# the demo's default arms: the control, the paper's three feature maps and its two-stage recipe, the
+# best state update of the quality benchmark (the gate from the key: docs/results/quality.md), and the
+# best arm at the demo's size, the gate with a softmax window (0.998x the control's perplexity, -0.2 BLEU:
+# docs/results/arms_demo_size/) with the window alone beside it, which says whether its linear branch
+# matters. Scratch, T2R from random init, costs the teacher's whole budget again: it doubled the default's time
+DEMO_DEFAULT = "control,t2r,elu,rfa,transfer,gate,window,window-only"
 
 
 def parse(spec: str, kind: str) -> List[Variant]:
