@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 from typing import List, Optional
 
-from . import evaluation, measure, presets, teachers
+from . import evaluation, measure, presets, recipe_steps, teachers
 from .presets import Preset
 from .runner import Step, logfile
 from .variants import DEMO_DEFAULT, Variant, parse, run_name
@@ -213,80 +213,14 @@ class TaskPlan:
                     deps=teacher_dep)
 
     def variant_steps(self, name: str, variant: Variant, seed: int, teacher_dep: List[str]) -> List[Step]:
-        if variant.recipe == "scratch":
-            return [self.scratch_step(name, variant, seed)]
-        if variant.recipe == "transfer":
-            return self.transfer_steps(name, variant, seed, teacher_dep)
-        if variant.recipe == "select":
-            return self.select_steps(name, variant, seed, teacher_dep)
-        return [self.finetune_step(name, variant, seed, teacher_dep)]
-
-    def finetune_step(self, name: str, variant: Variant, seed: int, teacher_dep: List[str]) -> Step:
-        """Swap + finetune as ``variant`` says, from the teacher (the control: finetune it unchanged)."""
-        p = self.preset
-        flags = self.train_flags(self.save_dir(name), p.ft_updates, presets.FINETUNE_LR,
-                                 presets.warmup(p.ft_updates, presets.FINETUNE_WARMUP_SHARE), seed)
-        flags += self.student_flags(variant) + ["--finetune-from-model", self.teacher_path]
-        if variant.recipe == "distill":  # the teacher's distribution joins the task loss
-            flags = _without_criterion(flags) + ["--criterion", "t2r_distillation", "--t2r-teacher", self.teacher_path]
-            flags += ["--label-smoothing", presets.LABEL_SMOOTHING] if self.kind == "mt" else []
-        flags += self.bleu_curve_flags()  # every arm: the report's BLEU panel shows them all
-        return Step(f"{self.kind}/{name}", f"{variant.label} ({p.ft_updates} updates, seed {seed})",
-                    "fairseq_cli.train", flags, deps=teacher_dep)
-
-    def transfer_steps(self, name: str, variant: Variant, seed: int, teacher_dep: List[str]) -> List[Step]:
-        """Attention transfer (stage one), then finetuning for the rest of the finetuning budget."""
-        k, p = self.kind, self.preset
-        stage = name.replace(variant.name, "transfer_stage1", 1)
-        stage1 = self.train_flags(self.save_dir(stage), p.transfer_updates, presets.TRANSFER_LR,
-                                  presets.TRANSFER_WARMUP, seed)
-        stage1 = _without_criterion(stage1) + self.student_flags(variant)
-        stage1 += ["--finetune-from-model", self.teacher_path, "--criterion", "t2r_attention_transfer"]
-        rest = p.ft_updates - p.transfer_updates
-        finetune = self.train_flags(self.save_dir(name), rest, presets.FINETUNE_LR,
-                                    presets.warmup(rest, presets.FINETUNE_WARMUP_SHARE), seed)
-        finetune += self.student_flags(variant) + ["--finetune-from-model", self.checkpoint(stage)]
-        finetune += self.bleu_curve_flags()
-        return [Step(f"{k}/{stage}", f"attention transfer: train only the feature maps to mimic "
-                     f"softmax attention ({p.transfer_updates} updates, seed {seed})", "fairseq_cli.train", stage1,
-                     deps=teacher_dep),
-                Step(f"{k}/{name}", f"finetune after attention transfer ({rest} updates, seed {seed})",
-                     "fairseq_cli.train", finetune, deps=[f"{k}/{stage}"])]
+        """The steps of one run of ``variant``, as its recipe says (recipe_steps.py)."""
+        return recipe_steps.RECIPES[variant.recipe](self, name, variant, seed, teacher_dep)
 
     def stage_name(self, name: str, variant: Variant) -> Optional[str]:
         """The run's first stage (attention transfer, or the layer choice with it), if it has one."""
         if variant.recipe == "transfer":
             return name.replace(variant.name, "transfer_stage1", 1)
         return f"{name}_selected" if variant.recipe == "select" else None
-
-    def select_steps(self, name: str, variant: Variant, seed: int, teacher_dep: List[str]) -> List[Step]:
-        """t2r-convert keeps one layer softmax by ``variant.select`` (with attention transfer, the
-        transfer recipe's stage one), then finetuning from it for the rest of the budget."""
-        k, p = self.kind, self.preset
-        stage = self.stage_name(name, variant)
-        convert = [self.teacher_path, self.checkpoint(stage), "--t2r-feature-map", variant.feature_map,
-                   "--t2r-feature-dim", str(p.feature_dim), *variant.flags, "--t2r-keep-softmax", "1",
-                   "--t2r-select", variant.select, "--transfer-data", str(self.bin), "--transfer-updates",
-                   str(p.transfer_updates), "--transfer-lr", str(presets.TRANSFER_LR), "--transfer-max-tokens",
-                   str(p.max_tokens), "--seed", str(seed), "--force"]
-        rest = p.ft_updates - p.transfer_updates
-        finetune = self.train_flags(self.save_dir(name), rest, presets.FINETUNE_LR,
-                                    presets.warmup(rest, presets.FINETUNE_WARMUP_SHARE), seed)
-        # no --t2r-layers: the layers are the selected checkpoint's (models/from_checkpoint.py)
-        finetune += self.student_flags(variant) + ["--finetune-from-model", self.checkpoint(stage)]
-        return [Step(f"{k}/{stage}", f"choose the softmax layer by {variant.select}, with attention transfer "
-                     f"({p.transfer_updates} updates, seed {seed})", "fairseq_t2r.convert", convert,
-                     deps=teacher_dep, cost=p.transfer_updates),
-                Step(f"{k}/{name}", f"finetune the {variant.select}-chosen hybrid ({rest} updates, seed {seed})",
-                     "fairseq_cli.train", finetune, deps=[f"{k}/{stage}"])]
-
-    def scratch_step(self, name: str, variant: Variant, seed: int) -> Step:
-        k, p = self.kind, self.preset
-        updates = self.teacher_updates + p.ft_updates
-        # the teacher's schedule (its rate and warmup), over the longer budget
-        flags = self.train_flags(self.save_dir(name), updates, presets.TEACHER_LR, self.teacher_warmup(), seed, anneal=True)
-        return Step(f"{k}/{name}", f"train T2R from random init ({updates} updates, seed {seed})", "fairseq_cli.train",
-                    flags + self.student_flags(variant), deps=[f"{k}/data"])
 
     def speed_run(self) -> Optional[str]:
         """The converted run whose decoding is timed against the teacher's: T2R, else the first converted arm."""
@@ -323,11 +257,3 @@ class TaskPlan:
         args += ["--max-pairs", str(p.mt_pairs)] if p.mt_pairs else []
         return Step("mt/data", "EN-DE pairs (LibreOffice help from apt, or --mt-src/--mt-tgt): tokenise, BPE, binarize",
                     "fairseq_t2r.prep.mt", args, cost=DATA_STEP_COST)
-
-
-def _without_criterion(flags: List[str]) -> List[str]:
-    """``flags`` without the translation's label-smoothed criterion (another criterion replaces it)."""
-    if "--criterion" not in flags:
-        return flags
-    i = flags.index("--criterion")
-    return flags[:i] + flags[i + 4:]
