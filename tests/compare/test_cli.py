@@ -10,6 +10,8 @@ from quick_demo import quick_demo
 from tool_server import ToolServer
 from utils import REPO
 
+from fairseq_t2r.demo import variants
+
 ENV = {"OMP_NUM_THREADS": "1"}
 
 
@@ -82,9 +84,10 @@ def test_curves_are_a_grid_at_page_width_with_every_arm_on_every_panel(pipeline_
 
 def test_t2r_compare_writes_its_report_with_a_line_per_step(pipeline_result):
     out, _, _ = pipeline_result
-    log = (out / "logs" / "lm__compare.log").read_text()  # the demo's run of t2r-compare on its 6 arms
+    log = (out / "logs" / "lm__compare.log").read_text()  # the demo's run of t2r-compare on its default arms
     steps = [line for line in log.splitlines() if line.startswith("[t2r-compare] step ")]
-    assert steps[0] == "[t2r-compare] step 1 of 6: load the teacher and 6 converted model(s) ..."
+    arms = len(variants.DEMO_DEFAULT.split(","))
+    assert steps[0] == f"[t2r-compare] step 1 of 6: load the teacher and {arms} converted model(s) ..."
     assert sum(" done in " in line for line in steps) == 6 and "[t2r-compare] wrote " in log
     results = json.loads((out / "lm" / "compare" / "results.json").read_text())
     assert set(results) >= {"recall", "copying", "passkey", "length", "generation"} and "speed" not in results
