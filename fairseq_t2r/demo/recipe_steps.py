@@ -1,18 +1,16 @@
 """The steps of one finetuning arm, by its recipe (``Variant.recipe``): plain finetuning (with
 distillation for ``distill``), attention transfer then finetuning, a measured layer choice then
-finetuning, or T2R from random init. Each takes the task's plan and returns the run's steps.
+finetuning, or T2R from random init. Each takes the task's plan (``plan.TaskPlan``, which imports
+this module: it is not imported back) and returns the run's steps.
 """
-from typing import TYPE_CHECKING, List
+from typing import List
 
 from . import presets
 from .runner import Step
 from .variants import Variant
 
-if TYPE_CHECKING:
-    from .plan import TaskPlan
 
-
-def finetune(plan: "TaskPlan", name: str, variant: Variant, seed: int, teacher_dep: List[str]) -> List[Step]:
+def finetune(plan, name: str, variant: Variant, seed: int, teacher_dep: List[str]) -> List[Step]:
     """Swap + finetune as ``variant`` says, from the teacher (the control: finetune it unchanged)."""
     p = plan.preset
     flags = plan.train_flags(plan.save_dir(name), p.ft_updates, presets.FINETUNE_LR,
@@ -26,7 +24,7 @@ def finetune(plan: "TaskPlan", name: str, variant: Variant, seed: int, teacher_d
                  "fairseq_cli.train", flags, deps=teacher_dep)]
 
 
-def transfer(plan: "TaskPlan", name: str, variant: Variant, seed: int, teacher_dep: List[str]) -> List[Step]:
+def transfer(plan, name: str, variant: Variant, seed: int, teacher_dep: List[str]) -> List[Step]:
     """Attention transfer (stage one), then finetuning for the rest of the finetuning budget."""
     k, p = plan.kind, plan.preset
     stage = plan.stage_name(name, variant)
@@ -46,7 +44,7 @@ def transfer(plan: "TaskPlan", name: str, variant: Variant, seed: int, teacher_d
                  "fairseq_cli.train", stage2, deps=[f"{k}/{stage}"])]
 
 
-def select(plan: "TaskPlan", name: str, variant: Variant, seed: int, teacher_dep: List[str]) -> List[Step]:
+def select(plan, name: str, variant: Variant, seed: int, teacher_dep: List[str]) -> List[Step]:
     """t2r-convert keeps one layer softmax by ``variant.select`` (with attention transfer, the
     transfer recipe's stage one), then finetuning from it for the rest of the budget."""
     k, p = plan.kind, plan.preset
@@ -68,7 +66,7 @@ def select(plan: "TaskPlan", name: str, variant: Variant, seed: int, teacher_dep
                  "fairseq_cli.train", stage2, deps=[f"{k}/{stage}"])]
 
 
-def scratch(plan: "TaskPlan", name: str, variant: Variant, seed: int, teacher_dep: List[str]) -> List[Step]:
+def scratch(plan, name: str, variant: Variant, seed: int, teacher_dep: List[str]) -> List[Step]:
     """T2R from random init for the teacher's budget plus the finetuning one (needs the data, not the teacher)."""
     k, p = plan.kind, plan.preset
     updates = plan.teacher_updates + p.ft_updates
