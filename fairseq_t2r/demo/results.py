@@ -123,9 +123,14 @@ def by_variant(runs: Dict, kind: str) -> Dict:
         for key in FIGURES[kind]:
             values = [r[key] for r in rs if r.get(key) is not None]
             if values:
-                out[variant][key] = {"mean": statistics.fmean(values), "spread": (max(values) - min(values)) / 2,
-                                     "n": len(values), "values": values}
+                out[variant][key] = mean_spread(values)
     return out
+
+
+def mean_spread(values: List[float]) -> Dict:
+    """{mean, spread, n, values} of one figure over seeds; the spread is half the range (by_variant)."""
+    return {"mean": statistics.fmean(values), "spread": (max(values) - min(values)) / 2, "n": len(values),
+            "values": list(values)}
 
 
 def separated(a: Dict, b: Dict) -> Optional[bool]:

@@ -14,6 +14,6 @@ def test_ratios_pair_each_seed_with_its_own_control():
     seeds = compare_seeds.per_seed([first, others])
     assert set(seeds) == {"control", "gate"}  # the teacher is not an arm
     assert seeds["gate"]["s1"]["recall"]["other"] == 1.1 and seeds["gate"]["s2"]["recall"]["other"] == 1.3
-    s = compare_seeds.spread([r["recall"]["other"] for r in seeds["gate"].values()])
-    assert abs(s["mean"] - 1.2) < 1e-12 and abs(s["half_range"] - 0.1) < 1e-12 and s["n"] == 2
+    s = compare_seeds.mean_spread([r["recall"]["other"] for r in seeds["gate"].values()])
+    assert abs(s["mean"] - 1.2) < 1e-12 and abs(s["spread"] - 0.1) < 1e-12 and s["n"] == 2
     assert seeds["gate"]["s1"]["length"] == [1.2, 1.0] and seeds["gate"]["s2"]["length"] == [1.0, 1.2]
