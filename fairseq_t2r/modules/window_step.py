@@ -44,7 +44,7 @@ def _unflat(like, parts: List[Optional[Tensor]]):
     return parts[0] if isinstance(like, Tensor) else tuple(parts)
 
 
-def _allocate(buf, x, k, phi_k, v1, inputs, W, both):
+def _allocate(buf, x, phi_k, v1, inputs, W, both):
     B, H, D1 = v1.size(0), v1.size(1), v1.size(-1)
     ct = v1.dtype
     buf.update(win_k=x.new_zeros(B, H, D1 - 1, W, dtype=ct), win_v=x.new_zeros(B, H, W, D1, dtype=ct),
@@ -69,7 +69,7 @@ def window_step(win, attn, x: Tensor, q: Tensor, k: Tensor, phi_q: Tensor, phi_k
         v1, phi_k = v1.to(ct), phi_k.to(ct)
     inputs = su.token_inputs(x[None], attn.k_proj, pad) if both else None
     if "win_k" not in buf:
-        _allocate(buf, x, k, phi_k, v1, inputs, W, both)
+        _allocate(buf, x, phi_k, v1, inputs, W, both)
     kb, vb, bias = buf["win_k"], buf["win_v"], buf["win_bias"]
     t = int(buf["win_t"][0]) if B else 0
     slot = t % W
@@ -102,9 +102,7 @@ def window_step(win, attn, x: Tensor, q: Tensor, k: Tensor, phi_q: Tensor, phi_k
         return out.view(B, H, D).to(x.dtype)
     p = torch.softmax(s, -1).nan_to_num_(0.0)  # an empty window (left padding) outputs 0
     y_win = torch.bmm(p.view(B * H, 1, W), vb.view(B * H, W, D1)).view(B, H, D1)[..., :D]
-    if not both:
-        return y_win.to(x.dtype)
-    if win.summed:  # no linear mass yet: the window's softmax
+    if not both or win.summed:  # the window alone, or a summed state with no linear mass yet: its softmax
         return y_win.to(x.dtype)
     g = torch.sigmoid(win.mix_logit.to(ct)).view(1, H, 1)
     out = g * y_win
