@@ -54,15 +54,29 @@ def set_up_torch(a):
     return mach
 
 
+WINDOW_ONLY = "window-only"  # a --states name: the sliding window alone, no linear branch (always with @W)
+
+
 def state_options(state: str, norm: str) -> dict:
     """T2RAttention's ``state_options`` of a ``--states`` name (``t2r_`` + each key: the model's args):
-    a registered state, or a spelling one of them declares (``gate-feature``: the gate per feature)."""
+    a registered state, or a spelling one of them declares (``gate-feature``: the gate per feature);
+    an ``@W`` suffix is ``window_options``'."""
     from fairseq_t2r.modules.states import STATE_UPDATES
 
+    state = state.partition("@")[0]
+    state = "additive" if state == WINDOW_ONLY else state  # the window alone: the state is never read
     for name, cls in STATE_UPDATES.items():
         if state in cls.spellings:
             return {"state": name, **cls.spellings[state], "norm": norm}
     return {"state": state, "norm": norm}
+
+
+def window_options(state: str) -> dict:
+    """T2RAttention's ``window_options`` of a ``--states`` name (``t2r_`` + each key: the model's args):
+    ``STATE@W`` a W-token softmax window beside the state (``--t2r-window W``), ``window-only@W`` the
+    window alone (``--t2r-window-branch window``); {} without a window."""
+    name, _, w = state.partition("@")
+    return {"window": int(w), "window_branch": "window" if name == WINDOW_ONLY else "both"} if w else {}
 
 
 def default_norm(state: str) -> str:
@@ -74,19 +88,25 @@ def default_norm(state: str) -> str:
 
 
 def parse_states(spec: str):
-    """``--states`` 'additive,decay,gate,delta:rms' -> [(variant, state, norm)]: each state with the
-    norm it names after ':' (default rms for delta and gated-delta, sum otherwise). The additive
-    state with the sum norm, the paper's T2R, is variant ``t2r`` and always comes first (the
+    """``--states`` 'additive,decay,gate,delta:rms,gate@64,window-only@64' -> [(variant, state, norm)]:
+    each state with the norm it names after ':' (default rms for delta and gated-delta, sum
+    otherwise) and the window it names after '@' (``window_options``; the state keeps its '@W'). The
+    additive state with the sum norm, the paper's T2R, is variant ``t2r`` and always comes first (the
     states are timed against it); another is ``t2r_STATE`` (``t2r_STATE_NORM`` with a norm other
-    than its default). The names are not checked here: the model build refuses what it lacks."""
+    than its default, ``_wW`` with a window). The names are not checked here: the model build
+    refuses what it lacks."""
     out = [("t2r", "additive", "sum")]
     for item in (x.strip() for x in spec.split(",")):
         if not item:
             continue
-        state, _, norm = item.partition(":")
+        head, _, w = item.partition("@")
+        state, _, norm = head.partition(":")
+        if state == WINDOW_ONLY and not w:
+            raise ValueError(f"--states {item}: the window alone needs its size, e.g. {WINDOW_ONLY}@64")
         default = default_norm(state)
         norm = norm or default
-        variant = "t2r_" + state + ("" if norm == default else "_" + norm)
+        variant = "t2r_" + state + ("" if norm == default else "_" + norm) + (f"_w{w}" if w else "")
+        state = state + (f"@{w}" if w else "")
         if (state, norm) != ("additive", "sum") and variant not in [v for v, _, _ in out]:
             out.append((variant, state, norm))
     return out

@@ -16,7 +16,7 @@ import sys
 
 from benchmarks import lm_generation as G
 from benchmarks import lm_models
-from benchmarks.common import FakeTask, parse_states, state_options
+from benchmarks.common import FakeTask, parse_states, state_options, window_options
 from benchmarks.plots import pyplot, save_figure
 from fairseq_t2r.errors import T2RUserError
 
@@ -27,8 +27,9 @@ def parse_args(argv):
     p = G.build_parser()
     p.set_defaults(variants="t2r")
     p.add_argument("--states", required=True,
-                   help="comma-separated state updates STATE[:NORM] (additive, decay, gate, delta, gated-delta; "
-                        "norm sum or rms, default rms for delta and gated-delta, else sum): one T2R model per "
+                   help="comma-separated state updates STATE[:NORM][@W] (additive, decay, gate, delta, gated-delta; "
+                        "norm sum or rms, default rms for delta and gated-delta, else sum; @W with a W-token "
+                        "softmax window, window-only@W the window alone): one T2R model per "
                         "state, timed side by side with the additive t2r (with --variants left at its default, "
                         "the only other variant)")
     a = G.parse_args(argv, p, out_name="states_lm_generation")
@@ -44,7 +45,7 @@ def build_state_models(a, dictionary, t2r):
     models, skipped = {}, {}
     for variant, state, norm in a.states[1:]:
         try:
-            options = {f"t2r_{k}": v for k, v in state_options(state, norm).items()}
+            options = {f"t2r_{k}": v for k, v in {**state_options(state, norm), **window_options(state)}.items()}
             m = lm_models.build("t2r_transformer_lm", FakeTask(dictionary), a, lm_models.max_positions(a), **options)
         except (ValueError, T2RUserError) as e:
             skipped[variant] = str(e)

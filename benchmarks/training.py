@@ -76,8 +76,9 @@ def build_parser():
     p.add_argument("--out", default=None, help="output prefix (default benchmarks/results/training, with "
                    "--states benchmarks/results/states_training; --quick writes nothing unless given)")
     p.add_argument("--states", default=None,
-                   help="comma-separated state updates STATE[:NORM] (additive, decay, gate, gate-feature, delta, gated-delta; "
-                        "norm default rms for delta and gated-delta, else sum): the layer part times one "
+                   help="comma-separated state updates STATE[:NORM][@W] (additive, decay, gate, gate-feature, delta, "
+                        "gated-delta; norm default rms for delta and gated-delta, else sum; @W with a W-token softmax "
+                        "window, window-only@W the window alone): the layer part times one "
                         "T2RAttention per state beside the additive one")
     p.add_argument("--_memory-child", nargs=2, default=None, help=argparse.SUPPRESS)
     return p

@@ -10,7 +10,7 @@ import time
 
 import torch
 
-from benchmarks.common import FakeTask, make_dictionary, state_options
+from benchmarks.common import FakeTask, make_dictionary, state_options, window_options
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -39,9 +39,9 @@ def state_layers(a):
     for variant, state, norm in a.states[1:]:
         torch.manual_seed(0)
         try:
-            options = state_options(state, norm)
             mods[variant] = T2RAttention.from_softmax(MultiheadAttention(a.dim, a.heads, self_attention=True), "t2r",
-                                                      a.feature_dim, state_options=options).train()
+                                                      a.feature_dim, state_options=state_options(state, norm),
+                                                      window_options=window_options(state)).train()
         except ValueError as e:
             skipped[variant] = str(e)
     return mods, skipped

@@ -1,0 +1,30 @@
+"""The benchmarks' ``--states`` spelling (benchmarks/common.py): norms, windows and the window alone
+become the options a converted layer is built with. Milliseconds: tiny layers, no timing."""
+import pytest
+from fairseq.modules import MultiheadAttention
+
+from benchmarks.common import parse_states, state_options, window_options
+from fairseq_t2r.modules import T2RAttention
+
+
+def test_parse_states_names_each_variant():
+    assert parse_states("gate,delta,delta:sum,gate@64,window-only@32,additive") == [
+        ("t2r", "additive", "sum"), ("t2r_gate", "gate", "sum"), ("t2r_delta", "delta", "rms"),
+        ("t2r_delta_sum", "delta", "sum"), ("t2r_gate_w64", "gate@64", "sum"),
+        ("t2r_window-only_w32", "window-only@32", "sum")]
+    with pytest.raises(ValueError, match="window-only@64"):
+        parse_states("window-only")
+
+
+@pytest.mark.parametrize("spec, window, branch, state", [
+    ("gate@16", 16, "both", "gate"), ("window-only@16", 16, "window", "additive"), ("delta", 0, None, "delta")])
+def test_spelling_builds_the_layer_it_names(spec, window, branch, state):
+    (_, name, norm), = parse_states(spec)[1:]
+    assert window_options(name) == ({"window": window, "window_branch": branch} if window else {})
+    layer = T2RAttention.from_softmax(MultiheadAttention(16, 2, self_attention=True), "t2r", 8,
+                                      state_options=state_options(name, norm), window_options=window_options(name))
+    assert type(layer.state_update).__name__.lower().startswith(state.replace("-", ""))
+    if window:
+        assert (layer.window.window, layer.window.branch) == (window, branch)
+    else:
+        assert layer.window is None
