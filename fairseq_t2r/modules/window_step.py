@@ -14,7 +14,7 @@ batch sizes small-op overhead and memory traffic are its cost, not arithmetic):
 - a sum-normalised state joins the window as one more logit, log(a_h phi(q).z), beside the W
   scores: one softmax over W + 1 terms is LoLCATs' normalised sum with its joint max-shift
   (``ops.window.combine.sum_normalised``'s shift c = max(m, log D_l), which softmax takes itself),
-  then one ``baddbmm`` adds the window's values to the linear branch's phi(q).S / phi(q).z.
+  then one ``bmm`` reads the window's values and the linear branch's phi(q).S / phi(q).z is added.
 
 Buffer (batch-major, so beam reordering, batch shrinking and ``.clone()`` need nothing new):
 ``win_k`` (B, H, D, W), ``win_v`` (B, H, W, D + 1) = [v | 1] (what ``update`` takes), ``win_bias``
@@ -98,8 +98,9 @@ def window_step(win, attn, x: Tensor, q: Tensor, k: Tensor, phi_q: Tensor, phi_k
         log_lin = d_lin.clamp(min=0).log_().add_(win.log_factor.to(ct).view(1, H, 1, 1))
         p = torch.softmax(torch.cat([s, log_lin], -1), -1).nan_to_num_(0.0)  # nothing visible: 0
         lin = (p[..., W:] / d_lin.clamp(min=torch.finfo(ct).tiny)) * n_lin.to(ct)  # weight * phi(q).S / phi(q).z
-        out = torch.baddbmm(lin.view(B * H, 1, D), p[..., :W].reshape(B * H, 1, W), vb.view(B * H, W, D1)[..., :D])
-        return out.view(B, H, D).to(x.dtype)
+        # the ring's values whole, [v | 1] (its column sum dropped): a slice of them made bmm copy the ring
+        y = torch.bmm(p.view(B * H, 1, W + 1)[..., :W], vb.view(B * H, W, D1)).view(B, H, D1)[..., :D]
+        return y.add_(lin.view(B, H, D)).to(x.dtype)
     p = torch.softmax(s, -1).nan_to_num_(0.0)  # an empty window (left padding) outputs 0
     y_win = torch.bmm(p.view(B * H, 1, W), vb.view(B * H, W, D1)).view(B, H, D1)[..., :D]
     if not both or win.summed:  # the window alone, or a summed state with no linear mass yet: its softmax
