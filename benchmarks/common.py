@@ -87,6 +87,12 @@ def default_norm(state: str) -> str:
     return "sum" if cls is None else cls.norms[0]
 
 
+def spelling(state: str, norm: str) -> str:
+    """The ``--states`` item that ``parse_states`` reads back as (``state``, ``norm``): STATE:NORM[@W]."""
+    name, _, w = state.partition("@")
+    return f"{name}:{norm}" + (f"@{w}" if w else "")
+
+
 def parse_states(spec: str):
     """``--states`` 'additive,decay,gate,delta:rms,gate@64,window-only@64' -> [(variant, state, norm)]:
     each state with the norm it names after ':' (default rms for delta and gated-delta, sum

@@ -10,7 +10,7 @@ import time
 
 import torch
 
-from benchmarks.common import FakeTask, make_dictionary, state_options, window_options
+from benchmarks.common import FakeTask, make_dictionary, spelling, state_options, window_options
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -173,7 +173,7 @@ def measure_memory(name, T, a):
            "--dim", str(a.dim), "--heads", str(a.heads), "--feature-dim", str(a.feature_dim),
            "--threads", str(a.threads)]
     if a.states:
-        cmd += ["--states", ",".join(f"{st}:{norm}" for _, st, norm in a.states)]
+        cmd += ["--states", ",".join(spelling(st, norm) for _, st, norm in a.states)]
     res = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, env=env)
     lines = [ln for ln in res.stdout.splitlines() if ln.startswith("PEAK_MB ")]
     if res.returncode != 0 or not lines:

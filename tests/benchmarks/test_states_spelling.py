@@ -3,7 +3,7 @@ become the options a converted layer is built with. Milliseconds: tiny layers, n
 import pytest
 from fairseq.modules import MultiheadAttention
 
-from benchmarks.common import parse_states, state_options, window_options
+from benchmarks.common import parse_states, spelling, state_options, window_options
 from fairseq_t2r.modules import T2RAttention
 
 
@@ -14,6 +14,9 @@ def test_parse_states_names_each_variant():
         ("t2r_window-only_w32", "window-only@32", "sum")]
     with pytest.raises(ValueError, match="window-only@64"):
         parse_states("window-only")
+    # what training.py's memory child is given reads back the same
+    states = parse_states("gate@64,delta:sum,window-only@32")
+    assert parse_states(",".join(spelling(s, n) for _, s, n in states)) == states
 
 
 @pytest.mark.parametrize("spec, window, branch, state", [
