@@ -1,6 +1,7 @@
 """Timing helpers of the attention-core benchmarks (``delta_speed``, ``window_speed``,
 ``window_module_speed``): variants interleaved, the order alternating between repeats, so that the
 shared machine's noise falls on every variant alike; medians reported."""
+import argparse
 import statistics
 
 import torch
@@ -48,3 +49,18 @@ def core_row(T, fns, repeats, clock):
     print(f"train T={T:>5}: projections {proj:.1f} ms; core " + ", ".join(
         f"{n} {m:.1f} ms ({ratio[n]:.2f}x, layer ~{layer[n]:.2f}x)" for n, m in ms.items()), flush=True)
     return {"length": T, "ms": ms, "projections_ms": proj, "ratio": ratio, "layer_ratio_estimate": layer}
+
+
+def window_parser(doc: str, clock: str, results: str) -> argparse.ArgumentParser:
+    """The options the window speed benchmarks share (``window_speed.py``, the core alone;
+    ``window_module_speed.py``, the module): ``clock`` the default clock, ``results`` the JSON's."""
+    p = argparse.ArgumentParser(description=doc.split("\n")[0])
+    p.add_argument("--lengths", default="1024,4096,8192", help="training lengths")
+    p.add_argument("--contexts", default="128,512,2048,8192", help="decoding contexts")
+    p.add_argument("--window", type=int, default=64)
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--batch", type=int, default=8, help="decoding batch")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--clock", choices=["wall", "cpu"], default=clock)
+    p.add_argument("--json", default=results, help="write the figures here")
+    return p

@@ -19,7 +19,6 @@ the order alternating between repeats, medians reported; ratios against ``additi
 
     nice python -m benchmarks.window_module_speed       # writes benchmarks/results/window_module_speed.json
 """
-import argparse
 import json
 import os
 import sys
@@ -29,7 +28,7 @@ from fairseq.modules import MultiheadAttention
 
 from benchmarks.common import clock as timer
 from benchmarks.common import state_bytes
-from benchmarks.core_timing import interleaved
+from benchmarks.core_timing import interleaved, window_parser
 from fairseq_t2r.machine import machine
 from fairseq_t2r.modules import T2RAttention
 
@@ -105,16 +104,8 @@ def training(layers, lengths, repeats, clock):
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--lengths", default="1024,4096,8192")
-    p.add_argument("--contexts", default="128,512,2048,8192")
-    p.add_argument("--window", type=int, default=64)
-    p.add_argument("--repeats", type=int, default=5)
-    p.add_argument("--batch", type=int, default=8, help="decoding batch")
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--clock", choices=["wall", "cpu"], default="cpu")
+    p = window_parser(__doc__, "cpu", RESULTS)
     p.add_argument("--skip-training", action="store_true")
-    p.add_argument("--json", default=RESULTS, help="write the figures here")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     clock = timer(a.clock)

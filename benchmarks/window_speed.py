@@ -15,7 +15,6 @@ the order alternating between repeats, medians reported.
 
     python -m benchmarks.window_speed                 # writes benchmarks/results/window_speed.json
 """
-import argparse
 import json
 import os
 import sys
@@ -24,7 +23,7 @@ import torch
 
 from benchmarks.common import clock as timer
 from benchmarks.common import state_bytes
-from benchmarks.core_timing import core_row, fwd_bwd, interleaved, projections
+from benchmarks.core_timing import core_row, fwd_bwd, interleaved, projections, window_parser
 from fairseq_t2r import ops
 from fairseq_t2r.machine import machine
 from fairseq_t2r.ops import window as win
@@ -101,15 +100,7 @@ def decoding(batch, window, contexts, repeats, clock):
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--lengths", default="1024,4096,8192")
-    p.add_argument("--contexts", default="128,512,2048,8192")
-    p.add_argument("--window", type=int, default=64)
-    p.add_argument("--repeats", type=int, default=5)
-    p.add_argument("--batch", type=int, default=8, help="decoding batch")
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--clock", choices=["wall", "cpu"], default="wall")
-    p.add_argument("--json", default=RESULTS, help="write the figures here")
+    p = window_parser(__doc__, "wall", RESULTS)
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     clock = timer(a.clock)
