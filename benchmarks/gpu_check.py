@@ -18,34 +18,18 @@ and fairseq. Three parts:
     python3 -m benchmarks.gpu_check --out DIR
 """
 import argparse
-import json
 import os
-import statistics
 import sys
 import time
-import traceback
 
 import torch
 
+from benchmarks import gpu_common
+from benchmarks.gpu_common import DTYPES, features, record_failure, rel_err
 from benchmarks.report import checked, table, verdict
 
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-DEVICE = "cuda"  # "cpu" only for --cpu-smoke (a check of this script itself, with a stand-in kernel)
 # max |ours - fla| / max |ours| allowed: fp32 is tight up to TF32 rounding in fla's kernels
 TOL = {"fp32": 5e-3, "bf16": 5e-2, "fp16": 2e-2}
-
-
-def features(B, H, T, F, D, dtype, seed=0):
-    g = torch.Generator(device=DEVICE).manual_seed(seed)
-    q = torch.relu(torch.randn(B, H, T, F, device=DEVICE, generator=g)) / F ** 0.5
-    k = torch.relu(torch.randn(B, H, T, F, device=DEVICE, generator=g)) / F ** 0.5
-    v = torch.randn(B, H, T, D, device=DEVICE, generator=g)
-    k[:, :, T // 3 : T // 3 + 7] = 0  # a few padded keys
-    return [t.to(dtype).requires_grad_() for t in (q, k, v)]
-
-
-def rel_err(a, b):
-    return ((a.double() - b.double()).abs().max() / b.double().abs().max().clamp(min=1e-30)).item()
 
 
 def check_equality(ops, lengths):
@@ -53,7 +37,7 @@ def check_equality(ops, lengths):
     for name, dtype in DTYPES.items():
         for T in lengths:
             q, k, v = features(2, 8, T, 32, 64, dtype, seed=T)
-            g = torch.randn(2, 8, T, 64, device=DEVICE, dtype=dtype)
+            g = torch.randn(2, 8, T, 64, device=gpu_common.DEVICE, dtype=dtype)
             ours = ops.causal_chunked(q, k, v)
             d_ours = torch.autograd.grad(ours, (q, k, v), g)
             fla = ops.causal_fla(q, k, v)
@@ -77,53 +61,16 @@ def check_equality(ops, lengths):
     return {"rows": rows, "vs_reference": ref_rows, "tolerance": TOL}
 
 
-def cuda_time(fn, repeats, warmup=2):
-    if DEVICE == "cpu":
-        for _ in range(warmup):
-            fn()
-        times = []
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            fn()
-            times.append(1000 * (time.perf_counter() - t0))
-        return statistics.median(times), times
-    for _ in range(warmup):
-        fn()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(repeats):
-        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        a.record()
-        fn()
-        b.record()
-        torch.cuda.synchronize()
-        times.append(a.elapsed_time(b))
-    return statistics.median(times), times
-
-
-def peak_mb(step) -> float:
-    """MiB of CUDA memory ``step()`` allocates at its peak beyond what was allocated before it."""
-    torch.cuda.synchronize()
-    torch.cuda.reset_peak_memory_stats()
-    base = torch.cuda.memory_allocated()
-    step()
-    torch.cuda.synchronize()
-    return (torch.cuda.max_memory_allocated() - base) / 2**20
-
-
 def time_layers(ops, lengths, repeats, dim=512, heads=8, feature_dim=32, with_fla=True):
     from fairseq.modules import MultiheadAttention
 
-    import fairseq_t2r.models  # noqa: F401  (registers the T2R models)
-    from fairseq_t2r.modules import T2RAttention
-
     torch.manual_seed(0)
     mha = MultiheadAttention(dim, heads, self_attention=True)
-    torch.manual_seed(0)
-    t2r = T2RAttention.from_softmax(MultiheadAttention(dim, heads, self_attention=True), "t2r", feature_dim)
+    t2r = gpu_common.t2r_attention(dim, heads, feature_dim)
     rows = []
     for name, dtype in DTYPES.items():
-        mods = {"softmax": mha.to(DEVICE, dtype).train(), "t2r": t2r.to(DEVICE, dtype).train()}
+        dev = gpu_common.DEVICE
+        mods = {"softmax": mha.to(dev, dtype).train(), "t2r": t2r.to(dev, dtype).train()}
         for T in lengths:
             row = time_length(ops, mods, name, dtype, T, dim, repeats, with_fla)
             rows.append(row)
@@ -135,9 +82,10 @@ def time_length(ops, mods, name, dtype, T, dim, repeats, with_fla):
     """One row: every variant's fwd+bwd time and peak memory at length T, and the fla path's error."""
     from fairseq_t2r.ops import dispatch  # the fla switch, read at call time
 
-    x = torch.randn(T, 1, dim, device=DEVICE, dtype=dtype, requires_grad=True)
-    grad = torch.randn(T, 1, dim, device=DEVICE, dtype=dtype)
-    mask = torch.full((T, T), float("-inf"), device=DEVICE, dtype=dtype).triu_(1)
+    dev = gpu_common.DEVICE
+    x = torch.randn(T, 1, dim, device=dev, dtype=dtype, requires_grad=True)
+    grad = torch.randn(T, 1, dim, device=dev, dtype=dtype)
+    mask = torch.full((T, T), float("-inf"), device=dev, dtype=dtype).triu_(1)
     row = {"dtype": name, "length": T, "ms": {}, "peak_MB": {}, "errors": {}}
     outputs = {}
     variants = [("ours", "t2r", False), ("fla", "t2r", True), ("softmax", "softmax", False)]
@@ -147,7 +95,7 @@ def time_length(ops, mods, name, dtype, T, dim, repeats, with_fla):
     dispatch.set_backends(fla=with_fla)
     if "ours" in outputs and "fla" in outputs:  # the whole layer, fla path vs ours
         row["layer_out_rel_err"] = rel_err(outputs["fla"], outputs["ours"])
-    if with_fla and (ops.fla_kernel() is None or DEVICE == "cpu"):
+    if with_fla and (ops.fla_kernel() is None or dev == "cpu"):
         row["errors"]["fla"] = "no fla kernel on this device: the 'fla' column ran our chunked form"
     ms = row["ms"]
     if "softmax" in ms:
@@ -169,11 +117,9 @@ def time_variant(m, x, grad, mask, variant, row, outputs, repeats):
         step(keep=True)  # warm-up: kernel compilation / autotuning, output kept
         m.zero_grad(set_to_none=True)
         x.grad = None
-        if DEVICE == "cuda":
-            row["peak_MB"][variant] = peak_mb(step)
-        row["ms"][variant], _ = cuda_time(step, repeats, warmup=1)
+        gpu_common.time_step(row, variant, step, repeats)
     except Exception as e:  # keep going: report what failed
-        row["errors"][variant] = f"{type(e).__name__}: {e}"[:500]
+        row["errors"][variant] = gpu_common.error_text(e)
     m.zero_grad(set_to_none=True)
     x.grad = None
 
@@ -213,14 +159,11 @@ def set_up(a, result):
     and fla versions go to result["machine"]."""
     from fairseq_t2r.ops import kernels  # holds _FLA_KERNEL, which the forms read
 
+    gpu_common.choose_device(a.cpu_smoke, "gpu_check")
     if a.cpu_smoke:
-        global DEVICE
-        DEVICE = "cpu"
         kernels._FLA_KERNEL = (_stand_in_kernel, {})
         a.lengths, a.check_lengths, a.repeats = "256", "200", 2
         result["cpu_smoke"] = True
-    elif not torch.cuda.is_available():
-        sys.exit("gpu_check needs CUDA (or --cpu-smoke to check the script itself)")
     else:
         result["machine"]["gpu"] = torch.cuda.get_device_name()
         result["machine"]["cuda"] = torch.version.cuda
@@ -245,8 +188,7 @@ def run_equality(ops, a, result):
         try:
             result["equality"] = check_equality(ops, [int(x) for x in a.check_lengths.split(",")])
         except Exception:
-            result["errors"].append("equality: " + traceback.format_exc()[-3000:])
-            print(result["errors"][-1], flush=True)
+            record_failure(result, "equality")
     else:
         result["errors"].append("fla's chunk_linear_attn not importable: equality check skipped")
 
@@ -258,8 +200,7 @@ def run_timing(ops, a, result):
     try:
         result["layer"] = time_layers(ops, [int(x) for x in a.lengths.split(",")], a.repeats, with_fla=not a.no_fla)
     except Exception:
-        result["errors"].append("layer timing: " + traceback.format_exc()[-3000:])
-        print(result["errors"][-1], flush=True)
+        record_failure(result, "layer timing")
 
 
 def main(argv=None):
@@ -275,15 +216,10 @@ def main(argv=None):
     run_equality(ops, a, result)
     run_timing(ops, a, result)
     result["wall_s"] = time.perf_counter() - t0
-    path = os.path.join(a.out, "gpu_check.json")
-    with open(path, "w") as f:
-        json.dump(result, f, indent=1)
     ok = all(r["pass"] for r in result.get("equality", {}).get("rows", [])) and not result["errors"]
     if not a.cpu_smoke:
         ok = ok and not any(r["errors"] for r in result.get("layer", []))
-    print(f"\n{'all checks passed' if ok else 'SOME CHECKS FAILED (see above)'}; wrote {path} "
-          f"in {result['wall_s']:.0f} s")
-    return 0 if ok else 1
+    return gpu_common.write_result(a.out, "gpu_check", result, ok)
 
 
 # ----------------------------------------------------------- the speed table's rows and section

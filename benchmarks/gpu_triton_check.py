@@ -2,8 +2,8 @@
 """Device check of ops/additive/triton.py (the fused Triton kernels for causal linear attention).
 
 Needs CUDA and triton (``pip install .[gpu]``); fairseq only for the T2RAttention rows (skipped,
-with a line, where it is not installed). Four parts, estimated under 4 minutes on an H200 (not
-yet measured there):
+with a line, where it is not installed); the layers it runs are gpu_triton_layers.py's. Four parts,
+estimated under 4 minutes on an H200 (not yet measured there):
 
 1. equality: ``causal_triton`` (phi given, and relu on load) against the float64 token-by-token
    ``causal_reference``, outputs and gradients of q, k, v, with padded keys, in fp32 (IEEE matmuls)
@@ -30,32 +30,29 @@ yet measured there):
 Exits 1 with one line when there is no CUDA; 1 when a check fails.
 """
 import argparse
-import contextlib
-import json
 import os
 import sys
 import time
-import traceback
 
 if "--cpu-smoke" in sys.argv:  # the interpreter must be chosen before triton is first imported
     os.environ["TRITON_INTERPRET"] = "1"
 
 import torch
 
-from benchmarks import gpu_check
-from benchmarks.gpu_check import cuda_time, features, rel_err
+from benchmarks import gpu_common
+from benchmarks.gpu_common import DTYPES, features, rel_err
+from benchmarks.gpu_triton_layers import DIM, HEADS, D, F, cores, layers, t2r_module, triton_flag
 
 # max relative error vs float64: fp32 sums of ~C + T / C fp32-rounded terms; bf16 operands
 # rounded to 8 bits (u = 3.9e-3) before fp32-accumulated matmuls
 TOL = {"fp32": 1e-4, "bf16": 5e-2, "fp16": 1e-2}
-DIM, HEADS, F, D = 512, 8, 32, 64
 
 
 def check_equality(ops, tlin, lengths, dtypes):
     rows = []
     for T in lengths:
         ref_in = features(1, HEADS, T, F, D, torch.float64, seed=T)  # relu'd, keys T//3.. zero (padding)
-        dout = torch.randn(1, HEADS, T, D, device=gpu_check.DEVICE, dtype=torch.float64)
+        dout = torch.randn(1, HEADS, T, D, device=gpu_common.DEVICE, dtype=torch.float64)
         t0 = time.perf_counter()
         ref = ops.causal_reference(*ref_in)
         ref_g = torch.autograd.grad(ref, ref_in, dout)
@@ -63,7 +60,7 @@ def check_equality(ops, tlin, lengths, dtypes):
         for name in dtypes:
             row = {"dtype": name, "length": T, "reference_s": ref_s}
             for form in ("triton", "triton_relu", "chunked"):
-                xs = [t.detach().to(gpu_check.DTYPES[name]).requires_grad_() for t in ref_in]
+                xs = [t.detach().to(DTYPES[name]).requires_grad_() for t in ref_in]
                 if form == "chunked":
                     out = ops.causal_chunked(*xs)
                 else:
@@ -85,99 +82,15 @@ def fmt(errs):
     return " ".join(f"{k} {v:.1e}" for k, v in errs.items())
 
 
-def layers(ops, tlin, dtype):
-    """name -> fn(x (B, T, DIM)) -> (B, T, DIM): one attention layer each, same sizes."""
-    from torch.nn.attention import SDPBackend, sdpa_kernel
-    from torch.nn.functional import linear, scaled_dot_product_attention
-
-    dev = gpu_check.DEVICE
-    mk = lambda o, i: (torch.randn(o, i, device=dev, dtype=dtype) / i**0.5).requires_grad_()  # noqa: E731
-    w_sm, w_t2r, w_out = mk(3 * DIM, DIM), mk(HEADS * (2 * F + D), DIM), mk(DIM, DIM)
-    backend = SDPBackend.FLASH_ATTENTION if dev == "cuda" else SDPBackend.MATH
-
-    def softmax(x, core=False):
-        B, T, _ = x.shape
-        q, k, v = linear(x, w_sm).view(B, T, 3, HEADS, DIM // HEADS).permute(2, 0, 3, 1, 4)
-        with sdpa_kernel(backend):
-            o = scaled_dot_product_attention(q, k, v, is_causal=True)
-        return linear(o.transpose(1, 2).reshape(B, T, DIM), w_out)
-
-    def triton(x):
-        B, T, _ = x.shape
-        y = linear(x, w_t2r).view(B, T, HEADS, 2 * F + D).transpose(1, 2)  # (B, H, T, 2F + D)
-        o = tlin.causal_triton(y[..., :F], y[..., F : 2 * F], y[..., 2 * F :], relu=True)
-        return linear(o.transpose(1, 2).reshape(B, T, HEADS * D), w_out)
-
-    def relu_layer(x, flag):  # T2RAttention's training form for relu features, as dispatch routes it
-        with triton_flag(flag):
-            o = ops.causal_relu_from_input(x.transpose(0, 1), w_t2r, None, HEADS, F)
-        return linear(o.transpose(0, 1), w_out)
-
-    return {"triton": triton, "chunked": lambda x: relu_layer(x, False), "relu_triton_env": lambda x: relu_layer(x, True),
-            "softmax": softmax}
-
-
-@contextlib.contextmanager
-def triton_flag(on):
-    """FAIRSEQ_T2R_TRITON=1 (on) or unset, as dispatch reads it at call time (``ops.backends``)."""
-    from fairseq_t2r.ops import dispatch
-
-    with dispatch.backends(triton=on):
-        yield
-
-
-def t2r_module(dtype):
-    """A T2RAttention (t2r map, DIM, HEADS, k = F) converted from fairseq's MultiheadAttention,
-    in training mode, and fn(x (B, T, DIM), flag) -> (B, T, DIM) calling it as fairseq's decoder
-    does; (None, None) where fairseq is not installed (the device image has none: carry it)."""
-    try:
-        from fairseq.modules import MultiheadAttention
-    except ImportError as e:
-        print(f"T2RAttention parts skipped: fairseq not importable ({e})", flush=True)
-        return None, None
-
-    import fairseq_t2r.models  # noqa: F401  (registers the T2R models)
-    from fairseq_t2r.modules import T2RAttention
-
-    torch.manual_seed(0)
-    m = T2RAttention.from_softmax(MultiheadAttention(DIM, HEADS, self_attention=True), "t2r", F)
-    m = m.to(gpu_check.DEVICE, dtype).train()
-
-    def run(x, flag):
-        xt = x.transpose(0, 1)  # (T, B, DIM)
-        with triton_flag(flag):
-            out, _ = m(xt, xt, xt, need_weights=False)
-        return out.transpose(0, 1)
-
-    return m, run
-
-
-def cores(tlin, dtype, T):
-    """Attention alone, fwd+bwd inputs: triton (relu on load) and SDPA flash, (1, 8, T, X)."""
-    from torch.nn.attention import SDPBackend, sdpa_kernel
-    from torch.nn.functional import scaled_dot_product_attention
-
-    dev = gpu_check.DEVICE
-    mk = lambda X: torch.randn(1, HEADS, T, X, device=dev, dtype=dtype, requires_grad=True)  # noqa: E731
-    tq, tk, tv, sq, sk, sv = mk(F), mk(F), mk(D), mk(D), mk(D), mk(D)
-    backend = SDPBackend.FLASH_ATTENTION if dev == "cuda" else SDPBackend.MATH
-
-    def sdpa():
-        with sdpa_kernel(backend):
-            return scaled_dot_product_attention(sq, sk, sv, is_causal=True)
-
-    return {"triton_core": lambda: tlin.causal_triton(tq, tk, tv, relu=True), "softmax_core": sdpa}
-
-
 def time_all(ops, tlin, lengths, repeats, dtype_name="bf16"):
-    dtype, rows = gpu_check.DTYPES[dtype_name], []
+    dtype, rows = DTYPES[dtype_name], []
     fns = layers(ops, tlin, dtype)
     _, module = t2r_module(dtype)
     if module is not None:
         fns.update(module_unset=lambda x: module(x, False), module_triton_env=lambda x: module(x, True))
     for T in lengths:
         row = {"dtype": dtype_name, "length": T, "ms": {}, "peak_MB": {}, "errors": {}}
-        x = torch.randn(1, T, DIM, device=gpu_check.DEVICE, dtype=dtype, requires_grad=True)
+        x = torch.randn(1, T, DIM, device=gpu_common.DEVICE, dtype=dtype, requires_grad=True)
         calls = {n: (lambda f=f: f(x)) for n, f in fns.items()}
         calls.update(cores(tlin, dtype, T))
         for name, fn in calls.items():
@@ -185,11 +98,9 @@ def time_all(ops, tlin, lengths, repeats, dtype_name="bf16"):
                 grad = torch.randn_like(fn())
                 step = lambda fn=fn, grad=grad: fn().backward(grad)  # noqa: E731
                 step()
-                if gpu_check.DEVICE == "cuda":
-                    row["peak_MB"][name] = gpu_check.peak_mb(step)
-                row["ms"][name], _ = cuda_time(step, repeats, warmup=1)
+                gpu_common.time_step(row, name, step, repeats)
             except Exception as e:
-                row["errors"][name] = f"{type(e).__name__}: {e}"[:500]
+                row["errors"][name] = gpu_common.error_text(e)
         ms = row["ms"]
         for a, b in (("triton", "softmax"), ("chunked", "softmax"), ("relu_triton_env", "softmax"),
                      ("module_unset", "softmax"), ("module_triton_env", "softmax"), ("triton_core", "softmax_core")):
@@ -217,7 +128,7 @@ def check_wiring(ops, lengths, dtypes):
 
 
 def wiring_row(ops, T, name, calls):
-    dev, dtype, n0 = gpu_check.DEVICE, gpu_check.DTYPES[name], len(calls)
+    dev, dtype, n0 = gpu_common.DEVICE, DTYPES[name], len(calls)
     torch.manual_seed(T)
     x = torch.randn(T, 2, DIM, device=dev, dtype=torch.float64)
     w = torch.randn(HEADS * (2 * F + D), DIM, device=dev, dtype=torch.float64) / DIM**0.5
@@ -264,13 +175,13 @@ def launch_counts(ops, tlin, lengths, dtype_name):
 
     from fairseq_t2r.ops.additive import chunked_passes
 
-    cuda, real = gpu_check.DEVICE == "cuda", chunked_passes.heads_per_group
+    cuda, real = gpu_common.DEVICE == "cuda", chunked_passes.heads_per_group
     act, kind = (ProfilerActivity.CUDA, torch.autograd.DeviceType.CUDA) if cuda else (ProfilerActivity.CPU, torch.autograd.DeviceType.CPU)
-    fns, rows = layers(ops, tlin, gpu_check.DTYPES[dtype_name]), []
+    fns, rows = layers(ops, tlin, DTYPES[dtype_name]), []
     variants = (("chunked", "chunked", False), ("chunked_cpu_groups", "chunked", True),
                 ("relu_triton_env", "relu_triton_env", False), ("softmax", "softmax", False))
     for T in lengths:
-        x = torch.randn(1, T, DIM, device=gpu_check.DEVICE, dtype=gpu_check.DTYPES[dtype_name], requires_grad=True)
+        x = torch.randn(1, T, DIM, device=gpu_common.DEVICE, dtype=DTYPES[dtype_name], requires_grad=True)
         row = {"dtype": dtype_name, "length": T, "counted": "cuda kernels" if cuda else "cpu ops (smoke)", "launches": {},
                "errors": {}, "heads_per_group": {"cuda": real(HEADS, T, True), "cpu": real(HEADS, T, False)}}
         for name, fn, cpu_groups in variants:
@@ -284,7 +195,7 @@ def launch_counts(ops, tlin, lengths, dtype_name):
                         torch.cuda.synchronize()
                 row["launches"][name] = sum(e.device_type == kind for e in prof.events())
             except Exception as e:
-                row["errors"][name] = f"{type(e).__name__}: {e}"[:500]
+                row["errors"][name] = gpu_common.error_text(e)
             finally:
                 chunked_passes.heads_per_group = real
         rows.append(row)
@@ -303,12 +214,10 @@ def main(argv=None):
     p.add_argument("--cpu-smoke", action="store_true", help="check this script on CPU (interpreter, tiny sizes)")
     a = p.parse_args(argv)
     dtypes = ["fp32", "bf16"]
+    gpu_common.choose_device(a.cpu_smoke, "gpu_triton_check")
     if a.cpu_smoke:
-        gpu_check.DEVICE = "cpu"
         a.check_lengths, a.lengths, a.repeats, dtypes = "70", "64,160", 1, ["fp32", "fp16"]  # interpreter: no bf16
         a.wiring_lengths = "160"  # past QUADRATIC_MAX_LEN
-    elif not torch.cuda.is_available():
-        sys.exit("gpu_triton_check needs CUDA (or --cpu-smoke to check the script itself)")
     import triton
 
     from benchmarks.common import machine
@@ -332,16 +241,11 @@ def main(argv=None):
         try:
             result[key] = part()
         except Exception:
-            result["errors"].append(f"{key}: " + traceback.format_exc()[-3000:])
-            print(result["errors"][-1], flush=True)
+            gpu_common.record_failure(result, key)
     result["wall_s"] = time.perf_counter() - t0
-    path = os.path.join(a.out, "gpu_triton_check.json")
-    with open(path, "w") as f:
-        json.dump(result, f, indent=1)
     ok = (not result["errors"] and all(r["pass"] for r in result["equality"]["rows"] + result["wiring"]["rows"])
           and not any(r["errors"] for r in result["timing"] + result["launches"]))
-    print(f"\n{'all checks passed' if ok else 'SOME CHECKS FAILED (see above)'}; wrote {path} in {result['wall_s']:.0f} s")
-    return 0 if ok else 1
+    return gpu_common.write_result(a.out, "gpu_triton_check", result, ok)
 
 
 if __name__ == "__main__":

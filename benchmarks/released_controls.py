@@ -6,27 +6,22 @@ sizes): the validation loss after the tests' 4 updates, T2R against softmax, pri
     python -m benchmarks.released_controls [--out DIR]   # ~1.5 min on 2 cores; DIR/released_controls.json
 
 The commands are taken and changed exactly as tests/e2e/test_released.py does (``--max-update 4``,
-``--update-freq 1``), on the stand-ins of tests/release_models.py (stock fairseq models in each
-release's format, trained a few Adam steps): the figures only say that each converted command
-trains like its softmax twin on the same data, nothing about quality. The test checks what the
-commands must do; the controls fed only a printed figure there, so they run here, not in the suite.
+``--update-freq 1``: tests/doc_commands.py, which both import from the repository root), on the
+stand-ins of tests/release_models.py (stock fairseq models in each release's format, trained a few
+Adam steps): the figures only say that each converted command trains like its softmax twin on the
+same data, nothing about quality. The test checks what the commands must do; the controls fed
+only a printed figure there, so they run here, not in the suite.
 """
 import argparse
 import json
-import os
 import re
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-TESTS = os.path.join(os.path.dirname(HERE), "tests")
-sys.path[:0] = [TESTS, os.path.join(TESTS, "e2e")]  # the stand-ins and the test's own helpers
-
-from release_models import model_flags, released  # noqa: E402
-from test_released import SANDBOX, _sandbox, _start, _valid_loss, as_run, doc_commands  # noqa: E402
-from tool_server import ToolServer  # noqa: E402
+from tests.doc_commands import SANDBOX, as_run, last_valid_loss, make_sandbox, released_commands, start_command
+from tests.release_models import model_flags, released
+from tests.tool_server import ToolServer
 
 
 def control(text):
@@ -41,10 +36,10 @@ def control(text):
 
 
 def valid_loss(res):
-    """The last validation loss of a finished run (the test's own parser); a failed run stops the script."""
+    """The last validation loss of a finished run (the tests' own parser); a failed run stops the script."""
     if res.returncode != 0:
         raise SystemExit(f"{' '.join(res.args)} failed ({res.returncode}):\n{res.stderr[-3000:]}")
-    return _valid_loss(res.stdout + res.stderr)
+    return last_valid_loss(res.stdout + res.stderr)
 
 
 def main():
@@ -52,18 +47,18 @@ def main():
     parser.add_argument("--out", default=None, help="folder for released_controls.json (default: a temp folder)")
     out = Path(parser.parse_args().out or tempfile.mkdtemp(prefix="t2r-released-controls-"))
     start = time.time()
-    box = _sandbox(Path(tempfile.mkdtemp(prefix="t2r-released-controls-box-")), released())
+    box = make_sandbox(Path(tempfile.mkdtemp(prefix="t2r-released-controls-box-")), released())
     # the conversions first (the finetunings start from them), then each finetuning beside its control
-    cmds = [as_run(text) for kind, text in doc_commands() if kind == "bash"]
+    cmds = [as_run(text) for kind, text in released_commands() if kind == "bash"]
     rows = []
     with ToolServer() as server:
         for n, text in enumerate(cmds):
             if text.startswith("t2r-convert"):
-                _start(server, box, "bash", text, n).wait(timeout=900, check=True)
+                start_command(server, box, "bash", text, n).wait(timeout=900, check=True)
         for n, text in enumerate(cmds):
             if not text.startswith("fairseq-train"):
                 continue
-            t2r, softmax = _start(server, box, "bash", text, n), _start(server, box, "bash", control(text), f"c{n}")
+            t2r, softmax = start_command(server, box, "bash", text, n), start_command(server, box, "bash", control(text), f"c{n}")
             valid = {"t2r": valid_loss(t2r.wait(timeout=900)), "softmax": valid_loss(softmax.wait(timeout=900))}
             arch = re.search(r"--arch (\S+)", text).group(1)
             rows.append({"data": text.split()[1], "arch": arch, "valid_loss_t2r": valid["t2r"],

@@ -19,7 +19,8 @@ import tempfile
 import threading
 
 import torch
-from utils import DATA, USER_DIR
+
+from tests.utils import DATA, USER_DIR  # (the repository root as the import root: released_controls imports this too)
 
 # test: a multiple of 8 (fairseq's --required-batch-size-multiple): fairseq-generate drops the remainder
 LINES = {"train": (0, 200), "valid": (200, 240), "test": (240, 256)}

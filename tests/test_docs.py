@@ -27,11 +27,10 @@ from quick_demo import QUICK, quick_demo
 from tool_server import ToolServer
 from utils import REPO
 
+from tests.doc_commands import MODULES, commands, released_blocks
+
 DOCS = ["README.md", *sorted(str(p.relative_to(REPO)) for p in Path(REPO, "examples").glob("*/README.md"))]
 RUN_DOCS = {"README.md", "examples/language_model/README.md", "examples/translation/README.md"}
-MODULES = {"fairseq-train": "fairseq_cli.train", "fairseq-eval-lm": "fairseq_cli.eval_lm",
-           "fairseq-interactive": "fairseq_cli.interactive", "fairseq-generate": "fairseq_cli.generate",
-           "t2r-convert": "fairseq_t2r.convert", "t2r-compare": "fairseq_t2r.compare"}
 NOT_RUN = {
     "scripts/run_tests.sh": "the test suite itself",
     "bash examples/language_model/prepare-sotu-brown.sh": "downloads from npm; tests/prep runs t2r-prepare-lm on tests/data",
@@ -51,24 +50,6 @@ PROMPT = "The president said that"
 def blocks(doc):
     """(language, text) of every fenced bash/python block of ``doc``."""
     return re.findall(r"^```(bash|python)\n(.*?)^```", Path(REPO, doc).read_text(), re.S | re.M)
-
-
-RELEASED_SECTION = "## Released checkpoints"
-
-
-def released_blocks():
-    """(language, text) of the fenced blocks of README.md's "Released checkpoints" section."""
-    text = Path(REPO, "README.md").read_text()
-    start = text.index(RELEASED_SECTION + "\n")
-    end = text.find("\n## ", start + 1)
-    section = text[start:end if end > 0 else len(text)]
-    return re.findall(r"^```(bash|python)\n(.*?)^```", section, re.S | re.M)
-
-
-def commands(text):
-    """The commands of a bash block: continuation lines joined, comment and blank lines dropped."""
-    joined = re.sub(r"\\\n\s*", " ", text)
-    return [line.strip() for line in joined.splitlines() if line.strip() and not line.lstrip().startswith("#")]
 
 
 def classify():
