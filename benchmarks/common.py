@@ -4,6 +4,7 @@
 the start-up line."""
 import os
 import time
+from typing import NamedTuple
 
 from fairseq_t2r.demo.measure import state_bytes  # noqa: F401
 from fairseq_t2r.machine import machine  # noqa: F401
@@ -57,51 +58,59 @@ def set_up_torch(a):
 WINDOW_ONLY = "window-only"  # a --states name: the sliding window alone, no linear branch (always with @W)
 
 
-def state_options(state: str, norm: str) -> dict:
-    """T2RAttention's ``state_options`` of a ``--states`` name (``t2r_`` + each key: the model's args):
-    a registered state, or a spelling one of them declares (``gate-feature``: the gate per feature);
-    an ``@W`` suffix is ``window_options``'."""
-    from fairseq_t2r.modules.states import STATE_UPDATES
+class StateRow(NamedTuple):
+    """One item of ``--states``, as ``parse_states`` reads it."""
+    variant: str     # the run's name for it: t2r, t2r_gate, t2r_delta_sum, t2r_gate_w64, ...
+    state: str       # a registered state, a spelling one declares (gate-feature), or window-only
+    norm: str        # sum or rms
+    window: int = 0  # W of STATE@W (a W-token softmax window beside the state); 0: none
 
-    state = state.partition("@")[0]
-    state = "additive" if state == WINDOW_ONLY else state  # the window alone: the state is never read
-    for name, cls in STATE_UPDATES.items():
-        if state in cls.spellings:
-            return {"state": name, **cls.spellings[state], "norm": norm}
-    return {"state": state, "norm": norm}
+    def state_options(self) -> dict:
+        """T2RAttention's ``state_options`` (``t2r_`` + each key: the model's args)."""
+        from fairseq_t2r.modules.states import STATE_UPDATES
 
+        state = "additive" if self.state == WINDOW_ONLY else self.state  # the window alone: never read
+        for name, cls in STATE_UPDATES.items():
+            if state in cls.spellings:
+                return {"state": name, **cls.spellings[state], "norm": self.norm}
+        return {"state": state, "norm": self.norm}
 
-def window_options(state: str) -> dict:
-    """T2RAttention's ``window_options`` of a ``--states`` name (``t2r_`` + each key: the model's args):
-    ``STATE@W`` a W-token softmax window beside the state (``--t2r-window W``), ``window-only@W`` the
-    window alone (``--t2r-window-branch window``); {} without a window."""
-    name, _, w = state.partition("@")
-    return {"window": int(w), "window_branch": "window" if name == WINDOW_ONLY else "both"} if w else {}
+    def window_options(self) -> dict:
+        """T2RAttention's ``window_options``: ``--t2r-window W`` beside the state, the window alone
+        (``--t2r-window-branch window``) for window-only; {} without a window."""
+        if not self.window:
+            return {}
+        return {"window": self.window, "window_branch": "window" if self.state == WINDOW_ONLY else "both"}
+
+    def options(self) -> dict:
+        """Both, as a model's args (``t2r_`` + each key)."""
+        return {f"t2r_{k}": v for k, v in {**self.state_options(), **self.window_options()}.items()}
+
+    def spelling(self) -> str:
+        """The ``--states`` item that ``parse_states`` reads back as this row: STATE:NORM[@W]."""
+        return f"{self.state}:{self.norm}" + (f"@{self.window}" if self.window else "")
+
+    def record(self) -> dict:
+        """What a result file's config says of it."""
+        return {"variant": self.variant, "state": self.state, "norm": self.norm, "window": self.window}
 
 
 def default_norm(state: str) -> str:
     """The norm a ``--states`` name implies (its state's first: rms for the delta rules, else sum)."""
     from fairseq_t2r.modules.states import STATE_UPDATES
 
-    cls = STATE_UPDATES.get(state_options(state, "")["state"])
+    cls = STATE_UPDATES.get(StateRow("", state, "").state_options()["state"])
     return "sum" if cls is None else cls.norms[0]
 
 
-def spelling(state: str, norm: str) -> str:
-    """The ``--states`` item that ``parse_states`` reads back as (``state``, ``norm``): STATE:NORM[@W]."""
-    name, _, w = state.partition("@")
-    return f"{name}:{norm}" + (f"@{w}" if w else "")
-
-
-def parse_states(spec: str):
-    """``--states`` 'additive,decay,gate,delta:rms,gate@64,window-only@64' -> [(variant, state, norm)]:
-    each state with the norm it names after ':' (default rms for delta and gated-delta, sum
-    otherwise) and the window it names after '@' (``window_options``; the state keeps its '@W'). The
-    additive state with the sum norm, the paper's T2R, is variant ``t2r`` and always comes first (the
-    states are timed against it); another is ``t2r_STATE`` (``t2r_STATE_NORM`` with a norm other
-    than its default, ``_wW`` with a window). The names are not checked here: the model build
-    refuses what it lacks."""
-    out = [("t2r", "additive", "sum")]
+def parse_states(spec: str) -> list:
+    """``--states`` 'additive,decay,gate,delta:rms,gate@64,window-only@64' -> [StateRow]: each state
+    with the norm it names after ':' (default rms for delta and gated-delta, sum otherwise) and the
+    window it names after '@'. The additive state with the sum norm and no window, the paper's T2R, is
+    variant ``t2r`` and always comes first (the states are timed against it); another is ``t2r_STATE``
+    (``t2r_STATE_NORM`` with a norm other than its default, ``_wW`` with a window). The names are not
+    checked here: the model build refuses what it lacks."""
+    out = [StateRow("t2r", "additive", "sum")]
     for item in (x.strip() for x in spec.split(",")):
         if not item:
             continue
@@ -112,9 +121,9 @@ def parse_states(spec: str):
         default = default_norm(state)
         norm = norm or default
         variant = "t2r_" + state + ("" if norm == default else "_" + norm) + (f"_w{w}" if w else "")
-        state = state + (f"@{w}" if w else "")
-        if (state, norm) != ("additive", "sum") and variant not in [v for v, _, _ in out]:
-            out.append((variant, state, norm))
+        row = StateRow(variant, state, norm, int(w or 0))
+        if row[1:] != out[0][1:] and variant not in [r.variant for r in out]:
+            out.append(row)
     return out
 
 

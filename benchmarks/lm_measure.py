@@ -84,7 +84,7 @@ def context_row(ctx, times, nbytes, prefill_s, a):
                 row[f"t2r_over_{f}"] = ms["t2r"] / ms[f]
         if "t2r_unmerged" in ms:
             row["merged_speedup"] = ms["t2r_unmerged"] / ms["t2r"]
-    states = [v for v, _, _ in a.states[1:] if v in ms] if a.states else []
+    states = [r.variant for r in a.states[1:] if r.variant in ms] if a.states else []
     if states:
         row["state_bytes"] = {v: nbytes.get(v) for v in ["t2r"] + states}
         row["over_additive"] = {v: ms[v] / ms["t2r"] for v in states}

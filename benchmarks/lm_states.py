@@ -16,7 +16,7 @@ import sys
 
 from benchmarks import lm_generation as G
 from benchmarks import lm_models
-from benchmarks.common import FakeTask, parse_states, state_options, window_options
+from benchmarks.common import FakeTask, parse_states
 from benchmarks.plots import pyplot, save_figure
 from fairseq_t2r.errors import T2RUserError
 
@@ -34,7 +34,7 @@ def parse_args(argv):
                         "the only other variant)")
     a = G.parse_args(argv, p, out_name="states_lm_generation")
     a.states = parse_states(a.states)
-    a.variants = list(dict.fromkeys(a.variants + [v for v, _, _ in a.states]))
+    a.variants = list(dict.fromkeys(a.variants + [r.variant for r in a.states]))
     return a
 
 
@@ -43,22 +43,22 @@ def build_state_models(a, dictionary, t2r):
     (its state dict loaded: the new state tensors take their swap initialisation): ({variant:
     model}, {variant: why its build refused it})."""
     models, skipped = {}, {}
-    for variant, state, norm in a.states[1:]:
+    for row in a.states[1:]:
         try:
-            options = {f"t2r_{k}": v for k, v in {**state_options(state, norm), **window_options(state)}.items()}
-            m = lm_models.build("t2r_transformer_lm", FakeTask(dictionary), a, lm_models.max_positions(a), **options)
+            m = lm_models.build("t2r_transformer_lm", FakeTask(dictionary), a, lm_models.max_positions(a),
+                                **row.options())
         except (ValueError, T2RUserError) as e:
-            skipped[variant] = str(e)
-            print(f"{variant} skipped: --t2r-state {state} --t2r-norm {norm} refused: {e}", flush=True)
+            skipped[row.variant] = str(e)
+            print(f"{row.variant} skipped: --states {row.spelling()} refused: {e}", flush=True)
             continue
         m.load_state_dict(copy.deepcopy(t2r.state_dict()))
-        models[variant] = m
+        models[row.variant] = m
     return models, skipped
 
 
 def config(a, skipped):
     """What the run's config records of the sweep: the states asked for, and those refused."""
-    return {"states": [{"variant": v, "state": s, "norm": n} for v, s, n in a.states], "states_skipped": skipped}
+    return {"states": [r.record() for r in a.states], "states_skipped": skipped}
 
 
 def summarize_states(rows, s):

@@ -125,7 +125,7 @@ def run_config(a):
             "memory": "peak RSS increase over one fwd+bwd step in a fresh subprocess after a "
                       "256-token warm-up; softmax's causal mask allocated before the step",
             "statistic": f"median {a.clock} time over interleaved repeats", "clock": a.clock,
-            **({"states": [{"variant": v, "state": s, "norm": n} for v, s, n in a.states],
+            **({"states": [r.record() for r in a.states],
                 "states_skipped": state_layers(a)[1]} if a.states else {})}
 
 

@@ -10,7 +10,7 @@ import time
 
 import torch
 
-from benchmarks.common import FakeTask, make_dictionary, spelling, state_options, window_options
+from benchmarks.common import FakeTask, make_dictionary
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -36,14 +36,14 @@ def state_layers(a):
     from fairseq_t2r.modules import T2RAttention
 
     mods, skipped = {}, {}
-    for variant, state, norm in a.states[1:]:
+    for row in a.states[1:]:
         torch.manual_seed(0)
         try:
-            mods[variant] = T2RAttention.from_softmax(MultiheadAttention(a.dim, a.heads, self_attention=True), "t2r",
-                                                      a.feature_dim, state_options=state_options(state, norm),
-                                                      window_options=window_options(state)).train()
+            mods[row.variant] = T2RAttention.from_softmax(
+                MultiheadAttention(a.dim, a.heads, self_attention=True), "t2r", a.feature_dim,
+                state_options=row.state_options(), window_options=row.window_options()).train()
         except ValueError as e:
-            skipped[variant] = str(e)
+            skipped[row.variant] = str(e)
     return mods, skipped
 
 
@@ -173,7 +173,7 @@ def measure_memory(name, T, a):
            "--dim", str(a.dim), "--heads", str(a.heads), "--feature-dim", str(a.feature_dim),
            "--threads", str(a.threads)]
     if a.states:
-        cmd += ["--states", ",".join(spelling(st, norm) for _, st, norm in a.states)]
+        cmd += ["--states", ",".join(r.spelling() for r in a.states)]
     res = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, env=env)
     lines = [ln for ln in res.stdout.splitlines() if ln.startswith("PEAK_MB ")]
     if res.returncode != 0 or not lines:

@@ -3,6 +3,7 @@ import shutil
 import sys
 import tempfile
 import threading
+import time
 from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # tests/utils.py
@@ -34,6 +35,7 @@ class Pipeline:
     def __init__(self, func):
         self.root = Path(tempfile.mkdtemp(prefix=f"t2r-{func.__module__}-"))
         self.result = self.error = None
+        self.started, self.ended, self.waited = time.monotonic(), None, None
         self.thread = threading.Thread(target=self._run, args=(func,), daemon=True, name=func.__module__)
         self.thread.start()
 
@@ -42,8 +44,11 @@ class Pipeline:
             self.result = func(self.root)
         except BaseException as e:  # raised again in the test that waits for it
             self.error = e
+        self.ended = time.monotonic()
 
     def wait(self):
+        if self.waited is None:
+            self.waited = time.monotonic()
         self.thread.join()
         if self.error is not None:
             raise self.error
@@ -73,6 +78,19 @@ def pytest_collection_finish(session):
 def pipeline_result(request):
     """What this test module's ``pipeline(root)`` returned (started at collection, waited for here)."""
     return _PIPELINES[request.module.__name__].wait()
+
+
+def pytest_terminal_summary(terminalreporter):
+    # where the suite's time goes: each pipeline's run, and how long the main thread waited for it
+    # (the suite is CPU-bound on 2 cores, so a pipeline's span is its share of both, not its cost alone)
+    if not _PIPELINES:
+        return
+    t0 = min(p.started for p in _PIPELINES.values())
+    terminalreporter.section("background pipelines (seconds from the first start)")
+    for name, p in sorted(_PIPELINES.items(), key=lambda kv: kv[1].ended or float("inf")):
+        end = f"{p.ended - t0:6.1f}" if p.ended else "   n/a"
+        waited = f", waited for from {p.waited - t0:6.1f}" if p.waited else ""
+        terminalreporter.write_line(f"{name}: ran {p.started - t0:5.1f} to {end}{waited}")
 
 
 def pytest_sessionfinish():
