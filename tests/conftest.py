@@ -27,10 +27,12 @@ def tiny_lm_teacher():
 
 # ------------------------------------------------------------------ end-to-end pipelines in the background
 # The heavy end-to-end runs (train a teacher, swap, finetune, evaluate; the quick demo; the
-# benchmarks' smoke run) are chains of tool runs in other processes. A test module that has one
-# defines ``pipeline(root) -> result``; it starts in a thread as soon as collection selects a test
-# that uses the ``pipeline_result`` fixture, and runs on the second core while the in-process
-# tests (single-threaded, see above) use the first. The fixture waits for it.
+# benchmarks' smoke run; the Triton checks, which need a process of their own) are chains of runs
+# in other processes. A test module that has one defines ``pipeline(root) -> result``; it starts in
+# a thread as soon as collection selects a test that uses the ``pipeline_result`` fixture, and runs
+# on the second core while the in-process tests (single-threaded, see above) use the first. The
+# fixture waits for it. A pipeline must not use torch's global random generator in this process:
+# the main thread's tests seed and read it meanwhile.
 class Pipeline:
     def __init__(self, func):
         self.root = Path(tempfile.mkdtemp(prefix=f"t2r-{func.__module__}-"))

@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 from quick_demo import ENV, QUICK, demo, quick_demo
-from tool_server import tools
+from tool_server import ToolServer, tools
 from utils import DATA, REPO, lm_args
 
 from fairseq_t2r import checkpoint
@@ -24,13 +24,17 @@ SIGINT_DEFAULT = f"{REPO}/tests/sigint_default.py"  # Ctrl-C as at a terminal, w
 
 def pipeline(root):
     """The quick demo (tests/quick_demo.py: run once per session, its outputs shared with
-    tests/test_docs.py), started in the background at collection (tests/conftest.py)."""
-    return quick_demo()
+    tests/test_docs.py), then a second run in another folder with the same teacher settings (the
+    teacher cache): started in the background at collection (tests/conftest.py)."""
+    out, res = quick_demo()
+    again = root / "again"
+    with ToolServer() as server:  # the main one (tools()) answers the in-process tests meanwhile
+        return out, res, again, demo(*QUICK, "--tasks", "lm", "--variants", "t2r", "--out", str(again), server=server)
 
 
 @pytest.fixture(scope="module")
 def quick(pipeline_result):
-    out, res = pipeline_result
+    out, res, _, _ = pipeline_result
     assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-4000:]
     return out, res
 
@@ -172,16 +176,16 @@ def test_quick_demo_compares_with_the_control_and_measures_faithfulness(quick):
     assert report.count("**Warning: this teacher is not shown to be converged.**") == 2
 
 
-def test_a_second_run_reuses_the_cached_teacher(quick, tmp_path):
+def test_a_second_run_reuses_the_cached_teacher(quick, pipeline_result):
     """Same data and teacher settings in another folder: the teacher is copied from the cache, not
     trained, and the run says so; the run folder holds it as if trained there."""
     out, _ = quick
-    res = demo(*QUICK, "--tasks", "lm", "--variants", "t2r", "--out", str(tmp_path / "again"))
+    _, _, again, res = pipeline_result
     assert res.returncode == 0, res.stderr[-3000:]
     assert "[lm/teacher] reuse the cached softmax teacher" in res.stdout and "train the softmax teacher" not in res.stdout
-    copied = tmp_path / "again" / "lm" / "teacher" / "checkpoint_best.pt"
+    copied = again / "lm" / "teacher" / "checkpoint_best.pt"
     assert copied.read_bytes() == (out / "lm" / "teacher" / "checkpoint_best.pt").read_bytes()
-    report = (tmp_path / "again" / "report" / "report.md").read_text()
+    report = (again / "report" / "report.md").read_text()
     assert "Teacher: cached (" in report and "reused, 60 updates" in report
 
 

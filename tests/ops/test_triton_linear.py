@@ -22,11 +22,10 @@ import torch
 from fairseq_t2r import ops
 from fairseq_t2r.ops import dispatch
 
-# find_spec, not import: triton must not be imported in this process (see ``interp``)
+# find_spec, not import: triton must not be imported in this process (see ``pipeline``)
+HAVE_TRITON = importlib.util.find_spec("triton") is not None and importlib.util.find_spec("numpy") is not None
 needs_triton = pytest.mark.skipif(
-    importlib.util.find_spec("triton") is None or importlib.util.find_spec("numpy") is None,
-    reason="triton / numpy not installed (pip install .[gpu]): the fused Triton kernels are not tested",
-)
+    not HAVE_TRITON, reason="triton / numpy not installed (pip install .[gpu]): the fused Triton kernels are not tested")
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -39,13 +38,23 @@ def _child_env(tmp):
     return env
 
 
+def pipeline(root):
+    """Both checks that need a process of their own, started in the background at collection
+    (tests/conftest.py): every interpreter check (triton_interp_checks.py: the interpreter must be
+    chosen before triton is first imported, so not in this process) and the sm_90 compile (COMPILE,
+    below). None without triton."""
+    if not HAVE_TRITON:
+        return None
+    run = dict(capture_output=True, text=True, timeout=300)
+    checks = subprocess.run([sys.executable, os.path.join(HERE, "triton_interp_checks.py")],
+                            env=_child_env(root / "interp"), **run)
+    return checks, subprocess.run([sys.executable, "-c", COMPILE], env=_child_env(root / "compile"), **run)
+
+
 @pytest.fixture(scope="module")
-def interp(tmp_path_factory):
-    """Every interpreter check, run once in a subprocess (triton_interp_checks.py: the interpreter
-    must be chosen before triton is first imported, so not in this process): name -> figures."""
-    env = _child_env(tmp_path_factory.mktemp("triton_cache"))
-    p = subprocess.run([sys.executable, os.path.join(HERE, "triton_interp_checks.py")], env=env,
-                       capture_output=True, text=True, timeout=300)
+def interp(pipeline_result):
+    """The interpreter checks' figures: name -> figures."""
+    p = pipeline_result[0]
     assert p.returncode == 0, p.stderr[-3000:]
     result = json.loads(p.stdout.strip().splitlines()[-1])
     assert result.pop("interpreted") is True
@@ -184,8 +193,8 @@ COMPILE = textwrap.dedent("""
 
 
 @needs_triton
-def test_kernels_compile_for_sm90_without_a_gpu(tmp_path):
+def test_kernels_compile_for_sm90_without_a_gpu(pipeline_result):
     """Compile-only (no driver needed): catches compile errors for H100/H200 on a CPU machine."""
-    p = subprocess.run([sys.executable, "-c", COMPILE], env=_child_env(tmp_path), capture_output=True, text=True, timeout=300)
+    p = pipeline_result[1]
     assert p.returncode == 0, p.stderr[-3000:]
     assert p.stdout.count("sm_90 ok") == 4
