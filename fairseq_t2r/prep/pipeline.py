@@ -12,7 +12,6 @@ import io
 import os
 import random
 import shutil
-import subprocess
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -195,28 +194,46 @@ def write_lines(path, lines):
 
 def binarize(out_dir, destdir, *, lm: bool, workers: int = 1, trainpref="train.bpe",
              validpref="valid.bpe", testpref="test.bpe", src="en", tgt="de"):
-    """Run ``fairseq-preprocess`` with this interpreter (``python -m fairseq_cli.preprocess``).
+    """``fairseq-preprocess`` in this process (its ``main``: a process of its own cost ~4 s of CPU
+    importing fairseq again); its report goes to ``DESTDIR/preprocess.log`` only, as it did then.
 
     LM: ``--only-source --task language_modeling``; MT: ``--source-lang SRC --target-lang TGT
     --joined-dictionary``. ``destdir`` is recreated from scratch.
     """
+    import logging
+
+    from fairseq_t2r.patches import hide_harmless_warnings  # noqa: F401  (before fairseq: hides its notices)
+
     out_dir, destdir = Path(out_dir), Path(destdir)
     if destdir.exists():
         shutil.rmtree(destdir)
-    cmd = [sys.executable, "-m", "fairseq_cli.preprocess",
-           "--trainpref", str(out_dir / trainpref), "--validpref", str(out_dir / validpref),
-           "--testpref", str(out_dir / testpref), "--destdir", str(destdir),
-           "--workers", str(max(1, workers))]
+    argv = ["--trainpref", str(out_dir / trainpref), "--validpref", str(out_dir / validpref),
+            "--testpref", str(out_dir / testpref), "--destdir", str(destdir), "--workers", str(max(1, workers))]
     if lm:
-        cmd += ["--only-source", "--task", "language_modeling"]
+        argv += ["--only-source", "--task", "language_modeling"]
     else:
-        cmd += ["--source-lang", src, "--target-lang", tgt, "--joined-dictionary"]
-    log("binarize: " + " ".join(cmd[1:]))
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    if proc.returncode != 0:
-        tail = [ln for ln in (proc.stderr or proc.stdout).splitlines() if ln.strip()]
-        raise PrepError(f"fairseq-preprocess failed ({tail[-1] if tail else 'no output'}): "
-                        f"check that fairseq imports in {sys.executable}")
+        argv += ["--source-lang", src, "--target-lang", tgt, "--joined-dictionary"]
+    log("binarize: fairseq-preprocess " + " ".join(argv))
+    root, own = logging.getLogger(), logging.getLogger("fairseq_cli.preprocess")
+    saved = list(root.handlers), root.level, list(own.handlers), own.level, own.propagate
+    try:
+        from fairseq import options
+        from fairseq_cli import preprocess  # (its import may configure the root logger: undone below)
+
+        root.setLevel(logging.WARNING)
+        own.setLevel(logging.INFO)
+        own.propagate = False  # its INFO lines to the log file it adds, not to this tool's output
+        preprocess.main(options.get_preprocessing_parser().parse_args(argv))
+    except (Exception, SystemExit) as e:
+        raise PrepError(f"fairseq-preprocess failed ({type(e).__name__}: {e}): check that fairseq imports in "
+                        f"{sys.executable}") from e
+    finally:
+        for handler in own.handlers[len(saved[2]):]:  # the log file of this call
+            handler.close()
+        root.handlers[:], own.handlers[:] = saved[0], saved[2]
+        root.setLevel(saved[1])
+        own.setLevel(saved[3])
+        own.propagate = saved[4]
     return destdir
 
 
