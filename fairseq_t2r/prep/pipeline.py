@@ -215,7 +215,8 @@ def binarize(out_dir, destdir, *, lm: bool, workers: int = 1, trainpref="train.b
         argv += ["--source-lang", src, "--target-lang", tgt, "--joined-dictionary"]
     log("binarize: fairseq-preprocess " + " ".join(argv))
     root, own = logging.getLogger(), logging.getLogger("fairseq_cli.preprocess")
-    saved = list(root.handlers), root.level, list(own.handlers), own.level, own.propagate
+    root_handlers, root_level = list(root.handlers), root.level
+    own_handlers, own_level, own_propagate = list(own.handlers), own.level, own.propagate
     try:
         from fairseq import options
         from fairseq_cli import preprocess  # (its import may configure the root logger: undone below)
@@ -228,12 +229,12 @@ def binarize(out_dir, destdir, *, lm: bool, workers: int = 1, trainpref="train.b
         raise PrepError(f"fairseq-preprocess failed ({type(e).__name__}: {e}): check that fairseq imports in "
                         f"{sys.executable}") from e
     finally:
-        for handler in own.handlers[len(saved[2]):]:  # the log file of this call
+        for handler in own.handlers[len(own_handlers):]:  # the log file of this call
             handler.close()
-        root.handlers[:], own.handlers[:] = saved[0], saved[2]
-        root.setLevel(saved[1])
-        own.setLevel(saved[3])
-        own.propagate = saved[4]
+        root.handlers[:], own.handlers[:] = root_handlers, own_handlers
+        root.setLevel(root_level)
+        own.setLevel(own_level)
+        own.propagate = own_propagate
     return destdir
 
 
