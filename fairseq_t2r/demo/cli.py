@@ -91,8 +91,10 @@ def main(argv=None):
     print(f"t2r-demo: preset {args.preset}, tasks {', '.join(tasks)}, working folder {out}", flush=True)
     preload_tools()
     steps = [s for p in task_plans.values() for s in p.steps()]
-    # the runner starts steps in list order: every task's data and teacher first, the longest path
-    steps.sort(key=lambda s: 0 if s.name.endswith(("/data", "/teacher")) else 1)
+    # the runner starts steps in list order: every task's data and teacher first, the longest path, then
+    # translation's steps (its trainings take ~1.5x the LM's per update), so that the shorter task's last
+    # step, its compare step that waits for all its arms, is the one left alone at the end
+    steps.sort(key=lambda s: 0 if s.name.endswith(("/data", "/teacher")) else 1 if s.name.startswith("mt/") else 2)
     # speed is timed alone, after all training: a neighbour's run would distort the timings
     others = [s.name for s in steps if not s.name.endswith("/speed")]
     previous = []

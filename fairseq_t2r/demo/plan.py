@@ -134,18 +134,22 @@ class TaskPlan:
 
     def train_flags(self, save_dir: Path, updates: int, lr: float, warmup: int, seed: Optional[int] = None,
                     anneal: bool = False) -> List[str]:
-        """fairseq-train's flags; ``anneal`` (runs from random init): the rate decays linearly to 0 at ``updates``."""
+        """fairseq-train's flags; ``anneal`` (runs from random init): the rate decays linearly to 0 at ``updates``,
+        with validations every ``teacher_validate_every`` updates."""
         p = self.preset
         schedule = (["--lr-scheduler", "polynomial_decay", "--total-num-update", str(updates),
                      "--end-learning-rate", "0"] if anneal else ["--lr-scheduler", "inverse_sqrt"])
+        every = str(p.teacher_validate_every or p.validate_every) if anneal else str(p.validate_every)
         flags = [str(self.bin), "--user-dir", self.user_dir, *self.task_flags(),
                  "--max-tokens", str(p.max_tokens), "--optimizer", "adam", "--adam-betas", presets.ADAM_BETAS,
                  "--lr", str(lr), *schedule, "--warmup-updates", str(warmup),
                  "--weight-decay", presets.WEIGHT_DECAY, "--clip-norm", presets.CLIP_NORM,
                  "--dropout", presets.DROPOUT,
-                 "--max-update", str(updates), "--validate-interval-updates", str(p.validate_every),
-                 "--save-interval-updates", str(p.validate_every), "--keep-interval-updates", "1",
-                 "--no-epoch-checkpoints", "--log-format", "json", "--log-interval", str(p.validate_every),
+                 "--max-update", str(updates), "--validate-interval-updates", every,
+                 "--save-interval-updates", every, "--keep-interval-updates", "1",
+                 "--validate-interval", presets.NEVER, "--save-interval", presets.NEVER,
+                 "--max-tokens-valid", presets.EVAL_MAX_TOKENS, "--required-batch-size-multiple", "1",
+                 "--no-epoch-checkpoints", "--log-format", "json", "--log-interval", every,
                  "--num-workers", "0", "--seed", str(seed or self.seed), "--save-dir", str(save_dir)]
         if self.kind == "mt":
             flags += ["--criterion", "label_smoothed_cross_entropy", "--label-smoothing", presets.LABEL_SMOOTHING]
