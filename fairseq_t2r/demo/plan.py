@@ -148,7 +148,6 @@ class TaskPlan:
                  "--max-update", str(updates), "--validate-interval-updates", every,
                  "--save-interval-updates", every, "--keep-interval-updates", "1",
                  "--validate-interval", presets.NEVER, "--save-interval", presets.NEVER,
-                 "--max-tokens-valid", presets.EVAL_MAX_TOKENS, "--required-batch-size-multiple", "1",
                  "--no-epoch-checkpoints", "--log-format", "json", "--log-interval", every,
                  "--num-workers", "0", "--seed", str(seed or self.seed), "--save-dir", str(save_dir)]
         if self.kind == "mt":

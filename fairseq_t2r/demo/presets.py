@@ -72,11 +72,7 @@ DROPOUT = "0.1"            # the usual transformer dropout
 LABEL_SMOOTHING = "0.1"    # translation: the Transformer paper's label smoothing
 
 # --- data shapes and evaluation
-EVAL_MAX_TOKENS = "8192"   # eval_lm batch: evaluation keeps no gradients, so it takes larger batches; so does a
-                           # training's validation (--max-tokens-valid: the same losses, its BLEU faster), with
-                           # --required-batch-size-multiple 1: at fairseq's default of 8 a last batch whose size is
-                           # no multiple of 8 is dropped (fairseq/data/data_utils.py batch_by_size), the longest
-                           # sentences of a validation set (1 of the demo's 350 at --max-tokens 1024, 6 at 8192)
+EVAL_MAX_TOKENS = "8192"   # eval_lm batch: evaluation keeps no gradients, so it takes larger batches
 NEVER = "1000000"          # fairseq-train's --validate-interval / --save-interval (in epochs): no validation or
                            # checkpoint at an epoch's end, only every validate_every updates (an end of epoch is an
                            # odd point on a curve: a translation arm's 222nd update, ~15 s of validation BLEU)
