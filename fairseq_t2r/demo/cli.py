@@ -91,10 +91,14 @@ def main(argv=None):
     print(f"t2r-demo: preset {args.preset}, tasks {', '.join(tasks)}, working folder {out}", flush=True)
     preload_tools()
     steps = [s for p in task_plans.values() for s in p.steps()]
-    # the runner starts steps in list order: every task's data and teacher first, the longest path, then
-    # translation's steps (its trainings take ~1.5x the LM's per update), so that the shorter task's last
-    # step, its compare step that waits for all its arms, is the one left alone at the end
-    steps.sort(key=lambda s: 0 if s.name.endswith(("/data", "/teacher")) else 1 if s.name.startswith("mt/") else 2)
+    # the runner starts steps in list order: every task's data and teacher first (the longest path), then
+    # translation's steps (its updates cost ~1.5x the LM's), the LM's, and last the compare steps, which wait
+    # for all of a task's arms: both run side by side at the end rather than one alone beside an idle core
+    def order(s):
+        if s.name.endswith(("/data", "/teacher")):
+            return 0
+        return 3 if s.name.endswith("/compare") else 1 if s.name.startswith("mt/") else 2
+    steps.sort(key=order)
     # speed is timed alone, after all training: a neighbour's run would distort the timings
     others = [s.name for s in steps if not s.name.endswith("/speed")]
     previous = []

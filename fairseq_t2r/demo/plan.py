@@ -134,12 +134,11 @@ class TaskPlan:
 
     def train_flags(self, save_dir: Path, updates: int, lr: float, warmup: int, seed: Optional[int] = None,
                     anneal: bool = False) -> List[str]:
-        """fairseq-train's flags; ``anneal`` (runs from random init): the rate decays linearly to 0 at ``updates``,
-        with validations every ``teacher_validate_every`` updates."""
+        """fairseq-train's flags; ``anneal`` (runs from random init): the rate decays linearly to 0 at ``updates``."""
         p = self.preset
         schedule = (["--lr-scheduler", "polynomial_decay", "--total-num-update", str(updates),
                      "--end-learning-rate", "0"] if anneal else ["--lr-scheduler", "inverse_sqrt"])
-        every = str(p.teacher_validate_every or p.validate_every) if anneal else str(p.validate_every)
+        every = str(p.validate_every)
         flags = [str(self.bin), "--user-dir", self.user_dir, *self.task_flags(),
                  "--max-tokens", str(p.max_tokens), "--optimizer", "adam", "--adam-betas", presets.ADAM_BETAS,
                  "--lr", str(lr), *schedule, "--warmup-updates", str(warmup),

@@ -31,8 +31,6 @@ class Preset:
     feature_dim: int = 32       # T2R feature size k (the paper's default, as --t2r-feature-dim)
     tokens_per_sample: int = 128  # LM block length in training and evaluation (perplexities compare at one length)
     compare_quick: bool = False   # t2r-compare with fewer trials and sentences (the where-it-loses section)
-    teacher_validate_every: Optional[int] = None  # the same for a run from random init (None: validate_every): its
-                                # curve and plateau check need no finer steps, and each validation costs ~1 s
 
 
 PRESETS: Dict[str, Preset] = {
@@ -47,13 +45,11 @@ PRESETS: Dict[str, Preset] = {
     # 7000 pairs, on which it levels off by 4000 updates (16.6 BLEU); every arm is finetuned for 300 updates
     "default": Preset(lm_lines=12000, lm_merges=3000, mt_pairs=7000, mt_merges=4000, layers=2, dim=128,
                       ffn=512, heads=4, lm_teacher_updates=10000, mt_teacher_updates=6000, ft_updates=300,
-                      transfer_updates=60, validate_every=100, max_tokens=1024, contexts=[128, 2048],
-                      teacher_validate_every=500),
+                      transfer_updates=60, validate_every=100, max_tokens=1024, contexts=[128, 2048]),
     # --full: the whole corpora and a 512-wide model; hours on 2 cores
     "full": Preset(lm_lines=None, lm_merges=10000, mt_pairs=None, mt_merges=10000, layers=3, dim=512,
                    ffn=1024, heads=8, lm_teacher_updates=10000, mt_teacher_updates=10000, ft_updates=1000, transfer_updates=200,
-                   validate_every=250, max_tokens=4096, contexts=[128, 1024, 4096],
-                   teacher_validate_every=1000),
+                   validate_every=250, max_tokens=4096, contexts=[128, 1024, 4096]),
 }
 
 # --- optimisation, the same for every run and preset (fairseq-train flags; the values as they are written there)
