@@ -97,7 +97,7 @@ def test_every_doc_command_is_classified():
 
 def test_the_readme_demo_commands_are_the_quick_demo_the_tests_run():
     demos = [shlex.split(text, comments=True) for doc, kind, text in COMMANDS if kind == "demo"]
-    assert ["scripts/demo.sh"] in demos  # the default run (15-20 min): the same program, no options
+    assert ["scripts/demo.sh"] in demos  # the default run (~30 min cold): the same program, no options
     quick = [argv[1:] for argv in demos if "--quick" in argv]
     assert quick == [[str(Path(a).relative_to(REPO)) if a.startswith(REPO) else a for a in QUICK]]
 
