@@ -189,7 +189,13 @@ def test_a_second_run_reuses_the_cached_teacher(quick, pipeline_result):
     assert copied.read_bytes() == (out / "lm" / "teacher" / "checkpoint_best.pt").read_bytes()
     report = (again / "report" / "report.md").read_text()
     assert "Teacher: cached (" in report and "reused, 60 updates" in report
-    # the arms the default leaves out: every one trained and scored; transfer's curve begins after its stage one
+
+
+def test_the_arms_the_default_leaves_out_train_and_score(pipeline_result):
+    """RFA and attention transfer (--variants): every one trained and scored; transfer's curve begins
+    after its stage one."""
+    _, _, again, res = pipeline_result
+    assert res.returncode == 0, res.stderr[-3000:]
     runs = json.loads((again / "report" / "results.json").read_text())["lm"]["runs"]
     assert set(runs) == {"teacher", "swapped", *AGAIN_ARMS}
     for name in AGAIN_ARMS:
