@@ -49,7 +49,7 @@ M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
 KEEP_BELOW = 1 << 30
 
 
-def keep_freed_memory() -> bool:
+def keep_freed_memory():
     """Let glibc's malloc keep freed memory for the next allocation instead of returning it to the OS.
 
     By default a tensor above glibc's mmap threshold (128 KiB in a fresh process, adaptive after)
@@ -58,14 +58,12 @@ def keep_freed_memory() -> bool:
     runs them, two side by side on 2 cores): 3.0M page faults and 8.8 s in the kernel against 65k
     and 0.4 s, 60.7 s against 50.8 s, the same losses and peak memory (``docs/DESIGN.md``). A
     user's own ``MALLOC_*_THRESHOLD_`` settings are left alone; other C libraries (no ``mallopt``) too.
-    Returns whether it set them.
     """
     mallopt = glibc_mallopt()
     if mallopt is None or "MALLOC_MMAP_THRESHOLD_" in os.environ or "MALLOC_TRIM_THRESHOLD_" in os.environ:
-        return False
+        return
     for param in (M_MMAP_THRESHOLD, M_TRIM_THRESHOLD):
         mallopt(param, KEEP_BELOW)
-    return True
 
 
 def glibc_mallopt():
